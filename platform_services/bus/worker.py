@@ -1,0 +1,172 @@
+"""The consumer framework: polling, batching, retries, dead-lettering and idempotency.
+
+A consumer is a function of a batch of decoded events and a DB session. The framework runs
+it in one transaction together with the insert of the events' ids into ``processed_events``,
+so a redelivered event (after a crash, a rebalance or a duplicate publish) is skipped, never
+applied twice. An event that cannot be decoded, or whose handler keeps failing after
+``max_attempts`` tries, goes to ``<topic>.dlq`` with the reason; the rest go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.events import Event, EventDecodeError, decode, dlq_topic
+from core.logging import kv
+from platform_services.bus.base import EventBus, Message, Record
+from platform_services.bus.tables import ProcessedEvent
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Session, list[Event]], None]
+
+PROCESSED = Counter("reelrank_events_processed", "Events applied", ["consumer", "topic"])
+SKIPPED = Counter("reelrank_events_duplicate", "Redelivered events skipped", ["consumer", "topic"])
+FAILED = Counter("reelrank_events_failed", "Handler attempts that raised", ["consumer", "topic"])
+DEAD = Counter("reelrank_events_dead_lettered", "Events sent to a DLQ", ["consumer", "topic"])
+LAG = Gauge("reelrank_consumer_lag", "Records not yet committed", ["consumer", "topic", "partition"])
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    max_batch: int = 500
+    poll_timeout_ms: int = 200
+    max_attempts: int = 3
+    backoff_s: float = 0.1
+    session_timeout_ms: int = 10_000
+    lag_every_s: float = 5.0
+
+
+@dataclass
+class Worker:
+    """One member of consumer group ``name`` applying ``handler`` to ``topics``."""
+
+    name: str
+    topics: Sequence[str]
+    handler: Handler
+    bus: EventBus
+    sessions: sessionmaker[Session]
+    config: WorkerConfig = field(default_factory=WorkerConfig)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the in-flight batch finishes and commits first."""
+        await self.bus.ensure_topics([*self.topics, *map(dlq_topic, self.topics)])
+        consumer = self.bus.consumer(
+            self.name, self.topics, session_timeout_ms=self.config.session_timeout_ms
+        )
+        await consumer.start()
+        log.info("worker started", extra=kv(consumer=self.name, topics=",".join(self.topics)))
+        loop = asyncio.get_running_loop()
+        next_lag = 0.0
+        try:
+            while not stop.is_set():
+                records = await consumer.poll(self.config.max_batch, self.config.poll_timeout_ms)
+                if records:
+                    await self.process(records)
+                    await consumer.commit(records)
+                if loop.time() >= next_lag:
+                    next_lag = loop.time() + self.config.lag_every_s
+                    for (topic, part), lag in (await consumer.lag()).items():
+                        LAG.labels(self.name, topic, str(part)).set(lag)
+        finally:
+            await consumer.stop()
+            log.info("worker stopped", extra=kv(consumer=self.name))
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Apply a batch; poison records are dead-lettered. Raises only if the DLQ is down."""
+        good: list[tuple[Record, Event]] = []
+        dead: list[tuple[Record, str]] = []
+        for r in records:
+            try:
+                event = decode(r.value)
+                if event.topic != r.topic:
+                    raise EventDecodeError(f"{event.type} event on topic {r.topic}")
+                good.append((r, event))
+            except EventDecodeError as exc:
+                dead.append((r, str(exc)))
+        if good:
+            try:
+                await asyncio.to_thread(self._apply, [e for _, e in good])
+            except Exception:
+                log.warning(
+                    "batch failed; retrying events one by one", extra=kv(consumer=self.name)
+                )
+                for r, event in good:
+                    reason = await self._apply_with_retries(event)
+                    if reason:
+                        dead.append((r, reason))
+        if dead:
+            await self._dead_letter(dead)
+
+    async def _apply_with_retries(self, event: Event) -> str | None:
+        """Apply one event, retrying with backoff; the last error's text if it never succeeds."""
+        for attempt in range(self.config.max_attempts):
+            try:
+                await asyncio.to_thread(self._apply, [event])
+                return None
+            except Exception as exc:
+                FAILED.labels(self.name, event.topic).inc()
+                reason = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "handler failed",
+                    extra=kv(consumer=self.name, event_id=event.event_id, attempt=attempt + 1),
+                )
+                await asyncio.sleep(self.config.backoff_s * 2**attempt)
+        return reason
+
+    def _apply(self, events: list[Event]) -> None:
+        """Skip already-processed ids, record the rest and apply them, all in one transaction."""
+        unique = list({str(e.event_id): e for e in events}.items())
+        for attempt in range(2):
+            try:
+                with self.sessions.begin() as session:
+                    seen = set(
+                        session.scalars(
+                            select(ProcessedEvent.event_id).where(
+                                ProcessedEvent.consumer == self.name,
+                                ProcessedEvent.event_id.in_([i for i, _ in unique]),
+                            )
+                        )
+                    )
+                    fresh = [e for i, e in unique if i not in seen]
+                    session.add_all(
+                        ProcessedEvent(consumer=self.name, event_id=str(e.event_id)) for e in fresh
+                    )
+                    if fresh:
+                        self.handler(session, fresh)
+                break
+            except IntegrityError:  # another member applied some of them concurrently
+                if attempt:
+                    raise
+        for e in fresh:
+            PROCESSED.labels(self.name, e.topic).inc()
+        if len(fresh) < len(events):
+            SKIPPED.labels(self.name, events[0].topic).inc(len(events) - len(fresh))
+
+    async def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
+        messages = []
+        for r, reason in dead:
+            DEAD.labels(self.name, r.topic).inc()
+            log.error(
+                "dead-lettered",
+                extra=kv(consumer=self.name, topic=r.topic, offset=r.offset, reason=reason),
+            )
+            body = {
+                "consumer": self.name,
+                "topic": r.topic,
+                "partition": r.partition,
+                "offset": r.offset,
+                "error": reason,
+                "payload": r.value.decode("utf-8", errors="replace"),
+            }
+            messages.append(Message(dlq_topic(r.topic), r.key, json.dumps(body).encode()))
+        await self.bus.publish(messages)

@@ -1,0 +1,74 @@
+"""HTTP routes that make :class:`LocalBlobStore`'s pre-signed URLs real.
+
+Mounted by the API when blobs live in a local directory: clients then upload and download
+exactly as they would against S3, with a signed, expiring URL and no session.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import tempfile
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from platform_services.storage.blobs import LocalBlobStore, SignatureError, validate_key
+
+DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+_SPOOL_BYTES = 8 * 1024 * 1024  # uploads larger than this go to a temp file, not memory
+
+
+def _check(
+    store: LocalBlobStore, key: str, op: str, request: Request, content_type: str | None = None
+) -> None:
+    q = request.query_params
+    try:
+        validate_key(key)
+    except ValueError as exc:
+        raise HTTPException(400, detail=str(exc)) from None
+    if q.get("op") != op:
+        raise HTTPException(403, detail=f"URL is not signed for {op.upper()}")
+    try:
+        store.verify(key, op, q.get("exp", ""), q.get("sig", ""), content_type)
+    except SignatureError as exc:
+        raise HTTPException(403, detail=str(exc)) from None
+
+
+def blob_router(
+    store: LocalBlobStore, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+) -> APIRouter:
+    """``PUT``/``GET /blobs/{key}`` serving ``store``, refusing uploads over the size limit."""
+    router = APIRouter(tags=["blobs"])
+
+    @router.put("/blobs/{key:path}")
+    async def put_blob(key: str, request: Request) -> dict[str, object]:
+        signed_type = request.query_params.get("ct")
+        _check(store, key, "put", request, signed_type)
+        content_type = request.headers.get("content-type", "application/octet-stream")
+        if signed_type and content_type != signed_type:
+            raise HTTPException(403, detail=f"URL is signed for Content-Type {signed_type}")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_upload_bytes:
+            raise HTTPException(413, detail=f"upload exceeds {max_upload_bytes} bytes")
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_upload_bytes:  # a chunked upload can lie by omission
+                    raise HTTPException(413, detail=f"upload exceeds {max_upload_bytes} bytes")
+                body.write(chunk)
+            body.seek(0)
+            await run_in_threadpool(store.put, key, body, content_type)
+        return {"key": key, "size": size}
+
+    @router.get("/blobs/{key:path}")
+    async def get_blob(key: str, request: Request) -> FileResponse:
+        _check(store, key, "get", request)
+        path = store.path(key)
+        if not path.is_file():
+            raise HTTPException(404, detail=f"no blob {key!r}")
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type)
+
+    return router

