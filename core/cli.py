@@ -30,7 +30,9 @@ GROUPS: dict[str, str] = {
     "bench": "Benchmarks; each writes benchmarks/results/<name>.md.",
 }
 
-app = typer.Typer(help="reelrank: the recommendation platform's command line.", no_args_is_help=True)
+app = typer.Typer(
+    help="reelrank: the recommendation platform's command line.", no_args_is_help=True
+)
 groups: dict[str, typer.Typer] = {}
 for _name, _help in GROUPS.items():
     groups[_name] = typer.Typer(help=_help, no_args_is_help=True)
@@ -66,7 +68,9 @@ def worker(
     """Run a named worker until SIGTERM/SIGINT: the in-flight batch finishes and commits."""
     workers = {ep.name: ep for ep in entry_points(group="reelrank.workers")}
     if name not in workers:
-        typer.echo(f"error: unknown worker {name!r} (known: {', '.join(sorted(workers))})", err=True)
+        typer.echo(
+            f"error: unknown worker {name!r} (known: {', '.join(sorted(workers))})", err=True
+        )
         raise typer.Exit(2)
     run = workers[name].load()
     if metrics_port:

@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     def _secrets(self) -> Settings:
         if self.jwt_secret is None:
             if self.env != "dev":
-                raise ValueError("jwt_secret: required when env is not 'dev' (set REELRANK_JWT_SECRET)")
+                raise ValueError(
+                    "jwt_secret: required when env is not 'dev' (set REELRANK_JWT_SECRET)"
+                )
             self.jwt_secret = SecretStr(DEV_JWT_SECRET)
         elif self.env == "prod" and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
             raise ValueError("jwt_secret: the development key may not be used in prod")

@@ -47,7 +47,13 @@ def apply_counts(session: Session, events: list[Event]) -> None:
         row = rows.get(video_id)
         if row is None:
             row = VideoStats(
-                video_id=video_id, views=0, likes=0, comments=0, shares=0, skips=0, reports=0,
+                video_id=video_id,
+                views=0,
+                likes=0,
+                comments=0,
+                shares=0,
+                skips=0,
+                reports=0,
                 watch_ms=0,
             )
             session.add(row)

@@ -30,7 +30,9 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url)
-        return cls(settings, engine, session_factory(engine), open_bus(settings.event_bus_url, engine))
+        return cls(
+            settings, engine, session_factory(engine), open_bus(settings.event_bus_url, engine)
+        )
 
     async def close(self) -> None:
         await self.bus.stop()
@@ -50,7 +52,11 @@ async def run_counters(
 ) -> None:
     rt = Runtime.from_settings(settings)
     worker = Worker(
-        "counters", counters.TOPICS, counters.apply_counts, rt.bus, rt.sessions,
+        "counters",
+        counters.TOPICS,
+        counters.apply_counts,
+        rt.bus,
+        rt.sessions,
         config or WorkerConfig(session_timeout_ms=settings.bus_session_timeout_ms),
     )
     try:

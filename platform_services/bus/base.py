@@ -58,7 +58,7 @@ class Consumer(abc.ABC):
 
     @abc.abstractmethod
     async def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
-        """Up to ``max_records`` records of the assigned partitions, in offset order per partition."""
+        """Up to ``max_records`` records of the assigned partitions, in order per partition."""
 
     @abc.abstractmethod
     async def commit(self, records: Sequence[Record]) -> None:

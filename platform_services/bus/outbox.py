@@ -10,6 +10,7 @@ event id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -48,7 +49,9 @@ class OutboxRelay:
     def _mark(self, ids: list[int]) -> None:
         with self.sessions.begin() as s:
             s.execute(
-                update(OutboxRow).where(OutboxRow.id.in_(ids)).values(published_at=datetime.now(UTC))
+                update(OutboxRow)
+                .where(OutboxRow.id.in_(ids))
+                .values(published_at=datetime.now(UTC))
             )
 
     async def run_once(self) -> int:
@@ -71,7 +74,5 @@ class OutboxRelay:
                 log.exception("outbox relay: publish failed; retrying in %.1fs", delay)
                 sent, delay = 0, min(delay * 2, 10.0)
             if not sent:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass

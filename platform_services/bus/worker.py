@@ -33,7 +33,9 @@ PROCESSED = Counter("reelrank_events_processed", "Events applied", ["consumer", 
 SKIPPED = Counter("reelrank_events_duplicate", "Redelivered events skipped", ["consumer", "topic"])
 FAILED = Counter("reelrank_events_failed", "Handler attempts that raised", ["consumer", "topic"])
 DEAD = Counter("reelrank_events_dead_lettered", "Events sent to a DLQ", ["consumer", "topic"])
-LAG = Gauge("reelrank_consumer_lag", "Records not yet committed", ["consumer", "topic", "partition"])
+LAG = Gauge(
+    "reelrank_consumer_lag", "Records not yet committed", ["consumer", "topic", "partition"]
+)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,14 @@ def test_round_trip_keeps_every_field_and_keys_by_entity() -> None:
 
 def test_every_type_is_registered_at_version_1() -> None:
     assert {t for t, _ in EVENT_TYPES} >= {
-        "video.uploaded", "video.processed", "video.deleted", "user.interaction",
-        "feed.update", "notification.trigger", "analytics.event", "experiment.exposure",
+        "video.uploaded",
+        "video.processed",
+        "video.deleted",
+        "user.interaction",
+        "feed.update",
+        "notification.trigger",
+        "analytics.event",
+        "experiment.exposure",
     }
 
 
@@ -47,15 +53,26 @@ def test_every_type_is_registered_at_version_1() -> None:
         ),
         (
             json.dumps(
-                {"type": "user.interaction", "version": 1, "user_id": "x", "action": "like",
-                 "video_id": 1}
+                {
+                    "type": "user.interaction",
+                    "version": 1,
+                    "user_id": "x",
+                    "action": "like",
+                    "video_id": 1,
+                }
             ),
             "user_id",
         ),
         (
             json.dumps(
-                {"type": "user.interaction", "version": 1, "user_id": 1, "action": "like",
-                 "video_id": 1, "surprise": True}
+                {
+                    "type": "user.interaction",
+                    "version": 1,
+                    "user_id": 1,
+                    "action": "like",
+                    "video_id": 1,
+                    "surprise": True,
+                }
             ),
             "surprise",
         ),

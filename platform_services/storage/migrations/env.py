@@ -16,6 +16,7 @@ def _run(connection) -> None:
         connection=connection,
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
+        transactional_ddl=True,  # db.py runs every migration inside one BEGIN ... COMMIT
         compare_type=True,
     )
     with context.begin_transaction():

