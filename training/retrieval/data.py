@@ -48,7 +48,7 @@ def timeline(interactions: pd.DataFrame, history: pd.DataFrame | None = None) ->
         consumed = np.isin(event, list(_CONSUMED_EVENTS)) | (imp & clicked)
         positive = np.isin(event, list(_POSITIVE_EVENTS)) | (imp & ((clicked & long) | liked))
         ts = df["ts"] if "ts" in df else pd.Series(pd.NaT, index=df.index)
-        ts_ms = pd.to_datetime(ts, utc=True).astype("int64").to_numpy().astype(np.float64)
+        ts_ms = pd.to_datetime(ts, utc=True).dt.as_unit("ms").astype("int64").to_numpy(np.float64)
         ts_ms[ts.isna().to_numpy()] = np.nan
         part = pd.DataFrame(
             {

@@ -246,11 +246,16 @@ class TrainData:
         offsets = ends[:, None] - history_len + np.arange(history_len)[None, :]
         valid = offsets >= starts[:, None]
         offsets = np.where(valid, offsets, 0)
-        pad = np.zeros(1, bool)  # lets an empty timeline be indexed at 0
-        item = np.concatenate([self.item, [0]])[offsets]
+        if "padded" not in self.cache:  # one extra row so an empty timeline indexes safely
+            pad = np.zeros(1, bool)
+            self.cache["padded"] = (
+                np.concatenate([self.item, [0]]),
+                np.concatenate([self.long, pad]),
+                np.concatenate([self.liked, pad]),
+            )
+        item, long, liked = (a[offsets] for a in self.cache["padded"])
         raw = np.where(valid, self.catalog.item_ids[item], -1)
-        long = valid & np.concatenate([self.long, pad])[offsets]
-        liked = valid & np.concatenate([self.liked, pad])[offsets]
+        long, liked = valid & long, valid & liked
         feats = self.catalog.user_features
         return UserInputs(
             user_id=torch.from_numpy(self.catalog.user_ids[users]),

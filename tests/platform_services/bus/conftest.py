@@ -24,7 +24,7 @@ def worker_env(request: pytest.FixtureRequest, tmp_path) -> dict[str, str]:  # n
     else:
         bootstrap = request.getfixturevalue("kafka_broker")
         env = {"database_url": sqlite, "event_bus_url": f"kafka://{bootstrap}"}
-    env |= {"env": "test", "jwt_secret": "test-secret", "bus_session_timeout_ms": "6000"}
+    env |= {"env": "test", "jwt_secret": "t" * 32, "bus_session_timeout_ms": "6000"}
     return {f"REELRANK_{k.upper()}": v for k, v in env.items()}
 
 

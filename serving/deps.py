@@ -1,0 +1,57 @@
+"""Request dependencies: ``SettingsDep``, ``SessionDep``, ``CurrentUser``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from core.config import Settings
+from platform_services.auth import AuthError, user_id_from_token
+from platform_services.runtime import Runtime
+from platform_services.storage.models import User
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.runtime.settings
+
+
+def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
+    """One session (one transaction) per request: a route commits; anything else rolls back."""
+    with runtime.sessions() as session:
+        yield session
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False)
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def get_current_user(
+    settings: SettingsDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers=_UNAUTHORIZED)
+    try:
+        user_id = user_id_from_token(settings, credentials.credentials)
+    except AuthError as exc:
+        raise HTTPException(401, f"invalid token: {exc}", headers=_UNAUTHORIZED) from None
+    user = session.get(User, user_id)
+    if user is None:
+        raise HTTPException(401, "invalid token: unknown user", headers=_UNAUTHORIZED)
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -1,0 +1,79 @@
+"""Auth, input validation and the events endpoint, through the real app on SQLite."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from core.config import Settings
+from core.events import decode
+from platform_services.auth import issue_token
+from platform_services.bus.tables import OutboxRow
+from tests.serving.conftest import signup
+
+
+def test_register_login_and_me(client: TestClient) -> None:
+    headers = signup(client, "ana")
+    me = client.get("/api/v1/users/me", headers=headers)
+    assert me.status_code == 200 and me.json()["username"] == "ana"
+    dup = {"username": "ana", "email": "other@example.com", "password": "longenough"}
+    assert client.post("/api/v1/auth/register", json=dup).status_code == 409
+    bad = client.post("/api/v1/auth/token", json={"username": "ana", "password": "nope"})
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "unauthorized"
+
+
+def test_tokens_are_checked(client: TestClient, settings: Settings) -> None:
+    signup(client, "ben")
+    assert client.get("/api/v1/users/me").status_code == 401
+    for token in ("garbage", issue_token(settings, 1, ttl_s=-10)):
+        r = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401 and "invalid token" in r.json()["error"]["message"]
+    forged = settings.model_copy(
+        update={
+            "jwt_secret": settings.signing_secret.__class__("another-secret-that-is-32-bytes-long")
+        }
+    )
+    r = client.get(
+        "/api/v1/users/me", headers={"Authorization": f"Bearer {issue_token(forged, 1)}"}
+    )
+    assert r.status_code == 401
+
+
+def test_validation_errors_name_the_field(client: TestClient) -> None:
+    r = client.post("/api/v1/auth/register", json={"username": "x", "email": "nope"})
+    assert r.status_code == 422
+    fields = {f["field"] for f in r.json()["error"]["fields"]}
+    assert {"username", "email", "password"} <= fields
+    r = client.post(
+        "/api/v1/auth/register", content=b"{broken", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "error" in r.json()
+
+
+def test_events_go_to_the_outbox_atomically(client: TestClient, settings: Settings) -> None:
+    headers = signup(client, "cyd")
+    batch = {"events": [
+        {"action": "watch", "video_id": 5, "watch_ms": 3000, "position": 0},
+        {"action": "like", "video_id": 5},
+    ]}  # fmt: skip
+    r = client.post("/api/v1/events", json=batch, headers=headers)
+    assert r.status_code == 202 and r.json() == {"accepted": 2}
+    sessions = client.app.state.runtime.sessions
+    with sessions() as s:
+        rows = list(s.scalars(select(OutboxRow)))
+    events = [decode(row.value) for row in rows]
+    assert [e.action for e in events] == ["watch", "like"]
+    assert {e.user_id for e in events} == {1}, "the user comes from the token"
+
+    future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    bad = {"events": [{"action": "like", "video_id": 5}, {"action": "like", "occurred_at": future}]}
+    r = client.post("/api/v1/events", json=bad, headers=headers)
+    assert r.status_code == 422
+    assert {f["field"] for f in r.json()["error"]["fields"]} == {"events.1.occurred_at"}
+    r = client.post("/api/v1/events", json={"events": [{"action": "like"}]}, headers=headers)
+    assert r.status_code == 422, "a like needs a video"
+    with sessions() as s:
+        assert len(list(s.scalars(select(OutboxRow)))) == 2, "a rejected batch writes nothing"
+    assert client.post("/api/v1/events", json=batch).status_code == 401

@@ -1,0 +1,277 @@
+"""Data in, tuned and refitted models out: the loop shared by the CLI and the benchmark.
+
+Every candidate (the two-tower or a baseline) is fitted on the tuning fold once per grid point,
+scored on validation with the one evaluation function, and the best setting (by Recall@50) is
+refitted on the final fold's training data and evaluated on its test data. The two-tower's
+"setting" includes its early-stopped epoch count, so the refit trains exactly that long.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Protocol as TypingProtocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.tables import DataError, validate
+from models.two_tower import TwoTowerConfig
+from training.content import content_matrix
+from training.datasets import kuairand, microlens
+from training.datasets.store import Dataset, load_dataset
+from training.retrieval.data import Fold, Protocol, cold_items, leave_last_out, temporal, timeline
+from training.retrieval.features import Catalog, TrainData, build_catalog, encode
+from training.retrieval.metrics import evaluate
+from training.retrieval.trainer import TrainConfig, TrainResult, scorer, train
+
+log = logging.getLogger(__name__)
+
+DATASET_KINDS = ("kuairand", "microlens", "synth")
+ADAPTERS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "kuairand": kuairand.load,
+    "microlens": microlens.load,
+}
+# KuaiRand's days are Beijing days: "train on 04-25..04-28" ends at 04-29 00:00 UTC+8.
+TIMEZONES = {"kuairand": "Asia/Shanghai"}
+PROTOCOLS = ("auto", "temporal", "leave-last-out", "cold-item")
+TUNE_METRIC = "recall@50"
+
+
+class Recommender(TypingProtocol):
+    name: str
+
+    def fit(self, data: TrainData, valid: Fold | None = None) -> None: ...
+
+    def score(self, users: np.ndarray) -> np.ndarray | torch.Tensor: ...
+
+
+def load_data(kind: str, path: Path) -> Dataset:
+    """A stored data set directory, or a raw KuaiRand / MicroLens directory read through its
+    adapter; anything else is a :class:`DataError` with one line."""
+    if kind not in DATASET_KINDS:
+        raise DataError(f"unknown dataset kind {kind!r} (use {'|'.join(DATASET_KINDS)})")
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if (path / "meta.json").is_file():
+        return load_dataset(path)
+    if kind not in ADAPTERS:
+        raise DataError(f"{path}: not a data set directory (no meta.json); "
+                        f"create one with `reelrank data {kind}`")
+    tables = {n: validate(n, t, f"{kind} {path}").to_pandas()
+              for n, t in ADAPTERS[kind](path).items() if t is not None}
+    return Dataset(name=kind, path=path, meta={"source": f"{kind} {path}"}, **tables)
+
+
+def parse_day(value: str, kind: str) -> pd.Timestamp:
+    """A date or datetime; without a zone it is read in the data set's zone (KuaiRand: UTC+8)."""
+    try:
+        ts = pd.Timestamp(value)
+    except ValueError:
+        raise DataError(f"--train-end: not a date: {value!r}") from None
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(TIMEZONES.get(kind, "UTC"))
+    return ts.tz_convert("UTC")
+
+
+def make_protocol(kind: str, rows: pd.DataFrame, train_end: str | None = None,
+                  protocol: str = "auto", seed: int = 0) -> Protocol:
+    """Temporal when the data has a clock (default cut: the last two local days are the test),
+    leave-last-out when it has none; ``cold-item`` on request."""
+    timed = rows["ts"].notna().any()
+    if protocol == "auto":
+        protocol = "temporal" if timed else "leave-last-out"
+    if protocol == "cold-item":
+        return cold_items(rows, seed=seed)
+    if protocol == "leave-last-out":
+        if train_end:
+            raise DataError("--train-end needs a temporal split; leave-last-out has no dates")
+        return leave_last_out(rows)
+    if protocol != "temporal":
+        raise DataError(f"unknown protocol {protocol!r} (use {'|'.join(PROTOCOLS)})")
+    if not timed:
+        raise DataError(f"{kind}: interactions have no timestamps; use leave-last-out")
+    if train_end:
+        end = parse_day(train_end, kind)
+    else:
+        tz = TIMEZONES.get(kind, "UTC")
+        last = pd.Timestamp(np.nanmax(rows["ts"].to_numpy()) * 1e6, tz="UTC").tz_convert(tz)
+        end = (last.normalize() - pd.Timedelta(days=1)).tz_convert("UTC")
+    return temporal(rows, end)
+
+
+@dataclass
+class Prepared:
+    """A data set ready for every candidate: catalog, protocol, encoded folds (shared caches)."""
+
+    kind: str
+    catalog: Catalog
+    protocol: Protocol
+    tune: TrainData
+    final: TrainData
+
+    def check(self) -> None:
+        for fold, data in ((self.protocol.tune, self.tune), (self.protocol.final, self.final)):
+            if not data.positive.any():
+                raise DataError(f"{fold.name} fold: the training set has no positive interactions")
+        if self.protocol.tune.test.empty:
+            raise DataError("the validation fold is empty: nothing to tune or stop early on")
+
+
+def prepare(ds: Dataset, kind: str, train_end: str | None = None, protocol: str = "auto",
+            content: bool = True, cache_dir: Path | None = None, seed: int = 0) -> Prepared:
+    rows = timeline(ds.interactions, ds.history)
+    if rows.empty:
+        raise DataError(f"{ds.path}: no consumed interactions to train on")
+    proto = make_protocol(kind, rows, train_end, protocol, seed)
+    emb = content_matrix(ds.items, cache_dir) if content else None
+    catalog = build_catalog(ds.items, ds.users, rows, emb)
+    tune = encode(catalog, proto.tune.train, proto.tune.now)
+    same = proto.final.train is proto.tune.train and proto.final.now == proto.tune.now
+    final = tune if same else encode(catalog, proto.final.train, proto.final.now)
+    prepared = Prepared(kind, catalog, proto, tune, final)
+    prepared.check()
+    return prepared
+
+
+@dataclass
+class TwoTowerRecommender:
+    """The two-tower behind the same fit / score interface as the baselines."""
+
+    model_cfg: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    train_cfg: TrainConfig = field(default_factory=TrainConfig)
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    name: str = "two-tower"
+
+    @classmethod
+    def make(cls, base_model: TwoTowerConfig, base_train: TrainConfig, name: str = "two-tower",
+             on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+             **params: Any) -> TwoTowerRecommender:
+        """Grid parameters go to whichever config has a field of that name."""
+        model_keys = {f.name for f in fields(TwoTowerConfig)}
+        unknown = set(params) - model_keys - {f.name for f in fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"unknown two-tower parameters: {sorted(unknown)}")
+        return cls(
+            replace(base_model, **{k: v for k, v in params.items() if k in model_keys}),
+            replace(base_train, **{k: v for k, v in params.items() if k not in model_keys}),
+            on_epoch, name,
+        )
+
+    def fit(self, data: TrainData, valid: Fold | None = None) -> None:
+        self.result: TrainResult = train(data, self.model_cfg, self.train_cfg, valid,
+                                         self.on_epoch)
+        self._score = scorer(self.result.model, data, self.train_cfg.history_len)
+
+    def score(self, users: np.ndarray) -> torch.Tensor:
+        return self._score(users)
+
+    def refit_params(self) -> dict[str, Any]:
+        return {"epochs": self.result.best_epoch}
+
+
+@dataclass
+class Candidate:
+    name: str
+    make: Callable[..., Recommender]
+    grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+
+
+@dataclass
+class Outcome:
+    name: str
+    params: dict[str, Any]
+    valid: dict[str, float]
+    test: dict[str, float]
+    fit_seconds: float
+    model: Recommender
+    tuning: list[tuple[dict[str, Any], dict[str, float]]] = field(default_factory=list)
+
+
+Trial = Callable[[str, dict[str, Any]], AbstractContextManager[Callable[[dict], None]]]
+
+
+@contextmanager
+def _no_trial(phase: str, params: dict[str, Any]) -> Iterator[Callable[[dict], None]]:
+    yield lambda metrics: None
+
+
+def run(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial) -> Outcome:
+    """Tune ``candidate`` on validation, refit the best setting, evaluate it on the test fold.
+
+    ``trial(phase, params)`` wraps each fit ("tune" or "refit") and receives its metrics; the
+    CLI uses it to give every fit a nested MLflow run.
+    """
+    tuning, best, best_model, fit_seconds = [], None, None, 0.0
+    for params in candidate.grid:
+        with trial("tune", params) as record:
+            started = time.perf_counter()
+            model = candidate.make(**params)
+            model.fit(prep.tune, valid=prep.protocol.tune)
+            seconds = time.perf_counter() - started
+            metrics = evaluate(model.score, prep.tune, prep.protocol.tune)
+            record({**metrics, "fit_seconds": seconds})
+        log.info("%s %s: valid %s %.4f (fit %.0f s)", candidate.name, params, TUNE_METRIC,
+                 metrics[TUNE_METRIC], seconds)
+        tuning.append((params, metrics))
+        if best is None or metrics[TUNE_METRIC] > best[1][TUNE_METRIC]:
+            best, best_model, fit_seconds = (params, metrics), model, seconds
+    assert best is not None and best_model is not None
+    params = {**best[0], **getattr(best_model, "refit_params", dict)()}
+    final_model, test = best_model, {}
+    with trial("refit", params) as record:
+        if prep.final is not prep.tune:
+            started = time.perf_counter()
+            final_model = candidate.make(**params)
+            final_model.fit(prep.final)
+            fit_seconds = time.perf_counter() - started
+        if not prep.protocol.final.test.empty:
+            test = evaluate(final_model.score, prep.final, prep.protocol.final)
+        record({**test, "fit_seconds": fit_seconds})
+    return Outcome(candidate.name, params, best[1], test, fit_seconds, final_model, tuning)
+
+
+VARIANTS = {"content": True, "id": False}  # two-tower item tower: id + content/features, id only
+
+
+def two_tower_candidate(
+    variant: str = "content",
+    model_cfg: TwoTowerConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    grid: list[dict[str, Any]] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> Candidate:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown two-tower variant {variant!r} (use {'|'.join(VARIANTS)})")
+    base = replace(model_cfg or TwoTowerConfig(), item_features=VARIANTS[variant])
+    if not VARIANTS[variant]:
+        base = replace(base, id_dropout=0.0)  # nothing but the id to fall back on
+    name = f"two-tower ({'id + content' if VARIANTS[variant] else 'id only'})"
+
+    def make(**params: Any) -> TwoTowerRecommender:
+        return TwoTowerRecommender.make(base, train_cfg or TrainConfig(), name, on_epoch,
+                                        **params)
+
+    return Candidate(name, make, grid or [{}])
+
+
+def baseline_candidates(threads: int = 0, timed: bool = True) -> list[Candidate]:
+    """The baselines with their validation grids (the popularity window needs a clock)."""
+    from training.retrieval import baselines as b
+
+    windows: list[float | None] = [1.0, 2.0, 4.0, None] if timed else [None]
+    return [
+        Candidate("popularity", b.Popularity, [{"window_days": w} for w in windows]),
+        Candidate("itemknn", b.ItemKNN,
+                  [{"neighbors": k, "shrink": s} for k in (50, 200, 1000) for s in (0.0, 20.0)]),
+        Candidate("ease", b.EASE, [{"l2": v} for v in (20.0, 100.0, 500.0, 2000.0)]),
+        Candidate("als", lambda **p: b.ALS(threads=threads, **p),
+                  [{"factors": f, "regularization": r, "alpha": a}
+                   for f in (64, 128) for r in (0.01, 0.1) for a in (2.0, 10.0)]),
+    ]
