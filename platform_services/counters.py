@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from sqlalchemy import select
+from sqlalchemy import case
 from sqlalchemy.orm import Session
 
 from core.events import Action, Event, UserInteraction
 from platform_services.bus.tables import VideoStats
+from platform_services.storage.db import upsert_insert
 
 _COLUMN = {
     Action.VIEW: "views",
@@ -20,6 +21,7 @@ _COLUMN = {
     Action.REPORT: "reports",
 }
 TOPICS = ("user.interaction",)
+COLUMNS = ("views", "likes", "comments", "shares", "skips", "reports", "watch_ms")
 
 
 def apply_counts(session: Session, events: list[Event]) -> None:
@@ -37,25 +39,17 @@ def apply_counts(session: Session, events: list[Event]) -> None:
             d["watch_ms"] += e.watch_ms
     if not deltas:
         return
-    rows = {
-        s.video_id: s
-        for s in session.scalars(
-            select(VideoStats).where(VideoStats.video_id.in_(deltas)).with_for_update()
-        )
-    }
-    for video_id, d in deltas.items():
-        row = rows.get(video_id)
-        if row is None:
-            row = VideoStats(
-                video_id=video_id,
-                views=0,
-                likes=0,
-                comments=0,
-                shares=0,
-                skips=0,
-                reports=0,
-                watch_ms=0,
-            )
-            session.add(row)
-        for column, n in d.items():
-            setattr(row, column, max(0, getattr(row, column) + n))
+    # One INSERT ... ON CONFLICT DO UPDATE: adds the deltas atomically, whoever else writes.
+    rows = [{"video_id": v, **{c: d.get(c, 0) for c in COLUMNS}} for v, d in deltas.items()]
+    stmt = upsert_insert(session, VideoStats)
+    table = VideoStats.__table__.c
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["video_id"],
+            set_={
+                c: case((table[c] + stmt.excluded[c] < 0, 0), else_=table[c] + stmt.excluded[c])
+                for c in COLUMNS
+            },
+        ),
+        rows,
+    )

@@ -104,7 +104,7 @@ async def _throughput(kind: str, root: Path, n: int, batch: int, apply: bool) ->
                     return s.scalar(select(func.count()).select_from(ProcessedEvent)) or 0
 
             task = asyncio.create_task(worker.run(stop))
-            done = lambda: count() >= n  # noqa: E731
+            progress = count
         else:
             consumer = bus.consumer("bench-bare", [TOPIC], session_timeout_ms=6000)
             await consumer.start()
@@ -117,8 +117,11 @@ async def _throughput(kind: str, root: Path, n: int, batch: int, apply: bool) ->
                     seen += len(records)
 
             task = asyncio.create_task(drain())
-            done = lambda: seen >= n  # noqa: E731
-        await asyncio.sleep(1.0 if kind != "kafka" else 4.0)  # let the group settle
+            progress = lambda: seen  # noqa: E731
+        # Warm up: the clock starts once the consumer has joined and applied one event.
+        await bus.publish(_messages(1, n))
+        await _wait(lambda: progress() >= 1, 60)
+        done = lambda: progress() >= n + 1  # noqa: E731
         t0 = time.perf_counter()
         for i in range(0, n, batch):
             await bus.publish(msgs[i : i + batch])
@@ -145,7 +148,8 @@ async def _latency(kind: str, root: Path, rate: int, seconds: float) -> tuple[fl
         worker = Worker("bench-lat", [TOPIC], timed, bus, sessions,
                         WorkerConfig(max_batch=1000, poll_timeout_ms=50))  # fmt: skip
         task = asyncio.create_task(worker.run(stop))
-        await asyncio.sleep(1.0 if kind != "kafka" else 4.0)
+        await bus.publish(_messages(1, 10**9))  # warm-up: wait until the consumer is live
+        await _wait(lambda: len(latencies) >= 1, 60)
         latencies.clear()
         tick, per_tick = 0.01, max(1, rate // 100)
         total = int(rate * seconds)

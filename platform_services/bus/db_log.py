@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from platform_services.bus.base import (
     DEFAULT_PARTITIONS,
@@ -30,17 +30,17 @@ from platform_services.bus.base import (
     partition_for,
 )
 from platform_services.bus.tables import BusMember, BusOffset, BusPartition, BusRecord
+from platform_services.storage.db import upsert_insert
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def insert_ignore(conn: Connection, model: type, rows: list[dict[str, Any]]) -> None:
+def insert_ignore(conn: Connection | Session, model: type, rows: list[dict[str, Any]]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL."""
     if rows:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        conn.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
+        conn.execute(upsert_insert(conn, model).on_conflict_do_nothing(), rows)
 
 
 class DbConsumer(Consumer):

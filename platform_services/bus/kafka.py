@@ -49,6 +49,7 @@ class KafkaConsumer(Consumer):
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(100, session_timeout_ms // 6),
             rebalance_timeout_ms=session_timeout_ms,
+            fetch_max_wait_ms=100,  # bounds produce-to-consume latency when traffic is light
         )
 
     async def start(self) -> None:

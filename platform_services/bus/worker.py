@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +58,9 @@ class Worker:
     bus: EventBus
     sessions: sessionmaker[Session]
     config: WorkerConfig = field(default_factory=WorkerConfig)
+    # A reason to dead-letter an event that decoded but must not be applied (e.g. stamped far
+    # in the future), checked before the handler sees it; ``None`` admits it.
+    admit: Callable[[Event], str | None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the in-flight batch finishes and commits first."""
@@ -92,6 +95,10 @@ class Worker:
                 event = decode(r.value)
                 if event.topic != r.topic:
                     raise EventDecodeError(f"{event.type} event on topic {r.topic}")
+                reason = self.admit(event) if self.admit is not None else None
+                if reason:
+                    dead.append((r, reason))
+                    continue
                 good.append((r, event))
             except EventDecodeError as exc:
                 dead.append((r, str(exc)))
@@ -140,10 +147,12 @@ class Worker:
                         )
                     )
                     fresh = [e for i, e in unique if i not in seen]
-                    session.add_all(
-                        ProcessedEvent(consumer=self.name, event_id=str(e.event_id)) for e in fresh
-                    )
                     if fresh:
+                        session.execute(
+                            insert(ProcessedEvent),
+                            [{"consumer": self.name, "event_id": i} for i, e in unique
+                             if i not in seen],
+                        )  # fmt: skip
                         self.handler(session, fresh)
                 break
             except IntegrityError:  # another member applied some of them concurrently

@@ -102,6 +102,14 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def upsert_insert(bind: Connection | Session, model: Any) -> Any:
+    """The dialect's ``INSERT`` with ``on_conflict_do_nothing/do_update`` (SQLite, PostgreSQL)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    name = (bind.get_bind() if isinstance(bind, Session) else bind).dialect.name
+    return (postgresql if name == "postgresql" else sqlite).insert(model)
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session in one transaction: committed if the block succeeds, rolled back if it raises."""

@@ -62,6 +62,7 @@ class Video(Base):
     __table_args__ = (
         Index("ix_videos_owner_id_created_at", "owner_id", "created_at"),
         Index("ix_videos_status_created_at", "status", "created_at"),
+        Index("ix_videos_updated_at", "updated_at"),  # serving's catalog refresh reads by it
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -75,6 +76,7 @@ class Video(Base):
         _str_enum(VideoStatus, "status"), default=VideoStatus.UPLOADED
     )
     duration_ms: Mapped[int | None] = mapped_column(Integer)  # known once transcoded
+    category: Mapped[str | None] = mapped_column(String(32))  # topic, for trending and topic mix
     blob_key: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(
@@ -95,6 +97,21 @@ class Follow(Base):
         BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     followee_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Block(Base):
+    """``blocker_id`` never sees ``blocked_id``'s videos in any feed."""
+
+    __tablename__ = "blocks"
+    __table_args__ = (CheckConstraint("blocker_id <> blocked_id", name="no_self_block"),)
+
+    blocker_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    blocked_id: Mapped[int] = mapped_column(
         BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     created_at: Mapped[datetime] = _created_at()

@@ -1,0 +1,142 @@
+"""Trending counters: engagement per video in time buckets, by viewer region and video topic.
+
+Each interaction adds its weight to one hourly and one daily Redis sorted set for each of
+(region, topic), (region, all), (all, topic) and (all, all), so any window is the union of a
+few buckets: 24h = the last 25 hourly buckets, 7d / 30d = the last 8 / 31 daily ones. Buckets
+expire on their own. A union is computed at most once per ``cache_s`` per (window, region,
+topic) and kept under its own key, so a feed request costs one ``ZREVRANGE``.
+
+The ``trending`` worker applies ``user.interaction`` events; the world loader seeds counters
+from a data set's log with the same :func:`add_counts`. Redis writes are not part of the
+worker's DB transaction, so a crash between the two can count an event twice: tolerable for
+a popularity signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.config import Settings
+from core.events import Action, Event, UserInteraction
+
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+ALL = "all"
+WINDOWS: dict[str, tuple[str, int, int]] = {  # name -> (granularity, bucket ms, buckets)
+    "24h": ("h", HOUR_MS, 25),
+    "7d": ("d", DAY_MS, 8),
+    "30d": ("d", DAY_MS, 31),
+}
+_KEEP_MS = {"h": 26 * HOUR_MS, "d": 32 * DAY_MS}
+WEIGHTS = {Action.VIEW: 1.0, Action.WATCH: 1.0, Action.COMMENT: 2.0, Action.LIKE: 3.0,
+           Action.SHARE: 5.0}
+PREFIX = "trend"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One weighted engagement: when, which video, the viewer's region, the video's topic."""
+
+    ts_ms: int
+    video_id: int
+    region: str | None
+    category: str | None
+    weight: float = 1.0
+
+
+def _key(gran: str, bucket: int, region: str, category: str) -> str:
+    return f"{PREFIX}:{gran}:{bucket}:{region}:{category}"
+
+
+def add_counts(r: redis.Redis, hits: Iterable[Hit], now_ms: int | None = None) -> int:
+    """Add hits to their buckets (one pipelined round trip); hits too old to matter are
+    dropped. Returns how many sorted-set increments were sent."""
+    now_ms = now_ms or int(time.time() * 1000)
+    sums: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    expiry: dict[str, int] = {}
+    for h in hits:
+        for gran, size in (("h", HOUR_MS), ("d", DAY_MS)):
+            if h.ts_ms < now_ms - _KEEP_MS[gran]:
+                continue
+            bucket = h.ts_ms // size
+            for region in {h.region or ALL, ALL}:
+                for category in {h.category or ALL, ALL}:
+                    key = _key(gran, bucket, region, category)
+                    sums[key][h.video_id] += h.weight
+                    expiry[key] = (bucket + 1) * size + _KEEP_MS[gran]
+    pipe = r.pipeline(transaction=False)
+    n = 0
+    for key, videos in sums.items():
+        for video_id, weight in videos.items():
+            pipe.zincrby(key, weight, video_id)
+            n += 1
+        pipe.pexpireat(key, expiry[key])
+    pipe.execute()
+    return n
+
+
+def top(r: redis.Redis, window: str, region: str | None = None, category: str | None = None,
+        n: int = 100, now_ms: int | None = None, cache_s: float = 30.0) -> list[tuple[int, float]]:
+    """The ``n`` videos with the most weighted engagement in ``window`` as (id, score)."""
+    gran, size, count = WINDOWS[window]
+    now_ms = now_ms or int(time.time() * 1000)
+    region, category = region or ALL, category or ALL
+    latest = now_ms // size
+    # The cache key moves with a slice of time, so a union is at most ``cache_s`` old.
+    slot = now_ms // max(1, int(cache_s * 1000))
+    union = f"{PREFIX}:u:{window}:{region}:{category}:{slot}"
+    if not r.exists(union):
+        keys = [_key(gran, b, region, category) for b in range(latest - count + 1, latest + 1)]
+        pipe = r.pipeline(transaction=False)
+        pipe.zunionstore(union, keys)
+        pipe.pexpire(union, max(1, int(cache_s * 2000)))
+        pipe.execute()
+    return [(int(v), float(s)) for v, s in r.zrevrange(union, 0, n - 1, withscores=True)]
+
+
+# --- the worker ------------------------------------------------------------------------------
+
+
+def hits_from_events(session: Session, events: list[Event]) -> list[Hit]:
+    """Weighted hits of a batch of interactions, with regions and topics from the DB."""
+    from platform_services.storage.models import User, Video
+
+    acts = [e for e in events if isinstance(e, UserInteraction) and e.video_id is not None
+            and e.action in WEIGHTS]
+    if not acts:
+        return []
+    users = {e.user_id for e in acts}
+    videos = {e.video_id for e in acts}
+    region = dict(session.execute(select(User.id, User.region).where(User.id.in_(users))).all())
+    topic = dict(session.execute(select(Video.id, Video.category).where(Video.id.in_(videos)))
+                 .all())
+    return [Hit(int(e.occurred_at.timestamp() * 1000), int(e.video_id), region.get(e.user_id),
+                topic.get(e.video_id), WEIGHTS[e.action]) for e in acts]
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """``reelrank worker trending``: keep the counters from ``user.interaction``."""
+    from platform_services.bus.worker import Worker, WorkerConfig
+    from platform_services.runtime import Runtime
+    from platform_services.storage.cache import redis_client
+
+    rt = Runtime.from_settings(settings)
+    r = redis_client(settings.redis_url)
+
+    def handle(session: Session, events: list[Event]) -> None:
+        add_counts(r, hits_from_events(session, events))
+
+    worker = Worker("trending", ("user.interaction",), handle, rt.bus, rt.sessions,
+                    WorkerConfig(session_timeout_ms=settings.bus_session_timeout_ms))
+    try:
+        await worker.run(stop)
+    finally:
+        r.close()
+        await rt.close()
