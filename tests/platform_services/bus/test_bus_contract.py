@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from core.events import Action, UserInteraction, encode
@@ -138,6 +139,8 @@ async def test_poison_is_dead_lettered_and_the_rest_applied(rt: Runtime) -> None
     ]
     await rt.bus.publish(raw[:2] + messages(good[:20]) + raw[2:] + messages(good[20:]))
     worker = Worker("counters", [TOPIC], handler, rt.bus, rt.sessions, FAST)
+    labels = {"consumer": "counters", "topic": TOPIC}
+    dead_before = REGISTRY.get_sample_value("reelrank_events_dead_lettered_total", labels) or 0
     await run_until(worker, lambda: total_likes(rt) >= 40)
     assert total_likes(rt) == 40
 
@@ -148,6 +151,8 @@ async def test_poison_is_dead_lettered_and_the_rest_applied(rt: Runtime) -> None
     assert any("unknown version 99" in r for r in reasons)
     assert any("video 13 breaks" in r for r in reasons)
     assert all(json.loads(r.value)["payload"] for r in dlq), "DLQ keeps the original payload"
+    dead_after = REGISTRY.get_sample_value("reelrank_events_dead_lettered_total", labels)
+    assert dead_after - dead_before == 3, "the dead-letter metric counts them"
 
 
 async def test_outbox_survives_a_crash_between_commit_and_publish(rt: Runtime) -> None:
