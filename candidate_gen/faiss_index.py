@@ -32,11 +32,17 @@ class IndexSpec:
     recall: float = 1.0  # recall@k vs exact measured at build time
 
     @classmethod
-    def for_size(cls, n: int, dim: int) -> IndexSpec:
-        """Flat below EXACT_MAX_ITEMS; IVF with ~4 sqrt(n) lists (a power of two) above."""
-        if n < EXACT_MAX_ITEMS:
+    def for_size(cls, n: int, dim: int, kind: str = "auto") -> IndexSpec:
+        """``auto``: flat below EXACT_MAX_ITEMS, else IVF with ~4 sqrt(n) lists (a power of
+        two, at most n / 8 so every list gets training points); nprobe is tuned at build."""
+        if kind == "auto":
+            kind = "flat" if n < EXACT_MAX_ITEMS else "ivf"
+        if kind == "flat":
             return cls("flat", dim)
-        return cls("ivf", dim, nlist=2 ** round(math.log2(4 * math.sqrt(n))), nprobe=16)
+        if kind != "ivf":
+            raise ValueError(f"unknown index kind {kind!r} (use auto|flat|ivf)")
+        nlist = 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
+        return cls("ivf", dim, nlist=max(1, min(nlist, n // 8)), nprobe=1)
 
 
 def _f32(x: np.ndarray) -> np.ndarray:

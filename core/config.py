@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     feed_page_size: int = Field(default=20, ge=1, le=50)
     feed_cache_ttl_s: int = Field(default=1800, gt=0)  # the rest of a ranked list, and its cursor
     feed_candidates: int = Field(default=500, ge=1)  # how many candidates get ranked
+    feed_sources_timeout_ms: int = Field(default=100, gt=0)  # a slower source is left out
     # Shares of ``feed_candidates`` per source (ANN's share goes to popularity without an index).
     feed_quotas: dict[str, float] = Field(
         default_factory=lambda: {
@@ -101,6 +102,9 @@ class Settings(BaseSettings):
     feature_max_future_s: int = Field(default=60, ge=0)
     # The online read path's budget; past it serving gets defaults instead of waiting.
     feature_read_timeout_ms: int = Field(default=50, gt=0)
+    # Batch-view values (they change once per materialize) kept in the reader's process this
+    # long, so a read fetches mostly the real-time fields; 0 turns the near-cache off.
+    feature_cache_ttl_s: float = Field(default=30.0, ge=0)
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"

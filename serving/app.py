@@ -1,35 +1,51 @@
-"""The FastAPI application: ``create_app(settings)``; ``/api/v1/...`` plus health."""
+"""The FastAPI application: ``create_app(settings)``; ``/api/v1/...`` plus health and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import make_asgi_app
 
 from core.config import Settings, get_settings
 from platform_services.runtime import Runtime
 from serving.errors import install_error_handlers
-from serving.routes import auth, events
+from serving.routes import auth, events, feed
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, feed_services: bool = True) -> FastAPI:
+    """The API. ``feed_services=False`` skips the feed's models, catalog and ranker (the feed
+    routes then answer 503): for processes and tests that only need the platform routes."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = Runtime.from_settings(settings)
+        app.state.feeds = None
+        services = None
         try:
+            if feed_services:
+                from serving.feed.pipeline import Feeds
+                from serving.feed.services import FeedServices
+
+                services = await asyncio.to_thread(
+                    FeedServices.start, settings, app.state.runtime.sessions)
+                app.state.feeds = Feeds(services)
             yield
         finally:
+            if services is not None:
+                await services.close()
             await app.state.runtime.close()
 
     app = FastAPI(title="reelrank", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for router in (auth.router, events.router):
+    for router in (auth.router, events.router, feed.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.mount("/metrics", make_asgi_app())
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

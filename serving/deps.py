@@ -15,11 +15,12 @@ from platform_services.runtime import Runtime
 from platform_services.storage.models import User
 
 
-def get_runtime(request: Request) -> Runtime:
+# ``async``: FastAPI would run a plain function on the thread pool, a hop per dependency.
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
 

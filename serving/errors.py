@@ -19,7 +19,9 @@ _CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "too_large",
+    422: "invalid_request",
     429: "rate_limited",
+    503: "unavailable",
 }
 
 

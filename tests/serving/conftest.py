@@ -15,7 +15,7 @@ from serving.app import create_app
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     migrate(settings.database_url)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings, feed_services=False)) as c:
         yield c
 
 

@@ -16,7 +16,7 @@ import typer
 
 from core.tables import DataError
 from training.datasets import kuairand, microlens, store
-from training.datasets.synth import SynthConfig, config_meta, generate
+from training.datasets.synth import SynthConfig, config_meta, generate, recent_start
 
 
 @contextmanager
@@ -121,5 +121,5 @@ def register(groups: dict[str, typer.Typer]) -> None:
 
 
 def demo_step() -> None:
-    """Build the default synthetic world into the data dir and describe it."""
-    build_synth(SynthConfig(), "synth")
+    """Build the default synthetic world, ending today, into the data dir and describe it."""
+    build_synth(SynthConfig(start=recent_start(SynthConfig.days)), "synth")

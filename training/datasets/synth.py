@@ -16,7 +16,7 @@ and sanity checks; models must not use it as features.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -381,3 +381,8 @@ def _users(
 def config_meta(cfg: SynthConfig) -> dict[str, object]:
     """The config as JSON-ready values, for ``meta.json``."""
     return {k: str(v) if isinstance(v, date) else v for k, v in asdict(cfg).items()}
+
+
+def recent_start(days: int) -> date:
+    """A start date whose ``days`` simulated days end today, for a world that looks live."""
+    return (datetime.now(UTC) - timedelta(days=days)).date()

@@ -130,12 +130,14 @@ class ALS:
 
     def fit(self, data: TrainData, valid: Fold | None = None) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
 
         model = AlternatingLeastSquares(
             factors=self.factors, regularization=self.regularization, alpha=self.alpha,
             iterations=self.iterations, random_state=self.seed, num_threads=self.threads,
         )
-        model.fit(data.matrix(), show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads thrash
+            model.fit(data.matrix(), show_progress=False)
         self.users, self.items = model.user_factors, model.item_factors
 
     def score(self, users: np.ndarray) -> np.ndarray:

@@ -45,8 +45,8 @@ def timeline(interactions: pd.DataFrame, history: pd.DataFrame | None = None) ->
         event = df["event"].astype(str).to_numpy()
         imp = event == IMPRESSION
         clicked, long, liked = _flag(df, "clicked"), _flag(df, "long_view"), _flag(df, "liked")
-        consumed = np.isin(event, list(_CONSUMED_EVENTS)) | (imp & clicked)
         positive = np.isin(event, list(_POSITIVE_EVENTS)) | (imp & ((clicked & long) | liked))
+        consumed = np.isin(event, list(_CONSUMED_EVENTS)) | (imp & clicked) | positive
         ts = df["ts"] if "ts" in df else pd.Series(pd.NaT, index=df.index)
         ts_ms = pd.to_datetime(ts, utc=True).dt.as_unit("ms").astype("int64").to_numpy(np.float64)
         ts_ms[ts.isna().to_numpy()] = np.nan

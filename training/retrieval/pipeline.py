@@ -116,12 +116,14 @@ class Prepared:
     tune: TrainData
     final: TrainData
 
-    def check(self) -> None:
-        for fold, data in ((self.protocol.tune, self.tune), (self.protocol.final, self.final)):
-            if not data.positive.any():
-                raise DataError(f"{fold.name} fold: the training set has no positive interactions")
-        if self.protocol.tune.test.empty:
-            raise DataError("the validation fold is empty: nothing to tune or stop early on")
+
+def check(protocol: Protocol) -> None:
+    """Refuse folds that cannot train or tune, before any expensive work."""
+    for fold in (protocol.tune, protocol.final):
+        if not fold.train["positive"].any():
+            raise DataError(f"{fold.name} fold: the training set has no positive interactions")
+    if protocol.tune.test.empty:
+        raise DataError("the validation fold is empty: nothing to tune or stop early on")
 
 
 def prepare(ds: Dataset, kind: str, train_end: str | None = None, protocol: str = "auto",
@@ -130,14 +132,13 @@ def prepare(ds: Dataset, kind: str, train_end: str | None = None, protocol: str 
     if rows.empty:
         raise DataError(f"{ds.path}: no consumed interactions to train on")
     proto = make_protocol(kind, rows, train_end, protocol, seed)
+    check(proto)
     emb = content_matrix(ds.items, cache_dir) if content else None
     catalog = build_catalog(ds.items, ds.users, rows, emb)
     tune = encode(catalog, proto.tune.train, proto.tune.now)
     same = proto.final.train is proto.tune.train and proto.final.now == proto.tune.now
     final = tune if same else encode(catalog, proto.final.train, proto.final.now)
-    prepared = Prepared(kind, catalog, proto, tune, final)
-    prepared.check()
-    return prepared
+    return Prepared(kind, catalog, proto, tune, final)
 
 
 @dataclass
@@ -265,13 +266,13 @@ def baseline_candidates(threads: int = 0, timed: bool = True) -> list[Candidate]
     """The baselines with their validation grids (the popularity window needs a clock)."""
     from training.retrieval import baselines as b
 
-    windows: list[float | None] = [1.0, 2.0, 4.0, None] if timed else [None]
+    windows: list[float | None] = [0.25, 0.5, 1.0, 2.0, None] if timed else [None]
     return [
         Candidate("popularity", b.Popularity, [{"window_days": w} for w in windows]),
         Candidate("itemknn", b.ItemKNN,
-                  [{"neighbors": k, "shrink": s} for k in (50, 200, 1000) for s in (0.0, 20.0)]),
-        Candidate("ease", b.EASE, [{"l2": v} for v in (20.0, 100.0, 500.0, 2000.0)]),
+                  [{"neighbors": k, "shrink": s}
+                   for k in (100, 300, 1000) for s in (5.0, 20.0, 100.0)]),
+        Candidate("ease", b.EASE, [{"l2": v} for v in (50.0, 150.0, 500.0, 1500.0)]),
         Candidate("als", lambda **p: b.ALS(threads=threads, **p),
-                  [{"factors": f, "regularization": r, "alpha": a}
-                   for f in (64, 128) for r in (0.01, 0.1) for a in (2.0, 10.0)]),
+                  [{"factors": f, "alpha": a} for f in (64, 128, 256) for a in (3.0, 10.0, 30.0)]),
     ]

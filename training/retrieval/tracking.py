@@ -7,7 +7,6 @@ The registered model ``reelrank-retrieval`` is a pyfunc whose input is a frame o
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,41 +15,22 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
-from core.config import get_settings
+from training import tracking as shared
 from training.retrieval.bundle import Bundle
+from training.tracking import ModelNotFound, log_metrics, metric_key, resolve
+
+__all__ = ["ModelNotFound", "log_metrics", "metric_key", "resolve"]  # re-exported (shared)
 
 EXPERIMENT = "reelrank-retrieval"
 MODEL_NAME = "reelrank-retrieval"
-FIRST_ALIAS = "champion"  # the first registered version gets it, so a fresh setup works end to end
 _PIP = ["torch==2.14.1", "numpy", "pandas", "pyarrow", "mlflow==3.17.2"]
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
-
-
-class ModelNotFound(LookupError):
-    """A model URI that does not resolve; the message is one line."""
 
 
 def configure() -> None:
     """Point MLflow at the settings' tracking URI; artifacts go under ``<var>/mlartifacts``."""
-    settings = get_settings()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        location = settings.path("mlartifacts", EXPERIMENT).resolve()
-        mlflow.create_experiment(EXPERIMENT, artifact_location=location.as_uri())
-    mlflow.set_experiment(EXPERIMENT)
-
-
-def metric_key(name: str) -> str:
-    """MLflow metric names allow no '@': recall@50 -> recall_at_50."""
-    return name.replace("@", "_at_")
-
-
-def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
-    mlflow.log_metrics({prefix + metric_key(k): float(v) for k, v in metrics.items()}, step=step)
+    shared.configure(EXPERIMENT)
 
 
 class RetrievalPyfunc(mlflow.pyfunc.PythonModel):
@@ -87,32 +67,7 @@ def log_bundle(bundle: Bundle, eval_table: pd.DataFrame) -> str:
 
 def register(model_uri: str, run_id: str, alias: str | None = None) -> ModelVersion:
     """A new ``reelrank-retrieval`` version; ``alias`` (or champion, for the first) points at it."""
-    client = MlflowClient()
-    version = mlflow.register_model(model_uri, MODEL_NAME, tags={"run_id": run_id})
-    if alias is None and not client.get_registered_model(MODEL_NAME).aliases:
-        alias = FIRST_ALIAS
-    if alias:
-        client.set_registered_model_alias(MODEL_NAME, alias, version.version)
-    return version
-
-
-def resolve(uri: str) -> ModelVersion:
-    """The registry version behind ``models:/name@alias``, ``models:/name/3`` or ``/latest``."""
-    m = _URI.match(uri)
-    if not m:
-        raise ModelNotFound(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    client = MlflowClient()
-    try:
-        if m["alias"]:
-            return client.get_model_version_by_alias(m["name"], m["alias"])
-        if m["version"] == "latest":
-            versions = client.search_model_versions(f"name = '{m['name']}'")
-            if not versions:
-                raise ModelNotFound(f"{uri}: registered model {m['name']!r} has no versions")
-            return max(versions, key=lambda v: int(v.version))
-        return client.get_model_version(m["name"], m["version"])
-    except MlflowException as exc:
-        raise ModelNotFound(f"{uri}: {str(exc).splitlines()[0]}") from None
+    return shared.register(model_uri, MODEL_NAME, run_id, alias)
 
 
 def load(uri: str) -> tuple[Bundle, ModelVersion]:

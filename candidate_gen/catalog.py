@@ -1,0 +1,193 @@
+"""The video catalog as arrays indexed by video id: what every feed request filters and shows.
+
+A feed request looks at hundreds of candidates; asking the database about each would cost more
+than ranking them. :class:`Catalog` holds an immutable :class:`Snapshot` (owner, status,
+visibility, topic, upload time, counters, titles, creators' names) and replaces it with a new
+one when :meth:`Catalog.refresh` finds videos changed since the last look (by the indexed
+``updated_at``); counters are re-read every ``stats_every_s``. Readers take ``catalog.snapshot``
+once per request and see one consistent version. A video becomes eligible (or stops being)
+within one refresh period of its row changing, i.e. of ``video.processed`` / ``video.deleted``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from platform_services.bus.tables import VideoStats
+from platform_services.storage.models import User, Video, VideoStatus, Visibility
+
+VISIBILITY = (Visibility.PUBLIC.value, Visibility.FOLLOWERS.value, Visibility.PRIVATE.value)
+PUBLIC, FOLLOWERS, PRIVATE = range(3)
+# Smoothed engagement rate: (likes + 2 shares + prior) / (views + strength).
+_PRIOR_RATE, _PRIOR_STRENGTH = 0.05, 20.0
+EXPLORE_TOP_SHARE = 0.2  # the exploration pool: the best fifth by engagement rate
+NEWEST = 5_000  # the fresh source's pool: the newest ready public videos
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Per-video arrays, position = video id (``owner < 0``: no such video)."""
+
+    owner: np.ndarray  # int64
+    ready: np.ndarray  # bool: status ready (not uploaded, processing, failed or removed)
+    visibility: np.ndarray  # uint8: PUBLIC | FOLLOWERS | PRIVATE
+    topic: np.ndarray  # int16 index into ``topics``, -1 unknown
+    created_ms: np.ndarray  # int64
+    duration_ms: np.ndarray  # int64, -1 unknown
+    views: np.ndarray  # int64
+    likes: np.ndarray
+    shares: np.ndarray
+    titles: list[str | None]
+    topics: list[str]
+    usernames: dict[int, str]
+    quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    by_owner: dict[int, np.ndarray] = field(default_factory=dict)  # ready ids, newest first
+    explore_pool: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    newest: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ready, public
+    built_ms: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return len(self.owner)
+
+    def known(self, ids: np.ndarray) -> np.ndarray:
+        """Mask of ids that are videos of this snapshot (out-of-range ids are not)."""
+        ids = np.asarray(ids, np.int64)
+        inside = (ids >= 0) & (ids < self.capacity)
+        out = np.zeros(len(ids), bool)
+        out[inside] = self.owner[ids[inside]] >= 0
+        return out
+
+    def eligible_public(self, ids: np.ndarray) -> np.ndarray:
+        """Known, ready and public: what anyone may be shown."""
+        ok = self.known(ids)
+        ids = np.asarray(ids, np.int64)
+        ok[ok] = self.ready[ids[ok]] & (self.visibility[ids[ok]] == PUBLIC)
+        return ok
+
+    def fresh(self, since_ms: int, limit: int) -> np.ndarray:
+        """Ready public videos uploaded since ``since_ms``, newest first."""
+        newest = self.newest[:limit]
+        return newest[self.created_ms[newest] >= since_ms]
+
+
+def _derive(s: Snapshot) -> Snapshot:
+    """Quality, the per-creator lists and the exploration pool from the base arrays."""
+    quality = ((s.likes + 2 * s.shares + _PRIOR_RATE * _PRIOR_STRENGTH)
+               / (s.views + _PRIOR_STRENGTH)).astype(np.float32)
+    ready = np.flatnonzero(s.ready & (s.owner >= 0))
+    order = ready[np.lexsort((-s.created_ms[ready], s.owner[ready]))]
+    owners, starts = np.unique(s.owner[order], return_index=True)
+    by_owner = dict(zip(owners.tolist(), np.split(order, starts[1:]), strict=False)) \
+        if len(order) else {}
+    public = ready[s.visibility[ready] == PUBLIC]
+    pool = np.zeros(0, np.int64)
+    if len(public):
+        cut = np.quantile(quality[public], 1 - EXPLORE_TOP_SHARE)
+        pool = public[quality[public] >= cut]
+    newest = public[np.argsort(-s.created_ms[public], kind="stable")][:NEWEST]
+    return replace(s, quality=quality, by_owner=by_owner, explore_pool=pool, newest=newest,
+                   built_ms=int(time.time() * 1000))
+
+
+def _grow(a: np.ndarray, n: int, fill: object) -> np.ndarray:
+    if len(a) >= n:
+        return a.copy()
+    out = np.full(max(n, int(len(a) * 1.25) + 16), fill, a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+def _ms(ts: datetime | None) -> int:
+    return int(ts.timestamp() * 1000) if ts is not None else 0
+
+
+class Catalog:
+    """The current :class:`Snapshot`, refreshed from the database by :meth:`refresh`."""
+
+    def __init__(self, sessions: sessionmaker[Session], stats_every_s: float = 30.0) -> None:
+        self.sessions = sessions
+        self.stats_every_s = stats_every_s
+        self.snapshot = _derive(Snapshot(
+            owner=np.full(0, -1, np.int64), ready=np.zeros(0, bool),
+            visibility=np.zeros(0, np.uint8), topic=np.zeros(0, np.int16),
+            created_ms=np.zeros(0, np.int64), duration_ms=np.zeros(0, np.int64),
+            views=np.zeros(0, np.int64), likes=np.zeros(0, np.int64),
+            shares=np.zeros(0, np.int64), titles=[], topics=[], usernames={}))
+        self._watermark: datetime | None = None
+        self._stats_at = 0.0
+        self._lock = threading.Lock()
+
+    def refresh(self) -> int:
+        """Apply videos changed since the last call (all of them the first time) and, every
+        ``stats_every_s``, the counters. Returns how many videos changed."""
+        with self._lock, self.sessions() as session:
+            since = self._watermark
+            q = select(Video.id, Video.owner_id, Video.status, Video.visibility, Video.category,
+                       Video.created_at, Video.duration_ms, Video.title, Video.updated_at)
+            if since is not None:
+                # Rows committed late with an earlier updated_at are caught by the overlap.
+                q = q.where(Video.updated_at >= since - timedelta(seconds=5))
+            rows = session.execute(q).all()
+            stats_due = time.monotonic() - self._stats_at >= self.stats_every_s
+            if not rows and not stats_due:
+                return 0
+            snap = self._apply(session, self.snapshot, rows)
+            if stats_due:
+                snap = self._apply_stats(session, snap)
+                self._stats_at = time.monotonic()
+            if rows:
+                self._watermark = max(r.updated_at for r in rows)
+            self.snapshot = _derive(snap)
+            return len(rows)
+
+    @staticmethod
+    def _apply(session: Session, s: Snapshot, rows: list) -> Snapshot:
+        if not rows:
+            return s
+        n = max(r.id for r in rows) + 1
+        owner, ready = _grow(s.owner, n, -1), _grow(s.ready, n, False)
+        vis, topic = _grow(s.visibility, n, PRIVATE), _grow(s.topic, n, -1)
+        created, dur = _grow(s.created_ms, n, 0), _grow(s.duration_ms, n, -1)
+        views, likes, shares = (_grow(a, n, 0) for a in (s.views, s.likes, s.shares))
+        titles = s.titles + [None] * (len(owner) - len(s.titles))
+        topics, codes = list(s.topics), {t: i for i, t in enumerate(s.topics)}
+        for r in rows:
+            owner[r.id], ready[r.id] = r.owner_id, r.status == VideoStatus.READY
+            vis[r.id] = VISIBILITY.index(Visibility(r.visibility).value)
+            if r.category is not None and r.category not in codes:
+                codes[r.category] = len(topics)
+                topics.append(r.category)
+            topic[r.id] = codes.get(r.category, -1)
+            created[r.id], dur[r.id] = _ms(r.created_at), r.duration_ms or -1
+            titles[r.id] = r.title
+        names = dict(s.usernames)
+        missing = {r.owner_id for r in rows} - names.keys()
+        if missing:
+            names |= dict(session.execute(select(User.id, User.username)
+                                          .where(User.id.in_(missing))).all())
+        return replace(s, owner=owner, ready=ready, visibility=vis, topic=topic,
+                       created_ms=created, duration_ms=dur, views=views, likes=likes,
+                       shares=shares, titles=titles, topics=topics, usernames=names)
+
+    @staticmethod
+    def _apply_stats(session: Session, s: Snapshot) -> Snapshot:
+        views, likes, shares = (np.zeros(s.capacity, np.int64) for _ in range(3))
+        rows = session.execute(select(VideoStats.video_id, VideoStats.views, VideoStats.likes,
+                                      VideoStats.shares)).all()
+        if rows:
+            a = np.array(rows, np.int64)
+            a = a[(a[:, 0] >= 0) & (a[:, 0] < s.capacity)]
+            views[a[:, 0]], likes[a[:, 0]], shares[a[:, 0]] = a[:, 1], a[:, 2], a[:, 3]
+        return replace(s, views=views, likes=likes, shares=shares)
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)

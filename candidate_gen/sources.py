@@ -1,0 +1,102 @@
+"""Candidate sources and their blending under per-source quotas.
+
+Each source answers "which videos might this user want" from one angle, cheaply, and
+over-fetches (filters drop some): two-tower ANN (taste), following (recent videos of followed
+creators), trending (weighted engagement in the user's region), fresh (uploads of the last
+hours, which have no engagement yet), exploration (random picks from the best-rated fifth, so
+the feed does not collapse onto what the models already believe), and popular (trending over
+7 days everywhere: the stand-in for ANN when no index is loaded). :func:`blend` turns the
+lists into one de-duplicated candidate set where no source takes more than its share unless
+the others run dry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+
+from candidate_gen.ann import AnnRetriever
+from candidate_gen.catalog import Snapshot
+from platform_services import trending
+
+SOURCES = ("following", "ann", "fresh", "trending", "explore", "popular")  # blend priority
+CODE = {name: i for i, name in enumerate(SOURCES)}
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What every source may look at for one request."""
+
+    user_id: int
+    region: str | None
+    followees: np.ndarray  # int64 creator ids
+    snap: Snapshot
+    now_ms: int
+    rng: np.random.Generator
+
+
+def following(ctx: SourceContext, n: int, days: float = 30, per_creator: int = 20) -> np.ndarray:
+    """The newest videos of followed creators from the last ``days``, newest first."""
+    since = ctx.now_ms - int(days * DAY_MS)
+    lists = [ctx.snap.by_owner.get(int(c), np.zeros(0, np.int64))[:per_creator]
+             for c in ctx.followees]
+    ids = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    ids = ids[ctx.snap.created_ms[ids] >= since]
+    return ids[np.argsort(-ctx.snap.created_ms[ids], kind="stable")][:n]
+
+
+def fresh(ctx: SourceContext, n: int, hours: float) -> np.ndarray:
+    return ctx.snap.fresh(ctx.now_ms - int(hours * HOUR_MS), n)
+
+
+def explore(ctx: SourceContext, n: int) -> np.ndarray:
+    """Up to ``n`` distinct random picks from the exploration pool (sampling positions with
+    replacement and dropping repeats: no permutation of the whole pool per request)."""
+    pool = ctx.snap.explore_pool
+    if not len(pool):
+        return pool
+    picks = pool[ctx.rng.integers(0, len(pool), 2 * n)]
+    _, first = np.unique(picks, return_index=True)
+    return picks[np.sort(first)][:n]
+
+
+def trending_ids(r: redis.Redis, ctx: SourceContext, n: int, window: str = "24h",
+                 region: str | None = None, category: str | None = None) -> np.ndarray:
+    got = trending.top(r, window, region, category, n, now_ms=ctx.now_ms)
+    return np.fromiter((v for v, _ in got), np.int64, len(got))
+
+
+def ann(retriever: AnnRetriever, ctx: SourceContext, n: int) -> np.ndarray:
+    return retriever.search(ctx.user_id, n)[0]
+
+
+def blend(lists: dict[str, np.ndarray], quotas: dict[str, float],
+          total: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, source codes)``: each source up to ``round(share * total)`` of its best ids
+    (sources earlier in :data:`SOURCES` win duplicates), then unused room goes to the
+    sources with ids left, in priority order."""
+    shares = sum(quotas.get(s, 0.0) for s in lists) or 1.0
+    taken: dict[int, int] = {}
+    rest: dict[str, list[int]] = {}
+    for name in sorted(lists, key=CODE.__getitem__):
+        quota = round(quotas.get(name, 0.0) / shares * total)
+        left = []
+        for v in lists[name].tolist():
+            if v in taken:
+                continue
+            if quota > 0 and len(taken) < total:
+                taken[v] = CODE[name]
+                quota -= 1
+            else:
+                left.append(v)
+        rest[name] = left
+    for name, left in rest.items():
+        for v in left:
+            if len(taken) >= total:
+                break
+            taken.setdefault(v, CODE[name])
+    ids = np.fromiter(taken.keys(), np.int64, len(taken))
+    return ids, np.fromiter(taken.values(), np.uint8, len(taken))

@@ -1,0 +1,144 @@
+"""The multi-task ranker: one network, one probability per engagement task, one final score.
+
+Inputs are already encoded (by ``training.ranker.features``): categorical fields as vocabulary
+indices (0 = unknown) and numeric features standardised. Every field's embedding and the
+numeric vector are concatenated, crossed explicitly by DCN-v2 layers (x_{l+1} = x0 * (W x_l + b)
++ x_l, which learns feature crosses a plain MLP needs many units for), and fed to a multi-gate
+mixture of experts: each task mixes the shared experts with its own softmax gate, so rare tasks
+(follow, share) borrow the representation the frequent ones (click, long view) learn without
+being forced to share all of it. One expert is the classic shared bottom.
+
+Binary tasks output a logit; "ratio" tasks (expected watch ratio) output a logit whose sigmoid,
+times ``ratio_cap``, is the prediction (trained with soft-label cross-entropy on target / cap,
+which makes the prediction the conditional mean). The final score is the weighted sum of the
+task predictions (``score_weights``; negative for hate/skip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from models.embeddings import mlp
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "click": 1.0,
+    "long_view": 1.0,
+    "like": 2.0,
+    "follow": 4.0,
+    "share": 3.0,
+    "watch_ratio": 0.5,
+    "hate": -5.0,
+}
+
+
+@dataclass
+class RankerConfig:
+    """Shapes of the network and the weights of the final score."""
+
+    tasks: tuple[str, ...] = ("click", "long_view", "like", "follow", "share", "hate")
+    ratio_tasks: tuple[str, ...] = ()  # tasks predicting a mean in [0, ratio_cap], not a P()
+    cardinalities: tuple[int, ...] = ()  # per categorical field, index 0 = unknown
+    n_numeric: int = 0
+    emb_dim: int = 16
+    cross_layers: int = 2
+    n_experts: int = 3  # 1 = shared bottom
+    expert_hidden: tuple[int, ...] = (128, 64)
+    tower_hidden: tuple[int, ...] = (32,)
+    dropout: float = 0.1
+    ratio_cap: float = 2.0
+    score_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    def __post_init__(self) -> None:
+        self.tasks, self.ratio_tasks = tuple(self.tasks), tuple(self.ratio_tasks)
+        self.cardinalities = tuple(int(c) for c in self.cardinalities)
+        self.expert_hidden, self.tower_hidden = tuple(self.expert_hidden), tuple(self.tower_hidden)
+        if not self.tasks:
+            raise ValueError("ranker: at least one task")
+        if unknown := set(self.ratio_tasks) - set(self.tasks):
+            raise ValueError(f"ranker: ratio tasks {sorted(unknown)} are not tasks")
+        if self.n_experts < 1 or not self.expert_hidden:
+            raise ValueError("ranker: n_experts >= 1 and a non-empty expert_hidden")
+        if not self.cardinalities and not self.n_numeric:
+            raise ValueError("ranker: no input features")
+
+    @property
+    def input_dim(self) -> int:
+        return len(self.cardinalities) * self.emb_dim + self.n_numeric
+
+
+class CrossLayer(nn.Module):
+    """DCN-v2 full-rank cross: ``x0 * (W x + b) + x``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear.bias)
+        nn.init.normal_(self.linear.weight, std=dim**-0.5 * 0.1)
+
+    def forward(self, x0: Tensor, x: Tensor) -> Tensor:
+        return x0 * self.linear(x) + x
+
+
+class Ranker(nn.Module):
+    """``forward(categorical, numeric) -> logits [B, tasks]``; ``predict`` -> predictions."""
+
+    def __init__(self, cfg: RankerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        cards = torch.tensor((0, *cfg.cardinalities), dtype=torch.int64)
+        self.register_buffer("offsets", cards.cumsum(0)[:-1], persistent=False)
+        self.embedding = nn.Embedding(max(int(cards.sum()), 1), cfg.emb_dim)
+        nn.init.normal_(self.embedding.weight, std=0.05)
+        dim = cfg.input_dim
+        self.crosses = nn.ModuleList(CrossLayer(dim) for _ in range(cfg.cross_layers))
+        hidden = cfg.expert_hidden
+        self.experts = nn.ModuleList(
+            nn.Sequential(mlp((dim, *hidden), cfg.dropout), nn.ReLU(), nn.Dropout(cfg.dropout))
+            for _ in range(cfg.n_experts)
+        )
+        n_tasks = len(cfg.tasks)
+        self.gates = nn.Linear(dim, n_tasks * cfg.n_experts) if cfg.n_experts > 1 else None
+        self.towers = nn.ModuleList(mlp((hidden[-1], *cfg.tower_hidden, 1)) for _ in cfg.tasks)
+        ratio = torch.tensor([t in cfg.ratio_tasks for t in cfg.tasks])
+        self.register_buffer("is_ratio", ratio, persistent=False)
+        weights = torch.tensor([cfg.score_weights.get(t, 0.0) for t in cfg.tasks])
+        self.register_buffer("weights", weights, persistent=False)
+
+    def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
+        parts = []
+        if self.cfg.cardinalities:
+            parts.append(self.embedding(categorical + self.offsets).flatten(1))
+        if self.cfg.n_numeric:
+            parts.append(numeric)
+        x0 = torch.cat(parts, 1)
+        x = x0
+        for cross in self.crosses:
+            x = cross(x0, x)
+        experts = torch.stack([e(x) for e in self.experts], 1)  # [B, E, H]
+        if self.gates is None:
+            mixed = experts.expand(-1, len(self.cfg.tasks), -1)  # [B, T, H]
+        else:
+            gates = self.gates(x).view(len(x), len(self.cfg.tasks), -1).softmax(-1)  # [B, T, E]
+            mixed = gates @ experts
+        return torch.cat([tower(mixed[:, i]) for i, tower in enumerate(self.towers)], 1)
+
+    def to_predictions(self, logits: Tensor) -> Tensor:
+        """Probabilities for binary tasks, means in [0, ratio_cap] for ratio tasks."""
+        p = torch.sigmoid(logits)
+        return torch.where(self.is_ratio, p * self.cfg.ratio_cap, p)
+
+    def score(self, predictions: Tensor) -> Tensor:
+        """The final ranking score: the weighted sum of the task predictions."""
+        return predictions @ self.weights
+
+    @torch.no_grad()
+    def predict(self, categorical: Tensor, numeric: Tensor) -> tuple[Tensor, Tensor]:
+        """``(score [B], predictions [B, tasks])`` in eval mode."""
+        was = self.training
+        self.eval()
+        preds = self.to_predictions(self(categorical, numeric))
+        self.train(was)
+        return self.score(preds), preds

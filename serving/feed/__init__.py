@@ -1,0 +1,1 @@
+"""The for-you pipeline: candidates, filters, ranking, re-ranking, page cache, exposures."""

@@ -1,0 +1,66 @@
+"""What a feed request had to do without, and where its time went.
+
+A failed or slow dependency never fails the request: the pipeline records the component in a
+:class:`Trace` and carries on with a fallback. The response then carries
+``X-Reelrank-Degraded: ranker,features,...`` and ``Server-Timing`` (per stage, in ms), and the
+Prometheus counter ``reelrank_feed_degraded_total{component}`` and the histogram
+``reelrank_feed_stage_seconds{stage}`` count it for dashboards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Histogram
+
+log = logging.getLogger(__name__)
+
+DEGRADED = Counter("reelrank_feed_degraded", "Feed responses served without a component",
+                   ["component"])
+STAGE = Histogram("reelrank_feed_stage_seconds", "Time per for-you pipeline stage", ["stage"],
+                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
+HEADER = "X-Reelrank-Degraded"
+LOG_EVERY_S = 60.0  # an outage is logged once a minute per component, not once per request
+_last_log: dict[str, float] = {}
+
+
+def _warn(component: str, why: object) -> None:
+    now = time.monotonic()
+    if now - _last_log.get(component, -LOG_EVERY_S) >= LOG_EVERY_S:
+        _last_log[component] = now
+        log.warning("feed degraded: %s (%s)", component, why)
+
+
+@dataclass
+class Trace:
+    degraded: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds
+
+    def degrade(self, component: str, why: object = None) -> None:
+        if component not in self.degraded:
+            self.degraded.append(component)
+            DEGRADED.labels(component).inc()
+            _warn(component, why)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.stages[name] = self.stages.get(name, 0.0) + seconds
+        STAGE.labels(name).observe(seconds)
+
+    def headers(self) -> dict[str, str]:
+        out = {"Server-Timing": ", ".join(f"{k};dur={v * 1000:.2f}"
+                                          for k, v in self.stages.items())}
+        if self.degraded:
+            out[HEADER] = ",".join(self.degraded)
+        return out

@@ -1,0 +1,55 @@
+"""What the ranker is given, and what the feed falls back to when it cannot rank.
+
+The ranker gets one row per candidate: the candidate's online features, the user's scalar
+features repeated, and the ids. Without the feature store the row holds only what the catalog
+knows (creator, duration, age, request time); the ranker's featurizer treats every absent
+column as unknown / average, which is exactly "defaults". :func:`cheap_scores` orders
+candidates without any model: engagement quality and popularity from the catalog's counters,
+a freshness bonus, and a bonus for followed creators.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from candidate_gen.catalog import Snapshot
+from candidate_gen.sources import CODE
+from features.online import OnlineFeatures
+from features.schema import USER_COLUMNS
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    return (x - x.mean()) / (x.std() + 1e-9) if len(x) else x
+
+
+def age_hours(snap: Snapshot, ids: np.ndarray, now_ms: int) -> np.ndarray:
+    return (now_ms - snap.created_ms[ids]) / 3_600_000
+
+
+def cheap_scores(snap: Snapshot, ids: np.ndarray, sources: np.ndarray, now_ms: int,
+                 fresh_hours: float) -> np.ndarray:
+    fresh = np.exp(-np.clip(age_hours(snap, ids, now_ms), 0, None) / fresh_hours)
+    return (_z(snap.quality[ids]) + 0.5 * _z(np.log1p(snap.views[ids])) + fresh
+            + 0.5 * (sources == CODE["following"]))
+
+
+def ranker_frame(user_id: int, ids: np.ndarray, snap: Snapshot, now_ms: int,
+                 feats: OnlineFeatures | None) -> pd.DataFrame:
+    """One row per candidate, in candidate order."""
+    n = len(ids)
+    cols: dict[str, object] = {"user_id": np.full(n, user_id, np.int64), "video_id": ids}
+    if feats is not None:
+        cols |= {c: feats.items[c].to_numpy() for c in feats.items.columns}
+        cols |= {c: np.full(n, feats.user[c]) for c in USER_COLUMNS if c in feats.user}
+    else:
+        when = datetime.fromtimestamp(now_ms / 1000, UTC)
+        dur = snap.duration_ms[ids]
+        cols |= {"v_creator_id": snap.owner[ids],
+                 "v_duration_ms": np.where(dur >= 0, dur, np.nan),
+                 "v_age_hours": age_hours(snap, ids, now_ms),
+                 "ctx_hour": np.full(n, when.hour), "ctx_weekday": np.full(n, when.weekday())}
+    return pd.DataFrame(cols)

@@ -1,0 +1,139 @@
+"""Everything the feed needs, built once per API process and kept fresh in the background.
+
+:meth:`FeedServices.start` loads the catalog, the retrieval champion and its FAISS index, the
+online feature reader and the ranker backend (Ray Serve or in-process). Any of them may be
+missing (a fresh install, a dependency down): the feed then serves degraded and the loaders
+keep retrying. A background thread refreshes the catalog every ``catalog_refresh_s`` and
+brings each loaded ANN index in step with it (new uploads in, removed / private videos out).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from candidate_gen.ann import AnnRetriever, load_retriever
+from candidate_gen.catalog import Catalog, now_ms
+from core.config import Settings
+from experiments.assignment import Assignment, assign
+from platform_services.storage.blobs import BlobStore, open_blob_store
+from platform_services.storage.cache import redis_client
+from serving.ranking.backends import LocalRanker, RankerBackend
+from serving.ranking.models import AliasModels, ModelUnavailable
+
+log = logging.getLogger(__name__)
+# A Redis that stops answering must cost a request a bounded time, not hang it.
+REDIS_TIMEOUT_S = 0.25
+
+
+@dataclass
+class FeedServices:
+    settings: Settings
+    catalog: Catalog
+    redis: redis.Redis
+    blobs: BlobStore
+    pool: ThreadPoolExecutor
+    retrievers: AliasModels[AnnRetriever] = field(init=False)
+    ranker: RankerBackend | None = None
+    features: object | None = None  # features.online.FeatureReader
+    assigner: object = assign  # Callable[[int], Assignment]
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, settings: Settings, sessions: sessionmaker[Session]) -> FeedServices:
+        """Build and warm everything (blocking; call it from a thread in an event loop)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        svc = cls(
+            settings=settings,
+            catalog=Catalog(sessions),
+            redis=redis_client(settings.redis_url, socket_timeout=REDIS_TIMEOUT_S,
+                               socket_connect_timeout=REDIS_TIMEOUT_S),
+            blobs=open_blob_store(settings),
+            pool=ThreadPoolExecutor(max_workers=8, thread_name_prefix="feed"),
+        )
+        svc.retrievers = AliasModels(settings.retrieval_model, svc._load_retriever)
+        svc.catalog.refresh()
+        try:
+            svc.retrievers.load_now("champion")
+        except ModelUnavailable as exc:
+            log.warning("feed: no ANN retrieval yet (%s); serving popularity + following", exc)
+        svc.retrievers.start(settings.model_poll_s)
+        svc.features = _feature_reader(settings)
+        svc.ranker = _ranker(settings)
+        svc._thread = threading.Thread(target=svc._refresh_loop, name="feed-refresh",
+                                       daemon=True)
+        svc._thread.start()
+        return svc
+
+    def assignment(self, user_id: int) -> Assignment:
+        return self.assigner(user_id)  # type: ignore[operator]
+
+    def _fresh_since(self) -> int:
+        return now_ms() - int(self.settings.feed_fresh_hours * 3_600_000)
+
+    def _load_retriever(self, uri: str) -> AnnRetriever:
+        """A retrieval version brought in step with the catalog before it serves."""
+        retriever = load_retriever(uri)
+        retriever.sync(self.catalog.snapshot, self._fresh_since())
+        return retriever
+
+    def sync_indexes(self) -> None:
+        snap, since = self.catalog.snapshot, self._fresh_since()
+        for alias in list(self.retrievers.versions()):
+            try:
+                added, removed = self.retrievers.get(alias).model.sync(snap, since)
+            except ModelUnavailable:
+                continue
+            if added or removed:
+                log.info("ANN @%s: +%d -%d videos", alias, added, removed)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.settings.catalog_refresh_s):
+            started = time.perf_counter()
+            try:
+                self.catalog.refresh()
+                self.sync_indexes()
+            except Exception:
+                log.exception("feed: catalog refresh failed; serving the previous snapshot")
+            log.debug("feed refresh took %.3f s", time.perf_counter() - started)
+
+    async def close(self) -> None:
+        self._stop.set()
+        self.retrievers.stop()
+        if self.ranker is not None:
+            await self.ranker.close()
+        if self.features is not None:
+            self.features.close()  # type: ignore[attr-defined]
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.redis.close()
+
+
+def _feature_reader(settings: Settings) -> object | None:
+    try:
+        from features.online import FeatureReader
+
+        return FeatureReader(settings)
+    except Exception as exc:
+        log.warning("feed: online features unavailable (%s); ranking on defaults", exc)
+        return None
+
+
+def _ranker(settings: Settings) -> RankerBackend | None:
+    try:
+        if settings.ranker_backend == "ray":
+            from serving.ranking.ray_serve import RayRanker
+
+            return RayRanker(settings)
+        return LocalRanker(settings.ranker_model, settings.model_poll_s)
+    except Exception as exc:
+        log.exception("feed: ranker backend did not start (%s); ranking by cheap scores", exc)
+        return None

@@ -1,0 +1,123 @@
+"""The ranker on Ray Serve: replicas, micro-batching with ``@serve.batch``, hot reload.
+
+Each replica holds the models of the aliases it has been asked for and polls the registry
+every ``model_poll_s``; when an alias moves it loads the new version beside the old one and
+swaps (see :mod:`serving.ranking.models`), so a deploy needs no restart and fails no request.
+Concurrent requests that arrive within ``ranker_batch_wait_ms`` are scored together, up to
+``ranker_max_batch_size`` requests (one forward pass over all their candidates).
+
+:class:`RayRanker` is the API side: it starts local Ray with the machine's cores (or joins
+``ray_address``), starts Serve without its HTTP proxy (the API is the only front door),
+deploys the app unless it is already running, and on close stops exactly what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+import ray
+from ray import serve
+
+from core.config import Settings
+from serving.ranking.backends import Scorer, load_scorer, result, score_many
+from serving.ranking.models import AliasModels, ModelUnavailable
+
+log = logging.getLogger(__name__)
+APP = "reelrank-ranker"
+
+
+@serve.deployment(max_ongoing_requests=64, health_check_period_s=5)
+class RankerDeployment:
+    """One replica: ``score(alias, frame) -> (scores, "name/version")``."""
+
+    def __init__(self, model_name: str, tracking_uri: str, poll_s: float, threads: int,
+                 warm_aliases: tuple[str, ...] = ("champion",)) -> None:
+        import mlflow
+        import torch
+
+        mlflow.set_tracking_uri(tracking_uri)
+        torch.set_num_threads(threads)
+        self.models: AliasModels[Scorer] = AliasModels(model_name, load_scorer)
+        for alias in warm_aliases:  # a missing model is not fatal: the API falls back
+            try:
+                self.models.load_now(alias)
+            except ModelUnavailable as exc:
+                log.warning("ranker replica: %s", exc)
+        self.models.start(poll_s)
+
+    def reconfigure(self, config: dict) -> None:
+        """``user_config``: micro-batch size and wait, changeable without a restart."""
+        self._batch.set_max_batch_size(int(config.get("max_batch_size", 8)))
+        self._batch.set_batch_wait_timeout_s(float(config.get("batch_wait_ms", 2.0)) / 1000)
+
+    async def score(self, alias: str, frame: pd.DataFrame) -> tuple[np.ndarray, str] | Exception:
+        return await self._batch((alias, frame))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    async def _batch(self, requests: list[tuple[str, pd.DataFrame]],
+                     ) -> list[tuple[np.ndarray, str] | Exception]:
+        # Off the replica's event loop, which meanwhile queues the next batch.
+        return await asyncio.to_thread(score_many, self.models, requests)
+
+    def versions(self) -> dict[str, str]:
+        return self.models.versions()
+
+
+class RayRanker:
+    """The API's handle on the deployment."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            if settings.ray_address:
+                ray.init(address=settings.ray_address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=settings.ray_num_cpus or os.cpu_count(),
+                         include_dashboard=False, log_to_driver=False)
+        self.owns_app = APP not in _running_apps()
+        if self.owns_app:
+            serve.start(proxy_location="Disabled")
+            deployment = RankerDeployment.options(
+                num_replicas=settings.ranker_replicas,
+                ray_actor_options={"num_cpus": settings.ranker_num_cpus},
+                user_config={"max_batch_size": settings.ranker_max_batch_size,
+                             "batch_wait_ms": settings.ranker_batch_wait_ms},
+            )
+            threads = max(1, int(settings.ranker_num_cpus))
+            serve.run(deployment.bind(settings.ranker_model, settings.mlflow_tracking_uri,
+                                      settings.model_poll_s, threads),
+                      name=APP, route_prefix=None)
+        self.handle = serve.get_app_handle(APP)
+
+    async def score(self, alias: str, frame: pd.DataFrame) -> tuple[np.ndarray, str]:
+        response = self.handle.score.remote(alias, frame)
+        try:
+            return result(await response)
+        except asyncio.CancelledError:
+            response.cancel()  # the caller's time budget ran out: free the replica's slot
+            raise
+
+    async def versions(self) -> dict[str, str]:
+        return await self.handle.versions.remote()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.shutdown)
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.owns_app:
+                serve.delete(APP)
+            if self.owns_ray:
+                serve.shutdown()
+                ray.shutdown()
+
+
+def _running_apps() -> set[str]:
+    with contextlib.suppress(Exception):
+        return set(serve.status().applications)
+    return set()

@@ -1,0 +1,76 @@
+"""The world loader and the catalog snapshot, on SQLite and the embedded Redis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select, update
+
+from candidate_gen.catalog import FOLLOWERS, PRIVATE, PUBLIC, Catalog
+from core.config import Settings
+from core.tables import DataError
+from platform_services.storage.cache import redis_client
+from platform_services.storage.db import make_engine, migrate, session_factory
+from platform_services.storage.models import Follow, User, Video, VideoStatus
+from platform_services.trending import top
+from training.datasets.store import load_dataset, write_dataset
+from training.datasets.synth import SynthConfig, generate, recent_start
+from training.datasets.world import load_world
+
+
+@pytest.fixture
+def loaded(settings: Settings):  # noqa: ANN201
+    cfg = SynthConfig(n_users=120, n_videos=400, days=3, seed=1, start=recent_start(3))
+    write_dataset("synth", generate(cfg), "synth")
+    migrate(settings.database_url)
+    report = load_world(settings, load_dataset("synth"))
+    engine = make_engine(settings.database_url)
+    yield report, session_factory(engine)
+    engine.dispose()
+
+
+def test_world_load_keeps_ids_and_mixes_visibility(loaded, settings: Settings) -> None:
+    report, sessions = loaded
+    assert (report.users, report.videos) == (120, 400) and report.follows > 0
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Follow)) == report.follows
+        vis = dict(s.execute(select(Video.visibility, func.count())
+                             .group_by(Video.visibility)).all())
+        assert vis["public"] > 350 and vis.get("private", 0) + vis.get("followers", 0) > 0
+        assert s.get(User, 7).username == "u7" and s.get(Video, 0) is not None
+    assert top(redis_client(settings.redis_url), "7d"), "trending seeded from the log"
+    with pytest.raises(DataError, match="already has 120 users"):
+        load_world(settings, load_dataset("synth"))
+    assert load_world(settings, load_dataset("synth"), replace=True).videos == 400
+
+
+def test_catalog_snapshot_follows_the_database(loaded) -> None:
+    _, sessions = loaded
+    catalog = Catalog(sessions, stats_every_s=0)
+    assert catalog.refresh() == 400
+    snap = catalog.snapshot
+    with sessions() as s:
+        rows = s.execute(select(Video.id, Video.owner_id, Video.status, Video.visibility)).all()
+    for r in rows:
+        assert snap.owner[r.id] == r.owner_id
+        assert snap.ready[r.id] == (r.status == VideoStatus.READY)
+        assert snap.visibility[r.id] == {"public": PUBLIC, "followers": FOLLOWERS,
+                                         "private": PRIVATE}[r.visibility]
+    assert snap.views.sum() > 0 and len(snap.explore_pool) > 0
+    assert not snap.known(np.array([-1, 400, 10**9])).any()
+    owner = int(snap.owner[0])
+    assert all(snap.created_ms[a] >= snap.created_ms[b]
+               for a, b in zip(snap.by_owner[owner], snap.by_owner[owner][1:], strict=False))
+
+    assert catalog.refresh() == 0 or catalog.snapshot.owner[0] == owner  # nothing new
+    with sessions.begin() as s:
+        s.execute(update(Video).where(Video.id == 0).values(status=VideoStatus.REMOVED))
+        s.add(Video(id=400, owner_id=owner, title="brand new #pets", category="pets",
+                    status=VideoStatus.READY, duration_ms=9000))
+    assert catalog.refresh() >= 2
+    snap = catalog.snapshot
+    assert not snap.ready[0] and snap.ready[400] and snap.topics[snap.topic[400]] == "pets"
+    assert snap.fresh(int(datetime.now(UTC).timestamp() * 1000) - 60_000, 5).tolist() == [400]
+    assert snap.by_owner[owner][0] == 400

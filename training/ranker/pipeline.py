@@ -1,0 +1,215 @@
+"""Data in, ranker and baselines out: the loop shared by ``train ranker`` and the benchmark.
+
+1. **Features.** The data set's batch snapshots are built into a Feast repo and the
+   point-in-time training set is read from it (``features.training_set``): one row per logged
+   impression with every feature as of the impression's time. The request context the store
+   does not hold (the app tab, the feed position) comes from the impression row itself.
+2. **Split.** Rows before ``end`` train, rows from ``end`` on test (KuaiRand: 04-30). The last
+   day before ``end`` validates: it picks the ranker's epoch count and each GBDT's tree count.
+   Then every model is refitted on all rows before ``end`` with that count.
+3. **Models, on the same encoded features.** The multi-task ranker; LightGBM per task; the
+   same network trained on one task at a time (``single_tasks``).
+4. **Evaluation** on the test rows: AUC, log-loss, GAUC and calibration per task
+   (:mod:`training.ranker.metrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.config import Settings, get_settings
+from models.ranker import RankerConfig
+from training.datasets.store import Dataset
+from training.ranker.baselines import LightGBMRanker
+from training.ranker.data import RATIO_TASKS, TASKS, Encoded, encode, split_at, trainable_tasks
+from training.ranker.features import Featurizer
+from training.ranker.metrics import calibration, task_metrics
+from training.ranker.serving import RankerBundle
+from training.ranker.trainer import TrainConfig, fit, predict
+
+log = logging.getLogger(__name__)
+
+# Ids and small enumerations: embedded by the ranker, categorical for LightGBM.
+CATEGORICAL = ("user_id", "video_id", "v_creator_id", "v_topic_id", "u_activity_level",
+               "ctx_hour", "ctx_weekday", "ctx_tab")
+# Request context that the feature store does not hold: interactions column -> feature.
+CONTEXT = {"tab": "ctx_tab", "position": "ctx_position"}
+VALID_DAYS = 1
+
+
+def _impressions(interactions: pd.DataFrame) -> pd.DataFrame:
+    """The rows ``build_training_set`` returns, in its order: timed impressions."""
+    imp = interactions
+    if "event" in imp and (imp["event"] == "impression").any():
+        imp = imp[imp["event"] == "impression"]
+    return imp[imp["ts"].notna()].reset_index(drop=True)
+
+
+def feature_settings(repo: Path) -> Settings:
+    """The settings with ``repo`` as the Feast repo."""
+    return get_settings().model_copy(update={"feature_repo_dir": Path(repo)})
+
+
+def build_feature_repo(repo: Path, ds: Dataset) -> None:
+    """Batch snapshots of the data set into the Feast repo ``repo``, applied."""
+    from features.batch import build_features, write_features
+    from features.store import apply_repo
+
+    feats = build_features(ds.interactions, ds.items, ds.users, ds.follows)
+    write_features(Path(repo), feats)
+    apply_repo(feature_settings(repo))
+
+
+def point_in_time(repo: Path, interactions: pd.DataFrame, items: pd.DataFrame,
+                  labels: bool = True) -> pd.DataFrame:
+    """Each timed impression with its features as of its own time from the store in ``repo``
+    (plus its context columns and, with ``labels``, one column per task present)."""
+    from features.store import open_store, read_meta
+    from features.training_set import LABELS, build_training_set
+
+    settings = feature_settings(repo)
+    names = [t for t in TASKS if labels and LABELS[t] in interactions]
+    frame = build_training_set(open_store(settings), interactions, items, names,
+                               read_meta(settings))
+    imp = _impressions(interactions)
+    if len(imp) != len(frame) or not (frame["video_id"].to_numpy() == imp["item_id"]).all():
+        raise RuntimeError("training set rows do not line up with the impressions")
+    for column, feature in CONTEXT.items():
+        if column in imp:
+            frame[feature] = imp[column].to_numpy()
+    return frame.rename(columns={f"label_{t}": t for t in names})
+
+
+def feature_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(categorical, numeric) feature columns of a point-in-time frame."""
+    from features.schema import ITEM_COLUMNS, USER_COLUMNS
+
+    cols = ["user_id", "video_id", *USER_COLUMNS, *ITEM_COLUMNS, *CONTEXT.values()]
+    cols = [c for c in dict.fromkeys(cols) if c in frame]
+    categorical = [c for c in cols if c in CATEGORICAL]
+    numeric = [c for c in cols if c not in CATEGORICAL
+               and pd.api.types.is_numeric_dtype(frame[c])]
+    return categorical, numeric
+
+
+@dataclass
+class RunConfig:
+    model: RankerConfig = field(default_factory=RankerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lightgbm: bool = True
+    single_tasks: tuple[str, ...] = ("click", "long_view")
+    min_count: int = 2  # ids seen fewer times share the "unknown" embedding
+    threads: int = 2
+
+
+@dataclass
+class Outcome:
+    bundle: RankerBundle
+    tasks: list[str]
+    metrics: dict[str, dict[str, float]]  # model -> "<task>_<metric>" on the test rows
+    eval_table: pd.DataFrame  # model, task, metrics (one row per model and task)
+    calibration: pd.DataFrame  # ranker: task, bucket, n, predicted, observed
+    seconds: dict[str, float]  # model -> tuning + refit time
+    best_epoch: int
+    rows: dict[str, int]
+
+
+def _fold(tr: pd.DataFrame, te: pd.DataFrame, cols: tuple[list[str], list[str]], tasks: list[str],
+          min_count: int) -> tuple[Featurizer, Encoded, Encoded]:
+    fz = Featurizer.fit(tr, *cols, min_count=min_count)
+    return fz, encode(tr, fz, tasks), encode(te, fz, tasks)
+
+
+def _only(data: Encoded, j: int) -> Encoded:
+    return replace(data, labels=data.labels[:, j : j + 1])
+
+
+def _net(cfg: RankerConfig, fz: Featurizer, tasks: list[str]) -> RankerConfig:
+    ratio = tuple(t for t in tasks if t in RATIO_TASKS)
+    return replace(cfg, tasks=tuple(tasks), ratio_tasks=ratio, cardinalities=fz.cardinalities,
+                   n_numeric=len(fz.numeric))
+
+
+def run(frame: pd.DataFrame, end: pd.Timestamp, cfg: RunConfig | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        meta: dict[str, Any] | None = None) -> Outcome:
+    """Tune on the last day before ``end``, refit on everything before it, test after it."""
+    cfg = cfg or RunConfig()
+    torch.set_num_threads(cfg.threads)
+    train, test = split_at(frame, end)
+    tune, valid = split_at(train, end - pd.Timedelta(days=VALID_DAYS))
+    if tune.empty or valid.empty:
+        raise ValueError(f"need rows before and within the {VALID_DAYS} day(s) before {end}")
+    tasks = trainable_tasks(tune)
+    if not tasks:
+        raise ValueError("no task has labels with both classes in the training rows")
+    cols = feature_columns(frame)
+    fz_tune, e_tune, e_valid = _fold(tune, valid, cols, tasks, cfg.min_count)
+    fz, e_train, e_test = _fold(train, test, cols, tasks, cfg.min_count)
+    seconds: dict[str, float] = {}
+    preds: dict[str, np.ndarray] = {}
+
+    tuned = fit(_net(cfg.model, fz_tune, tasks), e_tune, cfg.train, e_valid, on_epoch)
+    final = fit(_net(cfg.model, fz, tasks), e_train, replace(cfg.train, epochs=tuned.best_epoch))
+    seconds["ranker"] = tuned.seconds + final.seconds
+    preds["ranker"] = predict(final.model, e_test)
+
+    if cfg.lightgbm:
+        started = time.perf_counter()
+        gbdt = LightGBMRanker(tasks, cfg.model.ratio_cap, threads=cfg.threads,
+                              seed=cfg.train.seed).fit(e_tune, e_valid)
+        gbdt = LightGBMRanker(tasks, cfg.model.ratio_cap, threads=cfg.threads,
+                              seed=cfg.train.seed).fit(e_train, rounds=gbdt.best_rounds)
+        seconds["lightgbm"] = time.perf_counter() - started
+        preds["lightgbm"] = gbdt.predict(e_test)
+
+    single = [t for t in cfg.single_tasks if t in tasks]
+    if single:
+        started = time.perf_counter()
+        out = np.full((len(e_test), len(tasks)), np.nan, np.float32)
+        solo = replace(cfg.model, n_experts=1)
+        for task in single:
+            j = tasks.index(task)
+            t1 = fit(_net(solo, fz_tune, [task]), _only(e_tune, j), cfg.train, _only(e_valid, j))
+            t2 = fit(_net(solo, fz, [task]), _only(e_train, j),
+                     replace(cfg.train, epochs=t1.best_epoch))
+            out[:, j] = predict(t2.model, _only(e_test, j))[:, 0]
+        seconds["single-task"] = time.perf_counter() - started
+        preds["single-task"] = out
+
+    metrics, rows, calib = {}, [], []
+    for name, p in preds.items():
+        metrics[name] = {}
+        for j, task in enumerate(tasks):
+            if len(e_test) == 0 or np.isnan(p[:, j]).all():
+                continue
+            m = task_metrics(task, e_test.labels[:, j], p[:, j], e_test.users,
+                             ratio=task in RATIO_TASKS)
+            metrics[name] |= m
+            rows.append({"model": name, "task": task,
+                         **{k.removeprefix(f"{task}_"): v for k, v in m.items()}})
+            if name == "ranker":
+                y = e_test.labels[:, j]
+                known = np.isfinite(y)
+                calib.append(calibration(y[known], p[known, j]).assign(task=task))
+    bundle_meta = {**(meta or {}), "tasks": tasks, "train_end": end.isoformat(),
+                   "rows": {"train": len(train), "test": len(test)}}
+    return Outcome(
+        bundle=RankerBundle(final.model, fz, bundle_meta),
+        tasks=tasks,
+        metrics=metrics,
+        eval_table=pd.DataFrame(rows),
+        calibration=pd.concat(calib, ignore_index=True) if calib else pd.DataFrame(),
+        seconds=seconds,
+        best_epoch=tuned.best_epoch,
+        rows={"train": len(train), "valid": len(valid), "test": len(test)},
+    )

@@ -1,0 +1,105 @@
+"""The trained ranker as one object: load it by model URI, score candidates in a few ms.
+
+Serving, ``reelrank rank`` and the benchmark all go through :class:`RankerBundle`::
+
+    ranker = load_ranker("models:/reelrank-ranker@champion")   # or a bundle directory
+    scores = ranker.score(frame)                                # [N] final scores
+    scores, probs = ranker.predict(feats.items, feats.user, {"ctx_tab": 1})
+    probs["click"], probs["long_view"], ...                     # [N] per task
+
+``frame`` / ``candidates`` is a DataFrame with one row per candidate and raw feature columns
+as the feature store names them (``features.schema``: ``video_id``, ``v_*``, ``c_*``, ``uc_*``,
+``uv_*``; a ``video_id`` index, as ``FeatureReader.get`` returns, counts as the column).
+``user_features`` and ``context`` are scalars for all rows (``user_id``, ``u_*``, ``ctx_hour``,
+``ctx_weekday``, ``ctx_tab``; context wins over user features, both over candidate columns).
+Missing columns are unknown: ids get the learned "unknown" embedding, numbers the training
+mean, so a new user or a brand-new video is scored, not refused. ``predict`` returns each
+task's probability (``watch_ratio``: the expected ratio) and the final score, the weighted
+sum of the task predictions with the weights in the model's config.
+
+500 candidates take ~2 ms on one CPU core (``benchmarks/results/ranker.md``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import ChainMap
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.ranker import Ranker, RankerConfig
+from training.ranker.features import Featurizer
+
+MODEL_NAME = "reelrank-ranker"
+
+
+@dataclass
+class RankerBundle:
+    """The network, the featurizer that feeds it, and what it was trained on (``meta``)."""
+
+    model: Ranker
+    featurizer: Featurizer
+    meta: dict[str, Any]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.model.cfg.tasks
+
+    @property
+    def columns(self) -> list[str]:
+        """The raw feature columns the model reads."""
+        return [*self.featurizer.categorical, *self.featurizer.numeric]
+
+    @torch.no_grad()
+    def predict(
+        self,
+        candidates: pd.DataFrame,
+        user_features: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(scores [N], {task: predictions [N]})`` for the candidates (see module doc)."""
+        n = len(candidates)
+        index = {}
+        if "video_id" not in candidates and candidates.index.name == "video_id":
+            index["video_id"] = candidates.index.to_numpy()
+        columns = ChainMap(dict(context or {}), dict(user_features or {}), index, candidates)
+        cat, num = self.featurizer.encode(columns, n)
+        score, preds = self.model.predict(torch.from_numpy(cat), torch.from_numpy(num))
+        per_task = {t: preds[:, j].numpy() for j, t in enumerate(self.tasks)}
+        return score.numpy(), per_task
+
+    def score(self, frame: pd.DataFrame, user_features: Mapping[str, Any] | None = None,
+              context: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The final score per row (the feed's ranker contract)."""
+        return self.predict(frame, user_features, context)[0]
+
+    def save(self, path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), path / "model.pt")
+        config = {"model": asdict(self.model.cfg), "featurizer": self.featurizer.to_dict(),
+                  "meta": self.meta}
+        (path / "config.json").write_text(json.dumps(config, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> RankerBundle:
+        config = json.loads((Path(path) / "config.json").read_text())
+        model = Ranker(RankerConfig(**config["model"]))
+        model.load_state_dict(torch.load(Path(path) / "model.pt", weights_only=True))
+        model.eval()
+        return cls(model, Featurizer.from_dict(config["featurizer"]), config["meta"])
+
+
+def load_ranker(model_uri: str | Path) -> RankerBundle:
+    """A bundle from ``models:/reelrank-ranker@alias`` (or ``/VERSION``) or a bundle dir."""
+    if not str(model_uri).startswith("models:/"):
+        return RankerBundle.load(Path(model_uri))
+    from training.ranker.tracking import load
+
+    return load(str(model_uri))[0]
