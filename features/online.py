@@ -132,29 +132,15 @@ def _key_prefix(join_keys: Sequence[str]) -> bytes:
     return b"".join(out)
 
 
-# One EVALSHA runs every HMGET server-side and returns one flat array: redis-py then packs one
-# command and hiredis parses one reply, instead of a thousand of each. ARGV: the number of
-# groups, then per group: its number of keys, its number of fields, the fields. (Single-node
-# Redis only: a cluster rejects a script whose keys span slots.)
-_HMGET_ALL = """
-local out, k, a = {}, 1, 2
-for _ = 1, tonumber(ARGV[1]) do
-  local nkeys, nf = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local fields = {unpack(ARGV, a + 2, a + 1 + nf)}
-  a = a + 2 + nf
-  for _ = 1, nkeys do
-    local vals = redis.call('HMGET', KEYS[k], unpack(fields))
-    for j = 1, nf do out[#out + 1] = vals[j] end
-    k = k + 1
-  end
-end
-return out
-"""
 _MISS = object()
 
 
 class RedisBackend:
-    """Feast's Redis layout read directly: every request of a call in one server-side script."""
+    """Feast's Redis layout read directly: every request of a call in one pipelined batch.
+
+    Single-node Redis (``redis_type: redis``, what :func:`features.store.repo_config_dict`
+    configures); a Redis Cluster deployment would read through :class:`FeastBackend`.
+    """
 
     name = "redis"
 
@@ -170,7 +156,6 @@ class RedisBackend:
             kwargs |= {"host": host, "port": int(port)}
         kwargs["ssl"] = kwargs.get("ssl") == "true"
         self.client = redis.Redis(**kwargs)
-        self._script = self.client.register_script(_HMGET_ALL)
         self._parse = Value.FromString
         self._field = {
             f"{v.name}:{f.name}": _mmh3(f"{v.name}:{f.name}")
@@ -180,13 +165,16 @@ class RedisBackend:
         self._decoded: dict[bytes | None, Any] = {None: None}
 
     def _decode_one(self, raw: bytes) -> Any:
-        """A ``ValueProto`` as a Python value (lists as tuples), memoised by its bytes."""
+        """A ``ValueProto`` as a Python value (lists as tuples); scalars are memoised by
+        their bytes (counts, ids and rates repeat across entities; lists and buckets don't)."""
         value = self._parse(raw)
         kind = value.WhichOneof("val")
         out = None if kind is None else getattr(value, kind)
-        if kind is not None and kind.endswith("_list_val"):
-            out = tuple(out.val)
-        if len(self._decoded) > 200_000:  # small repeated values hit; the rest stays bounded
+        if kind is None or kind == "bytes_val":
+            return out
+        if kind.endswith("_list_val"):
+            return tuple(out.val)
+        if len(self._decoded) > 200_000:
             self._decoded = {None: None}
         self._decoded[raw] = out
         return out
@@ -200,8 +188,10 @@ class RedisBackend:
         return out
 
     def read(self, requests: list[Request]) -> list[Raw]:
-        keys_all: list[bytes] = []
-        argv: list[Any] = [0]
+        """All requests in one pipelined write of raw ``HMGET`` commands and one read of the
+        replies (hiredis): ~1 µs of Python per entity instead of redis-py's ~10 µs per
+        pipelined command object."""
+        commands: list[bytes] = []
         plan: list[tuple[int, list[str], list[int] | None, int]] = []
         for req, (refs, rows) in enumerate(requests):
             by_join_keys: dict[tuple[str, ...], list[str]] = {}
@@ -215,20 +205,35 @@ class RedisBackend:
                 if len(unique) < len(keys):  # repeated entities are read once
                     index = {k: i for i, k in enumerate(unique)}
                     where = [index[k] for k in keys]
-                keys_all += unique
-                argv += [len(unique), len(group), *(self._field[r] for r in group)]
+                fields = [self._field[r] for r in group]
+                head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+                tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
+                commands += [b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail) for k in unique]
                 plan.append((req, group, where, len(unique)))
-        argv[0] = len(plan)
-        flat = self._script(keys=keys_all, args=argv)
+        replies = self._pipeline(commands)
         results: list[Raw] = [{} for _ in requests]
-        base = 0
+        pos = 0
         for req, group, where, n in plan:
-            width = len(group)
+            rows_got = replies[pos : pos + n]
+            pos += n
             for j, ref in enumerate(group):
-                values = self._decode(flat[base + j : base + n * width : width])
+                values = self._decode([row[j] for row in rows_got])
                 results[req][ref] = values if where is None else [values[i] for i in where]
-            base += n * width
         return results
+
+    def _pipeline(self, commands: list[bytes]) -> list[Any]:
+        if not commands:
+            return []
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(commands)])
+            return [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()  # a half-read reply stream must not go back to the pool
+            raise
+        finally:
+            pool.release(conn)
 
 
 def redis_keys(join_keys: Sequence[str], rows: dict[str, list[int]]) -> list[bytes]:

@@ -140,6 +140,13 @@ def assemble(raw: Mapping[str, Any], at_ms: np.ndarray) -> dict[str, Any]:
 def _topic_affinity(affinity: Any, topic_id: np.ndarray) -> np.ndarray:
     """The user's affinity for each row's video topic; 0 when either is unknown."""
     out = np.zeros(len(topic_id), dtype=np.float32)
+    if not len(topic_id):
+        return out
+    if all(v is affinity[0] for v in affinity):  # serving: one user for every row
+        vec = np.asarray(affinity[0], dtype=np.float32)
+        ok = (topic_id >= 0) & (topic_id < len(vec))
+        out[ok] = vec[topic_id[ok]]
+        return out
     for i, (vec, t) in enumerate(zip(affinity, topic_id, strict=True)):
         if 0 <= t < len(vec):
             out[i] = vec[t]

@@ -27,14 +27,15 @@ def minute_of(ts_s: float) -> int:
 
 
 def pack(counts: Sequence[int]) -> bytes:
-    """Minute counts (newest first) as the pushed value: :data:`N_BUCKETS` little-endian int32.
+    """Minute counts (newest first) as the pushed value: little-endian int32, at most
+    :data:`N_BUCKETS`, trailing empty minutes dropped (a quiet video's value stays short).
 
     Packed bytes rather than a list feature: a reader turns 500 videos' buckets into one
-    matrix with a single ``np.frombuffer`` instead of decoding 30,000 list elements.
+    matrix with ``np.frombuffer`` instead of decoding 30,000 list elements.
     """
-    out = np.zeros(N_BUCKETS, "<i4")
-    out[: len(counts)] = counts[:N_BUCKETS]
-    return out.tobytes()
+    out = np.asarray(counts[:N_BUCKETS], "<i4")
+    nonzero = np.flatnonzero(out)
+    return out[: nonzero[-1] + 1].tobytes() if len(nonzero) else b""
 
 
 def window_sums(
@@ -48,10 +49,12 @@ def window_sums(
     """
     n = len(buckets)
     out = {name: np.zeros(n, np.int64) for name in WINDOWS_MIN}
-    rows = [i for i, b in enumerate(buckets) if len(b) == N_BUCKETS * 4]
+    rows = [i for i, b in enumerate(buckets) if b]
     if not rows:
         return out
-    counts = np.frombuffer(b"".join(buckets[i] for i in rows), "<i4").reshape(len(rows), -1)
+    size = N_BUCKETS * 4  # short values are padded with empty minutes
+    blob = b"".join(buckets[i][:size].ljust(size, b"\0") for i in rows)
+    counts = np.frombuffer(blob, "<i4").reshape(len(rows), N_BUCKETS)
     shift = np.maximum(0, now_minute - np.asarray(head_minute, np.int64)[rows])
     age = np.arange(N_BUCKETS)[None, :] + shift[:, None]  # minutes before now
     for name, w in WINDOWS_MIN.items():

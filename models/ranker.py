@@ -61,8 +61,6 @@ class RankerConfig:
             raise ValueError(f"ranker: ratio tasks {sorted(unknown)} are not tasks")
         if self.n_experts < 1 or not self.expert_hidden:
             raise ValueError("ranker: n_experts >= 1 and a non-empty expert_hidden")
-        if not self.cardinalities and not self.n_numeric:
-            raise ValueError("ranker: no input features")
 
     @property
     def input_dim(self) -> int:
@@ -87,6 +85,8 @@ class Ranker(nn.Module):
 
     def __init__(self, cfg: RankerConfig) -> None:
         super().__init__()
+        if not cfg.input_dim:
+            raise ValueError("ranker: no input features (cardinalities / n_numeric)")
         self.cfg = cfg
         cards = torch.tensor((0, *cfg.cardinalities), dtype=torch.int64)
         self.register_buffer("offsets", cards.cumsum(0)[:-1], persistent=False)

@@ -110,15 +110,12 @@ class UserTower(nn.Module):
 
     def forward(self, x: UserInputs) -> Tensor:
         valid = x.history >= 0
-        h = self.items(x.history)
         recent = torch.zeros_like(valid)
         recent[:, -self.cfg.recent :] = True
-        parts = [
-            masked_mean(h, valid),
-            masked_mean(h, valid & x.long),
-            masked_mean(h, valid & x.liked),
-            masked_mean(h, valid & recent),
-        ]
+        masks = torch.stack([valid, valid & x.long, valid & x.liked, valid & recent], 1).float()
+        weights = masks / masks.sum(-1, keepdim=True).clamp(min=1.0)  # [B, 4, L]: four means
+        pooled = torch.bmm(weights, self.items(x.history))  # one batched matmul for all pools
+        parts = list(pooled.unbind(1))
         if self.cfg.user_id:
             parts.append(self.ids(x.user_id, self.cfg.id_dropout))
         if self.cfg.user_feature_dim:

@@ -34,7 +34,12 @@ def serve_api(
     from core.config import get_settings
     from platform_services.storage.db import migrate
 
-    migrate(get_settings().database_url)
+    settings = get_settings()
+    if workers > 1 and settings.ranker_backend == "ray" and not settings.ray_address:
+        typer.echo("error: several workers would each start their own local Ray; start one "
+                   "(`ray start --head`) and set REELRANK_RAY_ADDRESS", err=True)
+        raise typer.Exit(2)
+    migrate(settings.database_url)
     serving_threads()
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 
@@ -45,11 +46,12 @@ def build_features() -> None:
     materialize()
 
 
-def train_ranker() -> None:
-    """Train the multi-task ranker on the point-in-time training set and register it."""
+def train_ranker(**options: object) -> None:
+    """Train the multi-task ranker (and its baselines) on the point-in-time training set and
+    register it; ``options`` go to ``reelrank train ranker`` (e.g. ``epochs``)."""
     from training.ranker.cli import train_ranker as train
 
-    train(dataset=DATASET, data=_data(), progress=False)
+    train(dataset=DATASET, data=_data(), **({"progress": False} | options))  # type: ignore[arg-type]
 
 
 def deploy_champions() -> None:
@@ -96,14 +98,16 @@ def _announce(base: str, token: str, ready: threading.Event) -> None:
     typer.echo("Ctrl-C stops the API, Ray Serve, Ray and the workers.\n")
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Workers + API with the ranker on Ray Serve, until Ctrl-C."""
+def serve() -> None:
+    """Workers + API (at ``api_base_url``) with the ranker on Ray Serve, until Ctrl-C."""
     import uvicorn
 
     from platform_services.auth import issue_token
     from serving.cli import serving_threads
 
     settings = get_settings()
+    url = urlsplit(settings.api_base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 8000
     known = {ep.name for ep in entry_points(group="reelrank.workers")}
     exe = [sys.executable, "-c", "from core.cli import main; main()"]
     workers = [subprocess.Popen([*exe, "worker", w]) for w in WORKERS if w in known]

@@ -7,6 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(RedisError)
+    async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        # A backing service that is down or overloaded is a 503 (retry later), not a bug.
+        log.warning("dependency unavailable on %s %s: %r", request.method, request.url.path,
+                    exc)
+        return JSONResponse(error_body(503, "a backing service is unavailable; retry later"),
+                            status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -26,9 +26,6 @@ TEXT_DIM = 384
 # Titles with hashtags run ~30 tokens; a few are pasted essays. Past 64 tokens the encoder
 # costs quadratically more and the video's gist is already in.
 TEXT_MAX_TOKENS = 64
-IMAGE_SIZE = 224
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 THUMBNAIL_COLUMN = "thumbnail"  # items may carry a local image path per item
 
 
@@ -134,14 +131,16 @@ def text_embeddings(
     return _cached(_digest(f"minilm-l6-{TEXT_MAX_TOKENS}", texts), cache_dir, compute)
 
 
-def _load_image(path: str) -> torch.Tensor:
+def _load_image(path: str, encoder: nn.Module) -> torch.Tensor:
+    """RGB, resized and normalised the way ``encoder`` (its image_size / mean / std) expects."""
     from PIL import Image
 
+    size = int(getattr(encoder, "image_size", 224))
     with Image.open(path) as img:
-        img = img.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
+        img = img.convert("RGB").resize((size, size))
         x = torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(_IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(_IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(getattr(encoder, "mean", (0.5, 0.5, 0.5))).view(3, 1, 1)
+    std = torch.tensor(getattr(encoder, "std", (0.5, 0.5, 0.5))).view(3, 1, 1)
     return (x - mean) / std
 
 
@@ -158,7 +157,8 @@ def image_embeddings(
             return np.zeros((len(paths), 0), np.float32)
         chunks = []
         for s in range(0, len(present), batch_size):
-            batch = torch.stack([_load_image(paths[i]) for i in present[s : s + batch_size]])
+            batch = torch.stack([_load_image(paths[i], encoder)
+                                 for i in present[s : s + batch_size]])
             chunks.append(encoder(batch).float().numpy())
         emb = np.concatenate(chunks)
         out = np.zeros((len(paths), emb.shape[1]), np.float32)

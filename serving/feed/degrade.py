@@ -32,7 +32,8 @@ def _warn(component: str, why: object) -> None:
     now = time.monotonic()
     if now - _last_log.get(component, -LOG_EVERY_S) >= LOG_EVERY_S:
         _last_log[component] = now
-        log.warning("feed degraded: %s (%s)", component, why)
+        log.warning("feed degraded: %s (%s)", component,
+                    repr(why) if isinstance(why, BaseException) else why)
 
 
 @dataclass

@@ -61,7 +61,10 @@ class FeedServices:
             pool=ThreadPoolExecutor(max_workers=8, thread_name_prefix="feed"),
         )
         svc.retrievers = AliasModels(settings.retrieval_model, svc._load_retriever)
-        svc.catalog.refresh()
+        try:
+            svc.catalog.refresh()
+        except Exception:  # the refresh loop retries; until then the feeds are empty
+            log.exception("feed: catalog not loaded")
         try:
             svc.retrievers.load_now("champion")
         except ModelUnavailable as exc:

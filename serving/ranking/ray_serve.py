@@ -8,7 +8,8 @@ Concurrent requests that arrive within ``ranker_batch_wait_ms`` are scored toget
 
 :class:`RayRanker` is the API side: it starts local Ray with the machine's cores (or joins
 ``ray_address``), starts Serve without its HTTP proxy (the API is the only front door),
-deploys the app unless it is already running, and on close stops exactly what it started.
+deploys the app unless it is already running, and on close stops exactly what it started
+(on a cluster the deployment is left running for the other API processes).
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ class RayRanker:
             else:
                 ray.init(num_cpus=settings.ray_num_cpus or os.cpu_count(),
                          include_dashboard=False, log_to_driver=False)
-        self.owns_app = APP not in _running_apps()
-        if self.owns_app:
+        deploy = APP not in _running_apps()
+        # On a shared cluster the deployment outlives any one API process: deploy it if it is
+        # missing, never delete it. Locally it lives and dies with the process that made it.
+        self.owns_app = deploy and not settings.ray_address
+        if deploy:
             serve.start(proxy_location="Disabled")
             deployment = RankerDeployment.options(
                 num_replicas=settings.ranker_replicas,

@@ -93,15 +93,7 @@ def test_content_matrix_concatenates_text_and_clip_image_embeddings(tiny_clip,
         "tags": [None, None],
         "thumbnail": [_image(tmp_path / "a.png", (0, 200, 0)), None],
     })
-    # The tiny model expects 32 x 32 input; the loader resizes to the standard 224, so patch it.
-    import training.content as c
-
-    original = c.IMAGE_SIZE
-    c.IMAGE_SIZE = 32
-    try:
-        mat = content.content_matrix(items, tmp_path, clip_checkpoint=folder)
-    finally:
-        c.IMAGE_SIZE = original
+    mat = content.content_matrix(items, tmp_path, clip_checkpoint=folder)  # resized to 32 x 32
     assert mat is not None and mat.shape == (2, content.TEXT_DIM + 16)
     assert mat[0, : content.TEXT_DIM].any() and mat[0, content.TEXT_DIM :].any()
     assert not mat[1].any()  # nothing known about the second item

@@ -81,7 +81,9 @@ def _rename(table: pa.Table, names: dict[str, str]) -> pa.Table:
 
 
 def read_interactions(root: Path) -> pa.Table:
-    files = find_file(root, "standard_log_*.parquet", "log_*_pure.csv*")
+    """The exposures of every log file in ``root``, or of the one log file ``root``."""
+    logs = ("standard_log_*.parquet", "log_*_pure.csv*")
+    files = [root] if root.is_file() else find_file(root, *logs)
     table = pa.concat_tables(read_raw(f, LOG).select(LOG.names) for f in files)
     table = _rename(table, {"video_id": "item_id", "play_time_ms": "watch_ms", **_FLAGS})
     ts = table.column("time_ms").cast(pa.timestamp("ms")).cast(TS)

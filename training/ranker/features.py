@@ -6,7 +6,10 @@ training, ``reelrank rank`` and serving encode a row identically:
 - categorical columns -> vocabulary indices, 0 for a value unseen (or too rare) in training, so
   a brand-new video or user never raises and shares one learned "unknown" row;
 - numeric columns -> ``log1p`` when heavy-tailed and non-negative (counts, durations), then
-  standardised with the training mean / std; a missing value becomes 0 (the mean).
+  standardised with the training mean / std and clipped to the training range; a missing
+  value becomes 0 (the mean). The clip matters: windowed counts grow with the log, and a
+  network extrapolates a count it never saw linearly (its calibration drifts on the next day)
+  where a tree stays flat.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class Featurizer:
     log: dict[str, bool] = field(default_factory=dict)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
+    lo: dict[str, float] = field(default_factory=dict)
+    hi: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._index = {c: pd.Index(v) for c, v in self.vocab.items()}
@@ -59,16 +64,18 @@ class Featurizer:
         for c in categorical:
             counts = _keys(frame[c]).value_counts()
             vocab[c] = sorted(counts.index[counts >= min_count].tolist())
-        log, mean, std = {}, {}, {}
+        log, mean, std, lo, hi = {}, {}, {}, {}, {}
         for c in numeric:
             x = pd.to_numeric(frame[c], errors="coerce").astype(np.float64)
-            lo, hi = x.min(), x.max()
-            log[c] = bool(lo >= 0 and hi > 10)  # counts and durations: compress the tail
+            x_min, x_max = x.min(), x.max()
+            log[c] = bool(x_min >= 0 and x_max > 10)  # counts and durations: compress the tail
             v = np.log1p(x) if log[c] else x
             mean[c] = float(v.mean()) if v.notna().any() else 0.0
             s = float(v.std()) if v.notna().sum() > 1 else 0.0
             std[c] = s if s > 1e-9 else 1.0
-        return cls(list(categorical), list(numeric), vocab, log, mean, std)
+            z = ((v - mean[c]) / std[c]).dropna()
+            lo[c], hi[c] = (float(z.min()), float(z.max())) if len(z) else (0.0, 0.0)
+        return cls(list(categorical), list(numeric), vocab, log, mean, std, lo, hi)
 
     @property
     def cardinalities(self) -> tuple[int, ...]:
@@ -95,7 +102,8 @@ class Featurizer:
                 x = np.asarray(x, np.float64)
                 if self.log[c]:
                     x = np.log1p(np.maximum(x, 0.0))
-                num[:, j] = np.nan_to_num((x - self.mean[c]) / self.std[c], nan=0.0)
+                z = np.clip((x - self.mean[c]) / self.std[c], self.lo[c], self.hi[c])
+                num[:, j] = np.nan_to_num(z, nan=0.0)
         return cat, num
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from core.config import Settings, get_settings
+from core.tables import DataError
 from models.ranker import RankerConfig
 from training.datasets.store import Dataset
 from training.ranker.baselines import LightGBMRanker
@@ -139,27 +140,42 @@ def _net(cfg: RankerConfig, fz: Featurizer, tasks: list[str]) -> RankerConfig:
                    n_numeric=len(fz.numeric))
 
 
+EpochLogger = Callable[[str, int, dict[str, float]], None]  # (phase, epoch, metrics)
+
+
 def run(frame: pd.DataFrame, end: pd.Timestamp, cfg: RunConfig | None = None,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        meta: dict[str, Any] | None = None) -> Outcome:
-    """Tune on the last day before ``end``, refit on everything before it, test after it."""
+        on_epoch: EpochLogger | None = None, meta: dict[str, Any] | None = None) -> Outcome:
+    """Tune on the last day before ``end``, refit on everything before it, test after it.
+
+    With ``end`` after the data (train on the whole log) the validation day is the last day
+    of the data and there is no test.
+    """
     cfg = cfg or RunConfig()
     torch.set_num_threads(cfg.threads)
     train, test = split_at(frame, end)
-    tune, valid = split_at(train, end - pd.Timedelta(days=VALID_DAYS))
+    if train.empty:
+        raise DataError(f"no impressions before {end}")
+    last = pd.to_datetime(train["ts"], utc=True).max()
+    tune, valid = split_at(train, min(end, last + pd.Timedelta(milliseconds=1))
+                           - pd.Timedelta(days=VALID_DAYS))
     if tune.empty or valid.empty:
-        raise ValueError(f"need rows before and within the {VALID_DAYS} day(s) before {end}")
+        raise DataError(f"need impressions before and within the last {VALID_DAYS} day(s) "
+                         f"before {end}: the last day validates")
     tasks = trainable_tasks(tune)
     if not tasks:
-        raise ValueError("no task has labels with both classes in the training rows")
+        raise DataError("no task has labels with both classes in the training rows")
     cols = feature_columns(frame)
     fz_tune, e_tune, e_valid = _fold(tune, valid, cols, tasks, cfg.min_count)
     fz, e_train, e_test = _fold(train, test, cols, tasks, cfg.min_count)
     seconds: dict[str, float] = {}
     preds: dict[str, np.ndarray] = {}
 
-    tuned = fit(_net(cfg.model, fz_tune, tasks), e_tune, cfg.train, e_valid, on_epoch)
-    final = fit(_net(cfg.model, fz, tasks), e_train, replace(cfg.train, epochs=tuned.best_epoch))
+    def logger(phase: str) -> Callable[[int, dict[str, float]], None] | None:
+        return None if on_epoch is None else lambda e, row: on_epoch(phase, e, row)
+
+    tuned = fit(_net(cfg.model, fz_tune, tasks), e_tune, cfg.train, e_valid, logger("tune"))
+    final = fit(_net(cfg.model, fz, tasks), e_train, replace(cfg.train, epochs=tuned.best_epoch),
+                on_epoch=logger("refit"))
     seconds["ranker"] = tuned.seconds + final.seconds
     preds["ranker"] = predict(final.model, e_test)
 

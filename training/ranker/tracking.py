@@ -50,6 +50,8 @@ class RankerPyfunc(mlflow.pyfunc.PythonModel):
 def log_bundle(bundle: RankerBundle, example: pd.DataFrame) -> str:
     """Log the model (signature from ``example`` rows of the training frame); its URI."""
     example = example[[c for c in bundle.columns if c in example]].head(5).reset_index(drop=True)
+    # Numbers as doubles: a missing value (NaN) must pass the signature, it means "unknown".
+    example = example.astype({c: "float64" for c in bundle.featurizer.numeric if c in example})
     output = output_frame(bundle, *bundle.predict(example))
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = bundle.save(Path(tmp) / "bundle")

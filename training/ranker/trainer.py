@@ -8,6 +8,7 @@ refit on all training data that the pipeline does afterwards.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models.ranker import Ranker, RankerConfig
 from training.ranker.data import Encoded
@@ -30,7 +30,6 @@ class TrainConfig:
     batch_size: int = 1024
     lr: float = 2e-3
     weight_decay: float = 1e-5
-    lr_decay: float = 1.0  # per-epoch learning-rate factor
     # Evaluate and keep an exponential moving average of the weights (0: off). On KuaiRand it
     # steadies the refit's calibration, which otherwise swings with the last few batches.
     ema: float = 0.98
@@ -92,6 +91,27 @@ def valid_loss(model: Ranker, data: Encoded, batch_size: int = 8192) -> np.ndarr
     return total / np.maximum(counts, 1)
 
 
+class EMA:
+    """An exponential moving average of a model's weights, with warm-up.
+
+    The decay at step t is ``min(decay, (1 + t) / (10 + t))``, so the initial weights (whose
+    rare-task outputs sit near 0.5) leave the average within a few steps instead of biasing
+    it upwards for hundreds.
+    """
+
+    def __init__(self, model: Ranker, decay: float) -> None:
+        self.decay, self.steps = decay, 0
+        self.model = copy.deepcopy(model)
+        self.model.eval()
+
+    @torch.no_grad()
+    def update(self, model: Ranker) -> None:
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.steps += 1
+        for avg, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            avg.lerp_(p, 1 - d)
+
+
 def fit(
     model_cfg: RankerConfig,
     train: Encoded,
@@ -102,38 +122,34 @@ def fit(
     """Train for ``cfg.epochs`` (early-stopped on ``valid`` when given; best weights kept)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    raw = Ranker(model_cfg)
-    opt = torch.optim.Adam(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    avg = AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
-    model = raw
+    net = Ranker(model_cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(net, cfg.ema) if cfg.ema else None
+    model = net if ema is None else ema.model  # what is evaluated and returned
     cat, num = torch.from_numpy(train.categorical), torch.from_numpy(train.numeric)
     y = torch.from_numpy(train.labels)
     started = time.perf_counter()
     history: list[dict[str, float]] = []
     best, best_epoch, best_state, waited = np.inf, cfg.epochs, None, 0
     for epoch in range(1, cfg.epochs + 1):
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * cfg.lr_decay ** (epoch - 1)
-        raw.train()
+        net.train()
         order = torch.from_numpy(rng.permutation(len(train)))
         total = 0.0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            loss = task_losses(raw, raw(cat[idx], num[idx]), y[idx]).sum()
+            loss = task_losses(net, net(cat[idx], num[idx]), y[idx]).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if avg is not None:
-                avg.update_parameters(raw)
+            if ema is not None:
+                ema.update(net)
             total += loss.item() * len(idx)
         row = {"train_loss": total / max(len(train), 1)}
-        if avg is not None:
-            model = avg.module
         if valid is not None and len(valid):
             losses = valid_loss(model, valid)
             row["valid_loss"] = float(losses.sum())
-            row |= {f"valid_loss_{t}": float(v) for t, v in zip(model_cfg.tasks, losses,
-                                                                  strict=True)}
+            row |= {f"valid_loss_{t}": float(v)
+                    for t, v in zip(model_cfg.tasks, losses, strict=True)}
         history.append(row)
         if on_epoch:
             on_epoch(epoch, row)

@@ -136,7 +136,7 @@ class ALS:
             factors=self.factors, regularization=self.regularization, alpha=self.alpha,
             iterations=self.iterations, random_state=self.seed, num_threads=self.threads,
         )
-        with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads thrash
+        with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS thrashes
             model.fit(data.matrix(), show_progress=False)
         self.users, self.items = model.user_factors, model.item_factors
 

@@ -98,7 +98,8 @@ def train_retrieval(
              "the test. Default: the last two days are the test.")] = None,
     protocol: Annotated[str, typer.Option(
         help="auto|temporal|leave-last-out|cold-item (auto: temporal when timestamped).")] = "auto",
-    variant: Annotated[str, typer.Option(help="content (id + content + features) | id")] = "content",
+    variant: Annotated[str, typer.Option(help="content (id + content + features) | id")]
+    = "content",
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping).")] = 20,
     batch_size: Annotated[int, typer.Option(min=2)] = 1024,
     lr: Annotated[float, typer.Option()] = 2e-3,

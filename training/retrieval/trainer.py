@@ -39,6 +39,7 @@ class TrainConfig:
     temperature: float = 0.05
     logq: float = 1.0  # weight of the log-Q correction (0: plain in-batch softmax)
     random_negatives: int = 0
+    strong_targets: bool = False  # train only on long-viewed / liked positives (KuaiRand)
     history_len: int = 50
     patience: int = 2
     metric: str = "recall@50"
@@ -95,7 +96,8 @@ def user_embeddings(model: TwoTower, data: TrainData, users: np.ndarray, history
     ]) if len(users) else torch.zeros(0, model.cfg.dim)
 
 
-def scorer(model: TwoTower, data: TrainData, history_len: int) -> Callable[[np.ndarray], torch.Tensor]:
+def scorer(model: TwoTower, data: TrainData,
+           history_len: int) -> Callable[[np.ndarray], torch.Tensor]:
     """Scores of users against every catalog item (item vectors computed once)."""
     items = item_embeddings(model, data.items)
     return lambda users: user_embeddings(model, data, users, history_len) @ items.T
@@ -114,11 +116,12 @@ def train(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build_model(data, model_cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
 
-    targets = np.flatnonzero(data.positive)
+    keep = data.positive & (data.long | data.liked) if cfg.strong_targets else data.positive
+    targets = np.flatnonzero(keep)
     if not len(targets):
-        raise ValueError("no positive interactions to train on")
+        raise ValueError("no (strong) positive interactions to train on")
     example_user = np.repeat(np.arange(data.n_users), np.diff(data.indptr))[targets]
     counts = np.bincount(data.item[targets], minlength=data.n_items)
     log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / len(targets))).float()

@@ -97,8 +97,8 @@ def test_train_register_eval_recommend_index(settings: Settings, synth_dir, tmp_
     index = load_for_model("models:/reelrank-retrieval@champion")
     assert len(index) == len(bundle.item_ids)
     tag = client.get_model_version("reelrank-retrieval", "1").tags["faiss_index"]
-    assert tag.startswith("runs:/") and json.loads(
-        (settings.var_dir / "indexes/reelrank-retrieval/1/index.json").read_text())["kind"] == "flat"
+    spec = json.loads((settings.var_dir / "indexes/reelrank-retrieval/1/index.json").read_text())
+    assert tag.startswith("runs:/") and spec["kind"] == "flat"
 
     # Bad input: one line on stderr, exit code 2, nothing registered.
     for args, message in [

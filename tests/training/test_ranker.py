@@ -1,0 +1,238 @@
+"""The ranker's training side on a small synthetic world and a real (file-based) Feast repo:
+metrics on hand-made examples, the featurizer, the pipeline's quality and calibration, no
+leakage from after an impression into its score, and the CLI end to end on real MLflow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.models import get_model_info
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from core.config import Settings
+from training.datasets.store import Dataset, write_dataset
+from training.datasets.synth import SynthConfig, generate
+from training.ranker.features import Featurizer
+from training.ranker.metrics import auc, calibration, ece, gauc
+from training.ranker.pipeline import Outcome, RunConfig, build_feature_repo, point_in_time, run
+from training.ranker.trainer import TrainConfig
+
+DAY = pd.Timedelta(days=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Small batches: a second OpenMP thread only spins against the other tests' processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def test_gauc_on_a_hand_made_example() -> None:
+    users = np.array([1, 1, 1, 2, 2, 2, 2, 3, 3, 4, 4])
+    y = np.array([1, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0])
+    p = np.array([0.9, 0.8, 0.1, 0.2, 0.6, 0.7, 0.1, 0.3, 0.4, 0.5, 0.5])
+    # user 1: 1.0 (3 rows); user 2: 3 of 4 pairs (4 rows); user 3: one class, left out;
+    # user 4: a tie counts half (2 rows).
+    value, n_users = gauc(users, y, p)
+    assert n_users == 3
+    assert value == pytest.approx((3 * 1.0 + 4 * 0.75 + 2 * 0.5) / 9)
+    assert auc(y, p) == pytest.approx(roc_auc_score(y, p))
+    # A score that only separates users lifts the global AUC, never the GAUC.
+    offset = np.where(users == 1, 0.9, 0.1) + 0.0 * y
+    assert gauc(users, y, offset)[0] == pytest.approx(0.5)
+    assert np.isnan(auc(np.zeros(3), np.ones(3)))
+
+
+def test_calibration_buckets_and_ece() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.random(50_000) * 0.5
+    y = (rng.random(50_000) < p).astype(float)
+    table = calibration(y, p, buckets=10)
+    assert len(table) == 10 and table["n"].sum() == 50_000
+    assert (table["predicted"].diff().dropna() > 0).all()
+    assert ece(y, p) < 0.01
+    assert ece(y, np.clip(p + 0.2, 0, 1)) == pytest.approx(0.2, abs=0.01)
+
+
+# --- featurizer -------------------------------------------------------------------------------
+
+
+def test_featurizer_unknown_rare_scalar_and_clipped() -> None:
+    frame = pd.DataFrame({"video_id": [5, 5, 7, 9, 9], "tag": ["a", "a", "b", "b", None],
+                          "views": [0.0, 10.0, 100.0, 1000.0, np.nan]})
+    fz = Featurizer.fit(frame, ["video_id", "tag"], ["views"], min_count=2)
+    cat, num = fz.encode(frame)
+    assert fz.cardinalities == (3, 3)
+    assert cat[2, 0] == 0, "a video seen once shares the unknown row"
+    assert cat[0, 0] == cat[1, 0] > 0 and cat[3, 0] == cat[4, 0] > 0
+    assert num[4, 0] == 0.0, "missing -> the training mean"
+    new = pd.DataFrame({"video_id": [123], "views": [10**9]})
+    cat_new, num_new = fz.encode(new)
+    assert cat_new.tolist() == [[0, 0]], "new ids and absent columns are unknown, not errors"
+    assert num_new[0, 0] == pytest.approx(num.max()), "beyond the training range: clipped"
+    # One scalar for all rows encodes like the same value repeated.
+    cat_s, num_s = fz.encode({"video_id": 9, "tag": pd.Series(["a", "b"]), "views": 10.0}, n=2)
+    cat_r, num_r = fz.encode(pd.DataFrame({"video_id": [9, 9], "tag": ["a", "b"],
+                                           "views": [10.0, 10.0]}))
+    assert (cat_s == cat_r).all() and np.allclose(num_s, num_r)
+    again = Featurizer.from_dict(fz.to_dict())
+    assert all((a == b).all() for a, b in zip(again.encode(frame), fz.encode(frame), strict=True))
+
+
+# --- the pipeline on a synthetic world --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world() -> dict[str, pd.DataFrame]:
+    return generate(SynthConfig(n_users=150, n_videos=200, n_topics=5, days=4, seed=2))
+
+
+def _dataset(tables: dict[str, pd.DataFrame]) -> Dataset:
+    return Dataset("synth", Path("."), {}, tables["interactions"], tables["items"],
+                   tables["users"], tables["follows"])
+
+
+@pytest.fixture(scope="module")
+def repo(world: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ranker") / "feature_repo"
+    build_feature_repo(path, _dataset(world))
+    return path
+
+
+@pytest.fixture(scope="module")
+def frame(repo: Path, world: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return point_in_time(repo, world["interactions"], world["items"])
+
+
+@pytest.fixture(scope="module")
+def end(frame: pd.DataFrame) -> pd.Timestamp:
+    return pd.to_datetime(frame["ts"], utc=True).max().normalize()
+
+
+@pytest.fixture(scope="module")
+def trained(frame: pd.DataFrame, end: pd.Timestamp) -> Outcome:
+    cfg = RunConfig(train=TrainConfig(epochs=6), single_tasks=("click",), threads=1)
+    return run(frame, end, cfg)
+
+
+def test_ranker_learns_is_calibrated_and_is_compared(trained: Outcome) -> None:
+    ranker = trained.metrics["ranker"]
+    assert {"click", "long_view", "like", "watch_ratio"} <= set(trained.tasks)
+    assert ranker["click_auc"] > 0.7 and ranker["long_view_auc"] > 0.7
+    assert ranker["click_gauc"] > 0.65 and ranker["click_gauc_users"] > 50
+    for task in ("click", "long_view", "like"):
+        assert abs(ranker[f"{task}_mean_pred"] - ranker[f"{task}_mean_obs"]) < 0.05, task
+        assert ranker[f"{task}_ece"] < 0.06, task
+    # The baselines ran on the same test rows.
+    assert trained.metrics["lightgbm"]["click_auc"] > 0.7
+    assert trained.metrics["single-task"]["click_auc"] > 0.7
+    assert "like_auc" not in trained.metrics["single-task"]
+    table = trained.eval_table
+    assert set(table["model"]) == {"ranker", "lightgbm", "single-task"}
+    assert set(trained.calibration["task"]) == set(trained.tasks)
+
+
+def test_serving_inputs_score_like_the_training_frame(trained: Outcome,
+                                                      frame: pd.DataFrame) -> None:
+    """Scalars per request + a candidate frame indexed by video_id == the flat frame."""
+    bundle = trained.bundle
+    rows = frame[frame["user_id"] == frame["user_id"].iloc[-1]].tail(20)
+    user = {c: rows[c].iloc[-1] for c in bundle.columns if c.startswith(("u_", "ctx_"))}
+    user["user_id"] = rows["user_id"].iloc[-1]
+    rows = rows.assign(**user)  # one request: the same user and context on every row
+    items = rows[[c for c in bundle.columns if c not in user]].set_index("video_id")
+    scores, probs = bundle.predict(items, user)
+    assert np.allclose(scores, bundle.score(rows), atol=1e-6)
+    weights = bundle.model.cfg.score_weights
+    assert np.allclose(scores, sum(weights[t] * p for t, p in probs.items()), atol=1e-5)
+    assert set(probs) == set(bundle.tasks)
+
+
+def test_no_feature_from_after_an_impression_reaches_its_score(
+    trained: Outcome, frame: pd.DataFrame, world: dict[str, pd.DataFrame], repo: Path,
+    end: pd.Timestamp, tmp_path: Path,
+) -> None:
+    """Rewrite the future (everything from ``cut`` on is clicked, liked, shared and watched
+    twice), rebuild the feature store: impressions before ``cut`` keep every feature and their
+    scores; later ones change (so the test can fail)."""
+    cut = end - DAY
+    inter = world["interactions"].copy()
+    later = inter["ts"] >= cut
+    for flag in ("clicked", "long_view", "liked", "shared", "followed"):
+        inter.loc[later, flag] = True
+    inter.loc[later, "watch_ms"] = inter.loc[later, "duration_ms"] * 2
+    changed = {**world, "interactions": inter}
+    build_feature_repo(tmp_path / "repo", _dataset(changed))
+    rewritten = point_in_time(tmp_path / "repo", inter, world["items"], labels=False)
+
+    bundle = trained.bundle
+    before = (frame["ts"] < cut).to_numpy()
+    assert before.sum() > 500 and (~before).sum() > 500
+    cols = bundle.columns
+    pd.testing.assert_frame_equal(frame.loc[before, cols], rewritten.loc[before, cols])
+    old, new = bundle.score(frame), bundle.score(rewritten)
+    assert np.array_equal(old[before], new[before])
+    assert not np.allclose(old[~before], new[~before])
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def cli(*args: str):  # noqa: ANN201
+    from core.cli import app
+
+    return runner.invoke(app, list(args))
+
+
+def test_train_register_rank_and_bad_input(settings: Settings, world: dict[str, pd.DataFrame],
+                                           repo: Path, frame: pd.DataFrame,
+                                           tmp_path: Path) -> None:
+    data = write_dataset("synth", world, "synth", root=settings.data_dir)
+    res = cli("train", "ranker", "--dataset", "synth", "--data", str(data), "--feature-repo",
+              str(repo), "--no-build-features", "--epochs", "3", "--threads", "1",
+              "--no-progress", "--single-task", "", "--weights", "like=3")
+    assert res.exit_code == 0, res.output
+    assert "registered models:/reelrank-ranker/1" in res.output and "gauc" in res.output
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("reelrank-ranker", "champion")
+    got = client.get_run(version.run_id).data
+    assert got.params["dataset"] == "synth" and got.params["weight.like"] == "3.0"
+    for model in ("ranker", "lightgbm"):  # the baseline in the same run
+        assert got.metrics[f"test_{model}_click_gauc"] > 0.6
+    assert client.get_metric_history(version.run_id, "tune_valid_loss")
+    assert "eval" in {a.path for a in client.list_artifacts(version.run_id)}
+    signature = get_model_info("models:/reelrank-ranker/1").signature
+    assert {"video_id", "v_click_rate"} <= set(signature.inputs.input_names())
+    assert {"score", "p_click"} <= set(signature.outputs.input_names())
+
+    out = tmp_path / "scored.parquet"
+    res = cli("rank", "--model", "models:/reelrank-ranker@champion", "--impressions",
+              str(data / "interactions.parquet"), "--out", str(out))
+    assert res.exit_code == 0, res.output
+    scored = pd.read_parquet(out)
+    assert list(scored.columns[:4]) == ["user_id", "video_id", "time_ms", "score"]
+    assert {"p_click", "p_long_view", "p_like", "watch_ratio"} <= set(scored.columns)
+    assert len(scored) == len(frame)
+    expected_ms = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ms").astype("int64")
+    assert (scored["time_ms"].to_numpy() == expected_ms.to_numpy()).all()
+    assert scored["p_click"].between(0, 1).all() and np.isfinite(scored["score"]).all()
+
+    res = cli("rank", "--model", "models:/reelrank-ranker@nope", "--impressions",
+              str(data / "interactions.parquet"), "--out", str(tmp_path / "none.parquet"))
+    errors = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert res.exit_code == 2 and len(errors) == 1 and "@nope" in errors[0]
+    assert not (tmp_path / "none.parquet").exists()

@@ -1,0 +1,279 @@
+"""``reelrank train ranker``, ``reelrank rank`` and ``reelrank bench ranker``.
+
+Bad input (a missing path or column, an unknown model alias, a split with no training rows)
+ends with one ``error:`` line and exit code 2. The model is registered only after training,
+evaluation and logging succeeded, so a failure registers nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from core.config import get_settings
+from core.tables import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from training.datasets.store import Dataset
+
+DATASETS = ("kuairand", "synth")
+
+
+@contextmanager
+def clean_errors() -> Iterator[None]:
+    """Expected failures as one line on stderr and exit code 2."""
+    from features.store import FeatureStoreError
+    from training.tracking import ModelNotFound
+
+    try:
+        yield
+    except (DataError, ModelNotFound, FeatureStoreError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def parse_weights(text: str | None) -> dict[str, float]:
+    """``"click=1,like=2,hate=-5"`` -> a dict (the final score's task weights)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise DataError(f"--weights: expected task=number, got {part!r}") from None
+    return out
+
+
+def default_end(ds: Dataset, kind: str) -> pd.Timestamp:
+    """The start of the data's last local day: train before it, test on it."""
+    import numpy as np
+    import pandas as pd
+
+    from training.retrieval.pipeline import TIMEZONES
+
+    ts = pd.to_datetime(ds.interactions["ts"], utc=True).dropna()
+    if ts.empty:
+        raise DataError(f"{ds.path}: interactions have no timestamps to split on")
+    tz = TIMEZONES.get(kind, "UTC")
+    return pd.Timestamp(np.max(ts)).tz_convert(tz).normalize().tz_convert("UTC")
+
+
+def format_metrics(table: pd.DataFrame) -> str:
+    """Per task and model: AUC, log-loss, GAUC, ECE (the eval table, for the terminal)."""
+    cols = [c for c in ("auc", "logloss", "gauc", "gauc_users", "ece", "mean_pred", "mean_obs")
+            if c in table]
+    return table.set_index(["task", "model"])[cols].round(4).to_string()
+
+
+def train_ranker(
+    dataset: Annotated[str, typer.Option(help=f"Data set kind: {'|'.join(DATASETS)}.")],
+    data: Annotated[Path, typer.Option(help="A data set dir, or a raw KuaiRand dir.")],
+    train_end: Annotated[str | None, typer.Option(
+        help="Train on impressions before this date (KuaiRand dates are UTC+8), test on the "
+             "rest; a date after the data trains on the whole log. Default: test on the last "
+             "day.")] = None,
+    feature_repo: Annotated[Path | None, typer.Option(
+        help="Feast repo holding the data's features (default <var>/feature_repos/<name>).")]
+    = None,
+    build_features: Annotated[bool, typer.Option(
+        help="(Re)build the data's batch snapshots into the feature repo first.")] = True,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping).")] = 12,
+    batch_size: Annotated[int, typer.Option(min=2)] = 1024,
+    lr: Annotated[float, typer.Option()] = 2e-3,
+    experts: Annotated[int, typer.Option(min=1, help="MMoE experts (1: shared bottom).")] = 3,
+    weights: Annotated[str | None, typer.Option(
+        help="Final-score task weights, e.g. 'click=1,like=2,hate=-5' (others: defaults).")]
+    = None,
+    lightgbm: Annotated[bool, typer.Option(help="LightGBM baseline in the same run.")] = True,
+    single_task: Annotated[str, typer.Option(
+        help="Tasks to train single-task baselines for ('' for none).")] = "click,long_view",
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="Torch / LightGBM threads.")] = 2,
+    register: Annotated[bool, typer.Option(help="Register a reelrank-ranker version.")] = True,
+    alias: Annotated[str | None, typer.Option(
+        help="Alias for the new version (the first version becomes champion).")] = None,
+    progress: Annotated[bool, typer.Option(help="Print each epoch's losses.")] = True,
+) -> None:
+    """Train the multi-task ranker and its baselines on the point-in-time training set, log
+    everything to MLflow and register the ranker."""
+    import mlflow
+
+    from models.ranker import DEFAULT_WEIGHTS, RankerConfig
+    from training.ranker import tracking
+    from training.ranker.pipeline import RunConfig, build_feature_repo, point_in_time, run
+    from training.ranker.trainer import TrainConfig
+    from training.retrieval.pipeline import load_data, parse_day
+    from training.tracking import log_metrics
+
+    with clean_errors():
+        if dataset not in DATASETS:
+            raise DataError(f"unknown dataset kind {dataset!r} (use {'|'.join(DATASETS)})")
+        score_weights = DEFAULT_WEIGHTS | parse_weights(weights)
+        ds = load_data(dataset, data)
+        end = parse_day(train_end, dataset) if train_end else default_end(ds, dataset)
+        repo = feature_repo or Path(get_settings().var_dir) / "feature_repos" / ds.name
+        if build_features or not (repo / "meta.json").is_file():
+            typer.echo(f"building batch features of {ds.name} into {repo}")
+            build_feature_repo(repo, ds)
+        frame = point_in_time(repo, ds.interactions, ds.items)
+        if frame.empty:
+            raise DataError(f"{data}: no timestamped impressions to train on")
+        cfg = RunConfig(
+            model=RankerConfig(n_experts=experts, score_weights=score_weights),
+            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+            lightgbm=lightgbm,
+            single_tasks=tuple(t.strip() for t in single_task.split(",") if t.strip()),
+            threads=threads,
+        )
+        tracking.configure()
+
+        def on_epoch(phase: str, epoch: int, row: dict[str, float]) -> None:
+            log_metrics(row, prefix=f"{phase}_", step=epoch)
+            if progress:
+                typer.echo(f"{phase} epoch {epoch}: "
+                           + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
+
+        with mlflow.start_run(run_name=f"ranker {dataset}") as active:
+            meta = {"dataset": dataset, "data": str(Path(data).resolve()),
+                    "feature_repo": str(repo.resolve()), "run_id": active.info.run_id}
+            mlflow.log_params({
+                "dataset": dataset, "data": meta["data"], "feature_repo": meta["feature_repo"],
+                "train_end": end.isoformat(), "impressions": len(frame),
+                **{f"model.{k}": v for k, v in asdict(cfg.model).items()
+                   if k not in ("cardinalities", "score_weights")},
+                **{f"weight.{k}": v for k, v in score_weights.items()},
+                **{f"train.{k}": v for k, v in asdict(cfg.train).items()},
+                "lightgbm": lightgbm, "single_tasks": ",".join(cfg.single_tasks),
+            })
+            outcome = run(frame, end, cfg, on_epoch, meta)
+            mlflow.log_params({"tasks": ",".join(outcome.tasks), "best_epoch": outcome.best_epoch,
+                               **{f"rows.{k}": v for k, v in outcome.rows.items()},
+                               "categorical": ",".join(outcome.bundle.featurizer.categorical),
+                               "numeric": ",".join(outcome.bundle.featurizer.numeric)})
+            for name, metrics in outcome.metrics.items():
+                log_metrics(metrics, prefix=f"test_{name}_")
+            log_metrics({f"{k}_seconds": v for k, v in outcome.seconds.items()}, "train_")
+            if not outcome.eval_table.empty:
+                mlflow.log_table(outcome.eval_table, artifact_file="eval/eval_table.json")
+                mlflow.log_table(outcome.calibration, artifact_file="eval/calibration.json")
+            uri = tracking.log_bundle(outcome.bundle, frame)
+            version = tracking.register(uri, active.info.run_id, alias) if register else None
+        if not outcome.eval_table.empty:
+            typer.echo(format_metrics(outcome.eval_table))
+        typer.echo(f"run {active.info.run_id}; tasks {', '.join(outcome.tasks)}; "
+                   f"best epoch {outcome.best_epoch}; "
+                   + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()))
+        if version is not None:
+            typer.echo(f"registered models:/{tracking.MODEL_NAME}/{version.version}")
+
+
+def read_impressions(path: Path, kind: str) -> Dataset | pd.DataFrame:
+    """A data set directory (its interactions and items), or one log file: a KuaiRand log
+    (``user_id, video_id, time_ms, ...``) or canonical interactions (parquet / CSV)."""
+    import pandas as pd
+
+    from core.tables import validate
+    from training.datasets import kuairand
+    from training.retrieval.pipeline import load_data
+
+    if path.is_dir():
+        return load_data(kind, path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or directory")
+    columns = (pd.read_parquet(path).columns if path.suffix == ".parquet"
+               else pd.read_csv(path, nrows=0).columns)
+    if {"video_id", "time_ms"} <= set(columns):
+        table = kuairand.read_interactions(path)
+    else:
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return validate("interactions", table, str(path)).to_pandas()
+
+
+def rank(
+    model: Annotated[str, typer.Option(help="models:/reelrank-ranker@champion, /3, or a dir.")],
+    impressions: Annotated[Path, typer.Option(
+        help="Logged impressions: a KuaiRand log file, canonical interactions, or a data set "
+             "dir.")],
+    out: Annotated[Path, typer.Option(help="Output parquet: user_id, video_id, time_ms, score, "
+                                      "one column per task.")],
+    feature_repo: Annotated[Path | None, typer.Option(
+        help="Feast repo to read features from (default: the one the model was trained on).")]
+    = None,
+    items: Annotated[Path | None, typer.Option(
+        help="Data set dir whose items table describes the videos (default: the impressions "
+             "dir, else the model's training data).")] = None,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Score logged impressions, each with its features as of its own timestamp."""
+    import pandas as pd
+    import torch
+
+    from training.ranker import tracking
+    from training.ranker.pipeline import point_in_time
+    from training.ranker.serving import RankerBundle
+    from training.retrieval.pipeline import load_data
+
+    torch.set_num_threads(threads)
+    with clean_errors():
+        if model.startswith("models:/"):
+            tracking.configure()
+            bundle, version = tracking.load(model)
+            name = f"{version.name} v{version.version}"
+        else:
+            bundle, name = RankerBundle.load(Path(model)), model
+        kind = bundle.meta.get("dataset", "synth")
+        got = read_impressions(impressions, kind)
+        inter = got if isinstance(got, pd.DataFrame) else got.interactions
+        if items is not None:
+            item_table = load_data(kind, items).items
+        elif not isinstance(got, pd.DataFrame):
+            item_table = got.items
+        elif bundle.meta.get("data"):
+            item_table = load_data(kind, Path(bundle.meta["data"])).items
+        else:
+            raise DataError("--items: needed to describe the videos of a single log file")
+        repo = feature_repo or Path(bundle.meta.get("feature_repo", ""))
+        if not (repo / "meta.json").is_file():
+            raise DataError(f"{repo}: no built feature repo (pass --feature-repo)")
+        frame = point_in_time(repo, inter, item_table, labels=False)
+        scores, preds = bundle.predict(frame)
+        result = pd.concat([
+            pd.DataFrame({
+                "user_id": frame["user_id"].to_numpy(),
+                "video_id": frame["video_id"].to_numpy(),
+                "time_ms": pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ms")
+                .astype("int64").to_numpy(),
+            }),
+            tracking.output_frame(bundle, scores, preds),
+        ], axis=1)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.to_parquet(out, index=False)
+        typer.echo(f"scored {len(result):,} impressions with {name} -> {out}")
+
+
+def bench_ranker(
+    data: Annotated[Path, typer.Option(help="KuaiRand directory.")] = Path(
+        "../shared/data/kuairand"),
+    seeds: Annotated[int, typer.Option(min=1, help="Training seeds (mean and spread).")] = 3,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
+) -> None:
+    """Ranker vs LightGBM vs single-task on KuaiRand (test day 04-30); latency for 500."""
+    from training.ranker.bench import run_bench
+
+    with clean_errors():
+        path = run_bench(data, seeds=seeds, threads=threads, results_dir=out)
+        typer.echo(f"wrote {path}")
+
+
+def register(groups: dict[str, typer.Typer]) -> None:
+    groups["train"].command("ranker")(train_ranker)
+    groups["bench"].command("ranker")(bench_ranker)
+    groups["__root__"].command("rank")(rank)
