@@ -15,9 +15,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import redis
 from prometheus_client import Counter, Gauge
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.events import Event, EventDecodeError, decode, dlq_topic
@@ -28,6 +29,15 @@ from platform_services.bus.tables import ProcessedEvent
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Session, list[Event]], None]
+# Errors that mean a dependency (database, Redis, network) is down, not that the event is bad.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 PROCESSED = Counter("reelrank_events_processed", "Events applied", ["consumer", "topic"])
 SKIPPED = Counter("reelrank_events_duplicate", "Redelivered events skipped", ["consumer", "topic"])
@@ -61,6 +71,7 @@ class Worker:
     # A reason to dead-letter an event that decoded but must not be applied (e.g. stamped far
     # in the future), checked before the handler sees it; ``None`` admits it.
     admit: Callable[[Event], str | None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the in-flight batch finishes and commits first."""
@@ -73,10 +84,16 @@ class Worker:
         loop = asyncio.get_running_loop()
         next_lag = 0.0
         try:
+            self._stop = stop
             while not stop.is_set():
                 records = await consumer.poll(self.config.max_batch, self.config.poll_timeout_ms)
                 if records:
-                    await self.process(records)
+                    try:
+                        await self.process(records)
+                    except TRANSIENT:
+                        if stop.is_set():  # outage at shutdown: uncommitted, redelivered later
+                            break
+                        raise
                     await consumer.commit(records)
                 if loop.time() >= next_lag:
                     next_lag = loop.time() + self.config.lag_every_s
@@ -102,35 +119,44 @@ class Worker:
                 good.append((r, event))
             except EventDecodeError as exc:
                 dead.append((r, str(exc)))
-        if good:
-            try:
-                await asyncio.to_thread(self._apply, [e for _, e in good])
-            except Exception:
-                log.warning(
-                    "batch failed; retrying events one by one", extra=kv(consumer=self.name)
-                )
-                for r, event in good:
-                    reason = await self._apply_with_retries(event)
-                    if reason:
-                        dead.append((r, reason))
+        if good and await self._apply_with_retries([e for _, e in good], attempts=1):
+            log.warning("batch failed; retrying events one by one", extra=kv(consumer=self.name))
+            for r, event in good:
+                reason = await self._apply_with_retries([event], self.config.max_attempts)
+                if reason:
+                    dead.append((r, reason))
         if dead:
             await self._dead_letter(dead)
 
-    async def _apply_with_retries(self, event: Event) -> str | None:
-        """Apply one event, retrying with backoff; the last error's text if it never succeeds."""
-        for attempt in range(self.config.max_attempts):
+    async def _apply_with_retries(self, events: list[Event], attempts: int) -> str | None:
+        """Apply with backoff; the error's text if it fails ``attempts`` times.
+
+        A dependency outage (:data:`TRANSIENT`) is not the event's fault: it never counts as
+        an attempt and is retried until the dependency is back or the worker is stopping.
+        """
+        failures, delay = 0, self.config.backoff_s
+        while True:
             try:
-                await asyncio.to_thread(self._apply, [event])
+                await asyncio.to_thread(self._apply, events)
                 return None
+            except TRANSIENT as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning(
+                    "dependency unavailable; retrying",
+                    extra=kv(consumer=self.name, error=type(exc).__name__, retry_in_s=delay),
+                )
             except Exception as exc:
-                FAILED.labels(self.name, event.topic).inc()
-                reason = f"{type(exc).__name__}: {exc}"
+                FAILED.labels(self.name, events[0].topic).inc()
+                failures += 1
                 log.warning(
                     "handler failed",
-                    extra=kv(consumer=self.name, event_id=event.event_id, attempt=attempt + 1),
+                    extra=kv(consumer=self.name, event_id=events[0].event_id, attempt=failures),
                 )
-                await asyncio.sleep(self.config.backoff_s * 2**attempt)
-        return reason
+                if failures >= attempts:
+                    return f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     def _apply(self, events: list[Event]) -> None:
         """Skip already-processed ids, record the rest and apply them, all in one transaction."""

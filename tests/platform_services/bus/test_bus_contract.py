@@ -261,3 +261,19 @@ async def test_sigkill_mid_stream_then_restart_applies_each_event_once(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_dependency_outage_is_retried_not_dead_lettered(rt: Runtime) -> None:
+    outage = {"left": 5}
+
+    def flaky(session, events) -> None:  # noqa: ANN001
+        if outage["left"]:
+            outage["left"] -= 1
+            raise ConnectionError("redis is down")
+        apply_counts(session, events)
+
+    await rt.bus.publish(messages(likes(10)))
+    worker = Worker("counters", [TOPIC], flaky, rt.bus, rt.sessions, FAST)
+    await run_until(worker, lambda: total_likes(rt) >= 10)
+    assert total_likes(rt) == 10 and outage["left"] == 0
+    assert await read_all(rt, f"{TOPIC}.dlq", 1, timeout_s=2) == []
