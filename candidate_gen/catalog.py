@@ -122,6 +122,7 @@ class Catalog:
             views=np.zeros(0, np.int64), likes=np.zeros(0, np.int64),
             shares=np.zeros(0, np.int64), titles=[], topics=[], usernames={}))
         self._watermark: datetime | None = None
+        self._recent: dict[int, datetime] = {}  # rows of the last read, by id: updated_at
         self._stats_at = 0.0
         self._lock = threading.Lock()
 
@@ -135,7 +136,10 @@ class Catalog:
             if since is not None:
                 # Rows committed late with an earlier updated_at are caught by the overlap.
                 q = q.where(Video.updated_at >= since - timedelta(seconds=5))
-            rows = session.execute(q).all()
+            fetched = session.execute(q).all()
+            # The overlap re-reads recent rows; only versions not applied yet count.
+            rows = [r for r in fetched if self._recent.get(r.id) != r.updated_at]
+            self._recent = {r.id: r.updated_at for r in fetched}
             stats_due = time.monotonic() - self._stats_at >= self.stats_every_s
             if not rows and not stats_due:
                 return 0

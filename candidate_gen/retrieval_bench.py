@@ -154,14 +154,12 @@ def ann(base: np.ndarray, queries: np.ndarray, n: int, k: int = 100,
     ids = np.arange(n, dtype=np.int64)
     queries = np.ascontiguousarray(queries[:1000], np.float32)
     rows = []
-    exact_index = ItemIndex.build(ids, vectors, IndexSpec("flat", vectors.shape[1]))
     truth = exact_search(vectors, ids, queries, k)
-    for label, spec in (("exact (IndexFlatIP)", None),
+    for label, spec in (("exact", IndexSpec("flat", vectors.shape[1])),
                         ("chosen (auto)", IndexSpec.for_size(n, vectors.shape[1]))):
-        started = time.perf_counter()
-        index = exact_index if spec is None else ItemIndex.build(ids, vectors, spec,
-                                                                  queries=queries[:200])
-        build = time.perf_counter() - started if spec is not None else 0.0
+        started = time.perf_counter()  # nprobe is tuned on 200 queries, measured on all
+        index = ItemIndex.build(ids, vectors, spec, queries=queries[:200])
+        build = time.perf_counter() - started
         recall = recall_at_k(index.search(queries, k)[1], truth)
         t = latency(index, queries, k)
         memory = len(faiss.serialize_index(index.index)) / 2**20

@@ -21,7 +21,14 @@ from training.datasets.store import Dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate
 from training.ranker.features import Featurizer
 from training.ranker.metrics import auc, calibration, ece, gauc
-from training.ranker.pipeline import Outcome, RunConfig, build_feature_repo, point_in_time, run
+from training.ranker.pipeline import (
+    Outcome,
+    RunConfig,
+    build_feature_repo,
+    default_end,
+    point_in_time,
+    run,
+)
 from training.ranker.trainer import TrainConfig
 
 DAY = pd.Timedelta(days=1)
@@ -83,7 +90,8 @@ def test_featurizer_unknown_rare_scalar_and_clipped() -> None:
     assert cat_new.tolist() == [[0, 0]], "new ids and absent columns are unknown, not errors"
     assert num_new[0, 0] == pytest.approx(num.max()), "beyond the training range: clipped"
     # One scalar for all rows encodes like the same value repeated.
-    cat_s, num_s = fz.encode({"video_id": 9, "tag": pd.Series(["a", "b"]), "views": 10.0}, n=2)
+    cat_s, num_s = fz.encode(pd.DataFrame({"tag": ["a", "b"], "views": [1.0, 2.0]}),
+                             {"video_id": 9, "views": 10.0})
     cat_r, num_r = fz.encode(pd.DataFrame({"video_id": [9, 9], "tag": ["a", "b"],
                                            "views": [10.0, 10.0]}))
     assert (cat_s == cat_r).all() and np.allclose(num_s, num_r)
@@ -118,12 +126,13 @@ def frame(repo: Path, world: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def end(frame: pd.DataFrame) -> pd.Timestamp:
-    return pd.to_datetime(frame["ts"], utc=True).max().normalize()
+    return default_end(frame["ts"])
 
 
 @pytest.fixture(scope="module")
 def trained(frame: pd.DataFrame, end: pd.Timestamp) -> Outcome:
-    cfg = RunConfig(train=TrainConfig(epochs=6), single_tasks=("click",), threads=1)
+    cfg = RunConfig(train=TrainConfig(epochs=8, batch_size=256), single_tasks=("click",),
+                    threads=1)
     return run(frame, end, cfg)
 
 
@@ -203,8 +212,8 @@ def test_train_register_rank_and_bad_input(settings: Settings, world: dict[str, 
                                            tmp_path: Path) -> None:
     data = write_dataset("synth", world, "synth", root=settings.data_dir)
     res = cli("train", "ranker", "--dataset", "synth", "--data", str(data), "--feature-repo",
-              str(repo), "--no-build-features", "--epochs", "3", "--threads", "1",
-              "--no-progress", "--single-task", "", "--weights", "like=3")
+              str(repo), "--no-build-features", "--epochs", "3", "--batch-size", "256",
+              "--threads", "1", "--no-progress", "--single-task", "", "--weights", "like=3")
     assert res.exit_code == 0, res.output
     assert "registered models:/reelrank-ranker/1" in res.output and "gauc" in res.output
     client = MlflowClient()

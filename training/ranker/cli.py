@@ -51,20 +51,6 @@ def parse_weights(text: str | None) -> dict[str, float]:
     return out
 
 
-def default_end(ds: Dataset, kind: str) -> pd.Timestamp:
-    """The start of the data's last local day: train before it, test on it."""
-    import numpy as np
-    import pandas as pd
-
-    from training.retrieval.pipeline import TIMEZONES
-
-    ts = pd.to_datetime(ds.interactions["ts"], utc=True).dropna()
-    if ts.empty:
-        raise DataError(f"{ds.path}: interactions have no timestamps to split on")
-    tz = TIMEZONES.get(kind, "UTC")
-    return pd.Timestamp(np.max(ts)).tz_convert(tz).normalize().tz_convert("UTC")
-
-
 def format_metrics(table: pd.DataFrame) -> str:
     """Per task and model: AUC, log-loss, GAUC, ECE (the eval table, for the terminal)."""
     cols = [c for c in ("auc", "logloss", "gauc", "gauc_users", "ece", "mean_pred", "mean_obs")
@@ -107,9 +93,15 @@ def train_ranker(
 
     from models.ranker import DEFAULT_WEIGHTS, RankerConfig
     from training.ranker import tracking
-    from training.ranker.pipeline import RunConfig, build_feature_repo, point_in_time, run
+    from training.ranker.pipeline import (
+        RunConfig,
+        build_feature_repo,
+        default_end,
+        point_in_time,
+        run,
+    )
     from training.ranker.trainer import TrainConfig
-    from training.retrieval.pipeline import load_data, parse_day
+    from training.retrieval.pipeline import TIMEZONES, load_data, parse_day
     from training.tracking import log_metrics
 
     with clean_errors():
@@ -117,7 +109,6 @@ def train_ranker(
             raise DataError(f"unknown dataset kind {dataset!r} (use {'|'.join(DATASETS)})")
         score_weights = DEFAULT_WEIGHTS | parse_weights(weights)
         ds = load_data(dataset, data)
-        end = parse_day(train_end, dataset) if train_end else default_end(ds, dataset)
         repo = feature_repo or Path(get_settings().var_dir) / "feature_repos" / ds.name
         if build_features or not (repo / "meta.json").is_file():
             typer.echo(f"building batch features of {ds.name} into {repo}")
@@ -125,6 +116,8 @@ def train_ranker(
         frame = point_in_time(repo, ds.interactions, ds.items)
         if frame.empty:
             raise DataError(f"{data}: no timestamped impressions to train on")
+        end = (parse_day(train_end, dataset) if train_end
+               else default_end(frame["ts"], TIMEZONES.get(dataset, "UTC")))
         cfg = RunConfig(
             model=RankerConfig(n_experts=experts, score_weights=score_weights),
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),

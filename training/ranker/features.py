@@ -29,11 +29,13 @@ def _keys(values: pd.Series) -> pd.Index:
     return pd.Index(values.astype("string").fillna("").to_numpy(str))
 
 
-def _values(v: Any) -> tuple[pd.Series | None, pd.Series | None]:
-    """``(values, None)`` for a column, ``(None, one-element series)`` for a scalar."""
-    if np.ndim(v) == 0:
-        return None, pd.Series([v])
-    return (v if isinstance(v, pd.Series) else pd.Series(np.asarray(v))), None
+def _floats(v: Any) -> np.ndarray | float:
+    """Values as float64 (a scalar stays a scalar); anything non-numeric becomes NaN."""
+    try:
+        return np.asarray(v, np.float64) if np.ndim(v) else float(v if v is not None else np.nan)
+    except (TypeError, ValueError):
+        x = pd.to_numeric(pd.Series(np.atleast_1d(np.asarray(v, object))), errors="coerce")
+        return x.to_numpy(np.float64) if np.ndim(v) else float(x.iloc[0])
 
 
 @dataclass
@@ -50,7 +52,27 @@ class Featurizer:
     hi: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._index = {c: pd.Index(v) for c, v in self.vocab.items()}
+        # Integer vocabularies (ids) are looked up by binary search; others through an Index.
+        self._ints = {c: np.asarray(v, np.int64) for c, v in self.vocab.items()
+                      if all(isinstance(x, int) for x in v)}
+        self._index = {c: pd.Index(v) for c, v in self.vocab.items() if c not in self._ints}
+        cols = self.numeric
+        self._log = np.array([self.log[c] for c in cols], bool)
+        self._scale = {k: np.array([getattr(self, k)[c] for c in cols], np.float64)
+                       for k in ("mean", "std", "lo", "hi")}
+
+    def _lookup(self, column: str, v: Any) -> np.ndarray | int:
+        """Vocabulary indices (0 unknown) of values ``v`` (or of one scalar)."""
+        if column not in self._ints:
+            keys = _keys(pd.Series(np.atleast_1d(np.asarray(v, object))))
+            idx = self._index[column].get_indexer(keys) + 1
+            return idx if np.ndim(v) else int(idx[0])
+        vocab = self._ints[column]
+        x = _floats(v)
+        keys = np.where(np.isnan(x), -1, x).astype(np.int64)
+        pos = np.searchsorted(vocab, keys).clip(max=max(len(vocab) - 1, 0))
+        hit = vocab[pos] == keys if len(vocab) else np.zeros(np.shape(keys), bool)
+        return np.where(hit, pos + 1, 0)
 
     @classmethod
     def fit(
@@ -82,29 +104,32 @@ class Featurizer:
         return tuple(len(self.vocab[c]) + 1 for c in self.categorical)
 
     def encode(
-        self, columns: pd.DataFrame | Mapping[str, Any], n: int | None = None
+        self, frame: pd.DataFrame, scalars: Mapping[str, Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(categorical int64 [n, F], numeric float32 [n, D])`` from a frame, or from a
-        mapping of column -> values (length ``n``) or scalar (the same for every row).
-        Absent columns are unknown (index 0 / the training mean)."""
-        n = len(columns) if n is None else n
+        """``(categorical int64 [N, F], numeric float32 [N, D])`` for the rows of ``frame``;
+        ``scalars`` (one value for every row: the user's features, the request context) take
+        precedence over the frame's columns. Absent columns are unknown (index 0 / the mean)."""
+        scalars = scalars or {}
+        n = len(frame)
         cat = np.zeros((n, len(self.categorical)), np.int64)
         for j, c in enumerate(self.categorical):
-            if c in columns:
-                values, scalar = _values(columns[c])
-                cat[:, j] = self._index[c].get_indexer(_keys(values)) + 1 if scalar is None else (
-                    self._index[c].get_indexer(_keys(scalar))[0] + 1)
-        num = np.zeros((n, len(self.numeric)), np.float32)
+            if c in scalars or c in frame:
+                cat[:, j] = self._lookup(c, scalars[c] if c in scalars else frame[c])
+        x = np.full((n, len(self.numeric)), np.nan)
+        block = [j for j, c in enumerate(self.numeric) if c not in scalars and c in frame]
+        try:  # one conversion for all of the frame's numeric columns
+            x[:, block] = frame[[self.numeric[j] for j in block]].to_numpy(np.float64,
+                                                                           na_value=np.nan)
+        except (TypeError, ValueError):
+            for j in block:
+                x[:, j] = _floats(frame[self.numeric[j]])
         for j, c in enumerate(self.numeric):
-            if c in columns:
-                values, scalar = _values(columns[c])
-                x = pd.to_numeric(values if scalar is None else scalar, errors="coerce")
-                x = np.asarray(x, np.float64)
-                if self.log[c]:
-                    x = np.log1p(np.maximum(x, 0.0))
-                z = np.clip((x - self.mean[c]) / self.std[c], self.lo[c], self.hi[c])
-                num[:, j] = np.nan_to_num(z, nan=0.0)
-        return cat, num
+            if c in scalars:
+                x[:, j] = _floats(scalars[c])
+        x[:, self._log] = np.log1p(np.maximum(x[:, self._log], 0.0))
+        sc = self._scale
+        z = np.clip((x - sc["mean"]) / sc["std"], sc["lo"], sc["hi"])
+        return cat, np.nan_to_num(z, nan=0.0).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

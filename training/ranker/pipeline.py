@@ -136,8 +136,23 @@ def _only(data: Encoded, j: int) -> Encoded:
 
 def _net(cfg: RankerConfig, fz: Featurizer, tasks: list[str]) -> RankerConfig:
     ratio = tuple(t for t in tasks if t in RATIO_TASKS)
-    return replace(cfg, tasks=tuple(tasks), ratio_tasks=ratio, cardinalities=fz.cardinalities,
-                   n_numeric=len(fz.numeric))
+    parents = {t: p for t, p in cfg.parents.items() if t in tasks and p in tasks}
+    return replace(cfg, tasks=tuple(tasks), ratio_tasks=ratio, parents=parents,
+                   cardinalities=fz.cardinalities, n_numeric=len(fz.numeric))
+
+
+def default_end(ts: pd.Series, tz: str = "UTC", min_share: float = 0.05) -> pd.Timestamp:
+    """The start of the data's last local day, the test day; a last day holding under
+    ``min_share`` of the rows (sessions running past midnight) passes to the day before."""
+    local = pd.to_datetime(ts, utc=True).dropna().dt.tz_convert(tz)
+    if local.empty:
+        raise DataError("no timestamped impressions to split on")
+    days = local.dt.normalize().value_counts().sort_index()
+    end = days.index[-1]
+    while len(days) > 2 and days.iloc[-1] < min_share * len(local):
+        days = days.iloc[:-1]
+        end = days.index[-1]
+    return end.tz_convert("UTC")
 
 
 EpochLogger = Callable[[str, int, dict[str, float]], None]  # (phase, epoch, metrics)

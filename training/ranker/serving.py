@@ -23,7 +23,6 @@ sum of the task predictions with the weights in the model's config.
 from __future__ import annotations
 
 import json
-from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,12 +63,9 @@ class RankerBundle:
         context: Mapping[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``(scores [N], {task: predictions [N]})`` for the candidates (see module doc)."""
-        n = len(candidates)
-        index = {}
         if "video_id" not in candidates and candidates.index.name == "video_id":
-            index["video_id"] = candidates.index.to_numpy()
-        columns = ChainMap(dict(context or {}), dict(user_features or {}), index, candidates)
-        cat, num = self.featurizer.encode(columns, n)
+            candidates = candidates.reset_index()
+        cat, num = self.featurizer.encode(candidates, {**(user_features or {}), **(context or {})})
         score, preds = self.model.predict(torch.from_numpy(cat), torch.from_numpy(num))
         per_task = {t: preds[:, j].numpy() for j, t in enumerate(self.tasks)}
         return score.numpy(), per_task
