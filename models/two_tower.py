@@ -27,7 +27,7 @@ class TwoTowerConfig:
     user_oov_buckets: int = 512
     author_buckets: int = 4096
     tag_buckets: int = 2048
-    item_numeric_dim: int = 2  # log duration, log age (standardised by the feature code)
+    item_numeric_dim: int = 3  # log duration, log age, log recent positives (feature code)
     content_dim: int = 0
     user_feature_dim: int = 0
     item_features: bool = True  # author, tags, numeric, content; False: id only

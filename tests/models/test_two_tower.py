@@ -14,7 +14,7 @@ def items(ids: list[int], content: torch.Tensor | None = None) -> ItemInputs:
     n = len(ids)
     return ItemInputs(
         item_id=torch.tensor(ids), author_id=torch.full((n,), 7), tags=torch.full((n, 3), -1),
-        numeric=torch.zeros(n, 2), content=content,
+        numeric=torch.zeros(n, TwoTowerConfig.item_numeric_dim), content=content,
     )
 
 

@@ -21,6 +21,8 @@ from models.two_tower import ItemInputs, UserInputs
 
 MAX_TAGS = 8
 DAY_MS = 86_400_000
+RECENT_DAYS = 1.0  # window of the "trending" item feature
+NUMERIC = ("log_duration", "log_age", "log_recent_positives")
 
 
 def tag_hash(tag: str) -> int:
@@ -35,7 +37,7 @@ class ItemTable:
     item_id: np.ndarray  # int64 [N]
     author_id: np.ndarray  # int64 [N], -1 unknown
     tags: np.ndarray  # int64 [N, MAX_TAGS], -1 padding
-    numeric: np.ndarray  # float32 [N, 2]: scaled log duration, scaled log age
+    numeric: np.ndarray  # float32 [N, len(NUMERIC)], scaled
     content: np.ndarray | None = None  # float32 [N, D]
 
     def __len__(self) -> int:
@@ -69,10 +71,12 @@ class ItemTable:
 
 
 def item_table(
-    items: pd.DataFrame, now: pd.Timestamp | None, content: np.ndarray | None = None
+    items: pd.DataFrame, now: pd.Timestamp | None, content: np.ndarray | None = None,
+    recent: np.ndarray | None = None,
 ) -> ItemTable:
     """Features of ``items`` (rows in order). Age is counted at ``now`` (the training cut, or
-    the index build time in serving); without a clock it is left at 0."""
+    the index build time in serving); without a clock it is left at 0. ``recent``: positives
+    per item in the RECENT_DAYS before ``now`` (0 for a fresh upload)."""
     n = len(items)
     author = items["author_id"] if "author_id" in items else pd.Series([None] * n)
     tags = np.full((n, MAX_TAGS), -1, np.int64)
@@ -83,7 +87,7 @@ def item_table(
         names += [str(t) for t in (ts if ts is not None else [])]
         hashed = [tag_hash(t) for t in dict.fromkeys(names)][:MAX_TAGS]
         tags[i, : len(hashed)] = hashed
-    numeric = np.zeros((n, 2), np.float32)
+    numeric = np.zeros((n, len(NUMERIC)), np.float32)
     if "duration_ms" in items:
         dur = pd.to_numeric(items["duration_ms"], errors="coerce").to_numpy(np.float64)
         numeric[:, 0] = np.nan_to_num((np.log1p(np.clip(dur, 0, None) / 1000) - 3.0) / 1.0)
@@ -91,6 +95,8 @@ def item_table(
         up = pd.to_datetime(items["upload_ts"], utc=True)
         age = ((now - up).dt.total_seconds() / 86400).to_numpy(np.float64)
         numeric[:, 1] = np.nan_to_num((np.log1p(np.clip(age, 0, None)) - 2.0) / 1.5)
+    if recent is not None:
+        numeric[:, 2] = np.log1p(recent) / 3.0
     if content is not None and len(content) != n:
         raise ValueError(f"content has {len(content)} rows for {n} items")
     return ItemTable(
@@ -274,9 +280,14 @@ def encode(catalog: Catalog, rows: pd.DataFrame, now: pd.Timestamp | None) -> Tr
         raise ValueError("training rows reference ids outside the catalog")
     order = np.lexsort((rows["order"].to_numpy(), users))
     counts = np.bincount(users, minlength=len(catalog.user_ids))
+    recent = None
+    if now is not None:
+        ts = rows["ts"].to_numpy(np.float64)
+        window = rows["positive"].to_numpy(bool) & (ts >= now.value / 1e6 - RECENT_DAYS * DAY_MS)
+        recent = np.bincount(items[window], minlength=len(catalog.item_ids))
     return TrainData(
         catalog=catalog,
-        items=item_table(catalog.items, now, catalog.content),
+        items=item_table(catalog.items, now, catalog.content, recent),
         indptr=np.concatenate([[0], np.cumsum(counts)]),
         item=items[order],
         long=rows["long"].to_numpy(bool)[order],

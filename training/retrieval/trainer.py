@@ -40,6 +40,7 @@ class TrainConfig:
     logq: float = 1.0  # weight of the log-Q correction (0: plain in-batch softmax)
     random_negatives: int = 0
     strong_targets: bool = False  # train only on long-viewed / liked positives (KuaiRand)
+    log_repeat: int = 1  # examples from the timed log (not untimed history) per epoch
     history_len: int = 50
     patience: int = 2
     metric: str = "recall@50"
@@ -123,6 +124,9 @@ def train(
     if not len(targets):
         raise ValueError("no (strong) positive interactions to train on")
     example_user = np.repeat(np.arange(data.n_users), np.diff(data.indptr))[targets]
+    # Recent behaviour can be weighted up against a long untimed pre-period history.
+    order = np.repeat(np.arange(len(targets)),
+                      np.where(np.isnan(data.ts[targets]), 1, max(cfg.log_repeat, 1)))
     counts = np.bincount(data.item[targets], minlength=data.n_items)
     log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / len(targets))).float()
     known = np.unique(data.item)
@@ -134,7 +138,7 @@ def train(
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, total = time.perf_counter(), 0.0
-        perm = rng.permutation(len(targets))
+        perm = rng.permutation(order)
         steps = range(0, len(perm), B)
         for s in tqdm(steps, desc=f"epoch {epoch}", disable=not cfg.progress, leave=False):
             batch = perm[s : s + B]
@@ -160,8 +164,8 @@ def train(
             total += loss.item() * len(items)
         seconds = time.perf_counter() - t0
         train_seconds += seconds
-        row = {"loss": total / len(targets), "epoch_seconds": seconds,
-               "examples_per_s": len(targets) / seconds}
+        row = {"loss": total / len(order), "epoch_seconds": seconds,
+               "examples_per_s": len(order) / seconds}
         if valid is not None:
             metrics = evaluate(scorer(model, data, cfg.history_len), data, valid,
                                max_users=cfg.valid_users, seed=cfg.seed)
@@ -186,5 +190,5 @@ def train(
     model.eval()
     best.seconds = time.perf_counter() - started
     best.epoch_seconds = train_seconds / len(best.history)
-    best.examples_per_s = len(targets) * len(best.history) / max(train_seconds, 1e-9)
+    best.examples_per_s = len(order) * len(best.history) / max(train_seconds, 1e-9)
     return best
