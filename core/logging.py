@@ -17,14 +17,27 @@ class _KeyValueFormatter(logging.Formatter):
         return base
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (test runners and daemons swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(_KeyValueFormatter())
+
+    @property
+    def stream(self):  # noqa: ANN201 - a text stream
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Log to stderr once; later calls only change the level."""
     root = logging.getLogger()
-    if not any(getattr(h, "_reelrank", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_KeyValueFormatter())
-        handler._reelrank = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
     root.setLevel(level)
 
 
