@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -48,9 +47,6 @@ class RankerConfig:
     tower_hidden: tuple[int, ...] = (32,)
     dropout: float = 0.1
     ratio_cap: float = 2.0
-    # ESMM-style chains, task -> parent: P(task) = P(parent) * P(task | parent), the tower
-    # learning the conditional (a long view, like or follow almost always needs a click).
-    parents: dict[str, str] = field(default_factory=dict)
     score_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
 
     def __post_init__(self) -> None:
@@ -61,23 +57,12 @@ class RankerConfig:
             raise ValueError("ranker: at least one task")
         if unknown := set(self.ratio_tasks) - set(self.tasks):
             raise ValueError(f"ranker: ratio tasks {sorted(unknown)} are not tasks")
-        bad = {t: p for t, p in self.parents.items()
-               if t not in self.tasks or p not in self.tasks or p in self.parents
-               or t in self.ratio_tasks or p in self.ratio_tasks}
-        if bad:
-            raise ValueError(f"ranker: parents {bad} must link binary tasks, one level deep")
         if self.n_experts < 1 or not self.expert_hidden:
             raise ValueError("ranker: n_experts >= 1 and a non-empty expert_hidden")
 
     @property
     def input_dim(self) -> int:
         return len(self.cardinalities) * self.emb_dim + self.n_numeric
-
-
-def _log1mexp(x: Tensor) -> Tensor:
-    """``log(1 - exp(x))`` for ``x < 0``, accurate at both ends."""
-    x = x.clamp(max=-1e-7)
-    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 class CrossLayer(nn.Module):
@@ -144,7 +129,6 @@ class Ranker(nn.Module):
         self.register_buffer("is_ratio", ratio, persistent=False)
         weights = torch.tensor([cfg.score_weights.get(t, 0.0) for t in cfg.tasks])
         self.register_buffer("weights", weights, persistent=False)
-        self.chains = [(cfg.tasks.index(t), cfg.tasks.index(p)) for t, p in cfg.parents.items()]
 
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         parts = []
@@ -164,14 +148,7 @@ class Ranker(nn.Module):
             # [B, E, T], softmax over experts (dim 1: much faster than over a last dim of 3)
             gates = self.gates(x).view(n, -1, n_tasks).softmax(1)
             mixed = gates.transpose(1, 2) @ experts
-        logits = self.towers(mixed).squeeze(-1)  # [B, T]
-        if not self.chains:
-            return logits
-        out = list(logits.unbind(1))
-        for task, parent in self.chains:  # the logit of sigmoid(parent) * sigmoid(task)
-            log_p = F.logsigmoid(logits[:, parent]) + F.logsigmoid(logits[:, task])
-            out[task] = log_p - _log1mexp(log_p)
-        return torch.stack(out, 1)
+        return self.towers(mixed).squeeze(-1)  # [B, T]
 
     def to_predictions(self, logits: Tensor) -> Tensor:
         """Probabilities for binary tasks, means in [0, ratio_cap] for ratio tasks."""

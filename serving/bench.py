@@ -71,7 +71,8 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
     # does not depend on it (item vectors are precomputed, the user tower is the same).
     steps = {"world": world, "retrieval": lambda: demo.train_retrieval(epochs=3, variant="id"),
              "features": demo.build_features,
-             "ranker": lambda: demo.train_ranker(epochs=3, lightgbm=False, single_task=""),
+             "ranker": lambda: demo.train_ranker(epochs=2, lightgbm=False, single_task="",
+                                                 build_features=False),
              "deploy": demo.deploy_champions}
     for name, step in steps.items():
         if f"{name}_s" in info["timings"]:

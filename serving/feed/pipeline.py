@@ -31,7 +31,7 @@ from serving.feed import cursor as cursors
 from serving.feed import page_cache
 from serving.feed.degrade import Trace
 from serving.feed.filters import Viewer, load_viewer, visible
-from serving.feed.render import render
+from serving.feed.render import MediaUrls, render
 from serving.feed.rerank import RerankConfig, rerank
 from serving.feed.scoring import age_hours, cheap_scores, ranker_frame
 from serving.feed.services import FeedServices
@@ -56,6 +56,7 @@ class Feeds:
 
     def __init__(self, svc: FeedServices) -> None:
         self.svc, self.s = svc, svc.settings
+        self.urls = MediaUrls(svc.blobs)
         self.rerank_cfg = RerankConfig(self.s.feed_explore_slots, self.s.feed_fresh_hours,
                                        self.s.feed_freshness_boost, self.s.feed_topic_window)
 
@@ -270,7 +271,7 @@ class Feeds:
                 assert self.s.signing_secret is not None
                 token = cursors.encode(self.s.signing_secret,
                                        cursors.Cursor(list_id, user.id, end, expires_s))
-            items = render(snap, ids, sources, pos, self.svc.blobs)
+            items = render(snap, ids, sources, pos, self.urls)
             return {"items": items, "next_cursor": token, "has_more": more,
                     "request_id": list_id, "model_version": ranked.model_version}
 

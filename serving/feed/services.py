@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy.orm import Session, sessionmaker
 
 from candidate_gen.ann import AnnRetriever, load_retriever
@@ -56,7 +58,8 @@ class FeedServices:
             settings=settings,
             catalog=Catalog(sessions),
             redis=redis_client(settings.redis_url, socket_timeout=REDIS_TIMEOUT_S,
-                               socket_connect_timeout=REDIS_TIMEOUT_S),
+                               socket_connect_timeout=REDIS_TIMEOUT_S,
+                               retry=Retry(NoBackoff(), 0)),  # fail fast, then degrade
             blobs=open_blob_store(settings),
             pool=ThreadPoolExecutor(max_workers=8, thread_name_prefix="feed"),
         )

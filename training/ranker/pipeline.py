@@ -136,9 +136,8 @@ def _only(data: Encoded, j: int) -> Encoded:
 
 def _net(cfg: RankerConfig, fz: Featurizer, tasks: list[str]) -> RankerConfig:
     ratio = tuple(t for t in tasks if t in RATIO_TASKS)
-    parents = {t: p for t, p in cfg.parents.items() if t in tasks and p in tasks}
-    return replace(cfg, tasks=tuple(tasks), ratio_tasks=ratio, parents=parents,
-                   cardinalities=fz.cardinalities, n_numeric=len(fz.numeric))
+    return replace(cfg, tasks=tuple(tasks), ratio_tasks=ratio, cardinalities=fz.cardinalities,
+                   n_numeric=len(fz.numeric))
 
 
 def default_end(ts: pd.Series, tz: str = "UTC", min_share: float = 0.05) -> pd.Timestamp:

@@ -30,14 +30,9 @@ class TrainConfig:
     batch_size: int = 1024
     lr: float = 2e-3
     weight_decay: float = 1e-5
-    # Evaluate and keep an exponential moving average of the weights (0: off). On KuaiRand it
-    # steadies the refit's calibration, which otherwise swings with the last few batches.
+    # Evaluate and keep an exponential moving average of the weights (0: off; see EMA). On
+    # KuaiRand it steadies the refit's calibration, which otherwise swings with the last batches.
     ema: float = 0.98
-    # Weight of a within-user pairwise loss on the binary tasks (0: off). Each step adds a
-    # second batch holding whole users, where every (positive, negative) pair of one user's
-    # impressions adds softplus(-(logit_pos - logit_neg)): what GAUC measures. The pointwise
-    # loss keeps its i.i.d. batches (user-grouped ones hurt it).
-    pairwise: float = 0.0
     patience: int = 2
     seed: int = 0
 
@@ -64,36 +59,6 @@ def task_losses(model: Ranker, logits: torch.Tensor, y: torch.Tensor) -> torch.T
     target, known = _targets(model, y)
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * known
     return loss.sum(0) / known.sum(0).clamp(min=1)
-
-
-def pairwise_loss(model: Ranker, logits: torch.Tensor, y: torch.Tensor,
-                  users: torch.Tensor) -> torch.Tensor:
-    """Mean softplus(-(s_pos - s_neg)) over one user's (positive, negative) pairs, summed over
-    the binary tasks; 0 without any such pair."""
-    same = users.unsqueeze(0) == users.unsqueeze(1)  # [B, B]
-    total = logits.new_zeros(())
-    for j in range(logits.shape[1]):
-        if model.is_ratio[j]:
-            continue
-        pos, neg = y[:, j] == 1, y[:, j] == 0
-        pairs = same & pos.unsqueeze(1) & neg.unsqueeze(0)
-        if pairs.any():
-            diff = logits[:, j].unsqueeze(1) - logits[:, j].unsqueeze(0)
-            total = total + F.softplus(-diff[pairs]).mean()
-    return total
-
-
-def _batches(data: Encoded, size: int, rng: np.random.Generator, by_user: bool) -> list[np.ndarray]:
-    """Shuffled row batches; ``by_user``: whole users per batch (in shuffled user order)."""
-    if not by_user:
-        order = rng.permutation(len(data))
-        return [order[s : s + size] for s in range(0, len(order), size)]
-    users, inverse = np.unique(data.users, return_inverse=True)
-    rank = rng.permutation(len(users))[inverse]
-    order = np.lexsort((rng.random(len(data)), rank))
-    cuts = np.flatnonzero(np.diff(rank[order]) != 0) + 1  # user boundaries
-    bounds = np.searchsorted(cuts, np.arange(size, len(order), size))
-    return np.split(order, cuts[np.unique(bounds[bounds < len(cuts)])])
 
 
 @torch.no_grad()
@@ -162,21 +127,17 @@ def fit(
     ema = EMA(net, cfg.ema) if cfg.ema else None
     model = net if ema is None else ema.model  # what is evaluated and returned
     cat, num = torch.from_numpy(train.categorical), torch.from_numpy(train.numeric)
-    y, users = torch.from_numpy(train.labels), torch.from_numpy(train.users)
+    y = torch.from_numpy(train.labels)
     started = time.perf_counter()
     history: list[dict[str, float]] = []
     best, best_epoch, best_state, waited = np.inf, cfg.epochs, None, 0
     for epoch in range(1, cfg.epochs + 1):
         net.train()
+        order = torch.from_numpy(rng.permutation(len(train)))
         total = 0.0
-        grouped = _batches(train, cfg.batch_size, rng, by_user=True) if cfg.pairwise else []
-        for step, rows in enumerate(_batches(train, cfg.batch_size, rng, by_user=False)):
-            idx = torch.from_numpy(rows)
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s : s + cfg.batch_size]
             loss = task_losses(net, net(cat[idx], num[idx]), y[idx]).sum()
-            if grouped:
-                g = torch.from_numpy(grouped[step % len(grouped)])
-                loss = loss + cfg.pairwise * pairwise_loss(net, net(cat[g], num[g]), y[g],
-                                                           users[g])
             opt.zero_grad()
             loss.backward()
             opt.step()
