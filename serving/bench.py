@@ -74,14 +74,34 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
              "ranker": lambda: demo.train_ranker(epochs=2, lightgbm=False, single_task="",
                                                  build_features=False),
              "deploy": demo.deploy_champions}
-    for name, step in steps.items():
-        if f"{name}_s" in info["timings"]:
-            continue
-        t = time.perf_counter()
-        step()
-        info["timings"][f"{name}_s"] = time.perf_counter() - t
-        marker.write_text(json.dumps(info, indent=2))
+    for attempt in range(2):
+        for name, step in steps.items():
+            if f"{name}_s" in info["timings"]:
+                continue
+            t = time.perf_counter()
+            step()
+            info["timings"][f"{name}_s"] = time.perf_counter() - t
+            marker.write_text(json.dumps(info, indent=2))
+        if attempt == 0 and not _ranker_loads():  # trained by an older ranker code
+            info["timings"].pop("ranker_s", None)
+            info["timings"].pop("deploy_s", None)
     return info
+
+
+def _ranker_loads() -> bool:
+    import mlflow
+
+    from core.config import get_settings
+    from serving.ranking.backends import load_scorer
+
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        load_scorer(f"models:/{settings.ranker_model}@champion")
+        return True
+    except Exception as exc:
+        print(f"the registered ranker does not load with this code ({exc!r}); retraining")
+        return False
 
 
 def _tokens(root: Path, users: int, n: int = 2000) -> Path:

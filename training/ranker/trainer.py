@@ -34,6 +34,7 @@ class TrainConfig:
     # KuaiRand it steadies the refit's calibration, which otherwise swings with the last batches.
     ema: float = 0.98
     patience: int = 2
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per task, default 1
     seed: int = 0
 
 
@@ -128,6 +129,7 @@ def fit(
     model = net if ema is None else ema.model  # what is evaluated and returned
     cat, num = torch.from_numpy(train.categorical), torch.from_numpy(train.numeric)
     y = torch.from_numpy(train.labels)
+    weights = torch.tensor([cfg.loss_weights.get(t, 1.0) for t in model_cfg.tasks])
     started = time.perf_counter()
     history: list[dict[str, float]] = []
     best, best_epoch, best_state, waited = np.inf, cfg.epochs, None, 0
@@ -137,7 +139,7 @@ def fit(
         total = 0.0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            loss = task_losses(net, net(cat[idx], num[idx]), y[idx]).sum()
+            loss = task_losses(net, net(cat[idx], num[idx]), y[idx]) @ weights
             opt.zero_grad()
             loss.backward()
             opt.step()
