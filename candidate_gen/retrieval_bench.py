@@ -9,8 +9,6 @@ drawn around real item-tower outputs, against exact search, with real user-tower
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +18,7 @@ import faiss
 import numpy as np
 
 from candidate_gen.faiss_index import IndexSpec, ItemIndex, exact_search, latency, recall_at_k
+from core.bench import machine as machine_line
 from training.retrieval.baselines import RandomScores
 from training.retrieval.metrics import METRICS
 from training.retrieval.pipeline import (
@@ -51,17 +50,8 @@ class Section:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, "
-            f"Python {platform.python_version()}, torch threads {_torch_threads()}, "
-            f"faiss {faiss.__version__}")
+    """The shared machine line plus what this benchmark depends on."""
+    return f"{machine_line()}; torch threads {_torch_threads()}, faiss {faiss.__version__}"
 
 
 def _torch_threads() -> int:
