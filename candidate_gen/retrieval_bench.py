@@ -22,6 +22,7 @@ from core.bench import machine as machine_line
 from training.retrieval.baselines import RandomScores
 from training.retrieval.metrics import METRICS
 from training.retrieval.pipeline import (
+    TWO_TOWER_GRID,
     Candidate,
     Outcome,
     Prepared,
@@ -31,12 +32,11 @@ from training.retrieval.pipeline import (
     prepare,
     run,
     two_tower_candidate,
+    two_tower_configs,
 )
-from training.retrieval.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
-TWO_TOWER_GRID = [{"temperature": 0.05}, {"temperature": 0.1}]
 SHOWN = ("recall@20", "recall@50", "recall@100", "recall@500", "ndcg@10", "ndcg@50", "hit@50",
          "coverage@50")
 COLD_SHOWN = ("recall@20", "recall@50", "recall@100", "recall@500", "ndcg@10", "hit@50")
@@ -45,6 +45,7 @@ COLD_SHOWN = ("recall@20", "recall@50", "recall@100", "recall@500", "ndcg@10", "
 @dataclass
 class Section:
     title: str
+    short: str
     prep: Prepared
     outcomes: list[Outcome] = field(default_factory=list)
 
@@ -61,9 +62,10 @@ def _torch_threads() -> int:
 
 
 def candidates(prep: Prepared, threads: int, quick: bool, cold: bool) -> list[Candidate]:
-    train_cfg = TrainConfig(epochs=3 if quick else 20, progress=False, threads=threads)
+    model_cfg, train_cfg = two_tower_configs(prep.kind, epochs=3 if quick else 20,
+                                             progress=False, threads=threads)
     grid = [{}] if quick else TWO_TOWER_GRID
-    towers = [two_tower_candidate(v, train_cfg=train_cfg, grid=grid) for v in ("id", "content")]
+    towers = [two_tower_candidate(v, model_cfg, train_cfg, grid) for v in ("id", "content")]
     timed = prep.protocol.name == "temporal"
     if cold:  # item-item and factor models give held-out items no score at all
         base = [Candidate("random", RandomScores)] + [
@@ -115,8 +117,8 @@ def _params(p: dict) -> str:
 
 
 def training_cost(sections: list[Section]) -> list[str]:
-    lines = ["| data set | model | tuning fits | final fit (s) | epochs | examples/s | s / epoch |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| data set | model | tuning fits | tuning (s) | final fit (s) | epochs | examples/s "
+             "| s / epoch |", "|---|---|---|---|---|---|---|---|"]
     for sec in sections:
         for o in sec.outcomes:
             epochs = ex = per = ""
@@ -124,8 +126,9 @@ def training_cost(sections: list[Section]) -> list[str]:
                 r = o.model.result
                 epochs = str(len(r.history))
                 ex, per = f"{r.examples_per_s:,.0f}", f"{r.epoch_seconds:.1f}"
-            lines.append(f"| {sec.title} | {o.name} | {len(o.tuning)} | {o.fit_seconds:.1f} | "
-                         f"{epochs} | {ex} | {per} |")
+            tuning = sum(m.get("fit_seconds", 0.0) for _, m in o.tuning)
+            lines.append(f"| {sec.short} | {o.name} | {len(o.tuning)} | {tuning:.0f} | "
+                         f"{o.fit_seconds:.1f} | {epochs} | {ex} | {per} |")
     return lines
 
 
@@ -169,20 +172,22 @@ def ann(base: np.ndarray, queries: np.ndarray, n: int, k: int = 100,
 
 
 def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000,
-          threads: int = 2, quick: bool = False, cache_dir: Path | None = None) -> Path:
+          threads: int = 2, quick: bool = False, cache_dir: Path | None = None,
+          kuairand_train_end: str | None = "2022-04-29") -> Path:
     started = time.perf_counter()
     specs = [("KuaiRand (temporal: train 04-25..04-28 + history, test 04-29..04-30)",
-              "kuairand", kuairand, "temporal"),
-             ("MicroLens-50K (leave-last-out)", "microlens", microlens, "leave-last-out"),
-             ("MicroLens-50K (cold-item: 10% of items never trained on)", "microlens",
-              microlens, "cold-item")]
+              "KuaiRand", "kuairand", kuairand, "temporal"),
+             ("MicroLens-50K (leave-last-out)", "MicroLens LLO", "microlens", microlens,
+              "leave-last-out"),
+             ("MicroLens-50K (cold-item: 20% of items held out of training, 10% for test)",
+              "MicroLens cold", "microlens", microlens, "cold-item")]
     sections, loaded = [], {}
-    for title, kind, path, protocol in specs:
+    for title, short, kind, path, protocol in specs:
         if kind not in loaded:
             loaded[kind] = load_data(kind, path)
-        train_end = "2022-04-29" if kind == "kuairand" else None
+        train_end = kuairand_train_end if kind == "kuairand" else None
         prep = prepare(loaded[kind], kind, train_end, protocol, cache_dir=cache_dir)
-        sec = Section(title, prep)
+        sec = Section(title, short, prep)
         for cand in candidates(prep, threads, quick, cold=protocol == "cold-item"):
             log.info("bench %s: %s", title, cand.name)
             sec.outcomes.append(run(cand, prep))

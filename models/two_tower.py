@@ -31,7 +31,9 @@ class TwoTowerConfig:
     content_dim: int = 0
     user_feature_dim: int = 0
     item_features: bool = True  # author, tags, numeric, content; False: id only
-    user_id: bool = True
+    # The user-id embedding overfits when users have few interactions (validation preferred it
+    # off on KuaiRand and MicroLens); tuning still tries it, and long-lived users may want it.
+    user_id: bool = False
     recent: int = 5  # the last N history items get a pool of their own
     id_dropout: float = 0.1
     dropout: float = 0.0

@@ -145,8 +145,9 @@ def _load(port: int, tokens: Path, mode: str, rate: float, seconds: float) -> di
     cmd = [sys.executable, "-m", "serving.loadgen", "--base", f"http://127.0.0.1:{port}",
            "--tokens", str(tokens), "--mode", mode, "--rate", str(rate), "--seconds",
            str(seconds)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 4 + 300,
-                         check=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 4 + 300)
+    if out.returncode:
+        raise RuntimeError(f"loadgen failed: {out.stderr[-3000:]}")
     return json.loads(out.stdout)
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 PATH = "/api/v1/feed/for-you"
+PAGES_PER_USER = 8  # a list of 500 holds 25 pages of 20: a chain never runs dry
 
 
 def parse_timing(header: str) -> dict[str, float]:
@@ -47,15 +48,22 @@ async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: flo
     conn = aiohttp.TCPConnector(limit=1024, force_close=False)
     records: list[dict] = []
     async with aiohttp.ClientSession(connector=conn) as session:
+        if mode == "cached":
+            # One first page per user (not measured); each user's cursor chain then advances
+            # about PAGES_PER_USER pages during the run.
+            tokens = tokens[: max(1, min(len(tokens), int(rate * seconds / PAGES_PER_USER)))]
         cursors: list[str | None] = [None] * len(tokens)
-        if mode == "cached":  # one first page per user, not measured
-            sem = asyncio.Semaphore(8)
+        if mode == "cached":
+            sem = asyncio.Semaphore(4)
 
             async def prime(i: int) -> None:
                 async with sem:
-                    _, _, body = await _get(session, base, tokens[i], {"page_size": page_size},
-                                            timeout_s * 4)
-                    cursors[i] = body.get("next_cursor")
+                    try:
+                        _, _, body = await _get(session, base, tokens[i],
+                                                {"page_size": page_size}, timeout_s * 4)
+                        cursors[i] = body.get("next_cursor")
+                    except (TimeoutError, aiohttp.ClientError):
+                        pass
 
             await asyncio.gather(*(prime(i) for i in range(len(tokens))))
         loop = asyncio.get_running_loop()

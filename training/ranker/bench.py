@@ -10,6 +10,7 @@ spread (standard deviation over seeds) says how much of a gap is noise. Latency 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
               results_dir: Path = RESULTS_DIR) -> Path:
     from training.retrieval.pipeline import load_data, parse_day
 
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     ds = load_data("kuairand", data)
     repo = Path(get_settings().var_dir) / "bench" / "ranker-features"
@@ -131,6 +133,8 @@ Features: batch snapshots {built - started:.1f} s (incl. loading KuaiRand), poin
 join of {len(frame):,} impressions {joined - built:.1f} s.
 
 ## Scoring latency, {CANDIDATES} candidates, one request ({threads} threads)
+
+Load average when the benchmark started: {load:.1f} (other jobs share these cores).
 
 {table(["input", "p50 ms", "p99 ms"], [
         ["user scalars + candidate frame (`predict`)", f"{lat['split_p50']:.2f}",

@@ -21,28 +21,21 @@ import typer
 
 from core.config import get_settings
 from core.tables import DataError
-from models.two_tower import TwoTowerConfig
 from training.retrieval import tracking
 from training.retrieval.bundle import make_bundle
 from training.retrieval.data import timeline
 from training.retrieval.metrics import evaluate
 from training.retrieval.pipeline import (
     DATASET_KINDS,
+    TWO_TOWER_GRID,
     TwoTowerRecommender,
     load_data,
     make_protocol,
     prepare,
     run,
     two_tower_candidate,
+    two_tower_configs,
 )
-from training.retrieval.trainer import TrainConfig
-
-# The validation grid of ``--tune``: what moved results on KuaiRand and MicroLens.
-TUNE_GRID: list[dict[str, Any]] = [
-    {"temperature": 0.05, "logq": 1.0},
-    {"temperature": 0.1, "logq": 1.0},
-    {"temperature": 0.05, "logq": 0.5},
-]
 
 
 @contextmanager
@@ -101,14 +94,17 @@ def train_retrieval(
     variant: Annotated[str, typer.Option(help="content (id + content + features) | id")]
     = "content",
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping).")] = 20,
-    batch_size: Annotated[int, typer.Option(min=2)] = 1024,
-    lr: Annotated[float, typer.Option()] = 2e-3,
-    temperature: Annotated[float, typer.Option()] = 0.05,
-    logq: Annotated[float, typer.Option(help="Log-Q correction weight (0: off).")] = 1.0,
-    random_negatives: Annotated[int, typer.Option(min=0)] = 0,
-    dim: Annotated[int, typer.Option(min=2)] = 64,
-    tune: Annotated[bool, typer.Option(help="Grid-search temperature / log-Q on validation.")]
-    = False,
+    batch_size: Annotated[int | None, typer.Option(min=2)] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    temperature: Annotated[float | None, typer.Option()] = None,
+    logq: Annotated[float | None, typer.Option(help="Log-Q correction weight (0: off).")]
+    = None,
+    random_negatives: Annotated[int | None, typer.Option(min=0)] = None,
+    dim: Annotated[int | None, typer.Option(min=2)] = None,
+    user_id: Annotated[bool | None, typer.Option(help="A user-id embedding in the user tower.")]
+    = None,
+    tune: Annotated[bool, typer.Option(
+        help="Grid-search user-id embedding and temperature on validation.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores).")] = None,
     register: Annotated[bool, typer.Option(help="Register a reelrank-retrieval version.")] = True,
@@ -116,7 +112,9 @@ def train_retrieval(
         help="Alias for the new version (the first version becomes champion).")] = None,
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
 ) -> None:
-    """Train the two-tower retriever, evaluate it, log it to MLflow and register it."""
+    """Train the two-tower retriever, evaluate it, log it to MLflow and register it.
+
+    Unset options take the data set's validated defaults (see ``TWO_TOWER_DEFAULTS``)."""
     import mlflow
 
     set_threads(threads)
@@ -124,12 +122,12 @@ def train_retrieval(
         ds = load_data(dataset, data)
         prep = prepare(ds, dataset, train_end, protocol, content=variant == "content",
                        cache_dir=get_settings().path("content"), seed=seed)
-        model_cfg = TwoTowerConfig(dim=dim)
-        train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                temperature=temperature, logq=logq,
-                                random_negatives=random_negatives, seed=seed, progress=progress)
+        model_cfg, train_cfg = two_tower_configs(
+            dataset, epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
+            logq=logq, random_negatives=random_negatives, dim=dim, user_id=user_id, seed=seed,
+            progress=progress)
         candidate = two_tower_candidate(variant, model_cfg, train_cfg,
-                                        TUNE_GRID if tune else None, _epoch_logger)
+                                        TWO_TOWER_GRID if tune else None, _epoch_logger)
         tracking.configure()
         final = prep.protocol.final
         with mlflow.start_run(run_name=f"{candidate.name} {dataset}") as active:

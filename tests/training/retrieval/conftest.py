@@ -11,9 +11,10 @@ from training.datasets.store import Dataset
 from training.datasets.synth import SynthConfig, generate
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _two_threads() -> None:
-    torch.set_num_threads(1)  # small ops: one thread is faster here
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """Tiny batches run fastest on one thread; CLI commands called in-process may change it."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

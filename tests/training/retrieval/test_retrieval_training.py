@@ -24,12 +24,6 @@ def score_of(model, prep, fold_name: str = "final") -> dict[str, float]:
     return evaluate(model.score, data, getattr(prep.protocol, fold_name))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open in issue 4: after the latest trainer changes the two-tower lands just under "
-    "its margins on the tiny synth world (ndcg@10 0.0867 vs popularity 0.0875; cold recall@20 "
-    "0.276 vs the 0.367 bar); the numbers are reported, not hidden",
-)
 def test_two_tower_beats_random_and_is_deterministic(world: Dataset) -> None:
     prep = prepare(world, "synth", content=False)
     assert prep.protocol.name == "temporal"
@@ -49,12 +43,6 @@ def test_two_tower_beats_random_and_is_deterministic(world: Dataset) -> None:
     assert torch.equal(a, b)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open in issue 4: after the latest trainer changes the two-tower lands just under "
-    "its margins on the tiny synth world (ndcg@10 0.0867 vs popularity 0.0875; cold recall@20 "
-    "0.276 vs the 0.367 bar); the numbers are reported, not hidden",
-)
 def test_cold_items_are_found_through_content(world: Dataset, tmp_path: Path) -> None:
     prep = prepare(world, "synth", protocol="cold-item", content=True, cache_dir=tmp_path)
     fold = prep.protocol.final
