@@ -33,8 +33,9 @@ from serving.feed.degrade import Trace
 from serving.feed.filters import Viewer, load_viewer, visible
 from serving.feed.render import MediaUrls, render
 from serving.feed.rerank import RerankConfig, rerank
-from serving.feed.scoring import age_hours, cheap_scores, ranker_frame
+from serving.feed.scoring import age_hours, cheap_scores, rank_request
 from serving.feed.services import FeedServices
+from serving.ranking.backends import RankRequest
 from serving.ranking.models import ModelUnavailable
 
 OVERFETCH = 2  # sources fetch twice their quota: filters and de-duplication eat some
@@ -48,7 +49,7 @@ class Candidates:
     ids: np.ndarray
     sources: np.ndarray
     now_ms: int
-    frame: object  # pandas.DataFrame for the ranker
+    request: RankRequest
 
 
 class Feeds:
@@ -98,8 +99,8 @@ class Feeds:
                     ids, sources = ids[keep], sources[keep]
                     feats = type(feats)(feats.user, feats.items.iloc[keep], feats.user_found,
                                         feats.videos_found, feats.timed_out)
-            frame = ranker_frame(user.id, ids, snap, now, feats)
-        return Candidates(viewer, snap, ids, sources, now, frame)
+            request = rank_request(user.id, ids, snap, now, feats)
+        return Candidates(viewer, snap, ids, sources, now, request)
 
     def _sources(self, ctx: src.SourceContext, assignment: Assignment,
                  trace: Trace) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -166,7 +167,7 @@ class Feeds:
                 raise ModelUnavailable("no ranker backend")
             if len(c.ids):
                 scores, version = await asyncio.wait_for(
-                    self.svc.ranker.score(alias, c.frame), self.s.ranker_timeout_ms / 1000)
+                    self.svc.ranker.score(alias, c.request), self.s.ranker_timeout_ms / 1000)
                 return np.asarray(scores, np.float64), version
         except Exception as exc:  # down, not loaded, or over the time budget
             trace.degrade("ranker", repr(exc))

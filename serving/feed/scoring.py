@@ -1,7 +1,7 @@
 """What the ranker is given, and what the feed falls back to when it cannot rank.
 
 The ranker gets one row per candidate: the candidate's online features, the user's scalar
-features repeated, and the ids. Without the feature store the row holds only what the catalog
+features (sent once), and the ids. Without the feature store the row holds only what the catalog
 knows (creator, duration, age, request time); the ranker's featurizer treats every absent
 column as unknown / average, which is exactly "defaults". :func:`cheap_scores` orders
 candidates without any model: engagement quality and popularity from the catalog's counters,
@@ -13,12 +13,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 
 from candidate_gen.catalog import Snapshot
 from candidate_gen.sources import CODE
 from features.online import OnlineFeatures
 from features.schema import USER_COLUMNS
+from serving.ranking.backends import RankRequest
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -37,19 +37,19 @@ def cheap_scores(snap: Snapshot, ids: np.ndarray, sources: np.ndarray, now_ms: i
             + 0.5 * (sources == CODE["following"]))
 
 
-def ranker_frame(user_id: int, ids: np.ndarray, snap: Snapshot, now_ms: int,
-                 feats: OnlineFeatures | None) -> pd.DataFrame:
-    """One row per candidate, in candidate order."""
-    n = len(ids)
-    cols: dict[str, object] = {"user_id": np.full(n, user_id, np.int64), "video_id": ids}
+def rank_request(user_id: int, ids: np.ndarray, snap: Snapshot, now_ms: int,
+                 feats: OnlineFeatures | None) -> RankRequest:
+    """The ranker's input for the candidates ``ids`` (in order)."""
+    items: dict[str, np.ndarray] = {"video_id": np.asarray(ids, np.int64)}
+    user: dict[str, object] = {"user_id": user_id}
     if feats is not None:
-        cols |= {c: feats.items[c].to_numpy() for c in feats.items.columns}
-        cols |= {c: np.full(n, feats.user[c]) for c in USER_COLUMNS if c in feats.user}
+        items |= {c: feats.items[c].to_numpy() for c in feats.items.columns}
+        user |= {c: feats.user[c] for c in USER_COLUMNS if c in feats.user}
     else:
         when = datetime.fromtimestamp(now_ms / 1000, UTC)
         dur = snap.duration_ms[ids]
-        cols |= {"v_creator_id": snap.owner[ids],
-                 "v_duration_ms": np.where(dur >= 0, dur, np.nan),
-                 "v_age_hours": age_hours(snap, ids, now_ms),
-                 "ctx_hour": np.full(n, when.hour), "ctx_weekday": np.full(n, when.weekday())}
-    return pd.DataFrame(cols)
+        items |= {"v_creator_id": snap.owner[ids],
+                  "v_duration_ms": np.where(dur >= 0, dur, np.nan),
+                  "v_age_hours": age_hours(snap, ids, now_ms)}
+        user |= {"ctx_hour": when.hour, "ctx_weekday": when.weekday()}
+    return RankRequest(items, user)

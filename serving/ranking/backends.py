@@ -1,9 +1,13 @@
-"""The ranker as the feed sees it: ``await backend.score(alias, frame) -> (scores, version)``.
+"""The ranker as the feed sees it: ``await backend.score(alias, request) -> (scores, version)``.
 
 Two backends with one contract: :class:`LocalRanker` scores in the API process (a thread, so
-the event loop keeps serving), :class:`~serving.ranking.ray_serve.RayRanker` sends the frame to
-a Ray Serve deployment that micro-batches concurrent requests. Both load the model by alias
+the event loop keeps serving), :class:`~serving.ranking.ray_serve.RayRanker` sends the request
+to a Ray Serve deployment that micro-batches concurrent requests. Both load the model by alias
 through :class:`~serving.ranking.models.AliasModels` and follow alias moves.
+
+A :class:`RankRequest` is columnar: numpy arrays per candidate column plus the user's scalars
+once. Ray ships numpy buffers without pickling them element by element, and requests with the
+same columns are concatenated column by column into one frame, one forward pass.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -21,6 +26,33 @@ from serving.ranking.models import AliasModels, ModelUnavailable
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class RankRequest:
+    """One user's candidates: ``items`` column -> array (one row per candidate), ``user``
+    column -> scalar (the same for every row)."""
+
+    items: dict[str, np.ndarray]
+    user: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.items.values()))) if self.items else 0
+
+    def columns(self) -> tuple[str, ...]:
+        return (*self.items, *self.user)
+
+
+def to_frame(requests: list[RankRequest]) -> pd.DataFrame:
+    """Rows of all ``requests`` (same columns), user scalars repeated per row."""
+    cols: dict[str, np.ndarray] = {}
+    for c in requests[0].items:
+        parts = [r.items[c] for r in requests]
+        cols[c] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    for c in requests[0].user:
+        parts = [np.full(len(r), r.user[c]) for r in requests]
+        cols[c] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return pd.DataFrame(cols, copy=False)
+
+
 class Scorer(Protocol):
     """A loaded ranker: one final score per row of raw feature columns."""
 
@@ -28,7 +60,7 @@ class Scorer(Protocol):
 
 
 class RankerBackend(Protocol):
-    async def score(self, alias: str, frame: pd.DataFrame) -> tuple[np.ndarray, str]: ...
+    async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]: ...
 
     async def close(self) -> None: ...
 
@@ -40,32 +72,34 @@ def load_scorer(model_uri: str) -> Scorer:
     return load_ranker(model_uri)
 
 
-def score_many(models: AliasModels[Scorer], requests: list[tuple[str, pd.DataFrame]],
-               ) -> list[tuple[np.ndarray, str] | Exception]:
-    """Score several requests with one forward pass per alias (the micro-batch). A request
-    whose alias cannot be served gets its exception in place of a result, not its
-    neighbours'."""
-    out: list[tuple[np.ndarray, str] | Exception | None] = [None] * len(requests)
-    by_alias: dict[str, list[int]] = {}
-    for i, (alias, _) in enumerate(requests):
-        by_alias.setdefault(alias, []).append(i)
-    for alias, idx in by_alias.items():
-        frames = [requests[i][1] for i in idx]
+Result = tuple[np.ndarray, str] | Exception
+
+
+def score_many(models: AliasModels[Scorer], requests: list[tuple[str, RankRequest]],
+               ) -> list[Result]:
+    """Score several requests with one forward pass per alias and column set (the
+    micro-batch). A request whose alias cannot be served gets its exception in place of a
+    result, not its neighbours'."""
+    out: list[Result | None] = [None] * len(requests)
+    groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for i, (alias, req) in enumerate(requests):
+        groups.setdefault((alias, req.columns()), []).append(i)
+    for (alias, _), idx in groups.items():
+        reqs = [requests[i][1] for i in idx]
         try:
             loaded = models.get(alias)
-            scores = np.asarray(loaded.model.score(
-                frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)))
+            scores = np.asarray(loaded.model.score(to_frame(reqs)))
         except Exception as exc:
             for i in idx:
                 out[i] = exc
             continue
-        for i, part in zip(idx, np.split(scores, np.cumsum([len(f) for f in frames])[:-1]),
+        for i, part in zip(idx, np.split(scores, np.cumsum([len(r) for r in reqs])[:-1]),
                            strict=True):
             out[i] = (part, loaded.tag)
     return out  # type: ignore[return-value]
 
 
-def result(got: tuple[np.ndarray, str] | Exception) -> tuple[np.ndarray, str]:
+def result(got: Result) -> tuple[np.ndarray, str]:
     if isinstance(got, Exception):
         raise got
     return got
@@ -84,13 +118,14 @@ class LocalRanker:
                 log.warning("ranker: %s", exc)
         self.models.start(poll_s)
 
-    async def score(self, alias: str, frame: pd.DataFrame) -> tuple[np.ndarray, str]:
+    async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]:
         self.models.get(alias)  # raises at once when not loaded
-        return result((await asyncio.to_thread(score_many, self.models, [(alias, frame)]))[0])
+        return result((await asyncio.to_thread(score_many, self.models,
+                                               [(alias, request)]))[0])
 
     async def close(self) -> None:
         self.models.stop()
 
 
-__all__ = ["LocalRanker", "ModelUnavailable", "RankerBackend", "Scorer", "load_scorer",
-           "result", "score_many"]
+__all__ = ["LocalRanker", "ModelUnavailable", "RankRequest", "RankerBackend", "Scorer",
+           "load_scorer", "result", "score_many"]

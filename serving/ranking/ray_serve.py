@@ -20,12 +20,11 @@ import logging
 import os
 
 import numpy as np
-import pandas as pd
 import ray
 from ray import serve
 
 from core.config import Settings
-from serving.ranking.backends import Scorer, load_scorer, result, score_many
+from serving.ranking.backends import RankRequest, Result, Scorer, load_scorer, result, score_many
 from serving.ranking.models import AliasModels, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,12 +55,11 @@ class RankerDeployment:
         self._batch.set_max_batch_size(int(config.get("max_batch_size", 8)))
         self._batch.set_batch_wait_timeout_s(float(config.get("batch_wait_ms", 2.0)) / 1000)
 
-    async def score(self, alias: str, frame: pd.DataFrame) -> tuple[np.ndarray, str] | Exception:
-        return await self._batch((alias, frame))
+    async def score(self, alias: str, request: RankRequest) -> Result:
+        return await self._batch((alias, request))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
-    async def _batch(self, requests: list[tuple[str, pd.DataFrame]],
-                     ) -> list[tuple[np.ndarray, str] | Exception]:
+    async def _batch(self, requests: list[tuple[str, RankRequest]]) -> list[Result]:
         # Off the replica's event loop, which meanwhile queues the next batch.
         return await asyncio.to_thread(score_many, self.models, requests)
 
@@ -98,8 +96,8 @@ class RayRanker:
                       name=APP, route_prefix=None)
         self.handle = serve.get_app_handle(APP)
 
-    async def score(self, alias: str, frame: pd.DataFrame) -> tuple[np.ndarray, str]:
-        response = self.handle.score.remote(alias, frame)
+    async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]:
+        response = self.handle.score.remote(alias, request)
         try:
             return result(await response)
         except asyncio.CancelledError:

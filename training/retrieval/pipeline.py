@@ -82,14 +82,14 @@ def parse_day(value: str, kind: str) -> pd.Timestamp:
 
 
 def make_protocol(kind: str, rows: pd.DataFrame, train_end: str | None = None,
-                  protocol: str = "auto", seed: int = 0) -> Protocol:
+                  protocol: str = "auto", seed: int = 0, cold_fraction: float = 0.2) -> Protocol:
     """Temporal when the data has a clock (default cut: the last two local days are the test),
     leave-last-out when it has none; ``cold-item`` on request."""
     timed = rows["ts"].notna().any()
     if protocol == "auto":
         protocol = "temporal" if timed else "leave-last-out"
     if protocol == "cold-item":
-        return cold_items(rows, seed=seed)
+        return cold_items(rows, cold_fraction, seed)
     if protocol == "leave-last-out":
         if train_end:
             raise DataError("--train-end needs a temporal split; leave-last-out has no dates")
@@ -128,11 +128,12 @@ def check(protocol: Protocol) -> None:
 
 
 def prepare(ds: Dataset, kind: str, train_end: str | None = None, protocol: str = "auto",
-            content: bool = True, cache_dir: Path | None = None, seed: int = 0) -> Prepared:
+            content: bool = True, cache_dir: Path | None = None, seed: int = 0,
+            cold_fraction: float = 0.2) -> Prepared:
     rows = timeline(ds.interactions, ds.history)
     if rows.empty:
         raise DataError(f"{ds.path}: no consumed interactions to train on")
-    proto = make_protocol(kind, rows, train_end, protocol, seed)
+    proto = make_protocol(kind, rows, train_end, protocol, seed, cold_fraction)
     check(proto)
     emb = content_matrix(ds.items, cache_dir) if content else None
     catalog = build_catalog(ds.items, ds.users, rows, emb)
