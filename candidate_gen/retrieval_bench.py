@@ -9,6 +9,7 @@ drawn around real item-tower outputs, against exact search, with real user-tower
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,6 @@ from core.bench import machine as machine_line
 from training.retrieval.baselines import RandomScores
 from training.retrieval.metrics import METRICS
 from training.retrieval.pipeline import (
-    TWO_TOWER_GRID,
     Candidate,
     Outcome,
     Prepared,
@@ -31,6 +31,7 @@ from training.retrieval.pipeline import (
     load_data,
     prepare,
     run,
+    tuning_grid,
     two_tower_candidate,
     two_tower_configs,
 )
@@ -64,7 +65,7 @@ def _torch_threads() -> int:
 def candidates(prep: Prepared, threads: int, quick: bool, cold: bool) -> list[Candidate]:
     model_cfg, train_cfg = two_tower_configs(prep.kind, epochs=3 if quick else 20,
                                              progress=False, threads=threads)
-    grid = [{}] if quick else TWO_TOWER_GRID
+    grid = [{}] if quick else tuning_grid(prep.protocol.name)
     towers = [two_tower_candidate(v, model_cfg, train_cfg, grid) for v in ("id", "content")]
     timed = prep.protocol.name == "temporal"
     if cold:  # item-item and factor models give held-out items no score at all
@@ -174,7 +175,7 @@ def ann(base: np.ndarray, queries: np.ndarray, n: int, k: int = 100,
 def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000,
           threads: int = 2, quick: bool = False, cache_dir: Path | None = None,
           kuairand_train_end: str | None = "2022-04-29") -> Path:
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     specs = [("KuaiRand (temporal: train 04-25..04-28 + history, test 04-29..04-30)",
               "KuaiRand", "kuairand", kuairand, "temporal"),
              ("MicroLens-50K (leave-last-out)", "MicroLens LLO", "microlens", microlens,
@@ -205,7 +206,9 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
     lines = [
         "# Retrieval benchmark", "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; "
-        f"{time.perf_counter() - started:,.0f} s in all. Produced by `reelrank bench retrieval`"
+        f"{time.perf_counter() - started:,.0f} s in all; load average {load_before[0]:.1f} at "
+        f"the start, {os.getloadavg()[0]:.1f} at the end (the machine is shared: timings are "
+        "upper bounds). Produced by `reelrank bench retrieval`"
         + (" --quick (smoke run: not representative)" if quick else "") + ".", "",
         "Data: KuaiRand-Pure (Gao et al., CIKM 2022, CC BY-SA 4.0) and MicroLens-50K (Ni et al."
         " 2023, research use), read from their directories, never copied.", "",

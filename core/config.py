@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     ranker_replicas: int = Field(default=1, ge=1)
     ranker_num_cpus: float = Field(default=1.0, gt=0)
     ranker_max_batch_size: int = Field(default=8, ge=1)
-    ranker_batch_wait_ms: float = Field(default=2.0, ge=0)
+    ranker_batch_wait_ms: float = Field(default=0.5, ge=0)
     model_poll_s: float = Field(default=5.0, gt=0)
     # Past this budget the feed falls back to a cheap score order (and says so).
     ranker_timeout_ms: int = Field(default=60, gt=0)

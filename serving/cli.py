@@ -99,7 +99,7 @@ def bench_serve(
     videos: Annotated[int, typer.Option(min=1000, help="Catalog size.")] = 100_000,
     users: Annotated[int, typer.Option(min=100)] = 20_000,
     rates: Annotated[str, typer.Option(help="Comma-separated request rates (req/s).")]
-    = "25,50,100,200",
+    = "10,25,50,100,200",
     seconds: Annotated[float, typer.Option(help="Seconds per rate.")] = 10.0,
     quick: Annotated[bool, typer.Option(help="A small catalog and short runs (smoke).")]
     = False,

@@ -53,12 +53,12 @@ class RankerDeployment:
     def reconfigure(self, config: dict) -> None:
         """``user_config``: micro-batch size and wait, changeable without a restart."""
         self._batch.set_max_batch_size(int(config.get("max_batch_size", 8)))
-        self._batch.set_batch_wait_timeout_s(float(config.get("batch_wait_ms", 2.0)) / 1000)
+        self._batch.set_batch_wait_timeout_s(float(config.get("batch_wait_ms", 0.5)) / 1000)
 
     async def score(self, alias: str, request: RankRequest) -> Result:
         return await self._batch((alias, request))
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0005)
     async def _batch(self, requests: list[tuple[str, RankRequest]]) -> list[Result]:
         # Off the replica's event loop, which meanwhile queues the next batch.
         return await asyncio.to_thread(score_many, self.models, requests)

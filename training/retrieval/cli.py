@@ -27,12 +27,12 @@ from training.retrieval.data import timeline
 from training.retrieval.metrics import evaluate
 from training.retrieval.pipeline import (
     DATASET_KINDS,
-    TWO_TOWER_GRID,
     TwoTowerRecommender,
     load_data,
     make_protocol,
     prepare,
     run,
+    tuning_grid,
     two_tower_candidate,
     two_tower_configs,
 )
@@ -104,7 +104,8 @@ def train_retrieval(
     user_id: Annotated[bool | None, typer.Option(help="A user-id embedding in the user tower.")]
     = None,
     tune: Annotated[bool, typer.Option(
-        help="Grid-search user-id embedding and temperature on validation.")] = False,
+        help="Grid-search on validation (user-id embedding, temperature; id dropout for "
+             "cold items).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores).")] = None,
     register: Annotated[bool, typer.Option(help="Register a reelrank-retrieval version.")] = True,
@@ -127,7 +128,8 @@ def train_retrieval(
             logq=logq, random_negatives=random_negatives, dim=dim, user_id=user_id, seed=seed,
             progress=progress)
         candidate = two_tower_candidate(variant, model_cfg, train_cfg,
-                                        TWO_TOWER_GRID if tune else None, _epoch_logger)
+                                        tuning_grid(prep.protocol.name) if tune else None,
+                                        _epoch_logger)
         tracking.configure()
         final = prep.protocol.final
         with mlflow.start_run(run_name=f"{candidate.name} {dataset}") as active:

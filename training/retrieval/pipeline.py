@@ -193,6 +193,16 @@ TWO_TOWER_GRID: list[dict[str, Any]] = [
     {"user_id": False, "temperature": 0.1},
     {"user_id": True, "temperature": 0.1},
 ]
+# For held-out items what matters is how often training hides the id (so the content path
+# has to carry the item on its own).
+COLD_GRID: list[dict[str, Any]] = [
+    {"temperature": 0.1, "id_dropout": 0.1},
+    {"temperature": 0.1, "id_dropout": 0.5},
+]
+
+
+def tuning_grid(protocol: str) -> list[dict[str, Any]]:
+    return COLD_GRID if protocol == "cold-item" else TWO_TOWER_GRID
 
 
 def two_tower_configs(kind: str, **params: Any) -> tuple[TwoTowerConfig, TrainConfig]:
@@ -275,11 +285,11 @@ def two_tower_candidate(
     if variant not in VARIANTS:
         raise ValueError(f"unknown two-tower variant {variant!r} (use {'|'.join(VARIANTS)})")
     base = replace(model_cfg or TwoTowerConfig(), item_features=VARIANTS[variant])
-    if not VARIANTS[variant]:
-        base = replace(base, id_dropout=0.0)  # nothing but the id to fall back on
     name = f"two-tower ({'id + content' if VARIANTS[variant] else 'id only'})"
 
     def make(**params: Any) -> TwoTowerRecommender:
+        if not VARIANTS[variant]:  # nothing but the id to fall back on: never hide it
+            params = {**params, "id_dropout": 0.0}
         return TwoTowerRecommender.make(base, train_cfg or TrainConfig(), name, on_epoch,
                                         **params)
 

@@ -96,6 +96,15 @@ def test_train_register_eval_recommend_index(settings: Settings, synth_dir, tmp_
 
     index = load_for_model("models:/reelrank-retrieval@champion")
     assert len(index) == len(bundle.item_ids)
+    # A video uploaded after training gets a vector from its features and becomes searchable.
+    fresh = pd.DataFrame({"item_id": [10**9], "author_id": [3], "title": ["new"],
+                          "duration_ms": [15_000], "upload_ts": [pd.Timestamp.now(tz="UTC")],
+                          "tags": [["pets"]], "category": ["pets"]})
+    vector = bundle.vectors_for_items(fresh)
+    assert vector.shape == (1, 16) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-5)
+    assert 10**9 not in index.search(vector, 5)[1]
+    index.add(np.array([10**9]), vector)
+    assert index.search(vector, 1)[1][0, 0] == 10**9
     tag = client.get_model_version("reelrank-retrieval", "1").tags["faiss_index"]
     spec = json.loads((settings.var_dir / "indexes/reelrank-retrieval/1/index.json").read_text())
     assert tag.startswith("runs:/") and spec["kind"] == "flat"
