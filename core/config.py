@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     feed_cache_ttl_s: int = Field(default=1800, gt=0)  # the rest of a ranked list, and its cursor
     feed_candidates: int = Field(default=500, ge=1)  # how many candidates get ranked
     feed_sources_timeout_ms: int = Field(default=100, gt=0)  # a slower source is left out
+    # First pages ranked at once per process; past it the feed answers 503 + Retry-After
+    # instead of queueing work nobody will wait for.
+    feed_max_inflight: int = Field(default=32, ge=1)
     # Shares of ``feed_candidates`` per source (ANN's share goes to popularity without an index).
     feed_quotas: dict[str, float] = Field(
         default_factory=lambda: {

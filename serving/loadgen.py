@@ -60,7 +60,7 @@ async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: flo
                 async with sem:
                     try:
                         _, _, body = await _get(session, base, tokens[i],
-                                                {"page_size": page_size}, timeout_s * 4)
+                                                {"page_size": page_size}, timeout_s)
                         cursors[i] = body.get("next_cursor")
                     except (TimeoutError, aiohttp.ClientError):
                         pass

@@ -58,10 +58,16 @@ class Feeds:
     def __init__(self, svc: FeedServices) -> None:
         self.svc, self.s = svc, svc.settings
         self.urls = MediaUrls(svc.blobs)
+        self.inflight = 0  # first pages admitted and not answered (serving.routes.feed.admit)
         self.rerank_cfg = RerankConfig(self.s.feed_explore_slots, self.s.feed_fresh_hours,
                                        self.s.feed_freshness_boost, self.s.feed_topic_window)
 
     # --- for you ----------------------------------------------------------------------------
+
+    @property
+    def saturated(self) -> bool:
+        """As many first pages in flight as the process should hold: shed the next one."""
+        return self.inflight >= self.s.feed_max_inflight
 
     async def for_you(self, session: Session, user: User, page_size: int) -> tuple[dict, Trace]:
         trace = Trace()

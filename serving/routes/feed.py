@@ -7,10 +7,12 @@ continues its own list. A degraded response (a dependency down or slow) is still
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
 from serving.deps import CurrentUser, SessionDep, SettingsDep
@@ -21,6 +23,7 @@ from serving.feed.schemas import FeedPage
 
 router = APIRouter(prefix="/feed", tags=["feed"])
 MAX_PAGE_SIZE = 50
+SHED = Counter("reelrank_feed_shed", "First pages refused with 503 at capacity")
 
 
 async def get_feeds(request: Request) -> Feeds:
@@ -31,6 +34,27 @@ async def get_feeds(request: Request) -> Feeds:
 
 
 FeedsDep = Annotated[Feeds, Depends(get_feeds)]
+
+
+async def admit(request: Request, feeds: FeedsDep) -> AsyncIterator[None]:
+    """Admission control for first pages, before auth and the DB session are even resolved:
+    past ``feed_max_inflight`` a request gets 503 + Retry-After at once instead of queueing
+    behind work it will time out waiting for. Cursor pages are cheap and always admitted."""
+    if request.query_params.get("cursor"):
+        yield
+        return
+    if feeds.saturated:
+        SHED.inc()
+        raise HTTPException(503, "the feed is at capacity; retry shortly",
+                            headers={"Retry-After": "1"})
+    feeds.inflight += 1  # the event loop is one thread: no lock needed
+    try:
+        yield
+    finally:
+        feeds.inflight -= 1
+
+
+Admitted = Annotated[None, Depends(admit)]
 PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="Default 20.")]
 CursorQ = Annotated[str | None, Query(max_length=512, description="next_cursor of a page.")]
 
@@ -48,7 +72,7 @@ async def _continue(feeds: Feeds, session, user, cursor: str, size: int,  # noqa
 
 
 @router.get("/for-you", response_model=FeedPage)
-async def for_you(user: CurrentUser, session: SessionDep, feeds: FeedsDep,
+async def for_you(_: Admitted, user: CurrentUser, session: SessionDep, feeds: FeedsDep,
                   settings: SettingsDep, page_size: PageSize = None,
                   cursor: CursorQ = None) -> JSONResponse:
     """The personalised feed; pass ``cursor`` for the next page of the same list."""

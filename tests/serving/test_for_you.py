@@ -271,7 +271,8 @@ def test_degraded_but_never_failing(case: str, world: Settings, ray_serve: RayRa
             "retrieval_model": "no-such-retrieval", "ranker_backend": "local",
             "ranker_model": "no-such-ranker", "feature_online_store": "sqlite",
             "feature_repo_dir": tmp_path / "empty-repo"},
-        "redis-down": {"redis_url": f"unix://{tmp_path}/no-redis.sock"},
+        "redis-down": {"redis_url": f"unix://{tmp_path}/no-redis.sock",
+                       "feature_read_timeout_ms": 300},
     }[case]
     expected = {
         "ranker-slow": {"ranker"},
@@ -366,3 +367,18 @@ def test_deploy_command_moves_aliases(world: Settings) -> None:
     for args in (["--version", "99"], ["--model", "no-such-model"]):
         bad = run(app, ["deploy", "--alias", "challenger", *args])
         assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_sheds_first_pages_at_capacity_but_serves_cursors(client: TestClient,
+                                                          world: Settings) -> None:
+    h = auth(world, 14)
+    cursor = client.get(FEED, headers=h, params={"page_size": 5}).json()["next_cursor"]
+    feeds = client.app.state.feeds
+    feeds.inflight = world.feed_max_inflight  # as if that many first pages were being ranked
+    try:
+        r = client.get(FEED, headers=h)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert client.get(FEED, headers=h, params={"cursor": cursor}).status_code == 200
+    finally:
+        feeds.inflight = 0
+    assert client.get(FEED, headers=h).status_code == 200

@@ -17,7 +17,8 @@ mean, so a new user or a brand-new video is scored, not refused. ``predict`` ret
 task's probability (``watch_ratio``: the expected ratio) and the final score, the weighted
 sum of the task predictions with the weights in the model's config.
 
-500 candidates take ~2 ms on one CPU core (``benchmarks/results/ranker.md``).
+One request of 500 candidates takes a few milliseconds on one CPU core: one vectorised
+encoding pass and one forward pass (``benchmarks/results/ranker.md``).
 """
 
 from __future__ import annotations

@@ -93,6 +93,10 @@ def train_retrieval(
         help="auto|temporal|leave-last-out|cold-item (auto: temporal when timestamped).")] = "auto",
     variant: Annotated[str, typer.Option(help="content (id + content + features) | id")]
     = "content",
+    clip_checkpoint: Annotated[Path | None, typer.Option(
+        help="Local open_clip checkpoint (dir with open_clip_config.json, or a weights file "
+             "with --clip-model) for thumbnails; default EfficientNet-Lite0.")] = None,
+    clip_model: Annotated[str | None, typer.Option(help="open_clip architecture name.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping).")] = 20,
     batch_size: Annotated[int | None, typer.Option(min=2)] = None,
     lr: Annotated[float | None, typer.Option()] = None,
@@ -122,7 +126,8 @@ def train_retrieval(
     with clean_errors():
         ds = load_data(dataset, data)
         prep = prepare(ds, dataset, train_end, protocol, content=variant == "content",
-                       cache_dir=get_settings().path("content"), seed=seed)
+                       cache_dir=get_settings().path("content"), seed=seed,
+                       clip_checkpoint=clip_checkpoint, clip_model=clip_model)
         model_cfg, train_cfg = two_tower_configs(
             dataset, epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
             logq=logq, random_negatives=random_negatives, dim=dim, user_id=user_id, seed=seed,

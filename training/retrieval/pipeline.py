@@ -129,13 +129,14 @@ def check(protocol: Protocol) -> None:
 
 def prepare(ds: Dataset, kind: str, train_end: str | None = None, protocol: str = "auto",
             content: bool = True, cache_dir: Path | None = None, seed: int = 0,
-            cold_fraction: float = 0.2) -> Prepared:
+            cold_fraction: float = 0.2, clip_checkpoint: Path | None = None,
+            clip_model: str | None = None) -> Prepared:
     rows = timeline(ds.interactions, ds.history)
     if rows.empty:
         raise DataError(f"{ds.path}: no consumed interactions to train on")
     proto = make_protocol(kind, rows, train_end, protocol, seed, cold_fraction)
     check(proto)
-    emb = content_matrix(ds.items, cache_dir) if content else None
+    emb = content_matrix(ds.items, cache_dir, clip_checkpoint, clip_model) if content else None
     catalog = build_catalog(ds.items, ds.users, rows, emb)
     tune = encode(catalog, proto.tune.train, proto.tune.now)
     same = proto.final.train is proto.tune.train and proto.final.now == proto.tune.now
