@@ -71,6 +71,10 @@ def mark_seen(r: redis.Redis, user_id: int, ids: np.ndarray, now_ms: int, keep: 
     pipe.execute()
 
 
+def seen_count(r: redis.Redis, user_id: int) -> int:
+    return int(r.zcard(_seen_key(user_id)))
+
+
 def seen_mask(r: redis.Redis, user_id: int, ids: np.ndarray) -> np.ndarray:
     """True where the user has been shown the video before."""
     if not len(ids):

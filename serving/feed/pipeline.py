@@ -93,7 +93,7 @@ class Feeds:
         ctx = src.SourceContext(user.id, user.region, viewer.followees, snap, now,
                                 np.random.default_rng())
         with trace.stage("candidates"):
-            lists, quotas = self._sources(ctx, assignment, trace)
+            lists, quotas = self._sources(ctx, assignment, self._seen_count(user.id), trace)
         with trace.stage("filter"):
             lists = self._filter(lists, snap, viewer, trace)
             ids, sources = src.blend(lists, quotas, self.s.feed_candidates)
@@ -108,10 +108,20 @@ class Feeds:
             request = rank_request(user.id, ids, snap, now, feats)
         return Candidates(viewer, snap, ids, sources, now, request)
 
-    def _sources(self, ctx: src.SourceContext, assignment: Assignment,
+    def _seen_count(self, user_id: int) -> int:
+        """How many videos the seen filter may remove (0 without Redis: the filter then
+        degrades too)."""
+        try:
+            return page_cache.seen_count(self.svc.redis, user_id)
+        except redis.RedisError:
+            return 0
+
+    def _sources(self, ctx: src.SourceContext, assignment: Assignment, seen: int,
                  trace: Trace) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Each source fetches its quota twice over plus as many as the user has seen, so a
+        heavy user's seen filter cannot empty it (the best ANN hits are the ones shown)."""
         quotas = dict(self.s.feed_quotas)
-        want = {k: max(1, round(v * self.s.feed_candidates * OVERFETCH)) for k, v in
+        want = {k: max(1, round(v * self.s.feed_candidates * OVERFETCH)) + seen for k, v in
                 quotas.items()}
         pool, r = self.svc.pool, self.svc.redis
         jobs: dict[str, Future] = {
@@ -126,7 +136,7 @@ class Feeds:
             quotas["popular"] = quotas.pop("ann", 0.0)
             jobs["popular"] = pool.submit(src.trending_ids, r, ctx,
                                           round(quotas["popular"] * self.s.feed_candidates
-                                                * OVERFETCH) or 1, "7d")
+                                                * OVERFETCH) + seen or 1, "7d")
         lists = {
             "following": src.following(ctx, want.get("following", 1)),
             "fresh": src.fresh(ctx, want.get("fresh", 1), self.s.feed_fresh_hours),

@@ -382,3 +382,17 @@ def test_sheds_first_pages_at_capacity_but_serves_cursors(client: TestClient,
     finally:
         feeds.inflight = 0
     assert client.get(FEED, headers=h).status_code == 200
+
+
+def test_heavy_viewer_still_gets_personalised_candidates(client: TestClient,
+                                                         world: Settings) -> None:
+    """The user's best ANN hits already shown: sources fetch past them instead of leaving
+    the page to exploration alone."""
+    from serving.feed import page_cache
+
+    svc, user = client.app.state.feeds.svc, 17
+    top = svc.retrievers.get("champion").model.search(user, world.feed_candidates)[0]
+    page_cache.mark_seen(svc.redis, user, top, int(time.time() * 1000), world.feed_seen_max)
+    items = client.get(FEED, headers=auth(world, user), params={"page_size": 50}).json()["items"]
+    assert not {it["video"]["id"] for it in items} & set(top.tolist())
+    assert any(it["source"] == "ann" for it in items), [it["source"] for it in items]
