@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 
-from training.retrieval import tracking
 from training.retrieval.cli import clean_errors, read_users, set_threads
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def index_build(
@@ -24,6 +25,7 @@ def index_build(
 ) -> None:
     """Build the FAISS index of a model version's item tower and store it next to the version."""
     from candidate_gen.index_store import build_for_model
+    from training.retrieval import tracking
 
     set_threads(threads)
     with clean_errors():
@@ -41,6 +43,8 @@ def index_build(
 
 
 def _read_items(path: Path) -> np.ndarray:
+    import numpy as np
+
     if path.suffix in (".parquet", ".csv"):
         import pandas as pd
 

@@ -4,3 +4,5 @@
 (the two-tower) and ``baselines`` -> ``metrics`` (the one evaluation) -> ``pipeline`` (tune on
 validation, refit, test) -> ``bundle`` / ``tracking`` (MLflow) -> ``cli``.
 """
+
+DATASET_KINDS = ("kuairand", "microlens", "synth")

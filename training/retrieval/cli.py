@@ -12,43 +12,36 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
-import torch
 import typer
 
-from core.config import get_settings
 from core.tables import DataError
-from training.retrieval import tracking
-from training.retrieval.bundle import make_bundle
-from training.retrieval.data import timeline
-from training.retrieval.metrics import evaluate
-from training.retrieval.pipeline import (
-    DATASET_KINDS,
-    TwoTowerRecommender,
-    load_data,
-    make_protocol,
-    prepare,
-    run,
-    tuning_grid,
-    two_tower_candidate,
-    two_tower_configs,
-)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+from training.retrieval import DATASET_KINDS
+
+# torch, pandas, mlflow and the training code load inside the commands: ``reelrank --help``
+# and every other command start without them.
 
 
 @contextmanager
 def clean_errors() -> Iterator[None]:
     """Expected failures as one line on stderr and exit code 2."""
+    from training.tracking import ModelNotFound
+
     try:
         yield
-    except (DataError, tracking.ModelNotFound, FileNotFoundError) as exc:
+    except (DataError, ModelNotFound, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
 def set_threads(threads: int | None) -> None:
+    import torch
+
     n = threads or os.cpu_count() or 1
     torch.set_num_threads(n)
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
@@ -69,6 +62,8 @@ def _mlflow_trial(phase: str, params: dict[str, Any]):  # noqa: ANN202 - a conte
     """Each fit of the tuning loop as a nested MLflow run with its per-epoch metrics."""
     import mlflow
 
+    from training.retrieval import tracking
+
     @contextmanager
     def ctx() -> Iterator[Callable[[dict], None]]:
         with mlflow.start_run(run_name=f"{phase} {params}", nested=True):
@@ -80,7 +75,9 @@ def _mlflow_trial(phase: str, params: dict[str, Any]):  # noqa: ANN202 - a conte
 
 
 def _epoch_logger(epoch: int, row: dict[str, float]) -> None:
-    tracking.log_metrics(row, step=epoch)
+    from training.tracking import log_metrics
+
+    log_metrics(row, step=epoch)
 
 
 def train_retrieval(
@@ -121,6 +118,20 @@ def train_retrieval(
 
     Unset options take the data set's validated defaults (see ``TWO_TOWER_DEFAULTS``)."""
     import mlflow
+    import pandas as pd
+
+    from core.config import get_settings
+    from training.retrieval import tracking
+    from training.retrieval.bundle import make_bundle
+    from training.retrieval.pipeline import (
+        TwoTowerRecommender,
+        load_data,
+        prepare,
+        run,
+        tuning_grid,
+        two_tower_candidate,
+        two_tower_configs,
+    )
 
     set_threads(threads)
     with clean_errors():
@@ -182,6 +193,11 @@ def eval_retrieval(
     """Evaluate a registered model on the test part of its data (or of --data)."""
     import mlflow
 
+    from training.retrieval import tracking
+    from training.retrieval.data import timeline
+    from training.retrieval.metrics import evaluate
+    from training.retrieval.pipeline import load_data, make_protocol
+
     set_threads(threads)
     with clean_errors():
         tracking.configure()
@@ -203,6 +219,9 @@ def eval_retrieval(
 
 def read_users(path: Path) -> np.ndarray:
     """User ids from a parquet / CSV file with a ``user_id`` column, or one id per line."""
+    import numpy as np
+    import pandas as pd
+
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.suffix == ".parquet":
@@ -228,6 +247,8 @@ def recommend(
     threads: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Each user's top-K, without items they interacted with in the model's training data."""
+    from training.retrieval import tracking
+
     set_threads(threads)
     with clean_errors():
         ids = read_users(users)

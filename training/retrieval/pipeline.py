@@ -26,6 +26,7 @@ from models.two_tower import TwoTowerConfig
 from training.content import content_matrix
 from training.datasets import kuairand, microlens
 from training.datasets.store import Dataset, load_dataset
+from training.retrieval import DATASET_KINDS
 from training.retrieval.data import Fold, Protocol, cold_items, leave_last_out, temporal, timeline
 from training.retrieval.features import Catalog, TrainData, build_catalog, encode
 from training.retrieval.metrics import evaluate
@@ -33,7 +34,6 @@ from training.retrieval.trainer import TrainConfig, TrainResult, scorer, train
 
 log = logging.getLogger(__name__)
 
-DATASET_KINDS = ("kuairand", "microlens", "synth")
 ADAPTERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "kuairand": kuairand.load,
     "microlens": microlens.load,
