@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.bench import table, write_report
+from serving.loadgen import PAGES_PER_USER
 
 ROOT = Path("var/bench-serve")
 STAGES = ("features", "ann", "candidates", "filter", "ranking", "rerank", "page")
@@ -104,15 +105,26 @@ def _ranker_loads() -> bool:
         return False
 
 
-def _tokens(root: Path, users: int, n: int = 2000) -> Path:
-    from core.config import get_settings
-    from platform_services.auth import issue_token
+class Viewers:
+    """Bearer tokens of every user in a fixed random order, handed out so that each run gets
+    users no earlier run has used (until they run out): one run's seen sets must not make the
+    next run's first pages costlier."""
 
-    settings = get_settings()
-    picked = random.Random(0).sample(range(users), min(n, users))
-    path = root / "tokens.txt"
-    path.write_text("\n".join(issue_token(settings, u, ttl_s=6 * 3600) for u in picked))
-    return path
+    def __init__(self, root: Path, users: int) -> None:
+        from core.config import get_settings
+        from platform_services.auth import issue_token
+
+        settings = get_settings()
+        order = random.Random(0).sample(range(users), users)
+        self.tokens = [issue_token(settings, u, ttl_s=6 * 3600) for u in order]
+        self.path, self.next = root / "tokens.txt", 0
+
+    def take(self, n: int) -> Path:
+        """A token file of the next ``n`` users."""
+        picked = [self.tokens[(self.next + i) % len(self.tokens)] for i in range(n)]
+        self.next += n
+        self.path.write_text("\n".join(picked))
+        return self.path
 
 
 def _server(root: Path, backend: str, port: int) -> subprocess.Popen:
@@ -201,8 +213,8 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
         videos, users, rates, seconds = 5_000, 1_000, [10, 25], 3.0
     root.mkdir(parents=True, exist_ok=True)
     world = prepare(root, videos, users, days=7)
-    tokens = _tokens(root, users)
-    probe = tokens.read_text().splitlines()[0]
+    viewers = Viewers(root, users)
+    probe = viewers.tokens[-1]
     results: list[list[object]] = []
     stages: dict[str, list[list[object]]] = {}
     loads: list[float] = []
@@ -215,14 +227,15 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
     for backend in ("ray", "local"):
         proc = _server(root, backend, port=8765)
         try:
-            _load(8765, tokens, "first", 10, 3.0)  # warm-up, not reported
+            _load(8765, viewers.take(30), "first", 10, 3.0)  # warm-up, not reported
             # Cached pages first: an overloaded first-page run must not leave them a backlog.
             for mode in ("cached", "first"):
                 for rate in rates if mode == "first" else [r * 2 for r in rates]:
                     _drain(8765, probe)
                     loads.append(os.getloadavg()[0])
                     try:
-                        run = _load(8765, tokens, mode, rate, seconds)
+                        n = int(rate * seconds) // (PAGES_PER_USER if mode == "cached" else 1)
+                        run = _load(8765, viewers.take(n + 1), mode, rate, seconds)
                     except Exception as exc:  # keep the other runs; say what failed
                         results.append([backend, mode, rate, "-", "-", "-", "-", "-", "-", "-",
                                         f"failed: {str(exc)[:80]}"])
@@ -237,6 +250,13 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
         finally:
             _stop(proc)
     return report()
+
+
+def _ratios(results: list[list[object]]) -> list[list[object]]:
+    by = {(r[0], r[1], r[2]): r for r in results if isinstance(r[6], float)}
+    return [[mode, rate, ray[4] / local[4], ray[6] / local[6]]
+            for (backend, mode, rate), ray in by.items()
+            if backend == "ray" and (local := by.get(("local", mode, rate)))]
 
 
 def _body(videos: int, users: int, seconds: float, world: dict, results: list, stages: dict,
@@ -256,6 +276,10 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "",
         table(["backend", "pages", "req/s", "served/s", "p50 ms", "p95 ms", "p99 ms", "shed",
                "errors", "degraded", "why"], results),
+        "",
+        "## Ray Serve against the in-process ranker (the baseline), same rates",
+        "",
+        table(["pages", "req/s", "p50 ray / local", "p99 ray / local"], _ratios(results)),
         "",
         "## Time per stage, first pages (ms)",
     ]
