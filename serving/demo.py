@@ -47,11 +47,13 @@ def build_features() -> None:
 
 
 def train_ranker(**options: object) -> None:
-    """Train the multi-task ranker (and its baselines) on the point-in-time training set and
-    register it; ``options`` go to ``reelrank train ranker`` (e.g. ``epochs``)."""
+    """Train the multi-task ranker on the point-in-time training set and register it;
+    ``options`` go to ``reelrank train ranker`` (e.g. ``epochs``). The baselines (LightGBM,
+    single-task) are left to ``reelrank train ranker`` and the bench: the demo serves."""
     from training.ranker.cli import train_ranker as train
 
-    train(dataset=DATASET, data=_data(), **({"progress": False} | options))  # type: ignore[arg-type]
+    defaults = {"progress": False, "lightgbm": False, "single_task": ""}
+    train(dataset=DATASET, data=_data(), **(defaults | options))  # type: ignore[arg-type]
 
 
 def deploy_champions() -> None:

@@ -68,7 +68,7 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         load_world(settings, load_dataset(demo.DATASET))
         demo.train_retrieval(epochs=2, variant="id")
         demo.build_features()
-        demo.train_ranker(epochs=2, lightgbm=False, single_task="")
+        demo.train_ranker(epochs=2)
         yield settings
         get_settings.cache_clear()
 
