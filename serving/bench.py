@@ -72,8 +72,7 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
     # does not depend on it (item vectors are precomputed, the user tower is the same).
     steps = {"world": world, "retrieval": lambda: demo.train_retrieval(epochs=3, variant="id"),
              "features": demo.build_features,
-             "ranker": lambda: demo.train_ranker(epochs=2,
-                                                 build_features=False),
+             "ranker": lambda: demo.train_ranker(epochs=2, build_features=False),
              "deploy": demo.deploy_champions}
     for attempt in range(2):
         for name, step in steps.items():
