@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # First pages ranked at once per process; past it the feed answers 503 + Retry-After
     # instead of queueing work nobody will wait for.
     feed_max_inflight: int = Field(default=32, ge=1)
+    # Requests (any endpoint) one API process holds at once; past it uvicorn answers 503 at
+    # once, so an overload sheds instead of building a backlog that times every request out.
+    api_max_concurrency: int = Field(default=256, ge=1)
     # Shares of ``feed_candidates`` per source (ANN's share goes to popularity without an index).
     feed_quotas: dict[str, float] = Field(
         default_factory=lambda: {

@@ -130,11 +130,13 @@ def _server(root: Path, backend: str, port: int) -> subprocess.Popen:
     env = os.environ | _env(root) | {"REELRANK_RANKER_BACKEND": backend}
     cmd = [sys.executable, "-c", "from core.cli import main; main()", "serve", "api",
            "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = root / f"api-{backend}.log"  # not a pipe: one nobody reads fills and blocks the API
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"API exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"API exited: {log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
                 return proc

@@ -42,7 +42,7 @@ def serve_api(
     migrate(settings.database_url)
     serving_threads()
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")
+                limit_concurrency=settings.api_max_concurrency, log_level="warning")
 
 
 def move_alias(model: str, alias: str, version: str = "latest") -> tuple[str, str, str | None]:

@@ -119,6 +119,7 @@ def serve() -> None:
                      daemon=True).start()
     try:
         uvicorn.run("serving.app:create_app", factory=True, host=host, port=port,
+                    limit_concurrency=settings.api_max_concurrency,
                     log_level="warning")  # returns after Ctrl-C and a clean lifespan shutdown
     finally:
         for p in workers:

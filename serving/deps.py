@@ -25,7 +25,7 @@ async def get_settings(request: Request) -> Settings:
 
 
 def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
-    """One session (one transaction) per request: a route commits; anything else rolls back."""
+    """One session per request: a route commits its writes; anything uncommitted rolls back."""
     with runtime.sessions() as session:
         yield session
 
@@ -50,6 +50,8 @@ def get_current_user(
     except AuthError as exc:
         raise HTTPException(401, f"invalid token: {exc}", headers=_UNAUTHORIZED) from None
     user = session.get(User, user_id)
+    session.commit()  # end the read: the connection goes back to the pool (``user`` stays
+    # loaded), so a request waiting on something else holds none
     if user is None:
         raise HTTPException(401, "invalid token: unknown user", headers=_UNAUTHORIZED)
     return user
