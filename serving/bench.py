@@ -270,9 +270,9 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "",
         "Open-loop load from a separate process over loopback; latency from each request's "
         f"scheduled send time; {seconds:g} s per rate. `shed`: 503s at capacity "
-        "(`feed_max_inflight`); `degraded`: share of 200s served with a fallback (header "
-        "`X-Reelrank-Degraded`), `why` its components. 1-minute load average at the start of "
-        "the runs (the API and the load generator included): "
+        "(`feed_max_inflight`, `api_max_concurrency`); `degraded`: share of 200s served with "
+        "a fallback (header `X-Reelrank-Degraded`), `why` its components. 1-minute load "
+        "average at the start of the runs (the API and the load generator included): "
         + (f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a") + " on 2 cores.",
         "",
         table(["backend", "pages", "req/s", "served/s", "p50 ms", "p95 ms", "p99 ms", "shed",
