@@ -11,11 +11,9 @@ the page / cursor / exposure tail (:meth:`Feeds.serve_list`).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,10 +59,6 @@ class Feeds:
         self.svc, self.s = svc, svc.settings
         self.urls = MediaUrls(svc.blobs)
         self.inflight = 0  # first pages admitted and not answered (serving.routes.feed.admit)
-        # SQLite has one writer: page threads queue here rather than in its busy handler,
-        # whose sleeps collapse throughput under concurrent commits.
-        self.writes: AbstractContextManager = (
-            threading.Lock() if self.s.database_url.startswith("sqlite") else nullcontext())
         self.rerank_cfg = RerankConfig(self.s.feed_explore_slots, self.s.feed_fresh_hours,
                                        self.s.feed_freshness_boost, self.s.feed_topic_window)
 
@@ -304,13 +298,12 @@ class Feeds:
                       positions: np.ndarray, trace: Trace) -> None:
         if not len(ids):
             return
-        with self.writes:
-            emit(session, ExperimentExposure(
-                user_id=user.id, request_id=list_id, experiment=ranked.experiment,
-                variant=ranked.variant, model_version=ranked.model_version,
-                video_ids=ids.tolist(), sources=[src.SOURCES[s] for s in sources.tolist()],
-                first_position=int(positions[0])))
-            session.commit()
+        emit(session, ExperimentExposure(
+            user_id=user.id, request_id=list_id, experiment=ranked.experiment,
+            variant=ranked.variant, model_version=ranked.model_version,
+            video_ids=ids.tolist(), sources=[src.SOURCES[s] for s in sources.tolist()],
+            first_position=int(positions[0])))
+        session.commit()
         try:
             page_cache.mark_seen(self.svc.redis, user.id, ids, now_ms(), self.s.feed_seen_max)
         except redis.RedisError as exc:

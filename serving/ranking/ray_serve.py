@@ -51,9 +51,10 @@ class RankerDeployment:
         self.models.start(poll_s)
 
     def reconfigure(self, config: dict) -> None:
-        """``user_config``: micro-batch size and wait, changeable without a restart."""
-        self._batch.set_max_batch_size(int(config.get("max_batch_size", 8)))
-        self._batch.set_batch_wait_timeout_s(float(config.get("batch_wait_ms", 0.5)) / 1000)
+        """``user_config`` (from the settings): micro-batch size and wait, changeable without a
+        restart."""
+        self._batch.set_max_batch_size(int(config["max_batch_size"]))
+        self._batch.set_batch_wait_timeout_s(float(config["batch_wait_ms"]) / 1000)
 
     async def score(self, alias: str, request: RankRequest) -> Result:
         return await self._batch((alias, request))
