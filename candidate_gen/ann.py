@@ -13,12 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from candidate_gen.catalog import PRIVATE, Snapshot
 from candidate_gen.faiss_index import ItemIndex
+
+if TYPE_CHECKING:
+    from training.retrieval.bundle import Bundle
 
 log = logging.getLogger(__name__)
 USER_CACHE = 200_000  # user vectors kept (64 floats each: ~60 MB at most)
@@ -52,7 +57,7 @@ def content_vectors(titles: list[str], dim: int) -> np.ndarray:
 class AnnRetriever:
     """``search(user_id, k)`` over the index of one retrieval model version."""
 
-    bundle: object  # training.retrieval.bundle.Bundle
+    bundle: Bundle
     index: ItemIndex
     version: str  # "reelrank-retrieval/3"
     in_index: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # by video id
@@ -63,7 +68,7 @@ class AnnRetriever:
         ids = np.asarray(self.bundle.item_ids, np.int64)
         self.in_index = np.zeros(int(ids.max()) + 1 if len(ids) else 0, bool)
         self.in_index[ids[ids >= 0]] = True
-        cat = self.bundle.data.catalog
+        cat = self.bundle.data.ids
         self._history = (cat.user_ids, self.bundle.data.indptr, cat.item_ids[self.bundle.data.item])
 
     def user_vector(self, user_id: int) -> np.ndarray:
@@ -134,12 +139,13 @@ class AnnRetriever:
         return self.bundle.vectors_for_items(items, content)
 
 
-def load_retriever(model_uri: str) -> AnnRetriever:
+def load_retriever(model_uri: str, index_dir: Path) -> AnnRetriever:
     """The retrieval version behind ``model_uri`` with its FAISS index (built by
-    ``reelrank index build``); raises when either is missing."""
+    ``reelrank index build``, cached under ``index_dir``); raises when either is missing."""
     from candidate_gen.index_store import load_for_model
-    from training.retrieval import tracking
+    from training import registry
+    from training.retrieval.bundle import Bundle
 
-    bundle, version = tracking.load(model_uri)
-    index = load_for_model(f"models:/{version.name}/{version.version}")
+    bundle, version = registry.load_bundle(model_uri, Bundle)
+    index = load_for_model(f"models:/{version.name}/{version.version}", index_dir)
     return AnnRetriever(bundle, index, f"{version.name}/{version.version}")

@@ -14,14 +14,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from platform_services.bus.tables import VideoStats
-from platform_services.storage.models import User, Video, VideoStatus, Visibility
+from core.clock import now_ms
+from platform_services.storage.models import User, Video, VideoStats, VideoStatus, Visibility
 
 VISIBILITY = (Visibility.PUBLIC.value, Visibility.FOLLOWERS.value, Visibility.PRIVATE.value)
 PUBLIC, FOLLOWERS, PRIVATE = range(3)
@@ -65,13 +65,6 @@ class Snapshot:
         out[inside] = self.owner[ids[inside]] >= 0
         return out
 
-    def eligible_public(self, ids: np.ndarray) -> np.ndarray:
-        """Known, ready and public: what anyone may be shown."""
-        ok = self.known(ids)
-        ids = np.asarray(ids, np.int64)
-        ok[ok] = self.ready[ids[ok]] & (self.visibility[ids[ok]] == PUBLIC)
-        return ok
-
     def fresh(self, since_ms: int, limit: int) -> np.ndarray:
         """Ready public videos uploaded since ``since_ms``, newest first."""
         newest = self.newest[:limit]
@@ -94,7 +87,7 @@ def _derive(s: Snapshot) -> Snapshot:
         pool = public[quality[public] >= cut]
     newest = public[np.argsort(-s.created_ms[public], kind="stable")][:NEWEST]
     return replace(s, quality=quality, by_owner=by_owner, explore_pool=pool, newest=newest,
-                   built_ms=int(time.time() * 1000))
+                   built_ms=now_ms())
 
 
 def _grow(a: np.ndarray, n: int, fill: object) -> np.ndarray:
@@ -191,7 +184,3 @@ class Catalog:
             a = a[(a[:, 0] >= 0) & (a[:, 0] < s.capacity)]
             views[a[:, 0]], likes[a[:, 0]], shares[a[:, 0]] = a[:, 1], a[:, 2], a[:, 3]
         return replace(s, views=views, likes=likes, shares=shares)
-
-
-def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)

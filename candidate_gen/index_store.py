@@ -19,8 +19,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from candidate_gen.faiss_index import IndexSpec, ItemIndex, exact_search, latency, recall_at_k
-from core.config import get_settings
-from training.retrieval import tracking
+from training import registry
 from training.retrieval.bundle import Bundle
 
 TAG = "faiss_index"
@@ -36,22 +35,23 @@ class BuildReport:
     timings: dict[str, float]
 
 
-def _local_dir(name: str, version: str) -> Path:
-    return get_settings().path("indexes", name, str(version))  # MLflow 3 versions are ints
+def _local_dir(cache_dir: Path, name: str, version: str) -> Path:
+    return cache_dir / name / str(version)  # MLflow 3 versions are ints
 
 
 def query_sample(bundle: Bundle, n: int = 1000, seed: int = 0) -> np.ndarray:
     """User-tower vectors of up to ``n`` training users: what the index will be asked."""
-    users = bundle.data.catalog.user_ids[np.diff(bundle.data.indptr) > 0]
+    users = bundle.data.ids.user_ids[np.diff(bundle.data.indptr) > 0]
     rng = np.random.default_rng(seed)
     picked = rng.choice(users, min(n, len(users)), replace=False) if len(users) else users
     return bundle.user_vectors(picked).numpy()
 
 
-def build_for_model(uri: str, kind: str = "auto", exclude: np.ndarray | None = None,
-                    target_recall: float = 0.95) -> BuildReport:
-    """Build, measure and persist the index of a registered retrieval version."""
-    bundle, version = tracking.load(uri)
+def build_for_model(uri: str, cache_dir: Path, kind: str = "auto",
+                    exclude: np.ndarray | None = None, target_recall: float = 0.95) -> BuildReport:
+    """Build, measure and persist the index of a registered retrieval version (a local copy
+    under ``cache_dir``, the settings' ``indexes`` directory)."""
+    bundle, version = registry.load_bundle(uri, Bundle)
     ids, vectors = bundle.item_ids, bundle.item_vectors
     if exclude is not None and len(exclude):
         keep = ~np.isin(ids, exclude)
@@ -65,7 +65,7 @@ def build_for_model(uri: str, kind: str = "auto", exclude: np.ndarray | None = N
     recall = recall_at_k(index.search(queries, k)[1], exact_search(vectors, ids, queries, k))
     timings = latency(index, queries, k)
 
-    path = index.save(_local_dir(version.name, version.version))
+    path = index.save(_local_dir(cache_dir, version.name, version.version))
     artifact_path = f"faiss/v{version.version}"
     run_id = version.run_id
     MlflowClient().log_artifacts(run_id, str(path), artifact_path)
@@ -74,15 +74,16 @@ def build_for_model(uri: str, kind: str = "auto", exclude: np.ndarray | None = N
     return BuildReport(index, path, artifact_uri, recall, build_seconds, timings)
 
 
-def load_for_model(uri: str) -> ItemIndex:
-    """The index built for the version behind ``uri`` (alias or number)."""
-    version = tracking.resolve(uri)
-    local = _local_dir(version.name, version.version)
+def load_for_model(uri: str, cache_dir: Path) -> ItemIndex:
+    """The index built for the version behind ``uri`` (alias or number), cached locally
+    under ``cache_dir``."""
+    version = registry.resolve(uri)
+    local = _local_dir(cache_dir, version.name, version.version)
     if (local / "index.faiss").is_file():
         return ItemIndex.load(local)
     artifact = version.tags.get(TAG)
     if not artifact:
-        raise tracking.ModelNotFound(
+        raise registry.ModelNotFound(
             f"{uri}: version {version.version} has no FAISS index; run `reelrank index build`")
     with tempfile.TemporaryDirectory() as tmp:
         got = Path(mlflow.artifacts.download_artifacts(artifact, dst_path=tmp))

@@ -1,4 +1,4 @@
-"""``reelrank index build`` and ``reelrank bench retrieval``."""
+"""``reelrank index build``."""
 
 from __future__ import annotations
 
@@ -25,13 +25,16 @@ def index_build(
 ) -> None:
     """Build the FAISS index of a model version's item tower and store it next to the version."""
     from candidate_gen.index_store import build_for_model
-    from training.retrieval import tracking
+    from core.config import get_settings
+    from training import registry
+    from training.retrieval.bundle import EXPERIMENT
 
     set_threads(threads)
     with clean_errors():
-        tracking.configure()
+        settings = get_settings()
+        registry.configure(settings, EXPERIMENT)
         excluded = _read_items(exclude) if exclude else None
-        report = build_for_model(model, kind, excluded, target_recall)
+        report = build_for_model(model, settings.path("indexes"), kind, excluded, target_recall)
         spec = report.index.spec
         t = report.timings
         typer.echo(
@@ -50,36 +53,12 @@ def _read_items(path: Path) -> np.ndarray:
 
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         if "item_id" not in frame:
-            from core.tables import DataError
+            from core.dataset_schema import DataError
 
             raise DataError(f"{path}: missing column 'item_id'")
         return frame["item_id"].to_numpy(np.int64)
     return read_users(path)  # one integer per line
 
 
-def bench_retrieval(
-    kuairand: Annotated[Path, typer.Option(help="KuaiRand directory (raw or imported).")]
-    = Path("../shared/data/kuairand"),
-    microlens: Annotated[Path, typer.Option(help="MicroLens directory (raw or imported).")]
-    = Path("../shared/data/microlens50k"),
-    out: Annotated[Path, typer.Option()] = Path("benchmarks/results/retrieval.md"),
-    ann_items: Annotated[int, typer.Option(min=1000)] = 1_000_000,
-    threads: Annotated[int | None, typer.Option()] = None,
-    quick: Annotated[bool, typer.Option(help="Few epochs, no grids: a smoke run.")] = False,
-) -> None:
-    """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
-    import os
-
-    from candidate_gen.retrieval_bench import bench
-    from core.config import get_settings
-
-    set_threads(threads)
-    with clean_errors():
-        path = bench(kuairand, microlens, out, ann_items, threads or os.cpu_count() or 1, quick,
-                     cache_dir=get_settings().path("content"))
-        typer.echo(f"wrote {path}")
-
-
 def register(groups: dict[str, typer.Typer]) -> None:
     groups["index"].command("build")(index_build)
-    groups["bench"].command("retrieval")(bench_retrieval)

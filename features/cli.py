@@ -1,4 +1,4 @@
-"""``reelrank features ...`` and ``reelrank bench features``.
+"""``reelrank features ...``.
 
 The usual sequence on a data set (``reelrank data synth`` makes one)::
 
@@ -150,22 +150,6 @@ def get(
             typer.echo(feats.items.T.to_string())
 
 
-def bench(
-    candidates: Annotated[int, typer.Option(help="Candidate videos per read.")] = 500,
-    reads: Annotated[int, typer.Option(help="Timed reads per store and path.")] = 300,
-    rate: Annotated[int, typer.Option(help="Events per second for the freshness run.")] = 1000,
-    seconds: Annotated[float, typer.Option(help="Length of the freshness run.")] = 15.0,
-    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
-        "benchmarks/results/features.md"
-    ),
-) -> None:
-    """Online read latency (SQLite, Redis), freshness at a given event rate, materialization."""
-    from features.bench import run_bench
-
-    run_bench(out, candidates=candidates, reads=reads, rate=rate, seconds=seconds)
-    typer.echo(f"wrote {out}")
-
-
 def register(groups: dict[str, typer.Typer]) -> None:
     features = groups["features"]
     features.command("apply")(apply)
@@ -173,4 +157,3 @@ def register(groups: dict[str, typer.Typer]) -> None:
     features.command("materialize")(materialize)
     features.command("training-set")(training_set)
     features.command("get")(get)
-    groups["bench"].command("features")(bench)

@@ -3,7 +3,7 @@
 Serving calls::
 
     reader = FeatureReader(settings)                  # once per process
-    feats = reader.get(user_id, video_ids)            # or: await reader.aget(...)
+    feats = reader.get(user_id, video_ids)
     feats.user    # {"u_tenure_days": ..., "ctx_hour": ..., "u_seen": [...], ...}
     feats.items   # DataFrame, one row per video_id in order, schema.ITEM_COLUMNS
 
@@ -22,7 +22,6 @@ protobuf response building; ``auto`` picks ``redis`` on a Redis online store.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 import threading
@@ -32,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -46,12 +45,13 @@ from features.repo import PRIOR, PROJECT, VIEW_BY_NAME
 from features.store import (
     FeatureStoreError,
     online_kind,
+    online_url,
     open_store,
     read_meta,
-    redis_connection_string,
     repo_dir,
 )
 from features.windows import minute_of, window_sums
+from platform_services.storage.cache import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,16 @@ def check_refs(refs: Sequence[str]) -> None:
 Request = tuple[list[str], dict[str, list[int]]]  # refs, join key -> ids (one per entity row)
 
 
+class OnlineBackend(Protocol):
+    """Raw values out of the online store: what both read paths promise the reader."""
+
+    name: str
+
+    def read(self, requests: list[Request]) -> list[Raw]:
+        """One ``Raw`` per request: each ref's values per entity row, ``None`` where missing."""
+        ...
+
+
 class FeastBackend:
     """``FeatureStore.get_online_features``: the reference path, works on every online store."""
 
@@ -145,17 +155,15 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, settings: Settings) -> None:
-        import redis
         from feast.infra.online_stores.helpers import _mmh3
         from feast.protos.feast.types.Value_pb2 import Value
 
-        parts = redis_connection_string(settings.redis_url).split(",")
-        kwargs: dict[str, Any] = dict(p.split("=", 1) for p in parts if "=" in p)
-        if "unix_socket_path" not in kwargs:
-            host, port = parts[0].rsplit(":", 1)
-            kwargs |= {"host": host, "port": int(port)}
-        kwargs["ssl"] = kwargs.get("ssl") == "true"
-        self.client = redis.Redis(**kwargs)
+        # The platform's one Redis factory: the same URL handling and socket timeouts as every
+        # other connection (a Redis that stops answering costs a read its budget, no more).
+        timeout_s = max(settings.feature_read_timeout_ms / 1000.0, 0.25)
+        self.client = redis_client(
+            online_url(settings), socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
         self._parse = Value.FromString
         self._field = {
             f"{v.name}:{f.name}": _mmh3(f"{v.name}:{f.name}")
@@ -249,7 +257,7 @@ def redis_keys(join_keys: Sequence[str], rows: dict[str, list[int]]) -> list[byt
     ]
 
 
-def open_backend(settings: Settings, backend: Backend = "auto") -> FeastBackend | RedisBackend:
+def open_backend(settings: Settings, backend: Backend = "auto") -> OnlineBackend:
     """The raw reader for ``settings``' online store (``auto``: direct on Redis, else Feast)."""
     kind = online_kind(settings)
     if backend == "auto":
@@ -398,10 +406,6 @@ class FeatureReader:
                 user_part, items, feats.user_found, feats.videos_found, feats.timed_out
             )
         return feats
-
-    async def aget(self, user_id: int, video_ids: Sequence[int], **kwargs: Any) -> OnlineFeatures:
-        """:meth:`get` for an event loop (the read runs on the reader's threads)."""
-        return await asyncio.to_thread(self.get, user_id, video_ids, **kwargs)
 
     @staticmethod
     def _check_columns(columns: Sequence[str] | None) -> list[str] | None:

@@ -2,8 +2,8 @@
 
 ``repo_config(settings)`` is the single source of the Feast configuration; it is written to
 ``<repo>/feature_store.yaml`` (for the ``feast`` CLI and UI) and used directly by
-:func:`open_store`. The online store is SQLite unless ``redis_url`` names a Redis server (or
-``feature_online_store=redis``); the offline store is the parquet files of the repo.
+:func:`open_store`. The online store is the URL ``feature_online_url`` (unset: the Redis of
+``redis_url``; ``sqlite://``: a file in the repo); the offline store is the repo's parquet files.
 """
 
 from __future__ import annotations
@@ -33,9 +33,20 @@ def repo_dir(settings: Settings) -> Path:
     return Path(settings.feature_repo_dir or Path(settings.var_dir) / "feature_repo")
 
 
+def online_url(settings: Settings) -> str:
+    """The online store's URL: ``feature_online_url``, else the Redis of ``redis_url``."""
+    return settings.feature_online_url or settings.redis_url
+
+
 def online_kind(settings: Settings) -> str:
-    """``redis`` or ``sqlite``: what ``feature_online_store`` resolves to (``auto``: Redis)."""
-    return "sqlite" if settings.feature_online_store == "sqlite" else "redis"
+    """``redis`` or ``sqlite``: the kind of online store :func:`online_url` names."""
+    return "sqlite" if online_url(settings).startswith("sqlite:") else "redis"
+
+
+def _sqlite_path(url: str) -> str:
+    """``sqlite://`` -> ``online.db`` (in the repo); ``sqlite:///PATH`` -> ``/PATH``."""
+    path = url.removeprefix("sqlite://")
+    return path or "online.db"
 
 
 def redis_connection_string(url: str) -> str:
@@ -75,14 +86,14 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
     if online_kind(settings) == "redis":
         online = {
             "type": "redis",
-            "connection_string": redis_connection_string(settings.redis_url),
+            "connection_string": redis_connection_string(online_url(settings)),
             # No read-before-write timestamp check: pushes are already ordered (each is made
             # inside the stream's state transaction, so a newer state is pushed after an older
             # one), and a rebuilt snapshot must replace the old one even at the same timestamp.
             "skip_dedup": True,
         }
     else:
-        online = {"type": "sqlite", "path": "online.db"}
+        online = {"type": "sqlite", "path": _sqlite_path(online_url(settings))}
     return {
         "project": PROJECT,
         "provider": "local",

@@ -9,7 +9,7 @@ three push views fresh within about a second:
 - ``video_fresh``: a new upload's creator, duration and readiness before any batch build.
 
 Correctness under at-least-once delivery: the counters and the recent-event lists are state
-tables (:mod:`features.tables`) updated in the worker's transaction together with the
+tables (:mod:`features.stream_state`) updated in the worker's transaction together with the
 processed event ids, so a redelivered event is skipped; what is pushed is recomputed from that
 state (absolute values), so a push repeated after a crash is harmless. An interaction counts in
 the minute it *happened* if it is at most ``feature_lateness_s`` late (older ones only reach
@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -35,12 +35,13 @@ from prometheus_client import Counter
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core.clock import utcnow
 from core.config import Settings
 from core.events import Action, Event, UserInteraction, VideoProcessed
 from features.online import FeastBackend, RedisBackend, open_backend
 from features.repo import TS_FIELD
 from features.store import apply_repo, open_store, repo_dir
-from features.tables import UserRecent, VideoMinute
+from features.stream_state import UserRecent, VideoMinute
 from features.windows import BUCKET_S, N_BUCKETS, SESSION_GAP_S, minute_of, pack
 from platform_services.bus.worker import Worker, WorkerConfig
 from platform_services.runtime import Runtime
@@ -61,10 +62,6 @@ TOPIC_TTL_S = 600.0
 
 LATE = Counter("reelrank_feature_late_events", "Interactions too late for the real-time windows")
 PUSHED = Counter("reelrank_feature_rows_pushed", "Rows pushed to the online store", ["view"])
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def user_features(events: list[list[Any]]) -> dict[str, Any]:

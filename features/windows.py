@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.clock import DAY_MS
+
 BUCKET_S = 60
 N_BUCKETS = 60  # one hour of minutes
 WINDOWS_MIN: dict[str, int] = {"5m": 5, "1h": 60}
@@ -70,7 +72,7 @@ class EventIndex:
     queries cost a few vectorised passes, not a Python loop.
     """
 
-    MARGIN_MS = 366 * 86_400_000  # queries may reach a year before the first event or past the last
+    MARGIN_MS = 366 * DAY_MS  # queries may reach a year before the first event or past the last
 
     def __init__(
         self, entity: np.ndarray, ts_ms: np.ndarray, weights: dict[str, np.ndarray] | None = None

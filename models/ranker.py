@@ -1,6 +1,6 @@
 """The multi-task ranker: one network, one probability per engagement task, one final score.
 
-Inputs are already encoded (by ``training.ranker.features``): categorical fields as vocabulary
+Inputs are already encoded (by ``training.ranker.featurizer``): categorical fields as vocabulary
 indices (0 = unknown) and numeric features standardised. Every field's embedding and the
 numeric vector are concatenated, crossed explicitly by DCN-v2 layers (x_{l+1} = x0 * (W x_l + b)
 + x_l, which learns feature crosses a plain MLP needs many units for), and fed to a multi-gate

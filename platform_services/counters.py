@@ -8,8 +8,8 @@ from sqlalchemy import case
 from sqlalchemy.orm import Session
 
 from core.events import Action, Event, UserInteraction
-from platform_services.bus.tables import VideoStats
 from platform_services.storage.db import upsert_insert
+from platform_services.storage.models import VideoStats
 
 _COLUMN = {
     Action.VIEW: "views",

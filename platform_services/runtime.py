@@ -1,7 +1,7 @@
 """The wiring a platform process needs: engine, sessions and bus, built from Settings.
 
-The worker entry points (``reelrank worker NAME``) live here: each is
-``async def run(settings, stop)``.
+The ``relay`` and ``counters`` workers live here. Every worker (``reelrank worker NAME``) is
+an ``async def run(settings, stop)``, listed in ``WORKERS`` of :mod:`core.cli`.
 """
 
 from __future__ import annotations

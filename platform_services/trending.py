@@ -15,7 +15,6 @@ a popularity signal.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,10 +23,11 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import clock
+from core.clock import DAY_MS, HOUR_MS
 from core.config import Settings
 from core.events import Action, Event, UserInteraction
 
-HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 ALL = "all"
 WINDOWS: dict[str, tuple[str, int, int]] = {  # name -> (granularity, bucket ms, buckets)
     "24h": ("h", HOUR_MS, 25),
@@ -58,7 +58,7 @@ def _key(gran: str, bucket: int, region: str, category: str) -> str:
 def add_counts(r: redis.Redis, hits: Iterable[Hit], now_ms: int | None = None) -> int:
     """Add hits to their buckets (one pipelined round trip); hits too old to matter are
     dropped. Returns how many sorted-set increments were sent."""
-    now_ms = now_ms or int(time.time() * 1000)
+    now_ms = now_ms or clock.now_ms()
     sums: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     expiry: dict[str, int] = {}
     for h in hits:
@@ -86,7 +86,7 @@ def top(r: redis.Redis, window: str, region: str | None = None, category: str | 
         n: int = 100, now_ms: int | None = None, cache_s: float = 30.0) -> list[tuple[int, float]]:
     """The ``n`` videos with the most weighted engagement in ``window`` as (id, score)."""
     gran, size, count = WINDOWS[window]
-    now_ms = now_ms or int(time.time() * 1000)
+    now_ms = now_ms or clock.now_ms()
     region, category = region or ALL, category or ALL
     latest = now_ms // size
     # The cache key moves with a slice of time, so a union is at most ``cache_s`` old.

@@ -1,4 +1,5 @@
-"""The FastAPI application: ``create_app(settings)``; ``/api/v1/...`` plus health and metrics."""
+"""The FastAPI application: ``create_app(settings)``; ``/api/v1/...`` plus health, metrics and,
+for the local blob store, ``/blobs/...`` (what its pre-signed media URLs point at)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from prometheus_client import make_asgi_app
 
 from core.config import Settings, get_settings
 from platform_services.runtime import Runtime
+from platform_services.storage.blob_routes import blob_router
+from platform_services.storage.blobs import LocalBlobStore, open_blob_store
 from serving.errors import install_error_handlers
 from serving.routes import auth, events, feed
 
@@ -45,6 +48,9 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router):
         app.include_router(router, prefix=API_PREFIX)
+    blobs = open_blob_store(settings)
+    if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs
+        app.include_router(blob_router(blobs))
     app.mount("/metrics", make_asgi_app())
 
     @app.get("/healthz", tags=["health"])

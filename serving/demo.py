@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import urllib.request
-from importlib.metadata import entry_points
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +21,6 @@ import typer
 from core.config import get_settings
 
 DATASET = "synth"
-WORKERS = ("relay", "counters", "trending", "features")
 
 
 def _data() -> Path:
@@ -58,10 +56,11 @@ def train_ranker(**options: object) -> None:
 
 def deploy_champions() -> None:
     """Point both champions at the newest versions (a re-run of the demo moves them)."""
-    from serving.cli import move_alias
+    from training import registry
 
+    registry.connect(get_settings().mlflow_tracking_uri)
     for model in ("retrieval", "ranker"):
-        name, version, _ = move_alias(model, "champion")
+        name, version, _ = registry.move_alias(model, "champion")
         typer.echo(f"{name}@champion -> version {version}")
 
 
@@ -104,15 +103,15 @@ def serve() -> None:
     """Workers + API (at ``api_base_url``) with the ranker on Ray Serve, until Ctrl-C."""
     import uvicorn
 
+    from core.cli import WORKERS  # imported here: importing it registers every command
     from platform_services.auth import issue_token
     from serving.cli import serving_threads
 
     settings = get_settings()
     url = urlsplit(settings.api_base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 8000
-    known = {ep.name for ep in entry_points(group="reelrank.workers")}
     exe = [sys.executable, "-c", "from core.cli import main; main()"]
-    workers = [subprocess.Popen([*exe, "worker", w]) for w in WORKERS if w in known]
+    workers = [subprocess.Popen([*exe, "worker", w]) for w in WORKERS]
     token = issue_token(settings, _demo_user(), ttl_s=24 * 3600)
     serving_threads()
     threading.Thread(target=_announce, args=(f"http://{host}:{port}", token, threading.Event()),

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.servers import PostgresServer, start_postgres, tansu
 from core.config import Settings, get_settings
 from platform_services.storage import procs
 from platform_services.storage.cache import start_redis_server, stop_embedded_servers
-from platform_services.storage.embedded import PostgresServer, start_postgres, tansu
 
 
 @pytest.fixture(scope="session")

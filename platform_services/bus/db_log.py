@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from core.clock import now_ms
 from platform_services.bus.base import (
     DEFAULT_PARTITIONS,
     Consumer,
@@ -29,12 +30,8 @@ from platform_services.bus.base import (
     next_offsets,
     partition_for,
 )
-from platform_services.bus.tables import BusMember, BusOffset, BusPartition, BusRecord
+from platform_services.bus.models import BusMember, BusOffset, BusPartition, BusRecord
 from platform_services.storage.db import upsert_insert
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def insert_ignore(conn: Connection | Session, model: type, rows: list[dict[str, Any]]) -> None:
@@ -57,7 +54,7 @@ class DbConsumer(Consumer):
 
     def _heartbeat(self, force: bool = False) -> None:
         """Refresh membership and recompute this member's share of the partitions."""
-        now = _now_ms()
+        now = now_ms()
         if not force and now < self._next_heartbeat:
             return
         self._next_heartbeat = now + self._session_ms / 3
@@ -202,7 +199,7 @@ class DbBus(EventBus):
         by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
         for m in messages:
             by_partition[(m.topic, partition_for(m.key, self._partitions[m.topic]))].append(m)
-        now = _now_ms()
+        now = now_ms()
         with self.engine.begin() as conn:
             rows = []
             for (topic, part), msgs in sorted(by_partition.items()):

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.clock import utcnow
 from core.events import Event, encode
 from platform_services.bus.base import EventBus, Message
-from platform_services.bus.tables import OutboxRow
+from platform_services.bus.models import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class OutboxRelay:
             s.execute(
                 update(OutboxRow)
                 .where(OutboxRow.id.in_(ids))
-                .values(published_at=datetime.now(UTC))
+                .values(published_at=utcnow())
             )
 
     async def run_once(self) -> int:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.events import Event, EventDecodeError, decode, dlq_topic
 from core.logging import kv
 from platform_services.bus.base import EventBus, Message, Record
-from platform_services.bus.tables import ProcessedEvent
+from platform_services.bus.models import ProcessedEvent
 
 log = logging.getLogger(__name__)
 

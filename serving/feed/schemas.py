@@ -1,4 +1,5 @@
-"""The feed response (documentation and contract; routes return the same shape as JSON)."""
+"""The feed page: the feed routes' ``response_model``, so every body is checked against it
+and the OpenAPI spec describes what clients get."""
 
 from __future__ import annotations
 

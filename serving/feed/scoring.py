@@ -16,6 +16,7 @@ import numpy as np
 
 from candidate_gen.catalog import Snapshot
 from candidate_gen.sources import CODE
+from core.clock import HOUR_MS
 from features.online import OnlineFeatures
 from features.schema import USER_COLUMNS
 from serving.ranking.backends import RankRequest
@@ -27,7 +28,7 @@ def _z(x: np.ndarray) -> np.ndarray:
 
 
 def age_hours(snap: Snapshot, ids: np.ndarray, now_ms: int) -> np.ndarray:
-    return (now_ms - snap.created_ms[ids]) / 3_600_000
+    return (now_ms - snap.created_ms[ids]) / HOUR_MS
 
 
 def cheap_scores(snap: Snapshot, ids: np.ndarray, sources: np.ndarray, now_ms: int,

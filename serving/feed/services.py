@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis
 from redis.backoff import NoBackoff
@@ -21,13 +23,17 @@ from redis.retry import Retry
 from sqlalchemy.orm import Session, sessionmaker
 
 from candidate_gen.ann import AnnRetriever, load_retriever
-from candidate_gen.catalog import Catalog, now_ms
+from candidate_gen.catalog import Catalog
+from core.clock import HOUR_MS, now_ms
 from core.config import Settings
 from experiments.assignment import Assignment, assign
 from platform_services.storage.blobs import BlobStore, open_blob_store
 from platform_services.storage.cache import redis_client
 from serving.ranking.backends import LocalRanker, RankerBackend
 from serving.ranking.models import AliasModels, ModelUnavailable
+
+if TYPE_CHECKING:
+    from features.online import FeatureReader
 
 log = logging.getLogger(__name__)
 # A Redis that stops answering must cost a request a bounded time, not hang it.
@@ -43,17 +49,17 @@ class FeedServices:
     pool: ThreadPoolExecutor
     retrievers: AliasModels[AnnRetriever] = field(init=False)
     ranker: RankerBackend | None = None
-    features: object | None = None  # features.online.FeatureReader
-    assigner: object = assign  # Callable[[int], Assignment]
+    features: FeatureReader | None = None
+    assigner: Callable[[int], Assignment] = assign
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     @classmethod
     def start(cls, settings: Settings, sessions: sessionmaker[Session]) -> FeedServices:
         """Build and warm everything (blocking; call it from a thread in an event loop)."""
-        import mlflow
+        from training import registry
 
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        registry.connect(settings.mlflow_tracking_uri)
         svc = cls(
             settings=settings,
             catalog=Catalog(sessions),
@@ -63,16 +69,13 @@ class FeedServices:
             blobs=open_blob_store(settings),
             pool=ThreadPoolExecutor(max_workers=8, thread_name_prefix="feed"),
         )
-        svc.retrievers = AliasModels(settings.retrieval_model, svc._load_retriever)
         try:
             svc.catalog.refresh()
         except Exception:  # the refresh loop retries; until then the feeds are empty
             log.exception("feed: catalog not loaded")
-        try:
-            svc.retrievers.load_now("champion")
-        except ModelUnavailable as exc:
-            log.warning("feed: no ANN retrieval yet (%s); serving popularity + following", exc)
-        svc.retrievers.start(settings.model_poll_s)
+        svc.retrievers = AliasModels.started(
+            settings.retrieval_model, svc._load_retriever, settings.model_poll_s,
+            owner="feed: no ANN retrieval yet, serving popularity + following")
         svc.features = _feature_reader(settings)
         svc.ranker = _ranker(settings)
         svc._thread = threading.Thread(target=svc._refresh_loop, name="feed-refresh",
@@ -81,14 +84,14 @@ class FeedServices:
         return svc
 
     def assignment(self, user_id: int) -> Assignment:
-        return self.assigner(user_id)  # type: ignore[operator]
+        return self.assigner(user_id)
 
     def _fresh_since(self) -> int:
-        return now_ms() - int(self.settings.feed_fresh_hours * 3_600_000)
+        return now_ms() - int(self.settings.feed_fresh_hours * HOUR_MS)
 
     def _load_retriever(self, uri: str) -> AnnRetriever:
         """A retrieval version brought in step with the catalog before it serves."""
-        retriever = load_retriever(uri)
+        retriever = load_retriever(uri, self.settings.path("indexes"))
         retriever.sync(self.catalog.snapshot, self._fresh_since())
         return retriever
 
@@ -118,12 +121,12 @@ class FeedServices:
         if self.ranker is not None:
             await self.ranker.close()
         if self.features is not None:
-            self.features.close()  # type: ignore[attr-defined]
+            self.features.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.redis.close()
 
 
-def _feature_reader(settings: Settings) -> object | None:
+def _feature_reader(settings: Settings) -> FeatureReader | None:
     try:
         from features.online import FeatureReader
 

@@ -13,7 +13,6 @@ same columns are concatenated column by column into one frame, one forward pass.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,8 +21,6 @@ import numpy as np
 import pandas as pd
 
 from serving.ranking.models import AliasModels, ModelUnavailable
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,7 +64,7 @@ class RankerBackend(Protocol):
 
 def load_scorer(model_uri: str) -> Scorer:
     """The registered ranker behind ``model_uri`` (``training.ranker`` owns the format)."""
-    from training.ranker.serving import load_ranker
+    from training.ranker.bundle import load_ranker
 
     return load_ranker(model_uri)
 
@@ -110,13 +107,8 @@ class LocalRanker:
 
     def __init__(self, model_name: str, poll_s: float, warm: tuple[str, ...] = ("champion",),
                  loader: Callable[[str], Scorer] = load_scorer) -> None:
-        self.models: AliasModels[Scorer] = AliasModels(model_name, loader)
-        for alias in warm:
-            try:
-                self.models.load_now(alias)
-            except ModelUnavailable as exc:
-                log.warning("ranker: %s", exc)
-        self.models.start(poll_s)
+        self.models: AliasModels[Scorer] = AliasModels.started(model_name, loader, poll_s, warm,
+                                                               owner="ranker")
 
     async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]:
         self.models.get(alias)  # raises at once when not loaded

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -36,17 +36,6 @@ class Loaded(Generic[T]):
         return f"{self.name}/{self.version}"
 
 
-def resolve(name: str, alias: str) -> str:
-    """The version number behind ``models:/name@alias`` (:class:`ModelUnavailable` if none)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        raise ModelUnavailable(f"models:/{name}@{alias}: {str(exc).splitlines()[0]}") from None
-
-
 class AliasModels(Generic[T]):
     """``get(alias)`` -> the loaded model behind ``models:/<name>@<alias>``."""
 
@@ -57,6 +46,20 @@ class AliasModels(Generic[T]):
         self._errors: dict[str, str] = {}
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def started(cls, name: str, loader: Callable[[str], T], poll_s: float,
+                warm: Iterable[str] = ("champion",), owner: str = "") -> AliasModels[T]:
+        """Load the ``warm`` aliases now and poll every ``poll_s``. A missing model is logged
+        (prefixed by ``owner``), not raised: the caller serves without it until it loads."""
+        models = cls(name, loader)
+        for alias in warm:
+            try:
+                models.load_now(alias)
+            except ModelUnavailable as exc:
+                log.warning("%s: %s", owner or name, exc)
+        models.start(poll_s)
+        return models
 
     def get(self, alias: str) -> Loaded[T]:
         """The loaded model behind ``alias``; never loads on the caller's time."""
@@ -73,15 +76,18 @@ class AliasModels(Generic[T]):
 
     def load_now(self, alias: str) -> Loaded[T]:
         """Load (or reload) ``alias`` on this thread; for start-up and the poller."""
+        from training import registry  # mlflow: loaded with the first model, not on import
+
         self._wanted.add(alias)
         try:
-            version = resolve(self.name, alias)
+            version = str(registry.resolve(f"models:/{self.name}@{alias}").version)
             current = self._loaded.get(alias)
             if current is not None and current.version == version:
                 return current
             model = self.loader(f"models:/{self.name}/{version}")
         except Exception as exc:
-            msg = str(exc) if isinstance(exc, ModelUnavailable) else repr(exc)
+            clean = isinstance(exc, (ModelUnavailable, registry.ModelNotFound))
+            msg = str(exc) if clean else repr(exc)
             self._errors[alias] = msg if msg.startswith("models:/") else \
                 f"models:/{self.name}@{alias}: {msg}"
             raise ModelUnavailable(self._errors[alias]) from exc

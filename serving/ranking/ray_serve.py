@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 
 import numpy as np
@@ -25,9 +24,8 @@ from ray import serve
 
 from core.config import Settings
 from serving.ranking.backends import RankRequest, Result, Scorer, load_scorer, result, score_many
-from serving.ranking.models import AliasModels, ModelUnavailable
+from serving.ranking.models import AliasModels
 
-log = logging.getLogger(__name__)
 APP = "reelrank-ranker"
 
 
@@ -37,18 +35,15 @@ class RankerDeployment:
 
     def __init__(self, model_name: str, tracking_uri: str, poll_s: float, threads: int,
                  warm_aliases: tuple[str, ...] = ("champion",)) -> None:
-        import mlflow
         import torch
 
-        mlflow.set_tracking_uri(tracking_uri)
+        from training import registry
+
+        registry.connect(tracking_uri)
         torch.set_num_threads(threads)
-        self.models: AliasModels[Scorer] = AliasModels(model_name, load_scorer)
-        for alias in warm_aliases:  # a missing model is not fatal: the API falls back
-            try:
-                self.models.load_now(alias)
-            except ModelUnavailable as exc:
-                log.warning("ranker replica: %s", exc)
-        self.models.start(poll_s)
+        # A missing model is not fatal: the API falls back until it loads.
+        self.models: AliasModels[Scorer] = AliasModels.started(
+            model_name, load_scorer, poll_s, warm_aliases, owner="ranker replica")
 
     def reconfigure(self, config: dict) -> None:
         """``user_config`` (from the settings): micro-batch size and wait, changeable without a
@@ -63,9 +58,6 @@ class RankerDeployment:
     async def _batch(self, requests: list[tuple[str, RankRequest]]) -> list[Result]:
         # Off the replica's event loop, which meanwhile queues the next batch.
         return await asyncio.to_thread(score_many, self.models, requests)
-
-    def versions(self) -> dict[str, str]:
-        return self.models.versions()
 
 
 class RayRanker:
@@ -104,9 +96,6 @@ class RayRanker:
         except asyncio.CancelledError:
             response.cancel()  # the caller's time budget ran out: free the replica's slot
             raise
-
-    async def versions(self) -> dict[str, str]:
-        return await self.handle.versions.remote()
 
     async def close(self) -> None:
         await asyncio.to_thread(self.shutdown)

@@ -6,11 +6,12 @@ outbox in one transaction (all of the batch or none), and the relay carries them
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
+from core.clock import utcnow
 from core.events import Action, UserInteraction, check_target
 from platform_services.bus.outbox import emit
 from serving.deps import CurrentUser, SessionDep
@@ -31,7 +32,7 @@ class InteractionIn(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _not_in_future(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        if v is not None and v > utcnow() + MAX_CLOCK_SKEW:
             raise ValueError("is in the future")
         return v
 
@@ -55,7 +56,7 @@ def post_events(body: EventsIn, user: CurrentUser, session: SessionDep) -> Event
         UserInteraction(
             user_id=user.id,
             **e.model_dump(exclude_none=True, exclude={"occurred_at"}),
-            occurred_at=e.occurred_at or datetime.now(UTC),
+            occurred_at=e.occurred_at or utcnow(),
         )
         for e in body.events
     ]

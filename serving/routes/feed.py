@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
@@ -59,8 +58,10 @@ PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="Defa
 CursorQ = Annotated[str | None, Query(max_length=512, description="next_cursor of a page.")]
 
 
-def _respond(body: dict, trace: Trace) -> JSONResponse:
-    return JSONResponse(body, headers=trace.headers())
+def _respond(body: dict, trace: Trace, response: Response) -> dict:
+    """``body`` with the trace's headers; FastAPI checks and serialises it as a FeedPage."""
+    response.headers.update(trace.headers())
+    return body
 
 
 async def _continue(feeds: Feeds, session, user, cursor: str, size: int,  # noqa: ANN001
@@ -73,42 +74,42 @@ async def _continue(feeds: Feeds, session, user, cursor: str, size: int,  # noqa
 
 @router.get("/for-you", response_model=FeedPage)
 async def for_you(_: Admitted, user: CurrentUser, session: SessionDep, feeds: FeedsDep,
-                  settings: SettingsDep, page_size: PageSize = None,
-                  cursor: CursorQ = None) -> JSONResponse:
+                  settings: SettingsDep, response: Response, page_size: PageSize = None,
+                  cursor: CursorQ = None) -> dict:
     """The personalised feed; pass ``cursor`` for the next page of the same list."""
     size = page_size or settings.feed_page_size
     if cursor:
         trace = Trace()
         body = await _continue(feeds, session, user, cursor, size, trace)
         if body is not None:
-            return _respond(body, trace)
+            return _respond(body, trace, response)
     body, trace = await feeds.for_you(session, user, size)
-    return _respond(body, trace)
+    return _respond(body, trace, response)
 
 
 @router.get("/trending", response_model=FeedPage)
 async def trending(user: CurrentUser, session: SessionDep, feeds: FeedsDep,
-                   settings: SettingsDep,
+                   settings: SettingsDep, response: Response,
                    time_range: Literal["24h", "7d", "30d"] = "24h",
                    region: Annotated[str | None, Query(max_length=16)] = None,
                    category: Annotated[str | None, Query(max_length=32)] = None,
-                   page_size: PageSize = None, cursor: CursorQ = None) -> JSONResponse:
+                   page_size: PageSize = None, cursor: CursorQ = None) -> dict:
     """Most-engaged videos of a time range, optionally by viewer region and video topic."""
     size, trace = page_size or settings.feed_page_size, Trace()
     body = await _continue(feeds, session, user, cursor, size, trace) if cursor else None
     if body is None:
         body = await run_in_threadpool(feeds.trending, session, user, time_range, region,
                                        category, size, trace)
-    return _respond(body, trace)
+    return _respond(body, trace, response)
 
 
 @router.get("/following", response_model=FeedPage)
 async def following(user: CurrentUser, session: SessionDep, feeds: FeedsDep,
-                    settings: SettingsDep, page_size: PageSize = None,
-                    cursor: CursorQ = None) -> JSONResponse:
+                    settings: SettingsDep, response: Response, page_size: PageSize = None,
+                    cursor: CursorQ = None) -> dict:
     """Recent videos of the creators you follow, newest first."""
     size, trace = page_size or settings.feed_page_size, Trace()
     body = await _continue(feeds, session, user, cursor, size, trace) if cursor else None
     if body is None:
         body = await run_in_threadpool(feeds.following, session, user, size, trace)
-    return _respond(body, trace)
+    return _respond(body, trace, response)

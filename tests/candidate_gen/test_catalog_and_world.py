@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from candidate_gen.catalog import FOLLOWERS, PRIVATE, PUBLIC, Catalog
 from core.config import Settings
-from core.tables import DataError
+from core.dataset_schema import DataError
 from platform_services.storage.cache import redis_client
 from platform_services.storage.db import make_engine, migrate, session_factory
 from platform_services.storage.models import Follow, User, Video, VideoStatus
@@ -23,9 +23,9 @@ from training.datasets.world import load_world
 @pytest.fixture
 def loaded(settings: Settings):  # noqa: ANN201
     cfg = SynthConfig(n_users=120, n_videos=400, days=3, seed=1, start=recent_start(3))
-    write_dataset("synth", generate(cfg), "synth")
+    write_dataset("synth", generate(cfg), "synth", root=settings.data_dir)
     migrate(settings.database_url)
-    report = load_world(settings, load_dataset("synth"))
+    report = load_world(settings, load_dataset("synth", settings.data_dir))
     engine = make_engine(settings.database_url)
     yield report, session_factory(engine)
     engine.dispose()
@@ -41,9 +41,10 @@ def test_world_load_keeps_ids_and_mixes_visibility(loaded, settings: Settings) -
         assert vis["public"] > 350 and vis.get("private", 0) + vis.get("followers", 0) > 0
         assert s.get(User, 7).username == "u7" and s.get(Video, 0) is not None
     assert top(redis_client(settings.redis_url), "7d"), "trending seeded from the log"
+    synth = load_dataset("synth", settings.data_dir)
     with pytest.raises(DataError, match="already has 120 users"):
-        load_world(settings, load_dataset("synth"))
-    assert load_world(settings, load_dataset("synth"), replace=True).videos == 400
+        load_world(settings, synth)
+    assert load_world(settings, synth, replace=True).videos == 400
 
 
 def test_catalog_snapshot_follows_the_database(loaded) -> None:

@@ -33,9 +33,6 @@ def test_every_type_is_registered_at_version_1() -> None:
         "video.processed",
         "video.deleted",
         "user.interaction",
-        "feed.update",
-        "notification.trigger",
-        "analytics.event",
         "experiment.exposure",
     }
 

@@ -25,11 +25,12 @@ def store_settings(
     request: pytest.FixtureRequest, settings: Settings, clean_env: pytest.MonkeyPatch
 ) -> Settings:
     """Test settings whose online store is ``request.param`` (Redis: its own, flushed DB)."""
-    clean_env.setenv("REELRANK_FEATURE_ONLINE_STORE", request.param)
     if request.param == "redis":
         url = request.getfixturevalue("redis_url") + "?db=9"
         clean_env.setenv("REELRANK_REDIS_URL", url)
         redis.Redis.from_url(url).flushdb()
+    else:
+        clean_env.setenv("REELRANK_FEATURE_ONLINE_URL", "sqlite://")
     get_settings.cache_clear()
     s = get_settings()
     assert online_kind(s) == request.param

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.batch import DAY_MS, SMOOTHING, build_features, prepare_log, prior_defaults
+from core.clock import DAY_MS
+from features.batch import SMOOTHING, build_features, prepare_log, prior_defaults
 from features.windows import EventIndex, log_window_counts, pack, window_sums
 
 

@@ -17,7 +17,7 @@ from core.events import Action, Event, UserInteraction, VideoProcessed, encode
 from features.online import FeatureReader, OnlineFeatures
 from features.stream import run
 from platform_services.bus import Message
-from platform_services.bus.tables import ProcessedEvent
+from platform_services.bus.models import ProcessedEvent
 from platform_services.bus.worker import WorkerConfig
 from platform_services.runtime import Runtime
 from platform_services.storage.db import migrate

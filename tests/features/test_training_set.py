@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
+from core.cli import WORKERS, app, resolve
 from core.config import Settings
 from features.batch import prepare_log
 from features.repo import VIEW_BY_NAME
@@ -100,7 +99,7 @@ def test_a_value_written_after_an_impression_never_reaches_its_row(
 def test_cli_builds_materializes_and_writes_a_training_set(
     store_settings: Settings, world: dict, tmp_path: Path
 ) -> None:
-    write_dataset("tiny", world, "synth")
+    write_dataset("tiny", world, "synth", root=store_settings.data_dir)
     runner = CliRunner()
     for args in (
         ["features", "apply"],
@@ -133,5 +132,4 @@ def test_cli_builds_materializes_and_writes_a_training_set(
     assert result.exit_code == 2 and "no data set" in result.output
     result = runner.invoke(app, ["features", "get", "--user", "3", "--videos", "1,2"])
     assert result.exit_code == 0 and "v_views_7d" in result.output
-    workers = {ep.name: ep for ep in entry_points(group="reelrank.workers")}
-    assert workers["features"].load() is run  # `reelrank worker features`
+    assert resolve(WORKERS["features"]) is run  # `reelrank worker features`

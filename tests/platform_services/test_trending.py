@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from platform_services.trending import DAY_MS, HOUR_MS, Hit, add_counts, top
+from core.clock import DAY_MS, HOUR_MS
+from platform_services.trending import Hit, add_counts, top
 
 
 def test_windows_regions_and_topics(redis_url: str) -> None:

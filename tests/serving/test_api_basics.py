@@ -1,16 +1,20 @@
-"""Auth, input validation and the events endpoint, through the real app on SQLite."""
+"""Auth, input validation, the events endpoint and local media URLs, through the real app."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from core.config import Settings
 from core.events import decode
 from platform_services.auth import issue_token
-from platform_services.bus.tables import OutboxRow
+from platform_services.bus.models import OutboxRow
+from platform_services.storage.blobs import open_blob_store
+from serving.feed.render import MediaUrls
 from tests.serving.conftest import signup
 
 
@@ -77,3 +81,20 @@ def test_events_go_to_the_outbox_atomically(client: TestClient, settings: Settin
     with sessions() as s:
         assert len(list(s.scalars(select(OutboxRow)))) == 2, "a rejected batch writes nothing"
     assert client.post("/api/v1/events", json=batch).status_code == 401
+
+
+def test_feed_media_urls_resolve_on_the_local_store(client: TestClient, settings: Settings) -> None:
+    """The URLs a feed item carries are served by the app itself when blobs are local."""
+    store = open_blob_store(settings)
+    store.put("videos/7/poster.jpg", b"poster bytes", "image/jpeg")
+    urls = MediaUrls(store)
+
+    def fetch(url: str) -> httpx.Response:
+        u = urlsplit(url)  # pre-signed for ``api_base_url``; the test client is that server
+        return client.get(f"{u.path}?{u.query}")
+
+    r = fetch(urls.get(7)["poster"])
+    assert r.status_code == 200 and r.content == b"poster bytes"
+    assert r.headers["content-type"] == "image/jpeg"
+    r = fetch(urls.get(8)["hls"])
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

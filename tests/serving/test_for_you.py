@@ -21,19 +21,19 @@ from candidate_gen.sources import SOURCES
 from core.config import Settings, get_settings
 from core.events import ExperimentExposure, VideoProcessed, decode
 from platform_services.auth import issue_token
+from platform_services.bus.models import OutboxRow
 from platform_services.bus.outbox import emit
-from platform_services.bus.tables import OutboxRow
 from platform_services.storage.db import make_engine, migrate, session_factory
 from platform_services.storage.models import Block, Follow, Video, VideoStatus, Visibility
 from serving import demo
 from serving.app import create_app
-from serving.cli import move_alias
 from serving.feed import cursor as cursors
 from serving.feed.degrade import HEADER
 from serving.ranking.ray_serve import RayRanker
 from training.datasets.store import load_dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate, recent_start
 from training.datasets.world import load_world
+from training.registry import move_alias
 
 pytestmark = pytest.mark.timeout(900)
 FEED = "/api/v1/feed/for-you"
@@ -63,9 +63,9 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         get_settings.cache_clear()
         settings = get_settings()
         cfg = SynthConfig(n_users=300, n_videos=900, days=5, seed=7, start=recent_start(5))
-        write_dataset(demo.DATASET, generate(cfg), "synth")
+        write_dataset(demo.DATASET, generate(cfg), "synth", root=settings.data_dir)
         migrate(settings.database_url)
-        load_world(settings, load_dataset(demo.DATASET))
+        load_world(settings, load_dataset(demo.DATASET, settings.data_dir))
         demo.train_retrieval(epochs=2, variant="id")
         demo.build_features()
         demo.train_ranker(epochs=2)
@@ -269,7 +269,7 @@ def test_degraded_but_never_failing(case: str, world: Settings, ray_serve: RayRa
         "ranker-slow": {"ranker_timeout_ms": 1},
         "no-ann-no-features-no-ranker": {
             "retrieval_model": "no-such-retrieval", "ranker_backend": "local",
-            "ranker_model": "no-such-ranker", "feature_online_store": "sqlite",
+            "ranker_model": "no-such-ranker", "feature_online_url": "sqlite://",
             "feature_repo_dir": tmp_path / "empty-repo"},
         "redis-down": {"redis_url": f"unix://{tmp_path}/no-redis.sock",
                        "feature_read_timeout_ms": 300},

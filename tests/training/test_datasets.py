@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from core.cli import app
 from core.config import Settings
-from core.tables import TS, DataError, validate
+from core.dataset_schema import TS, DataError, validate
 from training.datasets import kuairand, load_dataset, microlens, write_dataset
 from training.datasets.microlens import hashtags
 from training.datasets.synth import TOPICS, SynthConfig, generate

@@ -16,10 +16,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from core.config import Settings
+from core.config import Settings, get_settings
 from training.datasets.store import Dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate
-from training.ranker.features import Featurizer
+from training.ranker.featurizer import Featurizer
 from training.ranker.metrics import auc, calibration, ece, gauc
 from training.ranker.pipeline import (
     Outcome,
@@ -115,13 +115,13 @@ def _dataset(tables: dict[str, pd.DataFrame]) -> Dataset:
 @pytest.fixture(scope="module")
 def repo(world: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ranker") / "feature_repo"
-    build_feature_repo(path, _dataset(world))
+    build_feature_repo(get_settings(), path, _dataset(world))
     return path
 
 
 @pytest.fixture(scope="module")
 def frame(repo: Path, world: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return point_in_time(repo, world["interactions"], world["items"])
+    return point_in_time(get_settings(), repo, world["interactions"], world["items"])
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +183,9 @@ def test_no_feature_from_after_an_impression_reaches_its_score(
         inter.loc[later, flag] = True
     inter.loc[later, "watch_ms"] = inter.loc[later, "duration_ms"] * 2
     changed = {**world, "interactions": inter}
-    build_feature_repo(tmp_path / "repo", _dataset(changed))
-    rewritten = point_in_time(tmp_path / "repo", inter, world["items"], labels=False)
+    build_feature_repo(get_settings(), tmp_path / "repo", _dataset(changed))
+    rewritten = point_in_time(get_settings(), tmp_path / "repo", inter, world["items"],
+                              labels=False)
 
     bundle = trained.bundle
     before = (frame["ts"] < cut).to_numpy()

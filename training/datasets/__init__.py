@@ -1,6 +1,6 @@
 """Data sets: adapters for real data (KuaiRand, MicroLens), the synthetic world, the store.
 
-Every source becomes the canonical tables of :mod:`core.tables`, written by
+Every source becomes the canonical tables of :mod:`core.dataset_schema`, written by
 :func:`store.write_dataset` and read back with :func:`store.load_dataset`.
 """
 

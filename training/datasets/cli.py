@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from core.tables import DataError
+from core.config import get_settings
+from core.dataset_schema import DataError
 from training.datasets import kuairand, microlens, store
 from training.datasets.synth import SynthConfig, config_meta, generate, recent_start
 
@@ -29,7 +30,8 @@ def _clean_errors() -> Iterator[None]:
 
 
 def _show(name: str) -> None:
-    typer.echo(store.format_description(store.describe(store.load_dataset(name))))
+    ds = store.load_dataset(name, get_settings().data_dir)
+    typer.echo(store.format_description(store.describe(ds)))
 
 
 def _import(
@@ -39,7 +41,8 @@ def _import(
         started = time.perf_counter()
         tables = load(path)
         target = store.write_dataset(
-            name, tables, f"{source} {path}", {"path": str(path), "attribution": attribution}
+            name, tables, f"{source} {path}", {"path": str(path), "attribution": attribution},
+            root=get_settings().data_dir,
         )
         typer.echo(f"imported {source} into {target} in {time.perf_counter() - started:.1f} s")
         _show(name)
@@ -91,7 +94,8 @@ def synth(
 def build_synth(cfg: SynthConfig, name: str) -> None:
     with _clean_errors():
         started = time.perf_counter()
-        target = store.write_dataset(name, generate(cfg), "synth", {"config": config_meta(cfg)})
+        target = store.write_dataset(name, generate(cfg), "synth", {"config": config_meta(cfg)},
+                                     root=get_settings().data_dir)
         typer.echo(f"generated synth world into {target} in {time.perf_counter() - started:.1f} s")
         _show(name)
 
@@ -101,9 +105,10 @@ def describe(
 ) -> None:
     """Rows, users, items, time range, event and label rates of data sets."""
     with _clean_errors():
-        names = [name] if name else store.list_datasets()
+        root = get_settings().data_dir
+        names = [name] if name else store.list_datasets(root)
         if not names:
-            typer.echo(f"no data sets in {store.data_dir()}")
+            typer.echo(f"no data sets in {root}")
         for i, n in enumerate(names):
             if i:
                 typer.echo()

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.tables import IMPRESSION, TS
+from core.dataset_schema import IMPRESSION, TS
 from training.datasets.raw import find_file, read_raw
 
 _FLAGS = {  # KuaiRand column -> canonical flag

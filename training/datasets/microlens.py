@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.tables import TS, VIEW, DataError
+from core.dataset_schema import TS, VIEW, DataError
 from training.datasets.raw import find_file, read_raw
 
 TITLES = pa.schema([pa.field("item", pa.int64(), False), ("title", pa.string())])

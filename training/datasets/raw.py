@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from core.tables import DataError, conform
+from core.dataset_schema import DataError, conform
 
 
 def find_file(root: Path, *patterns: str) -> list[Path]:

@@ -12,7 +12,6 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.config import get_settings
-from core.tables import FLAGS, IMPRESSION, DataError, validate
+from core.clock import utcnow
+from core.dataset_schema import FLAGS, IMPRESSION, DataError, validate
 
 REQUIRED_TABLES = ("interactions", "items", "users")
 OPTIONAL_TABLES = ("follows", "history")
@@ -46,14 +45,11 @@ class Dataset:
     history: pd.DataFrame | None = None
 
 
-def data_dir() -> Path:
-    return Path(get_settings().data_dir)
-
-
-def dataset_path(name: str, root: Path | None = None) -> Path:
+def dataset_path(name: str, root: Path) -> Path:
+    """Where data set ``name`` lives under ``root`` (the settings' ``data_dir``)."""
     if not _NAME.match(name):
         raise DataError(f"invalid data set name {name!r}: use letters, digits, '_', '-', '.'")
-    return (root or data_dir()) / name
+    return Path(root) / name
 
 
 def write_dataset(
@@ -61,7 +57,8 @@ def write_dataset(
     tables: dict[str, pd.DataFrame | pa.Table],
     source: str,
     meta: dict[str, Any] | None = None,
-    root: Path | None = None,
+    *,
+    root: Path,
 ) -> Path:
     """Validate ``tables`` and write them as data set ``name``, replacing any previous one."""
     target = dataset_path(name, root)
@@ -72,7 +69,7 @@ def write_dataset(
     info = {
         "name": name,
         "source": source,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": utcnow().isoformat(timespec="seconds"),
         "rows": {t: tbl.num_rows for t, tbl in checked.items()},
         **(meta or {}),
     }
@@ -99,8 +96,8 @@ def write_dataset(
     return target
 
 
-def list_datasets(root: Path | None = None) -> list[str]:
-    root = root or data_dir()
+def list_datasets(root: Path) -> list[str]:
+    root = Path(root)
     if not root.is_dir():
         return []
     return sorted(
@@ -109,10 +106,12 @@ def list_datasets(root: Path | None = None) -> list[str]:
 
 
 def load_dataset(name_or_path: str | Path, root: Path | None = None) -> Dataset:
-    """A data set by name (under the data dir) or by directory path."""
+    """A data set by directory path, or by name under ``root`` (the settings' ``data_dir``)."""
     path = Path(name_or_path)
     if not (path / "meta.json").is_file() and _NAME.match(str(name_or_path)):
-        path = (root or data_dir()) / str(name_or_path)
+        if root is None:
+            raise DataError(f"no data set at {path} (give a directory, or a name and a root)")
+        path = Path(root) / str(name_or_path)
     if not (path / "meta.json").is_file():
         have = ", ".join(list_datasets(path.parent)) or "none"
         raise DataError(f"no data set at {path} (data sets there: {have})")

@@ -21,9 +21,9 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from core.tables import IMPRESSION
+from core.clock import DAY_MS, HOUR_MS, utcnow
+from core.dataset_schema import IMPRESSION
 
-DAY_MS = 86_400_000
 # Per topic: the words its titles are made of | its hashtags besides the topic's name.
 _TOPIC_TABLE = """
 cooking | recipe garlic noodles crispy spicy dumplings kitchen sauce chef | foodie recipe
@@ -210,7 +210,7 @@ def _session_times(
     pos = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
     new_session = pos % cfg.session_length == 0
     hour = rng.normal(19.0, 4.0, n) % 24
-    start = day_ms + (hour * 3_600_000).astype(np.int64)
+    start = day_ms + (hour * HOUR_MS).astype(np.int64)
     step = watch_ms + rng.integers(500, 3000, n)
     elapsed = np.cumsum(step) - step
     session_id = np.cumsum(new_session) - 1
@@ -385,4 +385,4 @@ def config_meta(cfg: SynthConfig) -> dict[str, object]:
 
 def recent_start(days: int) -> date:
     """A start date whose ``days`` simulated days end today, for a world that looks live."""
-    return (datetime.now(UTC) - timedelta(days=days)).date()
+    return (utcnow() - timedelta(days=days)).date()

@@ -20,12 +20,20 @@ import typer
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
+from core.clock import DAY_MS, HOUR_MS
 from core.config import Settings
-from core.tables import DataError
-from platform_services.bus.tables import VideoStats
+from core.dataset_schema import DataError
 from platform_services.storage.cache import redis_client
 from platform_services.storage.db import make_engine, session_factory
-from platform_services.storage.models import Block, Follow, User, Video, VideoStatus, Visibility
+from platform_services.storage.models import (
+    Block,
+    Follow,
+    User,
+    Video,
+    VideoStats,
+    VideoStatus,
+    Visibility,
+)
 from platform_services.trending import Hit, add_counts
 from training.datasets.store import Dataset
 
@@ -147,7 +155,7 @@ def _stats_rows(ds: Dataset, video_ids: np.ndarray) -> list[dict]:
 def _hits(ds: Dataset, now_ms: int) -> list[Hit]:
     """Clicks (1), likes (+3) and shares (+5) of the last 31 days, as trending hits."""
     inter = ds.interactions
-    recent = inter[_ms(inter["ts"]) >= now_ms - 31 * 86_400_000]
+    recent = inter[_ms(inter["ts"]) >= now_ms - 31 * DAY_MS]
     if recent.empty:
         return []
     weight = np.zeros(len(recent))
@@ -158,14 +166,14 @@ def _hits(ds: Dataset, now_ms: int) -> list[Hit]:
     recent, weight = recent[keep], weight[keep]
     region = ds.users.set_index("user_id")["region"] if "region" in ds.users else pd.Series()
     topic = ds.items.set_index("item_id")["category"] if "category" in ds.items else pd.Series()
-    hour = _ms(recent["ts"]) // 3_600_000
+    hour = _ms(recent["ts"]) // HOUR_MS
     frame = pd.DataFrame({
         "hour": hour, "video": recent["item_id"].to_numpy(np.int64), "weight": weight,
         "region": recent["user_id"].map(region).fillna("").to_numpy(object),
         "topic": recent["item_id"].map(topic).fillna("").to_numpy(object),
     }).groupby(["hour", "video", "region", "topic"], as_index=False)["weight"].sum()
     # One hit per (hour, video, region, topic): the counters only resolve hours anyway.
-    return [Hit(int(h) * 3_600_000, int(v), r or None, c or None, float(w))
+    return [Hit(int(h) * HOUR_MS, int(v), r or None, c or None, float(w))
             for h, v, r, c, w in frame.itertuples(index=False)]
 
 
@@ -223,7 +231,8 @@ def load_command(
     settings = get_settings()
     try:
         migrate(settings.database_url)
-        rep = load_world(settings, load_dataset(name), replace=replace, seed=seed)
+        ds = load_dataset(name, settings.data_dir)
+        rep = load_world(settings, ds, replace=replace, seed=seed)
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -241,6 +250,7 @@ def demo_step() -> None:
     from core.config import get_settings
     from training.datasets.store import load_dataset
 
-    rep = load_world(get_settings(), load_dataset("synth"), replace=True)
+    settings = get_settings()
+    rep = load_world(settings, load_dataset("synth", settings.data_dir), replace=True)
     typer.echo(f"platform: {rep.users:,} users, {rep.videos:,} videos, {rep.follows:,} follows "
                f"loaded in {rep.seconds:.1f} s")

@@ -3,6 +3,6 @@
 ``pipeline`` (features from the Feast repo, split, fit, evaluate) -> ``features`` (the
 featurizer) and ``data`` (tasks, encoded splits) -> ``trainer`` (the multi-task network of
 ``models.ranker``) and ``baselines`` (LightGBM) -> ``metrics`` (AUC, log-loss, GAUC,
-calibration) -> ``serving`` (``RankerBundle``, ``load_ranker``) / ``tracking`` (MLflow) ->
-``cli`` (``train ranker``, ``rank``, ``bench ranker``) and ``bench``.
+calibration) -> ``bundle`` (``RankerBundle``, ``load_ranker``, its MLflow pyfunc) ->
+``cli`` (``train ranker``, ``rank``); its benchmark is ``benchmarks/ranker.py``.
 """

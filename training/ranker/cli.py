@@ -1,4 +1,4 @@
-"""``reelrank train ranker``, ``reelrank rank`` and ``reelrank bench ranker``.
+"""``reelrank train ranker`` and ``reelrank rank``.
 
 Bad input (a missing path or column, an unknown model alias, a split with no training rows)
 ends with one ``error:`` line and exit code 2. The model is registered only after training,
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.config import get_settings
-from core.tables import DataError
+from core.dataset_schema import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +30,7 @@ DATASETS = ("kuairand", "synth")
 def clean_errors() -> Iterator[None]:
     """Expected failures as one line on stderr and exit code 2."""
     from features.store import FeatureStoreError
-    from training.tracking import ModelNotFound
+    from training.registry import ModelNotFound
 
     try:
         yield
@@ -92,7 +92,8 @@ def train_ranker(
     import mlflow
 
     from models.ranker import DEFAULT_WEIGHTS, RankerConfig
-    from training.ranker import tracking
+    from training import registry
+    from training.ranker.bundle import EXPERIMENT, MODEL_NAME, log_bundle
     from training.ranker.pipeline import (
         RunConfig,
         build_feature_repo,
@@ -102,18 +103,18 @@ def train_ranker(
     )
     from training.ranker.trainer import TrainConfig
     from training.retrieval.pipeline import TIMEZONES, load_data, parse_day
-    from training.tracking import log_metrics
 
     with clean_errors():
         if dataset not in DATASETS:
             raise DataError(f"unknown dataset kind {dataset!r} (use {'|'.join(DATASETS)})")
         score_weights = DEFAULT_WEIGHTS | parse_weights(weights)
         ds = load_data(dataset, data)
-        repo = feature_repo or Path(get_settings().var_dir) / "feature_repos" / ds.name
+        settings = get_settings()
+        repo = feature_repo or Path(settings.var_dir) / "feature_repos" / ds.name
         if build_features or not (repo / "meta.json").is_file():
             typer.echo(f"building batch features of {ds.name} into {repo}")
-            build_feature_repo(repo, ds)
-        frame = point_in_time(repo, ds.interactions, ds.items)
+            build_feature_repo(settings, repo, ds)
+        frame = point_in_time(settings, repo, ds.interactions, ds.items)
         if frame.empty:
             raise DataError(f"{data}: no timestamped impressions to train on")
         end = (parse_day(train_end, dataset) if train_end
@@ -125,10 +126,10 @@ def train_ranker(
             single_tasks=tuple(t.strip() for t in single_task.split(",") if t.strip()),
             threads=threads,
         )
-        tracking.configure()
+        registry.configure(settings, EXPERIMENT)
 
         def on_epoch(phase: str, epoch: int, row: dict[str, float]) -> None:
-            log_metrics(row, prefix=f"{phase}_", step=epoch)
+            registry.log_metrics(row, prefix=f"{phase}_", step=epoch)
             if progress:
                 typer.echo(f"{phase} epoch {epoch}: "
                            + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
@@ -151,20 +152,22 @@ def train_ranker(
                                "categorical": ",".join(outcome.bundle.featurizer.categorical),
                                "numeric": ",".join(outcome.bundle.featurizer.numeric)})
             for name, metrics in outcome.metrics.items():
-                log_metrics(metrics, prefix=f"test_{name}_")
-            log_metrics({f"{k}_seconds": v for k, v in outcome.seconds.items()}, "train_")
+                registry.log_metrics(metrics, prefix=f"test_{name}_")
+            registry.log_metrics({f"{k}_seconds": v for k, v in outcome.seconds.items()},
+                                 "train_")
             if not outcome.eval_table.empty:
                 mlflow.log_table(outcome.eval_table, artifact_file="eval/eval_table.json")
                 mlflow.log_table(outcome.calibration, artifact_file="eval/calibration.json")
-            uri = tracking.log_bundle(outcome.bundle, frame)
-            version = tracking.register(uri, active.info.run_id, alias) if register else None
+            uri = log_bundle(outcome.bundle, frame)
+            version = (registry.register(uri, MODEL_NAME, active.info.run_id, alias)
+                       if register else None)
         if not outcome.eval_table.empty:
             typer.echo(format_metrics(outcome.eval_table))
         typer.echo(f"run {active.info.run_id}; tasks {', '.join(outcome.tasks)}; "
                    f"best epoch {outcome.best_epoch}; "
                    + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()))
         if version is not None:
-            typer.echo(f"registered models:/{tracking.MODEL_NAME}/{version.version}")
+            typer.echo(f"registered models:/{MODEL_NAME}/{version.version}")
 
 
 def read_impressions(path: Path, kind: str) -> Dataset | pd.DataFrame:
@@ -172,7 +175,7 @@ def read_impressions(path: Path, kind: str) -> Dataset | pd.DataFrame:
     (``user_id, video_id, time_ms, ...``) or canonical interactions (parquet / CSV)."""
     import pandas as pd
 
-    from core.tables import validate
+    from core.dataset_schema import validate
     from training.datasets import kuairand
     from training.retrieval.pipeline import load_data
 
@@ -208,16 +211,16 @@ def rank(
     import pandas as pd
     import torch
 
-    from training.ranker import tracking
+    from training import registry
+    from training.ranker.bundle import EXPERIMENT, RankerBundle, output_frame
     from training.ranker.pipeline import point_in_time
-    from training.ranker.serving import RankerBundle
     from training.retrieval.pipeline import load_data
 
     torch.set_num_threads(threads)
     with clean_errors():
         if model.startswith("models:/"):
-            tracking.configure()
-            bundle, version = tracking.load(model)
+            registry.configure(get_settings(), EXPERIMENT)
+            bundle, version = registry.load_bundle(model, RankerBundle)
             name = f"{version.name} v{version.version}"
         else:
             bundle, name = RankerBundle.load(Path(model)), model
@@ -235,7 +238,7 @@ def rank(
         repo = feature_repo or Path(bundle.meta.get("feature_repo", ""))
         if not (repo / "meta.json").is_file():
             raise DataError(f"{repo}: no built feature repo (pass --feature-repo)")
-        frame = point_in_time(repo, inter, item_table, labels=False)
+        frame = point_in_time(get_settings(), repo, inter, item_table, labels=False)
         scores, preds = bundle.predict(frame)
         result = pd.concat([
             pd.DataFrame({
@@ -244,29 +247,13 @@ def rank(
                 "time_ms": pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ms")
                 .astype("int64").to_numpy(),
             }),
-            tracking.output_frame(bundle, scores, preds),
+            output_frame(bundle, scores, preds),
         ], axis=1)
         out.parent.mkdir(parents=True, exist_ok=True)
         result.to_parquet(out, index=False)
         typer.echo(f"scored {len(result):,} impressions with {name} -> {out}")
 
 
-def bench_ranker(
-    data: Annotated[Path, typer.Option(help="KuaiRand directory.")] = Path(
-        "../shared/data/kuairand"),
-    seeds: Annotated[int, typer.Option(min=1, help="Training seeds (mean and spread).")] = 3,
-    threads: Annotated[int, typer.Option(min=1)] = 2,
-    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
-) -> None:
-    """Ranker vs LightGBM vs single-task on KuaiRand (test day 04-30); latency for 500."""
-    from training.ranker.bench import run_bench
-
-    with clean_errors():
-        path = run_bench(data, seeds=seeds, threads=threads, results_dir=out)
-        typer.echo(f"wrote {path}")
-
-
 def register(groups: dict[str, typer.Typer]) -> None:
     groups["train"].command("ranker")(train_ranker)
-    groups["bench"].command("ranker")(bench_ranker)
     groups["__root__"].command("rank")(rank)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from training.ranker.features import Featurizer
+from training.ranker.featurizer import Featurizer
 
 BINARY_TASKS = ("click", "long_view", "like", "follow", "share", "hate")
 RATIO_TASKS = ("watch_ratio",)

@@ -26,15 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.config import Settings, get_settings
-from core.tables import DataError
+from core.config import Settings
+from core.dataset_schema import DataError
 from models.ranker import RankerConfig
 from training.datasets.store import Dataset
 from training.ranker.baselines import LightGBMRanker
+from training.ranker.bundle import RankerBundle
 from training.ranker.data import RATIO_TASKS, TASKS, Encoded, encode, split_at, trainable_tasks
-from training.ranker.features import Featurizer
+from training.ranker.featurizer import Featurizer
 from training.ranker.metrics import calibration, task_metrics
-from training.ranker.serving import RankerBundle
 from training.ranker.trainer import TrainConfig, fit, predict
 
 log = logging.getLogger(__name__)
@@ -55,29 +55,29 @@ def _impressions(interactions: pd.DataFrame) -> pd.DataFrame:
     return imp[imp["ts"].notna()].reset_index(drop=True)
 
 
-def feature_settings(repo: Path) -> Settings:
-    """The settings with ``repo`` as the Feast repo."""
-    return get_settings().model_copy(update={"feature_repo_dir": Path(repo)})
+def feature_settings(settings: Settings, repo: Path) -> Settings:
+    """``settings`` with ``repo`` as the Feast repo (its online store stays ``settings``')."""
+    return settings.model_copy(update={"feature_repo_dir": Path(repo)})
 
 
-def build_feature_repo(repo: Path, ds: Dataset) -> None:
+def build_feature_repo(settings: Settings, repo: Path, ds: Dataset) -> None:
     """Batch snapshots of the data set into the Feast repo ``repo``, applied."""
     from features.batch import build_features, write_features
     from features.store import apply_repo
 
     feats = build_features(ds.interactions, ds.items, ds.users, ds.follows)
     write_features(Path(repo), feats)
-    apply_repo(feature_settings(repo))
+    apply_repo(feature_settings(settings, repo))
 
 
-def point_in_time(repo: Path, interactions: pd.DataFrame, items: pd.DataFrame,
+def point_in_time(settings: Settings, repo: Path, interactions: pd.DataFrame, items: pd.DataFrame,
                   labels: bool = True) -> pd.DataFrame:
     """Each timed impression with its features as of its own time from the store in ``repo``
     (plus its context columns and, with ``labels``, one column per task present)."""
     from features.store import open_store, read_meta
     from features.training_set import LABELS, build_training_set
 
-    settings = feature_settings(repo)
+    settings = feature_settings(settings, repo)
     names = [t for t in TASKS if labels and LABELS[t] in interactions]
     frame = build_training_set(open_store(settings), interactions, items, names,
                                read_meta(settings))

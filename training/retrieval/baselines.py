@@ -13,10 +13,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from core.clock import DAY_MS
 from training.retrieval.data import Fold
-from training.retrieval.features import TrainData
-
-DAY_MS = 86_400_000
+from training.retrieval.inputs import TrainData
 
 
 def _gram(data: TrainData) -> np.ndarray:

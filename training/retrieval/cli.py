@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core.tables import DataError
+from core.dataset_schema import DataError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,7 +30,7 @@ from training.retrieval import DATASET_KINDS
 @contextmanager
 def clean_errors() -> Iterator[None]:
     """Expected failures as one line on stderr and exit code 2."""
-    from training.tracking import ModelNotFound
+    from training.registry import ModelNotFound
 
     try:
         yield
@@ -62,22 +62,22 @@ def _mlflow_trial(phase: str, params: dict[str, Any]):  # noqa: ANN202 - a conte
     """Each fit of the tuning loop as a nested MLflow run with its per-epoch metrics."""
     import mlflow
 
-    from training.retrieval import tracking
+    from training import registry
 
     @contextmanager
     def ctx() -> Iterator[Callable[[dict], None]]:
         with mlflow.start_run(run_name=f"{phase} {params}", nested=True):
             mlflow.log_params({"phase": phase, **params})
-            yield lambda metrics: tracking.log_metrics(
+            yield lambda metrics: registry.log_metrics(
                 {k: v for k, v in metrics.items() if k != "users"}, prefix=f"{phase}_")
 
     return ctx()
 
 
 def _epoch_logger(epoch: int, row: dict[str, float]) -> None:
-    from training.tracking import log_metrics
+    from training import registry
 
-    log_metrics(row, step=epoch)
+    registry.log_metrics(row, step=epoch)
 
 
 def train_retrieval(
@@ -121,8 +121,8 @@ def train_retrieval(
     import pandas as pd
 
     from core.config import get_settings
-    from training.retrieval import tracking
-    from training.retrieval.bundle import make_bundle
+    from training import registry
+    from training.retrieval.bundle import EXPERIMENT, MODEL_NAME, log_bundle, make_bundle
     from training.retrieval.pipeline import (
         TwoTowerRecommender,
         load_data,
@@ -146,7 +146,7 @@ def train_retrieval(
         candidate = two_tower_candidate(variant, model_cfg, train_cfg,
                                         tuning_grid(prep.protocol.name) if tune else None,
                                         _epoch_logger)
-        tracking.configure()
+        registry.configure(get_settings(), EXPERIMENT)
         final = prep.protocol.final
         with mlflow.start_run(run_name=f"{candidate.name} {dataset}") as active:
             mlflow.log_params({
@@ -159,9 +159,9 @@ def train_retrieval(
             })
             outcome = run(candidate, prep, trial=_mlflow_trial)
             mlflow.log_params({f"best.{k}": v for k, v in outcome.params.items()})
-            tracking.log_metrics({k: v for k, v in outcome.valid.items() if k != "users"},
+            registry.log_metrics({k: v for k, v in outcome.valid.items() if k != "users"},
                                  "valid_")
-            tracking.log_metrics({k: v for k, v in outcome.test.items() if k != "users"},
+            registry.log_metrics({k: v for k, v in outcome.test.items() if k != "users"},
                                  "test_")
             table = pd.DataFrame([{"split": "valid", **outcome.valid}]
                                  + ([{"split": "test", **outcome.test}] if outcome.test else []))
@@ -173,14 +173,15 @@ def train_retrieval(
                 "train_end": final.now.isoformat() if final.now is not None else None,
                 "run_id": active.info.run_id,
             })
-            uri = tracking.log_bundle(bundle, table)
-            version = tracking.register(uri, active.info.run_id, alias) if register else None
+            uri = log_bundle(bundle, table)
+            version = (registry.register(uri, MODEL_NAME, active.info.run_id, alias)
+                       if register else None)
         rows = {"valid": outcome.valid} | ({"test": outcome.test} if outcome.test else {})
         typer.echo(format_table(rows))
         typer.echo(f"run {active.info.run_id}; best {outcome.params}; "
                    f"refit {outcome.fit_seconds:.0f} s")
         if version is not None:
-            typer.echo(f"registered models:/{tracking.MODEL_NAME}/{version.version}")
+            typer.echo(f"registered models:/{MODEL_NAME}/{version.version}")
 
 
 def eval_retrieval(
@@ -193,15 +194,17 @@ def eval_retrieval(
     """Evaluate a registered model on the test part of its data (or of --data)."""
     import mlflow
 
-    from training.retrieval import tracking
+    from core.config import get_settings
+    from training import registry
+    from training.retrieval.bundle import EXPERIMENT, Bundle
     from training.retrieval.data import timeline
     from training.retrieval.metrics import evaluate
     from training.retrieval.pipeline import load_data, make_protocol
 
     set_threads(threads)
     with clean_errors():
-        tracking.configure()
-        bundle, version = tracking.load(model)
+        registry.configure(get_settings(), EXPERIMENT)
+        bundle, version = registry.load_bundle(model, Bundle)
         meta = bundle.meta
         ds = load_data(meta["dataset"], data or Path(meta["data"]))
         rows = timeline(ds.interactions, ds.history)
@@ -213,7 +216,7 @@ def eval_retrieval(
         metrics = evaluate(bundle.score, bundle.data, fold, max_users=max_users)
         with mlflow.start_run(run_name=f"eval {model}"):
             mlflow.set_tags({"eval_of": model, "model_version": version.version})
-            tracking.log_metrics({k: v for k, v in metrics.items() if k != "users"}, "test_")
+            registry.log_metrics({k: v for k, v in metrics.items() if k != "users"}, "test_")
         typer.echo(format_table({f"{version.name} v{version.version}": metrics}))
 
 
@@ -247,13 +250,15 @@ def recommend(
     threads: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Each user's top-K, without items they interacted with in the model's training data."""
-    from training.retrieval import tracking
+    from core.config import get_settings
+    from training import registry
+    from training.retrieval.bundle import EXPERIMENT, Bundle
 
     set_threads(threads)
     with clean_errors():
         ids = read_users(users)
-        tracking.configure()
-        bundle, version = tracking.load(model)
+        registry.configure(get_settings(), EXPERIMENT)
+        bundle, version = registry.load_bundle(model, Bundle)
         recs = bundle.recommend(ids, k)
         out.parent.mkdir(parents=True, exist_ok=True)
         recs.to_parquet(out, index=False)

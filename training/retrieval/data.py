@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.tables import IMPRESSION, DataError
+from core.clock import DAY_MS
+from core.dataset_schema import IMPRESSION, DataError
 
 _CONSUMED_EVENTS = {"view", "watch", "click", "long_view", "like", "share", "comment", "follow"}
 _POSITIVE_EVENTS = {"view", "watch", "long_view", "like", "share", "comment", "follow"}
@@ -109,7 +110,7 @@ def temporal(rows: pd.DataFrame, end: pd.Timestamp, valid_days: float = 1.0,
     """Train before ``end`` (plus untimed history), test on ``[end, test_end)``; validate on
     the last ``valid_days`` before ``end`` while tuning. Never splits a timeline at random."""
     end_ms = end.value / 1e6
-    valid_ms = end_ms - valid_days * 86_400_000
+    valid_ms = end_ms - valid_days * DAY_MS
     ts = rows["ts"].to_numpy()
     untimed = np.isnan(ts)
     after = ts >= end_ms

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from training.retrieval.data import Fold
-from training.retrieval.features import TrainData
+from training.retrieval.inputs import TrainData
 
 RECALL_KS = (20, 50, 100, 500)
 NDCG_KS = (10, 50)
@@ -42,9 +42,9 @@ ScoreFn = Callable[[np.ndarray], np.ndarray | torch.Tensor]  # user indices -> [
 
 def _targets(data: TrainData, fold: Fold) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted unique (user, item) index pairs of held-out positives not seen in training."""
-    cat = data.catalog
-    users = cat.user_index(fold.test["user_id"].to_numpy())
-    items = cat.item_index(fold.test["item_id"].to_numpy())
+    ids = data.ids
+    users = ids.user_index(fold.test["user_id"].to_numpy())
+    items = ids.item_index(fold.test["item_id"].to_numpy())
     ok = (users >= 0) & (items >= 0)
     users, items = users[ok], items[ok]
     seen_keys = np.repeat(np.arange(data.n_users), np.diff(data.indptr)) * data.n_items + data.item
@@ -72,7 +72,7 @@ def evaluate(
     if fold.catalog is None:
         allowed[:] = True
     else:
-        idx = data.catalog.item_index(np.asarray(fold.catalog))
+        idx = data.ids.item_index(np.asarray(fold.catalog))
         allowed[idx[idx >= 0]] = True
     n_allowed = int(allowed.sum())
     k_max = min(max(RECALL_KS), n_allowed)

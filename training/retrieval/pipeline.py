@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.tables import DataError, validate
+from core.dataset_schema import DataError, validate
 from models.two_tower import TwoTowerConfig
 from training.content import content_matrix
 from training.datasets import kuairand, microlens
 from training.datasets.store import Dataset, load_dataset
 from training.retrieval import DATASET_KINDS
 from training.retrieval.data import Fold, Protocol, cold_items, leave_last_out, temporal, timeline
-from training.retrieval.features import Catalog, TrainData, build_catalog, encode
+from training.retrieval.inputs import IdSpace, TrainData, build_id_space, encode
 from training.retrieval.metrics import evaluate
 from training.retrieval.trainer import TrainConfig, TrainResult, scorer, train
 
@@ -109,10 +109,10 @@ def make_protocol(kind: str, rows: pd.DataFrame, train_end: str | None = None,
 
 @dataclass
 class Prepared:
-    """A data set ready for every candidate: catalog, protocol, encoded folds (shared caches)."""
+    """A data set ready for every candidate: id space, protocol, encoded folds (shared caches)."""
 
     kind: str
-    catalog: Catalog
+    ids: IdSpace
     protocol: Protocol
     tune: TrainData
     final: TrainData
@@ -137,11 +137,11 @@ def prepare(ds: Dataset, kind: str, train_end: str | None = None, protocol: str 
     proto = make_protocol(kind, rows, train_end, protocol, seed, cold_fraction)
     check(proto)
     emb = content_matrix(ds.items, cache_dir, clip_checkpoint, clip_model) if content else None
-    catalog = build_catalog(ds.items, ds.users, rows, emb)
-    tune = encode(catalog, proto.tune.train, proto.tune.now)
+    ids = build_id_space(ds.items, ds.users, rows, emb)
+    tune = encode(ids, proto.tune.train, proto.tune.now)
     same = proto.final.train is proto.tune.train and proto.final.now == proto.tune.now
-    final = tune if same else encode(catalog, proto.final.train, proto.final.now)
-    return Prepared(kind, catalog, proto, tune, final)
+    final = tune if same else encode(ids, proto.final.train, proto.final.now)
+    return Prepared(kind, ids, proto, tune, final)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from models.two_tower import TwoTower, TwoTowerConfig
 from training.retrieval.data import Fold
-from training.retrieval.features import ItemTable, TrainData
+from training.retrieval.inputs import ItemTable, TrainData
 from training.retrieval.metrics import evaluate
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def build_model(data: TrainData, cfg: TwoTowerConfig) -> TwoTower:
     """A model whose id vocabularies are what this fold trains on: any other id is OOV."""
     users = np.repeat(np.arange(data.n_users), np.diff(data.indptr))
     content = data.items.content
-    feats = data.catalog.user_features
+    feats = data.ids.user_features
     cfg = replace(
         cfg,
         content_dim=content.shape[1] if content is not None and cfg.item_features else 0,
@@ -73,8 +73,8 @@ def build_model(data: TrainData, cfg: TwoTowerConfig) -> TwoTower:
     )
     return TwoTower(
         cfg,
-        user_ids=torch.from_numpy(data.catalog.user_ids[np.unique(users)]),
-        item_ids=torch.from_numpy(data.catalog.item_ids[np.unique(data.item)]),
+        user_ids=torch.from_numpy(data.ids.user_ids[np.unique(users)]),
+        item_ids=torch.from_numpy(data.ids.item_ids[np.unique(data.item)]),
     )
 
 

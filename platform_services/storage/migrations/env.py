@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from platform_services.bus import tables as bus_tables  # noqa: F401 - registers the tables
+from platform_services.bus import models as bus_models  # noqa: F401 - registers the tables
 from platform_services.storage import models  # noqa: F401
 from platform_services.storage.db import Base, make_engine
 

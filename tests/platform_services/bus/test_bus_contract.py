@@ -21,11 +21,12 @@ from sqlalchemy import func, select
 
 from core.events import Action, UserInteraction, encode
 from platform_services.bus import Message
+from platform_services.bus.models import OutboxRow, ProcessedEvent
 from platform_services.bus.outbox import OutboxRelay, emit
-from platform_services.bus.tables import OutboxRow, ProcessedEvent, VideoStats
 from platform_services.bus.worker import Worker, WorkerConfig
 from platform_services.counters import apply_counts
 from platform_services.runtime import Runtime
+from platform_services.storage.models import VideoStats
 
 TOPIC = "user.interaction"
 FAST = WorkerConfig(poll_timeout_ms=100, backoff_s=0.01, session_timeout_ms=6_000)

@@ -9,8 +9,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
+from benchmarks.servers import free_port
 from platform_services.bus.kafka import _start_with_backoff
-from platform_services.storage.embedded import free_port
 
 
 async def test_unreachable_broker_retries_with_backoff_then_fails(

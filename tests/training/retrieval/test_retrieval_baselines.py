@@ -8,7 +8,7 @@ import pytest
 
 from training.retrieval.baselines import ALS, EASE, ItemKNN, Popularity, RandomScores
 from training.retrieval.data import timeline
-from training.retrieval.features import build_catalog, encode
+from training.retrieval.inputs import build_id_space, encode
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -28,7 +28,7 @@ def planted(seed: int = 0) -> tuple:
     frame = pd.DataFrame({"user_id": users, "item_id": items, "event": "view", "ts": pd.NaT,
                           "seq": np.arange(len(users))})
     rows = timeline(frame)
-    cat = build_catalog(pd.DataFrame({"item_id": np.arange(30)}),
+    cat = build_id_space(pd.DataFrame({"item_id": np.arange(30)}),
                         pd.DataFrame({"user_id": np.arange(60)}), rows, None)
     return cat, encode(cat, rows, None)
 
@@ -56,7 +56,7 @@ def test_recent_popularity_counts_only_the_window() -> None:
             rows.append((u, 2, T0 + pd.Timedelta(days=9, hours=12)))
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "ts"]).assign(event="view")
     tl = timeline(frame)
-    cat = build_catalog(pd.DataFrame({"item_id": [1, 2, 3]}), pd.DataFrame({"user_id": range(10)}),
+    cat = build_id_space(pd.DataFrame({"item_id": [1, 2, 3]}), pd.DataFrame({"user_id": range(10)}),
                         tl, None)
     data = encode(cat, tl, T0 + pd.Timedelta(days=10))
     recent, ever = Popularity(window_days=1.0), Popularity(window_days=None)

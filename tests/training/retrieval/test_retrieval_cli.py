@@ -82,10 +82,11 @@ def test_train_register_eval_recommend_index(settings: Settings, synth_dir, tmp_
     assert recs.groupby("user_id")["rank"].apply(list).to_dict() == {
         u: list(range(1, 8)) for u in (0, 1, 10**12)}
     assert (recs.groupby("user_id")["score"].diff().dropna() <= 0).all()
-    from training.retrieval import tracking
+    from training import registry
+    from training.retrieval.bundle import Bundle
 
-    bundle, _ = tracking.load("models:/reelrank-retrieval@champion")
-    seen = bundle.data.catalog.item_ids[bundle.data.item[
+    bundle, _ = registry.load_bundle("models:/reelrank-retrieval@champion", Bundle)
+    seen = bundle.data.ids.item_ids[bundle.data.item[
         bundle.data.indptr[1] : bundle.data.indptr[2]]]
     assert len(seen) and not set(recs[recs.user_id == 1].item_id) & set(seen)
 
@@ -94,7 +95,7 @@ def test_train_register_eval_recommend_index(settings: Settings, synth_dir, tmp_
     assert "recall@100 vs exact 1.0000" in res.output  # a small catalog gets exact search
     from candidate_gen.index_store import load_for_model
 
-    index = load_for_model("models:/reelrank-retrieval@champion")
+    index = load_for_model("models:/reelrank-retrieval@champion", settings.path("indexes"))
     assert len(index) == len(bundle.item_ids)
     # A video uploaded after training gets a vector from its features and becomes searchable.
     fresh = pd.DataFrame({"item_id": [10**9], "author_id": [3], "title": ["new"],

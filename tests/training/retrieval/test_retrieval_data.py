@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.tables import DataError
+from core.dataset_schema import DataError
 from training.retrieval.data import cold_items, leave_last_out, temporal, timeline
-from training.retrieval.features import build_catalog, encode
+from training.retrieval.inputs import build_id_space, encode
 from training.retrieval.metrics import evaluate
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -73,7 +73,7 @@ def test_evaluate_excludes_training_items_and_computes_metrics_by_hand() -> None
     test = timeline(impressions([(1, 3, 9, True, True, False), (1, 1, 9, True, True, False),
                                  (2, 4, 9, True, True, False), (2, 5, 9, True, True, False)]))
     items = pd.DataFrame({"item_id": np.arange(1, 6)})
-    cat = build_catalog(items, pd.DataFrame({"user_id": [1, 2]}), pd.concat([train, test]), None)
+    cat = build_id_space(items, pd.DataFrame({"user_id": [1, 2]}), pd.concat([train, test]), None)
     data = encode(cat, train, None)
     from training.retrieval.data import Fold
 

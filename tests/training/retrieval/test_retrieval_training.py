@@ -48,7 +48,7 @@ def test_cold_items_are_found_through_content(world: Dataset, tmp_path: Path) ->
                    cold_fraction=0.4)
     fold = prep.protocol.final
     assert prep.final.items.content is not None and len(fold.catalog) >= 150
-    trained = set(prep.final.catalog.item_ids[np.unique(prep.final.item)])
+    trained = set(prep.final.ids.item_ids[np.unique(prep.final.item)])
     assert not trained & set(fold.catalog)  # the held-out items were never trained on
     hide_ids = [{"temperature": 0.1, "id_dropout": 0.5}]  # what the cold-item grid can pick
     content = two_tower_candidate("content", train_cfg=FAST, grid=hide_ids)
@@ -65,7 +65,7 @@ def test_cold_items_are_found_through_content(world: Dataset, tmp_path: Path) ->
 
 
 def test_empty_training_set_is_a_clear_error(world: Dataset) -> None:
-    from core.tables import DataError
+    from core.dataset_schema import DataError
 
     with pytest.raises(DataError, match="no positive interactions|empty"):
         prepare(world, "synth", train_end="2000-01-01", content=False)

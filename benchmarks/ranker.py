@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.bench import RESULTS_DIR, table, write_report
+from benchmarks.report import RESULTS_DIR, table, write_report
 from core.config import get_settings
+from training.ranker.bundle import RankerBundle
 from training.ranker.pipeline import (
     RunConfig,
     build_feature_repo,
@@ -27,7 +28,6 @@ from training.ranker.pipeline import (
     point_in_time,
     run,
 )
-from training.ranker.serving import RankerBundle
 from training.ranker.trainer import TrainConfig
 
 MODELS = ("ranker", "lightgbm", "single-task")
@@ -71,10 +71,11 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
     load = os.getloadavg()[0]
     started = time.perf_counter()
     ds = load_data("kuairand", data)
-    repo = Path(get_settings().var_dir) / "bench" / "ranker-features"
-    build_feature_repo(repo, ds)
+    settings = get_settings()
+    repo = Path(settings.var_dir) / "bench" / "ranker-features"
+    build_feature_repo(settings, repo, ds)
     built = time.perf_counter()
-    frame = point_in_time(repo, ds.interactions, ds.items)
+    frame = point_in_time(settings, repo, ds.interactions, ds.items)
     joined = time.perf_counter()
     end = parse_day(TEST_DAY, "kuairand")
     outcomes = [run(frame, end, RunConfig(train=TrainConfig(seed=s), threads=threads))

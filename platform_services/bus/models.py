@@ -1,4 +1,4 @@
-"""Tables of the event backbone: the embedded log, group offsets, the outbox, idempotency."""
+"""ORM models of the event backbone: the embedded log, group offsets, the outbox, idempotency."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from platform_services.storage.db import Base, BigIntId, UTCDateTime, utcnow
+from core.clock import utcnow
+from platform_services.storage.db import Base, BigIntId, UTCDateTime
 
 
 class BusPartition(Base):
@@ -71,16 +72,3 @@ class ProcessedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-
-class VideoStats(Base):
-    """Per-video engagement counters kept by the ``counters`` worker."""
-
-    __tablename__ = "video_stats"
-    video_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    views: Mapped[int] = mapped_column(BigInteger, default=0)
-    likes: Mapped[int] = mapped_column(BigInteger, default=0)
-    comments: Mapped[int] = mapped_column(BigInteger, default=0)
-    shares: Mapped[int] = mapped_column(BigInteger, default=0)
-    skips: Mapped[int] = mapped_column(BigInteger, default=0)
-    reports: Mapped[int] = mapped_column(BigInteger, default=0)
-    watch_ms: Mapped[int] = mapped_column(BigInteger, default=0)

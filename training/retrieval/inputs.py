@@ -1,6 +1,6 @@
 """Model inputs as arrays: item features, user features and the encoded training timelines.
 
-Everything is indexed by a fixed id order (``Catalog.item_ids`` / ``user_ids``) so baselines get
+Everything is indexed by a fixed id order (``IdSpace.item_ids`` / ``user_ids``) so baselines get
 sparse matrices and the two-tower gets tensors from the same arrays. The transforms are
 stateless (tags hashed with CRC32, fixed log scales) or stored (:class:`UserFeaturizer`), so a
 video uploaded after training gets the same features the model was trained on.
@@ -17,10 +17,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from core.clock import DAY_MS
 from models.two_tower import ItemInputs, UserInputs
 
 MAX_TAGS = 8
-DAY_MS = 86_400_000
 RECENT_DAYS = 1.0  # window of the "trending" item feature
 NUMERIC = ("log_duration", "log_age", "log_recent_positives")
 
@@ -161,8 +161,9 @@ def _signed_log(s: pd.Series) -> np.ndarray:
 
 
 @dataclass
-class Catalog:
-    """A data set's id spaces and per-id features, shared by every fold and model."""
+class IdSpace:
+    """A data set's users and items in a fixed (sorted) order and their per-id features, shared
+    by every fold and model; row i of every per-id array describes the i-th id."""
 
     user_ids: np.ndarray  # sorted int64
     item_ids: np.ndarray  # sorted int64
@@ -186,9 +187,9 @@ def _lookup(space: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(found, pos, -1)
 
 
-def build_catalog(
+def build_id_space(
     items: pd.DataFrame, users: pd.DataFrame, rows: pd.DataFrame, content: np.ndarray | None
-) -> Catalog:
+) -> IdSpace:
     """Every item in the items table or the timelines (rows without metadata get nulls), every
     user in the users table or the timelines. ``content`` is aligned with ``items``."""
     item_ids = np.union1d(items["item_id"].to_numpy(np.int64), rows["item_id"].to_numpy(np.int64))
@@ -204,14 +205,14 @@ def build_catalog(
     if featurizer.dim:
         u = users.drop_duplicates("user_id").set_index("user_id").reindex(user_ids)
         feats = featurizer.transform(u.reset_index())
-    return Catalog(user_ids, item_ids, aligned, content, feats, featurizer)
+    return IdSpace(user_ids, item_ids, aligned, content, feats, featurizer)
 
 
 @dataclass
 class TrainData:
-    """One fold's training timelines in the catalog's index space, as CSR by user."""
+    """One fold's training timelines as positions in the id space, CSR by user."""
 
-    catalog: Catalog
+    ids: IdSpace
     items: ItemTable  # features at ``now``
     indptr: np.ndarray  # [n_users + 1]
     item: np.ndarray  # item index per timeline row, oldest first within a user
@@ -224,11 +225,11 @@ class TrainData:
 
     @property
     def n_users(self) -> int:
-        return len(self.catalog.user_ids)
+        return len(self.ids.user_ids)
 
     @property
     def n_items(self) -> int:
-        return len(self.catalog.item_ids)
+        return len(self.ids.item_ids)
 
     def matrix(self, positive_only: bool = False) -> sp.csr_matrix:
         """Binary user x item matrix of the training timelines."""
@@ -260,11 +261,11 @@ class TrainData:
                 np.concatenate([self.liked, pad]),
             )
         item, long, liked = (a[offsets] for a in self.cache["padded"])
-        raw = np.where(valid, self.catalog.item_ids[item], -1)
+        raw = np.where(valid, self.ids.item_ids[item], -1)
         long, liked = valid & long, valid & liked
-        feats = self.catalog.user_features
+        feats = self.ids.user_features
         return UserInputs(
-            user_id=torch.from_numpy(self.catalog.user_ids[users]),
+            user_id=torch.from_numpy(self.ids.user_ids[users]),
             history=torch.from_numpy(raw),
             long=torch.from_numpy(long),
             liked=torch.from_numpy(liked),
@@ -272,22 +273,22 @@ class TrainData:
         )
 
 
-def encode(catalog: Catalog, rows: pd.DataFrame, now: pd.Timestamp | None) -> TrainData:
-    """A fold's training rows (sorted by user, order) in the catalog's index space."""
-    users = catalog.user_index(rows["user_id"].to_numpy())
-    items = catalog.item_index(rows["item_id"].to_numpy())
+def encode(ids: IdSpace, rows: pd.DataFrame, now: pd.Timestamp | None) -> TrainData:
+    """A fold's training rows (sorted by user, order) as positions in ``ids``."""
+    users = ids.user_index(rows["user_id"].to_numpy())
+    items = ids.item_index(rows["item_id"].to_numpy())
     if (users < 0).any() or (items < 0).any():
-        raise ValueError("training rows reference ids outside the catalog")
+        raise ValueError("training rows reference ids outside the id space")
     order = np.lexsort((rows["order"].to_numpy(), users))
-    counts = np.bincount(users, minlength=len(catalog.user_ids))
+    counts = np.bincount(users, minlength=len(ids.user_ids))
     recent = None
     if now is not None:
         ts = rows["ts"].to_numpy(np.float64)
         window = rows["positive"].to_numpy(bool) & (ts >= now.value / 1e6 - RECENT_DAYS * DAY_MS)
-        recent = np.bincount(items[window], minlength=len(catalog.item_ids))
+        recent = np.bincount(items[window], minlength=len(ids.item_ids))
     return TrainData(
-        catalog=catalog,
-        items=item_table(catalog.items, now, catalog.content, recent),
+        ids=ids,
+        items=item_table(ids.items, now, ids.content, recent),
         indptr=np.concatenate([[0], np.cumsum(counts)]),
         item=items[order],
         long=rows["long"].to_numpy(bool)[order],

@@ -1,0 +1,107 @@
+"""``reelrank bench NAME``: each command runs one benchmark module and writes its report
+under ``benchmarks/results/``. The modules are imported inside the commands: they pull in
+torch, FAISS or Feast, and ``reelrank --help`` should not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.ranker.cli import clean_errors as ranker_errors
+from training.retrieval.cli import clean_errors as retrieval_errors
+from training.retrieval.cli import set_threads
+
+
+def bench_bus(
+    backends: Annotated[str, typer.Option(help="Comma-separated.")]
+    = "db-sqlite,db-postgres,kafka",
+    events: Annotated[int, typer.Option(help="Events per throughput run.")] = 20_000,
+) -> None:
+    """End-to-end events/s and latency per bus backend → benchmarks/results/bus.md."""
+    from benchmarks.bus import bench_bus as run
+
+    run(backends, events)
+
+
+def bench_features(
+    candidates: Annotated[int, typer.Option(help="Candidate videos per read.")] = 500,
+    reads: Annotated[int, typer.Option(help="Timed reads per store and path.")] = 300,
+    rate: Annotated[int, typer.Option(help="Events per second for the freshness run.")] = 1000,
+    seconds: Annotated[float, typer.Option(help="Length of the freshness run.")] = 15.0,
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/features.md"
+    ),
+) -> None:
+    """Online read latency (SQLite, Redis), freshness at a given event rate, materialization."""
+    from benchmarks.features import run_bench
+
+    run_bench(out, candidates=candidates, reads=reads, rate=rate, seconds=seconds)
+    typer.echo(f"wrote {out}")
+
+
+def bench_ranker(
+    data: Annotated[Path, typer.Option(help="KuaiRand directory.")] = Path(
+        "../shared/data/kuairand"),
+    seeds: Annotated[int, typer.Option(min=1, help="Training seeds (mean and spread).")] = 3,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
+) -> None:
+    """Ranker vs LightGBM vs single-task on KuaiRand (test day 04-30); latency for 500."""
+    from benchmarks.ranker import run_bench
+
+    with ranker_errors():
+        path = run_bench(data, seeds=seeds, threads=threads, results_dir=out)
+        typer.echo(f"wrote {path}")
+
+
+def bench_retrieval(
+    kuairand: Annotated[Path, typer.Option(help="KuaiRand directory (raw or imported).")]
+    = Path("../shared/data/kuairand"),
+    microlens: Annotated[Path, typer.Option(help="MicroLens directory (raw or imported).")]
+    = Path("../shared/data/microlens50k"),
+    out: Annotated[Path, typer.Option()] = Path("benchmarks/results/retrieval.md"),
+    ann_items: Annotated[int, typer.Option(min=1000)] = 1_000_000,
+    threads: Annotated[int | None, typer.Option()] = None,
+    quick: Annotated[bool, typer.Option(help="Few epochs, no grids: a smoke run.")] = False,
+) -> None:
+    """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
+    from benchmarks.retrieval import bench
+    from core.config import get_settings
+
+    set_threads(threads)
+    with retrieval_errors():
+        path = bench(kuairand, microlens, out, ann_items, threads or os.cpu_count() or 1, quick,
+                     cache_dir=get_settings().path("content"))
+        typer.echo(f"wrote {path}")
+
+
+def bench_serve(
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path("benchmarks/results/serve.md"),
+    videos: Annotated[int, typer.Option(min=1000, help="Catalog size.")] = 100_000,
+    users: Annotated[int, typer.Option(min=100)] = 20_000,
+    rates: Annotated[str, typer.Option(help="Comma-separated request rates (req/s).")]
+    = "10,25,50,100,200",
+    seconds: Annotated[float, typer.Option(help="Seconds per rate.")] = 10.0,
+    quick: Annotated[bool, typer.Option(help="A small catalog and short runs (smoke).")]
+    = False,
+) -> None:
+    """Load-test GET /api/v1/feed/for-you with the real models -> benchmarks/results/serve.md."""
+    from benchmarks.serve import run_bench
+
+    path = run_bench(out, videos=videos, users=users,
+                     rates=[int(r) for r in rates.split(",") if r.strip()],
+                     seconds=seconds, quick=quick)
+    typer.echo(f"wrote {path}")
+
+
+def register(groups: dict[str, typer.Typer]) -> None:
+    bench = groups["bench"]
+    bench.command("bus")(bench_bus)
+    bench.command("features")(bench_features)
+    bench.command("ranker")(bench_ranker)
+    bench.command("retrieval")(bench_retrieval)
+    bench.command("serve")(bench_serve)

@@ -1,0 +1,162 @@
+"""The model registry (MLflow): the one module that talks to the tracking server about models.
+
+Every trainer, CLI and serving process goes through here to point MLflow at the settings'
+tracking URI (:func:`connect`, :func:`configure`), log metrics under MLflow-safe keys, register
+a version (the first version of a model gets the ``champion`` alias, so a fresh setup works end
+to end), resolve ``models:/NAME@ALIAS``, ``models:/NAME/3`` or ``models:/NAME/latest`` to a
+registry version, and move an alias (``reelrank deploy``).
+
+A registered model is a pyfunc whose one artifact is a *bundle* directory (the weights and
+everything needed to use them). Each model family says only what its bundle is: a class with
+``save(dir)`` / ``load(dir)``, and a :class:`BundlePyfunc` subclass with its ``predict``
+(:mod:`training.ranker.bundle`, :mod:`training.retrieval.bundle`); :func:`log_bundle` and
+:func:`load_bundle` do the rest. Artifacts go under ``<var>/mlartifacts/<experiment>``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self, TypeVar
+
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
+from mlflow.tracking import MlflowClient
+
+from core.config import Settings
+
+FIRST_ALIAS = "champion"
+# Registered model names by the short names the CLI takes (``--model ranker``).
+MODELS = {"ranker": "reelrank-ranker", "retrieval": "reelrank-retrieval"}
+PIP = ["torch==2.14.1", "numpy", "pandas", "pyarrow", "mlflow==3.17.2"]
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+
+
+class ModelNotFound(LookupError):
+    """A model URI that does not resolve; the message is one line."""
+
+
+def connect(tracking_uri: str) -> None:
+    """Point this process's MLflow at ``tracking_uri`` (the settings' ``mlflow_tracking_uri``)."""
+    mlflow.set_tracking_uri(tracking_uri)
+
+
+def configure(settings: Settings, experiment: str) -> None:
+    """:func:`connect`, and make ``experiment`` the active one (created on first use)."""
+    connect(settings.mlflow_tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        location = settings.path("mlartifacts", experiment).resolve()
+        mlflow.create_experiment(experiment, artifact_location=location.as_uri())
+    mlflow.set_experiment(experiment)
+
+
+def metric_key(name: str) -> str:
+    """MLflow metric names allow no '@': recall@50 -> recall_at_50."""
+    return name.replace("@", "_at_")
+
+
+def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
+    mlflow.log_metrics({prefix + metric_key(k): float(v) for k, v in metrics.items()}, step=step)
+
+
+def register(model_uri: str, name: str, run_id: str, alias: str | None = None) -> ModelVersion:
+    """A new version of ``name``; ``alias`` (or champion, for the first) points at it."""
+    client = MlflowClient()
+    version = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    if alias is None and not client.get_registered_model(name).aliases:
+        alias = FIRST_ALIAS
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return version
+
+
+def _latest(client: MlflowClient, name: str) -> ModelVersion | None:
+    return max(client.search_model_versions(f"name = '{name}'"),
+               key=lambda v: int(v.version), default=None)
+
+
+def resolve(uri: str) -> ModelVersion:
+    """The registry version behind ``models:/name@alias``, ``models:/name/3`` or ``/latest``."""
+    m = _URI.match(uri)
+    if not m:
+        raise ModelNotFound(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    client = MlflowClient()
+    try:
+        if m["alias"]:
+            return client.get_model_version_by_alias(m["name"], m["alias"])
+        if m["version"] == "latest":
+            latest = _latest(client, m["name"])
+            if latest is None:
+                raise ModelNotFound(f"{uri}: registered model {m['name']!r} has no versions")
+            return latest
+        return client.get_model_version(m["name"], m["version"])
+    except MlflowException as exc:
+        raise ModelNotFound(f"{uri}: {str(exc).splitlines()[0]}") from None
+
+
+def move_alias(model: str, alias: str, version: str = "latest") -> tuple[str, str, str | None]:
+    """Point ``alias`` of ``model`` (ranker | retrieval | a registered name) at ``version``;
+    returns (name, version, previous version). The tracking URI must be set (:func:`connect`).
+    Raises ``MlflowException`` for a bad name or version."""
+    name = MODELS.get(model, model)
+    client = MlflowClient()
+    if version == "latest":
+        latest = _latest(client, name)
+        if latest is None:
+            raise MlflowException(f"registered model {name!r} has no versions")
+        version = str(latest.version)
+    previous = client.get_registered_model(name).aliases.get(alias)
+    client.get_model_version(name, version)
+    client.set_registered_model_alias(name, alias, version)
+    return name, version, None if previous is None else str(previous)
+
+
+class Bundle(Protocol):
+    """A trained model as one directory."""
+
+    def save(self, path: Path) -> Path: ...
+
+    @classmethod
+    def load(cls, path: Path) -> Self: ...
+
+
+B = TypeVar("B", bound=Bundle)
+
+
+class BundlePyfunc(PythonModel):
+    """A pyfunc whose artifact is a bundle directory; a subclass names the bundle class and
+    writes ``predict`` against ``self.bundle``."""
+
+    bundle_type: ClassVar[type[Bundle]]
+    bundle: Any
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = self.bundle_type.load(Path(context.artifacts["bundle"]))
+
+
+def log_bundle(bundle: Bundle, model: BundlePyfunc, signature: ModelSignature,
+               input_example: pd.DataFrame | None = None) -> str:
+    """Log ``bundle`` as the artifact of the pyfunc ``model`` into the active run; its URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = bundle.save(Path(tmp) / "bundle")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=model, artifacts={"bundle": str(bundle_dir)},
+            signature=signature, input_example=input_example, pip_requirements=PIP,
+        )
+    return info.model_uri
+
+
+def load_bundle(uri: str, bundle_type: type[B]) -> tuple[B, ModelVersion]:
+    """The bundle of the version behind ``uri`` (downloaded once into MLflow's local cache);
+    the tracking URI must be set (:func:`connect` or :func:`configure`)."""
+    version = resolve(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+    bundle = model.unwrap_python_model().bundle
+    if not isinstance(bundle, bundle_type):
+        raise ModelNotFound(f"{uri}: a {type(bundle).__name__}, not a {bundle_type.__name__}")
+    return bundle, version
