@@ -64,7 +64,6 @@ GROUPS: dict[str, str] = {
     "deploy": "Move model aliases (champion, challenger).",
     "serve": "Run the API and the Ray Serve deployments.",
     "features": "Apply, materialize and query the Feast feature store.",
-    "experiment": "Define, run and analyse A/B experiments.",
     "bench": "Benchmarks; each writes benchmarks/results/<name>.md.",
 }
 
