@@ -117,7 +117,8 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
-    jwt_ttl_s: int = Field(default=3600, gt=0)
+    jwt_ttl_s: int = Field(default=900, gt=0)  # access tokens: 15 minutes
+    refresh_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)  # each rotation restarts it
     # Signs local-blob URLs and feed cursors; falls back to the JWT secret.
     signing_secret: SecretStr | None = None
 
@@ -140,11 +141,13 @@ class Settings(BaseSettings):
                     "jwt_secret: required when env is not 'dev' (set REELRANK_JWT_SECRET)"
                 )
             self.jwt_secret = SecretStr(DEV_JWT_SECRET)
-        elif self.env == "prod" and (
+        elif self.env != "dev" and (
             self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
             or len(self.jwt_secret.get_secret_value()) < 32
         ):
-            raise ValueError("jwt_secret: prod needs a secret of 32+ bytes, not the dev key")
+            raise ValueError(
+                f"jwt_secret: {self.env} needs a secret of 32+ bytes, not the dev key"
+            )
         if self.signing_secret is None:
             self.signing_secret = self.jwt_secret
         return self

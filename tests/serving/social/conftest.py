@@ -1,0 +1,75 @@
+"""The accounts and social API on both databases: ``api`` is a client of an app migrated on
+SQLite or on PostgreSQL (the same tests run on each), plus helpers to make users and videos."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings, get_settings
+from platform_services.storage.db import migrate
+from platform_services.storage.models import Role, User, Video, VideoStatus, Visibility
+from serving.app import create_app
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def api_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "postgres":
+        request.getfixturevalue("clean_env").setenv(
+            "REELRANK_DATABASE_URL", request.getfixturevalue("postgres_db"))
+        get_settings.cache_clear()
+        settings = get_settings()
+    migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture
+def api(api_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings, feed_services=False)) as c:
+        yield c
+
+
+@dataclass
+class Account:
+    id: int
+    username: str
+    headers: dict[str, str]
+    refresh_token: str
+
+
+def sessions_of(client: TestClient) -> sessionmaker[Session]:
+    return client.app.state.runtime.sessions
+
+
+def make_account(client: TestClient, name: str, role: Role = Role.USER) -> Account:
+    """Register ``name`` (with ``role``, set in the database) and log in."""
+    body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+    r = client.post("/api/v1/auth/register", json=body)
+    assert r.status_code == 201, r.text
+    user_id = r.json()["id"]
+    if role != Role.USER:
+        with sessions_of(client).begin() as s:
+            s.get(User, user_id).role = role
+    r = client.post("/api/v1/auth/token", json={"username": name, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    t = r.json()
+    return Account(user_id, name, {"Authorization": f"Bearer {t['access_token']}"},
+                   t["refresh_token"])
+
+
+def make_video(client: TestClient, owner: Account,
+               visibility: Visibility = Visibility.PUBLIC,
+               status: VideoStatus = VideoStatus.READY, duration_ms: int = 15_000) -> int:
+    """A video row as the media pipeline would leave it (upload is another issue's API)."""
+    with sessions_of(client).begin() as s:
+        video = Video(owner_id=owner.id, title="a video", visibility=visibility, status=status,
+                      duration_ms=duration_ms)
+        s.add(video)
+        s.flush()
+        return video.id
