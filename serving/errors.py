@@ -12,6 +12,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
+from platform_services.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 _CODES = {
@@ -91,6 +93,12 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
+        fields = [{"field": exc.field, "message": exc.message}] if exc.field else None
+        return JSONResponse(error_body(exc.status, exc.message, fields),
+                            status_code=exc.status)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(RedisError)

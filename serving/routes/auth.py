@@ -1,4 +1,4 @@
-"""Accounts: register, log in (token), refresh, log out, who am I."""
+"""Accounts: register, log in (token), refresh, log out (``/users/me`` is in ``users``)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,3 @@ def logout_all(user: CurrentUser, session: SessionDep) -> None:
     tokens.logout_everywhere(session, user.id)
     session.commit()
 
-
-@router.get("/users/me", responses=error_responses(401, 429))
-def me(user: CurrentUser) -> UserOut:
-    return UserOut.model_validate(user, from_attributes=True)

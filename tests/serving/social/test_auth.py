@@ -129,7 +129,7 @@ def test_role_in_token_and_database(api: TestClient, api_settings: Settings) -> 
     assert claims["role"] == "moderator"
     forged = issue_token(api_settings, make_account(api, "ivan").id, role="admin")
     # A token saying admin for a user account grants nothing: the lower role counts.
-    r = api.post(f"/api/v1/users/{mod.id}/verified", json={"verified": True},
+    r = api.put(f"/api/v1/users/{mod.id}/verified", json={"verified": True},
                  headers={"Authorization": f"Bearer {forged}"})
     assert r.status_code == 403
     bad_role = issue_token(api_settings, mod.id, role="root")
