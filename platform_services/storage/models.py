@@ -141,7 +141,10 @@ class Block(Base):
     """``blocker_id`` never sees ``blocked_id``'s videos in any feed."""
 
     __tablename__ = "blocks"
-    __table_args__ = (CheckConstraint("blocker_id <> blocked_id", name="no_self_block"),)
+    __table_args__ = (
+        CheckConstraint("blocker_id <> blocked_id", name="no_self_block"),
+        Index("ix_blocks_blocked_id", "blocked_id"),  # who blocked me (feeds hide them too)
+    )
 
     blocker_id: Mapped[int] = mapped_column(
         BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True

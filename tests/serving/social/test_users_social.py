@@ -211,3 +211,16 @@ def test_save_share_and_report(api: TestClient) -> None:
         assert [(q.target_type, q.target_id) for q in queue] == [("video", video),
                                                                  ("user", ann.id)]
     assert _actions(api) == ["save", "unsave", "share", "report", "report"]
+
+
+def test_feeds_hide_blocks_both_ways(api: TestClient) -> None:
+    """The feed filter's viewer context carries blocks in both directions."""
+    from platform_services.storage.models import User
+    from serving.feed.filters import load_viewer
+
+    ann, bob, cyd = (make_account(api, n) for n in ("ann", "bob", "cyd"))
+    api.post(f"{V1}/users/{ann.id}/block", headers=bob.headers)
+    api.post(f"{V1}/users/{bob.id}/block", headers=cyd.headers)
+    with sessions_of(api)() as s:
+        assert load_viewer(s, s.get(User, bob.id)).blocked.tolist() == sorted([ann.id, cyd.id])
+        assert load_viewer(s, s.get(User, ann.id)).blocked.tolist() == [bob.id]

@@ -50,6 +50,7 @@ def upgrade() -> None:
                     unique=True)
     op.create_index("uq_users_email_lower", "users", [sa.text("lower(email)")], unique=True)
 
+    op.create_index("ix_blocks_blocked_id", "blocks", ["blocked_id"])
     op.create_table(
         "refresh_tokens",
         sa.Column("id", ID, nullable=False),
@@ -149,6 +150,7 @@ def downgrade() -> None:
     for table in ("reports", "comments", "shares", "saves", "likes", "user_stats",
                   "refresh_tokens"):
         op.drop_table(table)  # drops its indexes too
+    op.drop_index("ix_blocks_blocked_id", table_name="blocks")
     op.drop_index("uq_users_email_lower", table_name="users")
     op.drop_index("uq_users_username_lower", table_name="users")
     with op.batch_alter_table("users") as batch:
