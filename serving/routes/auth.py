@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from platform_services import tokens
 from platform_services.auth import ConflictError, authenticate, register_user
 from serving.deps import CurrentUser, SessionDep, SettingsDep
 from serving.errors import error_responses
+from serving.limits import RateLimit
 
 router = APIRouter(tags=["auth"])
 MIN_PASSWORD = 8
@@ -61,7 +62,8 @@ def _tokens_out(pair: tokens.TokenPair) -> TokenOut:
                     refresh_expires_in=pair.refresh_expires_in)
 
 
-@router.post("/auth/register", status_code=201, responses=error_responses(409, 422, 429))
+@router.post("/auth/register", status_code=201, responses=error_responses(409, 422, 429),
+             dependencies=[Depends(RateLimit("signup"))])
 def register(body: RegisterIn, session: SessionDep) -> UserOut:
     try:
         user = register_user(session, body.username, body.email, body.password, body.region)
@@ -71,7 +73,8 @@ def register(body: RegisterIn, session: SessionDep) -> UserOut:
     return UserOut.model_validate(user, from_attributes=True)
 
 
-@router.post("/auth/token", responses=error_responses(401, 422, 429))
+@router.post("/auth/token", responses=error_responses(401, 422, 429),
+             dependencies=[Depends(RateLimit("login"))])
 def token(body: LoginIn, session: SessionDep, settings: SettingsDep) -> TokenOut:
     """Log in: a 15-minute access token and a 7-day refresh token (a new login family)."""
     user = authenticate(session, body.username, body.password)
@@ -82,7 +85,8 @@ def token(body: LoginIn, session: SessionDep, settings: SettingsDep) -> TokenOut
     return _tokens_out(pair)
 
 
-@router.post("/auth/refresh", responses=error_responses(401, 422, 429))
+@router.post("/auth/refresh", responses=error_responses(401, 422, 429),
+             dependencies=[Depends(RateLimit("login"))])
 def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -> TokenOut:
     """Trade a refresh token for a new pair. Each refresh token works once: presenting a used
     one again revokes every token of its login (it was copied)."""

@@ -15,8 +15,9 @@ from core.clock import utcnow
 from core.events import Action, UserInteraction, check_target
 from platform_services.bus.outbox import emit
 from serving.deps import CurrentUser, SessionDep
+from serving.errors import error_responses
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=error_responses(401, 422))
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
