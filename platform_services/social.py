@@ -82,6 +82,22 @@ def can_view(session: Session, viewer_id: int, video: Video) -> bool:
     return video.visibility == Visibility.PUBLIC or follows(session, viewer_id, video.owner_id)
 
 
+def visible_videos(session: Session, viewer_id: int, video_ids: set[int]) -> dict[int, Video]:
+    """Of ``video_ids``, the videos ``viewer_id`` may see (:func:`can_view`), in 3 queries."""
+    videos = list(session.scalars(select(Video).where(Video.id.in_(video_ids))))
+    owners = {v.owner_id for v in videos} - {viewer_id}
+    blocked = set(session.scalars(select(Block.blocked_id).where(
+        Block.blocker_id == viewer_id, Block.blocked_id.in_(owners)))) | set(session.scalars(
+        select(Block.blocker_id).where(Block.blocked_id == viewer_id,
+                                       Block.blocker_id.in_(owners))))
+    followed = set(session.scalars(select(Follow.followee_id).where(
+        Follow.follower_id == viewer_id, Follow.followee_id.in_(owners))))
+    return {v.id: v for v in videos if v.owner_id == viewer_id or (
+        v.status == VideoStatus.READY and v.owner_id not in blocked
+        and (v.visibility == Visibility.PUBLIC
+             or (v.visibility == Visibility.FOLLOWERS and v.owner_id in followed)))}
+
+
 def visible_video(session: Session, viewer_id: int, video_id: int) -> Video:
     """The video if ``viewer_id`` may see it; :class:`NotFound` otherwise (whether it exists
     or not, so ids of private videos leak nothing)."""
