@@ -98,9 +98,24 @@ def bench_serve(
     typer.echo(f"wrote {path}")
 
 
+def bench_comments(
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/comments.md"),
+    comments: Annotated[int, typer.Option(min=1000)] = 10_000,
+    roots: Annotated[int, typer.Option(min=100)] = 1_000,
+    reads: Annotated[int, typer.Option(min=10)] = 200,
+    inserts: Annotated[int, typer.Option(min=10)] = 100,
+) -> None:
+    """Comment-tree storage models on SQLite and PostgreSQL -> benchmarks/results/comments.md."""
+    from benchmarks.comments import run_bench
+
+    typer.echo(f"wrote {run_bench(out, comments, roots, reads, inserts)}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
+    bench.command("comments")(bench_comments)
     bench.command("features")(bench_features)
     bench.command("ranker")(bench_ranker)
     bench.command("retrieval")(bench_retrieval)

@@ -117,7 +117,19 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
-    jwt_ttl_s: int = Field(default=3600, gt=0)
+    jwt_ttl_s: int = Field(default=900, gt=0)  # access tokens: 15 minutes
+    refresh_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)  # each rotation restarts it
+    # Rate limits (``limits`` notation, counted in Redis and shared by all API processes):
+    # per signed-in user by role tier, per client IP for everything, and stricter per IP on
+    # the credential routes; the for-you feed has its own per-user limit.
+    rate_limit_user: str = "600/minute"
+    rate_limit_moderator: str = "2000/minute"
+    rate_limit_admin: str = "5000/minute"
+    rate_limit_ip: str = "1200/minute"
+    rate_limit_login: str = "10/minute"
+    rate_limit_signup: str = "5/minute"
+    rate_limit_for_you: str = "120/minute"
+    api_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)  # larger: 413
     # Signs local-blob URLs and feed cursors; falls back to the JWT secret.
     signing_secret: SecretStr | None = None
 
@@ -132,6 +144,19 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a URL with scheme {'|'.join(allowed)}, got {value!r}")
         return value
 
+    @field_validator("rate_limit_user", "rate_limit_moderator", "rate_limit_admin",
+                     "rate_limit_ip", "rate_limit_login", "rate_limit_signup",
+                     "rate_limit_for_you")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        from limits import parse  # the library the limiter uses: one notation, one parser
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"expected a rate like '600/minute', got {value!r}") from None
+        return value
+
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
         if self.jwt_secret is None:
@@ -140,11 +165,13 @@ class Settings(BaseSettings):
                     "jwt_secret: required when env is not 'dev' (set REELRANK_JWT_SECRET)"
                 )
             self.jwt_secret = SecretStr(DEV_JWT_SECRET)
-        elif self.env == "prod" and (
+        elif self.env != "dev" and (
             self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
             or len(self.jwt_secret.get_secret_value()) < 32
         ):
-            raise ValueError("jwt_secret: prod needs a secret of 32+ bytes, not the dev key")
+            raise ValueError(
+                f"jwt_secret: {self.env} needs a secret of 32+ bytes, not the dev key"
+            )
         if self.signing_secret is None:
             self.signing_secret = self.jwt_secret
         return self

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Enum,
     ForeignKey,
@@ -18,7 +19,9 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -30,6 +33,14 @@ class Visibility(StrEnum):
     PUBLIC = "public"
     FOLLOWERS = "followers"
     PRIVATE = "private"
+
+
+class Role(StrEnum):
+    """What an account may do; carried in its access token as the ``role`` claim."""
+
+    USER = "user"
+    MODERATOR = "moderator"
+    ADMIN = "admin"
 
 
 class VideoStatus(StrEnum):
@@ -57,6 +68,11 @@ def _created_at() -> Mapped[datetime]:
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # ``Alice`` and ``alice`` are one account (usernames and emails are ASCII-checked).
+        Index("uq_users_username_lower", text("lower(username)"), unique=True),
+        Index("uq_users_email_lower", text("lower(email)"), unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     username: Mapped[str] = mapped_column(String(32), unique=True)
@@ -64,6 +80,14 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     region: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = _created_at()
+    # Profile (issue 14).
+    display_name: Mapped[str | None] = mapped_column(String(64))
+    bio: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    avatar_url: Mapped[str | None] = mapped_column(String(1024))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    role: Mapped[Role] = mapped_column(
+        _str_enum(Role, "role"), default=Role.USER, server_default=Role.USER.value
+    )
 
     videos: Mapped[list[Video]] = relationship(back_populates="owner", passive_deletes=True)
 
@@ -117,7 +141,10 @@ class Block(Base):
     """``blocker_id`` never sees ``blocked_id``'s videos in any feed."""
 
     __tablename__ = "blocks"
-    __table_args__ = (CheckConstraint("blocker_id <> blocked_id", name="no_self_block"),)
+    __table_args__ = (
+        CheckConstraint("blocker_id <> blocked_id", name="no_self_block"),
+        Index("ix_blocks_blocked_id", "blocked_id"),  # who blocked me (feeds hide them too)
+    )
 
     blocker_id: Mapped[int] = mapped_column(
         BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
