@@ -11,11 +11,14 @@ from fastapi import FastAPI
 from prometheus_client import make_asgi_app
 
 from core.config import Settings, get_settings
+from platform_services.media.delivery import PlaylistSigner
 from platform_services.runtime import Runtime
 from platform_services.storage.blob_routes import blob_router
 from platform_services.storage.blobs import LocalBlobStore, open_blob_store
 from serving.errors import install_error_handlers
 from serving.routes import auth, events, feed
+from serving.routes import media as media_routes
+from serving.routes import videos as video_routes
 
 API_PREFIX = "/api/v1"
 
@@ -48,9 +51,12 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router):
         app.include_router(router, prefix=API_PREFIX)
+    for router in (video_routes.router, media_routes.router):
+        app.include_router(router, prefix=API_PREFIX)
     blobs = open_blob_store(settings)
+    app.state.blobs, app.state.playlists = blobs, PlaylistSigner.from_settings(settings)
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs
-        app.include_router(blob_router(blobs))
+        app.include_router(blob_router(blobs, max_upload_bytes=settings.upload_max_bytes))
     app.mount("/metrics", make_asgi_app())
 
     @app.get("/healthz", tags=["health"])
