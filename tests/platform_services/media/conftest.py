@@ -90,3 +90,63 @@ def upload(client: TestClient, headers: dict[str, str], data: bytes, **meta) -> 
     r = client.post(f"/api/v1/videos/{ticket['video_id']}/complete", headers=headers)
     assert r.status_code == 202, r.text
     return ticket["video_id"]
+
+
+def cut(src: Path, seconds: float, dst: Path) -> Path:
+    """The first ``seconds`` of ``src``, stream-copied (no re-encode): short transcodes."""
+    import av
+
+    # faststart: the index (moov) first, as phones write it, so half a file still opens.
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4",
+                                           options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s)
+                   for s in (*inp.streams.video[:1], *inp.streams.audio[:1])}
+        for packet in inp.demux(*[inp.streams[i] for i in streams]):
+            if packet.dts is None or packet.pts is None:
+                continue  # the demuxer's flush packets
+            if float(packet.pts * packet.time_base) >= seconds:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dst
+
+
+def run_transcodes(settings: Settings, until, timeout_s: float = 180.0,
+                   workers: int = 1) -> None:
+    """Relay the outbox and run ``workers`` transcode workers until ``until()`` holds."""
+    import asyncio
+
+    from platform_services.bus.outbox import OutboxRelay
+    from platform_services.bus.worker import WorkerConfig
+    from platform_services.media.worker import transcode_worker
+    from platform_services.runtime import Runtime
+
+    async def main() -> None:
+        rt = Runtime.from_settings(settings)
+        stop = asyncio.Event()
+        config = WorkerConfig(max_batch=1, max_attempts=2, poll_timeout_ms=100,
+                              session_timeout_ms=3000)
+        members = [transcode_worker(settings, rt, config) for _ in range(workers)]
+
+        async def watch() -> None:
+            try:
+                while not await asyncio.to_thread(until):
+                    await asyncio.sleep(0.2)
+            finally:
+                stop.set()
+
+        try:
+            await asyncio.wait_for(asyncio.gather(
+                OutboxRelay(rt.sessions, rt.bus).run(stop, idle_s=0.05),
+                *(m.run(stop) for m in members), watch()), timeout_s)
+        finally:
+            await rt.close()
+
+    asyncio.run(main())
+
+
+def video_status(client: TestClient, video_id: int) -> str:
+    from platform_services.storage.models import Video
+
+    with client.app.state.runtime.sessions() as s:
+        return s.get(Video, video_id).status.value
