@@ -150,3 +150,11 @@ def video_status(client: TestClient, video_id: int) -> str:
 
     with client.app.state.runtime.sessions() as s:
         return s.get(Video, video_id).status.value
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The API on the embedded defaults only (local blobs, the db-log bus)."""
+    migrate(settings.database_url)
+    with TestClient(create_app(settings, feed_services=False)) as c:
+        yield c
