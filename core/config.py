@@ -136,8 +136,6 @@ class Settings(BaseSettings):
     media_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     # ``clamd`` socket (``unix:///run/clamav/clamd.ctl`` or ``tcp://host:3310``); unset: no scan.
     clamd_url: str | None = None
-    # Users who may read and decide the moderation queue (until accounts have roles).
-    moderator_ids: list[int] = Field(default_factory=list)
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"

@@ -65,4 +65,5 @@ def downgrade() -> None:
     op.drop_index("ix_video_media_checksum", table_name="video_media")
     op.drop_table("video_media")
     with op.batch_alter_table("videos") as batch:
+        batch.drop_constraint(op.f("ck_videos_moderation"), type_="check")
         batch.drop_column("moderation")
