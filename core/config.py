@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     content_clip_checkpoint: Path | None = None
     content_clip_model: str | None = None
     embed_wait_s: float = Field(default=30.0, ge=0, le=3600)
+    # The image moderator on sampled frames, as "module:factory(settings)"; "" for none.
+    media_frame_moderator: str = "training.frame_moderation:default"
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"

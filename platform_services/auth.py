@@ -45,15 +45,21 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
-def issue_token(settings: Settings, user_id: int, ttl_s: int | None = None) -> str:
+DEFAULT_ROLE = "user"  # the ``role`` claim: "user" | "moderator" | "admin"
+
+
+def issue_token(settings: Settings, user_id: int, ttl_s: int | None = None,
+                role: str = DEFAULT_ROLE) -> str:
     now = int(time.time())
-    claims = {"sub": str(user_id), "iat": now, "exp": now + (ttl_s or settings.jwt_ttl_s)}
+    claims = {"sub": str(user_id), "iat": now, "exp": now + (ttl_s or settings.jwt_ttl_s),
+              "role": role}
     assert settings.jwt_secret is not None
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), settings.jwt_algorithm)
 
 
-def user_id_from_token(settings: Settings, token: str) -> int:
-    """The token's user id; :class:`AuthError` for anything not a valid, unexpired token."""
+def token_claims(settings: Settings, token: str) -> tuple[int, str]:
+    """(user id, role) of a valid, unexpired token (a token without ``role`` is a user's);
+    :class:`AuthError` for anything else."""
     assert settings.jwt_secret is not None
     try:
         claims = jwt.decode(
@@ -62,9 +68,17 @@ def user_id_from_token(settings: Settings, token: str) -> int:
             algorithms=[settings.jwt_algorithm],
             options={"require": ["sub", "exp"]},
         )
-        return int(claims["sub"])
+        role = claims.get("role", DEFAULT_ROLE)
+        if not isinstance(role, str):
+            raise ValueError("role must be a string")
+        return int(claims["sub"]), role
     except (jwt.PyJWTError, ValueError) as exc:
         raise AuthError(str(exc) or type(exc).__name__) from None
+
+
+def user_id_from_token(settings: Settings, token: str) -> int:
+    """The token's user id; :class:`AuthError` for anything not a valid, unexpired token."""
+    return token_claims(settings, token)[0]
 
 
 def register_user(

@@ -18,6 +18,7 @@ from platform_services.storage.blobs import LocalBlobStore, open_blob_store
 from serving.errors import install_error_handlers
 from serving.routes import auth, events, feed
 from serving.routes import media as media_routes
+from serving.routes import moderation as moderation_routes
 from serving.routes import videos as video_routes
 
 API_PREFIX = "/api/v1"
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router):
         app.include_router(router, prefix=API_PREFIX)
-    for router in (video_routes.router, media_routes.router):
+    for router in (video_routes.router, media_routes.router, moderation_routes.router):
         app.include_router(router, prefix=API_PREFIX)
     blobs = open_blob_store(settings)
     app.state.blobs, app.state.playlists = blobs, PlaylistSigner.from_settings(settings)

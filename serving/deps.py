@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from platform_services.auth import AuthError, user_id_from_token
+from platform_services.auth import AuthError, token_claims, user_id_from_token
 from platform_services.runtime import Runtime
 from platform_services.storage.models import User
 
@@ -58,3 +58,21 @@ def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+MODERATOR_ROLES = frozenset({"moderator", "admin"})
+
+
+def get_moderator(
+    user: CurrentUser,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The caller, if their token's ``role`` claim is moderator or admin; else 403."""
+    assert credentials is not None  # get_current_user has already refused a missing token
+    _, role = token_claims(settings, credentials.credentials)
+    if role not in MODERATOR_ROLES:
+        raise HTTPException(403, "this needs the moderator or admin role")
+    return user
+
+
+ModeratorUser = Annotated[User, Depends(get_moderator)]

@@ -113,7 +113,7 @@ class TranscodeJob:
             check_limits(p, self.settings)
             result = transcode(src, work / "out", p, ladder(p, self.settings.transcode_heights),
                                self.settings.transcode_segment_s, self.settings.transcode_preset,
-                               self.settings.transcode_threads)
+                               self.settings.transcode_threads, frames_dir=work / "frames")
         except (RejectedSource, moderation.VirusFound) as exc:
             if isinstance(exc, moderation.VirusFound):
                 out.reason = f"the file is infected: {exc}"
@@ -128,7 +128,7 @@ class TranscodeJob:
         out.status, out.probe, out.renditions = "ready", p.as_dict(), result.renditions
         out.media_prefix = own
         out.verdict = moderation.combine([
-            m.review(title, description, tags, [work / "out" / "poster.jpg"])
+            m.review(title, description, tags, result.frames)
             for m in self.moderators])
         return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,6 +28,8 @@ MAXRATE = {360: 900_000, 720: 3_000_000, 1080: 6_000_000}
 POSTER_AT_S = 1.0
 SPRITE_TILE_W, SPRITE_COLUMNS, SPRITE_MAX_TILES = 160, 10, 100
 THUMBNAIL_H = 360
+MODERATION_FRAMES = 6  # evenly spaced frames the image moderators look at
+MODERATION_FRAME_PX = 448  # longest side: above every classifier's input size
 # Decoding stops short of the declared duration by more than this: the file is truncated.
 TRUNCATED_SHARE = 0.9
 
@@ -45,6 +47,7 @@ class Ladder:
     renditions: list[dict]  # name, width, height, bandwidth, average_bandwidth, segments, ...
     files: list[Path]  # everything written under the output directory
     decoded_s: float
+    frames: list[Path] = field(default_factory=list)  # sampled for moderation, not published
 
 
 def _even(x: float) -> int:
@@ -109,12 +112,14 @@ class _Output:
 
 
 def transcode(src: Path, out_dir: Path, p: Probe, rungs: list[Rung], segment_s: float,
-              preset: str = "veryfast", threads: int = 0) -> Ladder:
+              preset: str = "veryfast", threads: int = 0, frames_dir: Path | None = None,
+              n_frames: int = MODERATION_FRAMES) -> Ladder:
     """Write the ladder, ``master.m3u8``, ``poster.jpg``, ``thumbnail.jpg``, ``sprite.jpg``
-    and ``sprite.vtt`` under ``out_dir``. :class:`RejectedSource` if decoding fails or stops
+    and ``sprite.vtt`` under ``out_dir`` (and ``n_frames`` evenly spaced frames for
+    moderation under ``frames_dir``). :class:`RejectedSource` if decoding fails or stops
     early (a truncated upload); other errors propagate."""
     sprite_every = max(1.0, p.duration_s / SPRITE_MAX_TILES)
-    art = _Artwork(p, sprite_every)
+    art = _Artwork(p, sprite_every, n_frames if frames_dir is not None else 0)
     outputs: list[_Output] = []
     decoded_s = 0.0
     try:
@@ -157,7 +162,8 @@ def transcode(src: Path, out_dir: Path, p: Probe, rungs: list[Rung], segment_s: 
     (out_dir / "hls" / "master.m3u8").write_text(master_playlist(renditions))
     art.write(out_dir)
     files = sorted(f for f in out_dir.rglob("*") if f.is_file())
-    return Ladder(renditions, files, decoded_s)
+    frames = art.write_frames(frames_dir) if frames_dir is not None else []
+    return Ladder(renditions, files, decoded_s, frames)
 
 
 def _drain(fifo: av.AudioFifo, outputs: list[_Output], samples: int, final: bool) -> int:
@@ -218,7 +224,9 @@ class _Artwork:
     """Poster (the frame at ~1 s), a thumbnail of it, and a sprite sheet of tiles every
     ``every_s`` seconds with a WebVTT track mapping times to tiles."""
 
-    def __init__(self, p: Probe, every_s: float) -> None:
+    def __init__(self, p: Probe, every_s: float, n_frames: int = 0) -> None:
+        self.frame_at = [p.duration_s * (i + 0.5) / n_frames for i in range(n_frames)]
+        self.frames: list[Image.Image] = []
         self.poster_at = min(POSTER_AT_S, p.duration_s / 2)
         self.every_s = every_s
         self.tile_h = _even(SPRITE_TILE_W * p.display_height / p.display_width)
@@ -227,6 +235,10 @@ class _Artwork:
         self.duration = p.duration_s
 
     def offer(self, frame: av.VideoFrame, t: float) -> None:
+        if len(self.frames) < len(self.frame_at) and t >= self.frame_at[len(self.frames)]:
+            img = frame.to_image()
+            img.thumbnail((MODERATION_FRAME_PX, MODERATION_FRAME_PX))
+            self.frames.append(img)
         if self.poster is None and t >= self.poster_at:
             self.poster = frame.to_image()
         if t >= len(self.tiles) * self.every_s and len(self.tiles) < SPRITE_MAX_TILES:
@@ -254,6 +266,19 @@ class _Artwork:
                      f"sprite.jpg#xywh={x},{y},{SPRITE_TILE_W},{self.tile_h}", ""]
         sheet.save(out / "sprite.jpg", quality=75)
         (out / "sprite.vtt").write_text("\n".join(cues))
+
+    def write_frames(self, d: Path) -> list[Path]:
+        """The moderation frames (the poster when the video is shorter than their spacing)."""
+        assert self.poster is not None, "write() first"
+        return _write_frames(self.frames or [self.poster], d)
+
+
+def _write_frames(frames: list[Image.Image], d: Path) -> list[Path]:
+    d.mkdir(parents=True, exist_ok=True)
+    paths = [d / f"frame_{i:02d}.jpg" for i in range(len(frames))]
+    for img, path in zip(frames, paths, strict=True):
+        img.save(path, quality=90)
+    return paths
 
 
 def _vtt_time(t: float) -> str:

@@ -11,6 +11,7 @@ an event that keeps raising goes to ``video.uploaded.dlq`` and the worker goes o
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from core.config import Settings
 from core.events import Event
 from platform_services.bus.models import ProcessedEvent
 from platform_services.bus.worker import Worker, WorkerConfig
+from platform_services.media.moderation import Moderator, TextRules
 from platform_services.media.pipeline import TranscodeJob
 from platform_services.runtime import Runtime
 from platform_services.storage.blobs import open_blob_store
@@ -53,9 +55,21 @@ class PreparedWorker(Worker):
                 self.finish(event, committed)
 
 
+def moderators(settings: Settings) -> list[Moderator]:
+    """The text rules, then the frame moderator ``media_frame_moderator`` names
+    (``"module:factory"``, called with the settings; empty: none). It is named, not imported,
+    because the default is built on encoders that live above this package."""
+    out: list[Moderator] = [TextRules()]
+    if settings.media_frame_moderator:
+        module, _, factory = settings.media_frame_moderator.partition(":")
+        out.append(getattr(importlib.import_module(module), factory)(settings))
+    return out
+
+
 def transcode_worker(settings: Settings, rt: Runtime, config: WorkerConfig | None = None,
                      job: TranscodeJob | None = None) -> PreparedWorker:
-    job = job or TranscodeJob(settings, rt.sessions, open_blob_store(settings))
+    job = job or TranscodeJob(settings, rt.sessions, open_blob_store(settings),
+                              moderators(settings))
     config = config or WorkerConfig(max_batch=1, max_attempts=2,
                                     session_timeout_ms=settings.transcode_session_timeout_ms)
     return PreparedWorker(GROUP, TOPICS, job.commit, rt.bus, rt.sessions, config,

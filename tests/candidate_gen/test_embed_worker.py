@@ -1,7 +1,8 @@
 """Content embeddings for brand-new uploads: a real clip goes upload -> transcode -> embed ->
 the serving ANN index, which adds the worker's stored vector (not a recomputed one) within a
-bound of the video becoming ready; and the index's choice between stored vector, stored
-content, waiting and the title fallback."""
+bound of the video becoming ready; a moderator's rejection takes it out of the index and the
+for-you feed through the API; and the index's choice between stored vector, stored content,
+waiting and the title fallback."""
 
 from __future__ import annotations
 
@@ -22,13 +23,14 @@ from candidate_gen.embed_worker import embed_worker
 from candidate_gen.fresh_items import load_stored, pack, unpack
 from core.clock import utcnow
 from core.config import Settings, get_settings
+from platform_services.auth import issue_token
 from platform_services.bus.outbox import OutboxRelay
 from platform_services.bus.worker import WorkerConfig
 from platform_services.media.models import VideoMedia
 from platform_services.media.worker import transcode_worker
 from platform_services.runtime import Runtime
 from platform_services.storage.db import make_engine, migrate, session_factory
-from platform_services.storage.models import Video, VideoStatus
+from platform_services.storage.models import User, Video, VideoStatus
 from serving import demo
 from serving.app import create_app
 from serving.feed.services import FeedServices
@@ -145,6 +147,47 @@ def test_new_upload_is_an_ann_candidate_within_seconds_of_ready(world: Settings,
         assert vid in found.tolist()
     finally:
         asyncio.run(svc.close())
+
+
+def _for_you(api: TestClient, headers: dict[str, str]) -> dict[int, str]:
+    """Every video of the caller's for-you pages -> the source that proposed it."""
+    shown, cursor = {}, None
+    while True:
+        r = api.get("/api/v1/feed/for-you", headers=headers,
+                    params={"page_size": 50} | ({"cursor": cursor} if cursor else {}))
+        assert r.status_code == 200, r.text
+        shown |= {it["video"]["id"]: it["source"] for it in r.json()["items"]}
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            return shown
+
+
+def test_rejected_upload_leaves_the_index_and_the_feed_through_the_api(
+    world: Settings, db
+) -> None:
+    with TestClient(create_app(world)) as api:
+        svc = api.app.state.feeds.svc
+        retriever: AnnRetriever = svc.retrievers.get("champion").model
+        owner = signup(api, "maker")
+        vid = upload(api, owner, clip("carphone_distorted.mp4").read_bytes(),
+                     title="sunset skate session", tags=["skate"], category="sports")
+        _run_pipeline(world, lambda: len(retriever.in_index) > vid
+                      and bool(retriever.in_index[vid]))
+        viewer = signup(api, "watcher")
+        assert vid in _for_you(api, viewer), "the new upload reaches the for-you feed"
+        with db() as s:
+            mod_id = s.scalar(select(User.id).where(User.username == "watcher"))
+        moderator = {"Authorization": f"Bearer {issue_token(world, mod_id, role='admin')}"}
+        r = api.post(f"/api/v1/moderation/videos/{vid}", headers=moderator,
+                     json={"action": "reject", "reason": "stolen content"})
+        assert r.status_code == 200 and r.json()["moderation"] == "blocked"
+        deadline = time.monotonic() + 3 * world.catalog_refresh_s + 5
+        while retriever.in_index[vid] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not retriever.in_index[vid], "blocked: out of the ANN index"
+        assert vid not in _for_you(api, viewer), "blocked: out of the feed (same user)"
+        assert vid not in _for_you(api, signup(api, "late")), "and for anyone else"
+        assert api.get(f"/api/v1/videos/{vid}", headers=viewer).status_code == 404
 
 
 def _fresh_upload(db, title: str, ready_ago_s: float) -> int:  # noqa: ANN001
