@@ -112,6 +112,24 @@ def bench_comments(
     typer.echo(f"wrote {run_bench(out, comments, roots, reads, inserts)}")
 
 
+def bench_transcode(
+    clips: Annotated[Path, typer.Option(help="Folder of the real clips.")]
+    = Path("../shared/data/videos"),
+    presets: Annotated[str, typer.Option(help="Comma-separated x264 presets to measure.")]
+    = "veryfast,superfast,ultrafast",
+    threads: Annotated[str, typer.Option(help="Comma-separated x264 thread counts (0: auto).")]
+    = "0",
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per clip and setting.")] = 3,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
+) -> None:
+    """Transcode speed per clip and preset, upload -> recommendable seconds -> transcode.md."""
+    from benchmarks.transcode import run_bench
+
+    path = run_bench(clips, [p.strip() for p in presets.split(",") if p.strip()],
+                     [int(t) for t in threads.split(",") if t.strip()], repeats, out)
+    typer.echo(f"wrote {path}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
@@ -120,3 +138,4 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("ranker")(bench_ranker)
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
+    bench.command("transcode")(bench_transcode)

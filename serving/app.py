@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import make_asgi_app
 
 from core.config import Settings, get_settings
+from platform_services.media.delivery import PlaylistSigner
 from platform_services.ratelimit import RateLimiter
 from platform_services.runtime import Runtime
 from platform_services.storage.blob_routes import blob_router
@@ -19,8 +20,11 @@ from serving.errors import error_responses, install_error_handlers
 from serving.limits import BodySizeLimit, rate_limited
 from serving.routes import auth, events, feed
 from serving.routes import comments as comment_routes
+from serving.routes import media as media_routes
+from serving.routes import moderation as moderation_routes
 from serving.routes import social as social_routes
 from serving.routes import users as user_routes
+from serving.routes import videos as video_routes
 
 API_PREFIX = "/api/v1"
 
@@ -53,14 +57,21 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     # Every route is rate limited (per IP, and per user when signed in) and bodies are capped.
     app = FastAPI(title="reelrank", version="0.1.0", lifespan=lifespan,
                   dependencies=[Depends(rate_limited)])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
+                       exempt=("/blobs/",))  # the blob route caps uploads at upload_max_bytes
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router, user_routes.router,
                    social_routes.router, comment_routes.router):
         app.include_router(router, prefix=API_PREFIX, responses=error_responses(413, 429))
+    for router in (auth.router, events.router, feed.router):
+        app.include_router(router, prefix=API_PREFIX)
+    for router in (video_routes.router, media_routes.router, moderation_routes.router):
+        app.include_router(router, prefix=API_PREFIX)
     blobs = open_blob_store(settings)
+    app.state.blobs, app.state.playlists = blobs, PlaylistSigner.from_settings(settings)
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs
-        app.include_router(blob_router(blobs), responses=error_responses(429))
+        app.include_router(blob_router(blobs, max_upload_bytes=settings.upload_max_bytes),
+                           responses=error_responses(429))
     app.mount("/metrics", make_asgi_app())
 
     @app.get("/healthz", tags=["health"], responses=error_responses(429))

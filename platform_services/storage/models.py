@@ -51,6 +51,15 @@ class VideoStatus(StrEnum):
     REMOVED = "removed"
 
 
+class Moderation(StrEnum):
+    """A video's moderation verdict; only ``approved`` videos reach feeds, search and the index."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    NEEDS_REVIEW = "needs_review"
+    BLOCKED = "blocked"
+
+
 def _str_enum(cls: type[StrEnum], name: str) -> Enum:
     return Enum(
         cls,
@@ -113,6 +122,10 @@ class Video(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)  # known once transcoded
     category: Mapped[str | None] = mapped_column(String(32))  # topic, for trending and topic mix
     blob_key: Mapped[str | None] = mapped_column(String(1024))
+    moderation: Mapped[Moderation] = mapped_column(
+        _str_enum(Moderation, "moderation"), default=Moderation.APPROVED,
+        server_default=Moderation.APPROVED.value,
+    )
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()

@@ -113,3 +113,18 @@ def test_feed_media_urls_resolve_on_the_local_store(client: TestClient, settings
     assert r.headers["content-type"] == "image/jpeg"
     r = fetch(urls.get(8)["hls"])
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_a_signed_upload_may_exceed_the_api_body_cap(client: TestClient, settings: Settings) -> None:
+    """The API caps bodies at ``api_max_body_bytes``; a video PUT to the local store's signed
+    URL is capped by ``upload_max_bytes`` instead, so a real clip is not refused."""
+    size = settings.api_max_body_bytes + 1024
+    assert size <= settings.upload_max_bytes
+    url = urlsplit(open_blob_store(settings).presign_put("uploads/big.mp4", 60, "video/mp4"))
+    r = client.put(f"{url.path}?{url.query}", content=b"\0" * size,
+                   headers={"Content-Type": "video/mp4"})
+    assert r.status_code < 300, r.text
+    assert open_blob_store(settings).get("uploads/big.mp4") == b"\0" * size
+    r = client.post("/api/v1/auth/register", content=b"{" + b" " * size + b"}",
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
