@@ -115,7 +115,8 @@ def test_feed_media_urls_resolve_on_the_local_store(client: TestClient, settings
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-def test_a_signed_upload_may_exceed_the_api_body_cap(client: TestClient, settings: Settings) -> None:
+def test_a_signed_upload_may_exceed_the_api_body_cap(client: TestClient,
+                                                     settings: Settings) -> None:
     """The API caps bodies at ``api_max_body_bytes``; a video PUT to the local store's signed
     URL is capped by ``upload_max_bytes`` instead, so a real clip is not refused."""
     size = settings.api_max_body_bytes + 1024
