@@ -108,8 +108,9 @@ def visible_video(session: Session, viewer_id: int, video_id: int) -> Video:
 
 
 def existing_user(session: Session, user_id: int) -> User:
+    """The user, unless there is none or the account was deleted (:class:`NotFound`)."""
     user = session.get(User, user_id)
-    if user is None:
+    if user is None or user.deleted_at is not None:
         raise NotFound("no such user")
     return user
 

@@ -19,6 +19,7 @@ from serving.errors import error_responses, install_error_handlers
 from serving.limits import BodySizeLimit, rate_limited
 from serving.routes import auth, events, feed
 from serving.routes import comments as comment_routes
+from serving.routes import lists as list_routes
 from serving.routes import social as social_routes
 from serving.routes import users as user_routes
 
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router, user_routes.router,
-                   social_routes.router, comment_routes.router):
+                   social_routes.router, comment_routes.router, list_routes.router):
         app.include_router(router, prefix=API_PREFIX, responses=error_responses(413, 429))
     blobs = open_blob_store(settings)
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs
