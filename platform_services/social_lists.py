@@ -17,20 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_, union
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from platform_services.errors import Invalid
-from platform_services.social import existing_user
-from platform_services.storage.models import (
-    Block,
-    Follow,
-    User,
-    Video,
-    VideoStatus,
-    Visibility,
-)
+from platform_services.social import blocked_either_way_ids, existing_user, visible_to
+from platform_services.storage.models import Follow, User, Video
 from platform_services.storage.social_models import Save
 
 CURSOR = re.compile(r"(0|[1-9][0-9]{0,17})_([1-9][0-9]{0,18})")
@@ -57,23 +49,6 @@ def parse_cursor(text: str, field: str = "cursor") -> tuple[datetime, int]:
     except OverflowError:
         raise Invalid("not a cursor of this list", field=field) from None
     return at, int(m.group(2))
-
-
-def blocked_either_way_ids(viewer_id: int) -> Any:
-    """A subquery of the users who blocked ``viewer_id`` or whom ``viewer_id`` blocked."""
-    return union(select(Block.blocked_id).where(Block.blocker_id == viewer_id),
-                 select(Block.blocker_id).where(Block.blocked_id == viewer_id))
-
-
-def visible_to(viewer_id: int) -> ColumnElement[bool]:
-    """SQL for :func:`platform_services.social.can_view` over ``Video`` rows."""
-    followed = select(Follow.followee_id).where(Follow.follower_id == viewer_id)
-    return or_(Video.owner_id == viewer_id, and_(
-        Video.status == VideoStatus.READY,
-        Video.owner_id.not_in(blocked_either_way_ids(viewer_id)),
-        or_(Video.visibility == Visibility.PUBLIC,
-            and_(Video.visibility == Visibility.FOLLOWERS, Video.owner_id.in_(followed))),
-    ))  # fmt: skip
 
 
 def _page(session: Session, stmt: Any, at_col: Any, id_col: Any, cursor: str | None,
