@@ -130,6 +130,25 @@ def bench_transcode(
     typer.echo(f"wrote {path}")
 
 
+def bench_social(
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/social.md"),
+    backends: Annotated[str, typer.Option(help="Comma-separated: sqlite, postgres.")]
+    = "sqlite,postgres",
+    port: Annotated[int, typer.Option(help="Port of the API under test.")] = 8024,
+    quick: Annotated[bool, typer.Option(help="A small world and 2-second runs (smoke).")]
+    = False,
+) -> None:
+    """Likes/follows under open-loop load (counters checked exact), comment-thread reads of a
+    10,000-comment video, on SQLite and PostgreSQL -> benchmarks/results/social.md."""
+    from benchmarks.social import run_bench
+
+    names = tuple(b.strip() for b in backends.split(",") if b.strip())
+    if unknown := set(names) - {"sqlite", "postgres"}:
+        raise typer.BadParameter(f"unknown backends {sorted(unknown)}", param_hint="--backends")
+    typer.echo(f"wrote {run_bench(out, quick=quick, backends=names, port=port)}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
@@ -139,3 +158,4 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
     bench.command("transcode")(bench_transcode)
+    bench.command("social")(bench_social)

@@ -20,6 +20,7 @@ from serving.errors import error_responses, install_error_handlers
 from serving.limits import BodySizeLimit, rate_limited
 from serving.routes import auth, events, feed
 from serving.routes import comments as comment_routes
+from serving.routes import lists as list_routes
 from serving.routes import media as media_routes
 from serving.routes import moderation as moderation_routes
 from serving.routes import social as social_routes
@@ -61,12 +62,9 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
                        exempt=("/blobs/",))  # the blob route caps uploads at upload_max_bytes
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router, user_routes.router,
-                   social_routes.router, comment_routes.router):
+                   social_routes.router, comment_routes.router, list_routes.router,
+                   video_routes.router, media_routes.router, moderation_routes.router):
         app.include_router(router, prefix=API_PREFIX, responses=error_responses(413, 429))
-    for router in (auth.router, events.router, feed.router):
-        app.include_router(router, prefix=API_PREFIX)
-    for router in (video_routes.router, media_routes.router, moderation_routes.router):
-        app.include_router(router, prefix=API_PREFIX)
     blobs = open_blob_store(settings)
     app.state.blobs, app.state.playlists = blobs, PlaylistSigner.from_settings(settings)
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs

@@ -60,7 +60,7 @@ def get_current_user(session: SessionDep, claims: ClaimsDep) -> User:
     user = session.get(User, claims.user_id)
     session.commit()  # end the read: the connection goes back to the pool (``user`` stays
     # loaded), so a request waiting on something else holds none
-    if user is None:
+    if user is None or user.deleted_at is not None:
         raise HTTPException(401, "invalid token: unknown user", headers=_UNAUTHORIZED)
     return user
 
