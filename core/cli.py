@@ -48,6 +48,7 @@ WORKERS: dict[str, str] = {
     "features": "features.stream:run",
     "transcode": "platform_services.media.worker:run",
     "embed": "candidate_gen.embed_worker:run",
+    "fanout": "platform_services.fanout:run_worker",
 }
 
 
