@@ -22,6 +22,8 @@ from serving.routes import auth, events, feed
 from serving.routes import comments as comment_routes
 from serving.routes import media as media_routes
 from serving.routes import moderation as moderation_routes
+from serving.routes import notifications as notification_routes
+from serving.routes import search as search_routes
 from serving.routes import social as social_routes
 from serving.routes import users as user_routes
 from serving.routes import videos as video_routes
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
         app.include_router(router, prefix=API_PREFIX)
     for router in (video_routes.router, media_routes.router, moderation_routes.router):
         app.include_router(router, prefix=API_PREFIX)
+    for router in (search_routes.router, notification_routes.router):  # issue 15
+        app.include_router(router, prefix=API_PREFIX, responses=error_responses(413, 429))
     blobs = open_blob_store(settings)
     app.state.blobs, app.state.playlists = blobs, PlaylistSigner.from_settings(settings)
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs
