@@ -52,6 +52,7 @@ WORKERS: dict[str, str] = {
     "embed": "candidate_gen.embed_worker:run",
     "fanout": "platform_services.fanout:run_worker",
     "search": "candidate_gen.search_indexer:run",
+    "notifications": "platform_services.notifications:run_worker",
 }
 
 
