@@ -179,8 +179,6 @@ class Settings(BaseSettings):
     search_min_similarity: float = Field(default=0.45, ge=-1, le=1)  # a semantic-only hit
     search_refresh_s: float = Field(default=2.0, gt=0)  # the in-process vector index
     notifications_batch: int = Field(default=1000, ge=1, le=100_000)  # rows per statement
-    trending_local_ttl_s: float = Field(default=2.0, ge=0)  # per-process copy of hot lists
-    trending_replicas: int = Field(default=4, ge=1, le=64)  # copies of each hot Redis key
 
     @field_validator(*_SCHEMES)
     @classmethod
