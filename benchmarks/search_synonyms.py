@@ -207,7 +207,8 @@ Gain of the blend over lexical alone (paired bootstrap, 2,000 resamples):
 
 {table(["floor", *map(str, WEIGHTS)], grid_rows)}
 
-Chosen on validation: w = {w}, floor = {floor} (ties go to the larger lexical weight).
+Chosen on validation: w = {w}, floor = {floor} (ties go to the larger lexical weight); the
+settings `search_lexical_weight` / `search_min_similarity` default to them.
 Example test queries: {", ".join(repr(q) for q, _, _ in test[:8])}.
 """
     return write_report("search_synonyms", "Search: lexical vs lexical + semantic blend on "

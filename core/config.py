@@ -174,9 +174,9 @@ class Settings(BaseSettings):
     following_days: float = Field(default=30.0, gt=0)  # how far back a pull or rebuild looks
     # Search relevance: this share lexical (BM25 / ts_rank), the rest MiniLM cosine similarity
     # (chosen on the validation queries of ``benchmarks/search_synonyms.py``); 1.0 = lexical.
-    search_lexical_weight: float = Field(default=0.5, ge=0, le=1)
+    search_lexical_weight: float = Field(default=0.1, ge=0, le=1)
     search_candidates: int = Field(default=200, ge=10, le=2000)  # per matcher, then blended
-    search_min_similarity: float = Field(default=0.45, ge=-1, le=1)  # a semantic-only hit
+    search_min_similarity: float = Field(default=0.3, ge=-1, le=1)  # a semantic-only hit
     search_refresh_s: float = Field(default=2.0, gt=0)  # the in-process vector index
     notifications_batch: int = Field(default=1000, ge=1, le=100_000)  # rows per statement
 
