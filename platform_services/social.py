@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, exists, literal_column, or_, select
+from sqlalchemy import and_, delete, exists, literal_column, or_, select, union
 from sqlalchemy.orm import Session
 
 from core.events import Action, UserInteraction
@@ -159,6 +159,13 @@ def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
     if removed:
         _event(session, blocker_id, Action.UNBLOCK, author_id=blocked_id)
     return removed
+
+
+def blocked_either_way_ids(session: Session, user_id: int) -> set[int]:
+    """Everyone ``user_id`` blocked or is blocked by: hidden from each other's feeds/search."""
+    return set(session.scalars(union(
+        select(Block.blocked_id).where(Block.blocker_id == user_id),
+        select(Block.blocker_id).where(Block.blocked_id == user_id))))
 
 
 def blocked_ids(session: Session, blocker_id: int) -> list[int]:

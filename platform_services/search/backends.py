@@ -4,8 +4,9 @@ Both engines get the same sanitised query terms (words of ``q``, at most :data:`
 matched with OR and ranked by the engine's own relevance (more matched terms and rarer terms
 rank higher): SQLite FTS5 with BM25 (title 4x, tags and creator 2x, description 1x, porter
 stemming), PostgreSQL ``ts_rank_cd`` over a weighted ``tsvector`` (title A, tags and creator B,
-description C, english stemming) served by a GIN index. Users match by word prefix on
-username and display name. Scores are returned as "higher is better"; the blend normalises.
+description C, english stemming) stored beside each document and served by a GIN index.
+Users match by word prefix on username and display name. Scores are returned as "higher is
+better"; the blend normalises.
 """
 
 from __future__ import annotations
@@ -20,13 +21,8 @@ from sqlalchemy.orm import Session
 MAX_TERMS = 16
 _WORD = re.compile(r"\w+", re.UNICODE)
 
-# Must match migration 0008's index expressions character for character.
-PG_VIDEO_DOC = (
-    "(setweight(to_tsvector('english'::regconfig, title), 'A') || "
-    "setweight(to_tsvector('english'::regconfig, tags), 'B') || "
-    "setweight(to_tsvector('english'::regconfig, creator), 'B') || "
-    "setweight(to_tsvector('english'::regconfig, description), 'C'))"
-)
+# Must match migration 0008's users index expression character for character (the videos'
+# weighted document is the stored column ``search_videos.search_fts_doc`` of that migration).
 PG_USER_DOC = (
     "to_tsvector('simple'::regconfig, (username::text || ' ' || "
     "coalesce(display_name, '')::text))"
@@ -123,9 +119,9 @@ class PostgresFts(LexicalBackend):
                limit: int) -> list[tuple[int, float]]:
         where, params = f.sql()
         rows = session.execute(text(
-            f"SELECT sv.video_id, ts_rank_cd({PG_VIDEO_DOC}, q) AS score "
+            "SELECT sv.video_id, ts_rank_cd(sv.search_fts_doc, q) AS score "
             "FROM search_videos sv, websearch_to_tsquery('english', :q) q "
-            f"WHERE {PG_VIDEO_DOC} @@ q{where} ORDER BY score DESC, sv.video_id DESC "
+            f"WHERE sv.search_fts_doc @@ q{where} ORDER BY score DESC, sv.video_id DESC "
             "LIMIT :limit"), {"q": self._or(words), "limit": limit, **params})
         return [(int(v), float(s)) for v, s in rows]
 
@@ -133,7 +129,8 @@ class PostgresFts(LexicalBackend):
         where, params = f.sql()
         return int(session.execute(text(
             "SELECT count(*) FROM search_videos sv, websearch_to_tsquery('english', :q) q "
-            f"WHERE {PG_VIDEO_DOC} @@ q{where}"), {"q": self._or(words), **params}).scalar_one())
+            f"WHERE sv.search_fts_doc @@ q{where}"), {"q": self._or(words), **params})
+            .scalar_one())
 
     def users(self, session: Session, words: list[str], limit: int, offset: int) -> list[int]:
         query = " & ".join(f"{w}:*" for w in words)

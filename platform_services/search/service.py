@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select, union
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from platform_services.errors import Invalid
@@ -24,7 +24,8 @@ from platform_services.search.backends import VideoFilter, lexical_backend, term
 from platform_services.search.documents import Encoder
 from platform_services.search.models import SearchVideo
 from platform_services.search.semantic import SemanticIndex
-from platform_services.storage.models import Block, User, VideoStats
+from platform_services.social import blocked_either_way_ids
+from platform_services.storage.models import User, VideoStats
 from platform_services.storage.social_models import UserStats
 
 # Short videos are the app's norm; "long" is past a minute.
@@ -60,12 +61,6 @@ class VideoPage:
 def query_hash(*parts: object) -> str:
     """Binds a cursor to the query, filters and sort it was made for."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-def _blocked(session: Session, viewer_id: int) -> set[int]:
-    return set(session.scalars(union(
-        select(Block.blocked_id).where(Block.blocker_id == viewer_id),
-        select(Block.blocker_id).where(Block.blocked_id == viewer_id))))
 
 
 def check_query(q: str) -> list[str]:
@@ -137,7 +132,7 @@ class VideoSearch:
             q = q.where(SearchVideo.duration_ms >= f.min_ms)
         if f.max_ms is not None:
             q = q.where(SearchVideo.duration_ms < f.max_ms)
-        blocked = _blocked(session, viewer_id)
+        blocked = blocked_either_way_ids(session, viewer_id)
         out = []
         for r in session.execute(q):
             if r.owner_id in blocked:
@@ -156,7 +151,7 @@ def search_users(session: Session, viewer_id: int, q: str, offset: int,
     words = check_query(q)
     ids = lexical_backend(session).users(session, words, size + 1, offset)
     more, ids = len(ids) > size, ids[:size]
-    blocked = _blocked(session, viewer_id)
+    blocked = blocked_either_way_ids(session, viewer_id)
     users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))}
     followers = dict(session.execute(select(UserStats.user_id, UserStats.followers)
                                      .where(UserStats.user_id.in_(ids))).all())

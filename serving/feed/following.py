@@ -21,9 +21,10 @@ from core.events import ExperimentExposure
 from platform_services import fanout
 from platform_services.bus.outbox import emit
 from platform_services.signing import TokenError, sign, unsign
+from platform_services.social import blocked_either_way_ids
 from platform_services.storage.models import User
 from serving.feed.degrade import Trace
-from serving.feed.filters import Viewer, load_viewer, visible
+from serving.feed.filters import Viewer, visible
 from serving.feed.pipeline import Feeds
 from serving.feed.render import render
 
@@ -51,12 +52,13 @@ class FollowingFeed:
             except (KeyError, TypeError, ValueError):
                 raise TokenError("malformed cursor") from None
         with trace.stage("candidates"):
-            viewer = load_viewer(session, user)
-            follows = set(viewer.followees.tolist())
-            big = fanout.big_creators(session, follows, self.cfg.threshold)
+            followees, big = fanout.followees_split(session, user.id, self.cfg.threshold)
+            follows = set(followees)
+            viewer = Viewer(user.id, user.region, np.sort(np.asarray(followees, np.int64)),
+                            np.sort(np.fromiter(blocked_either_way_ids(session, user.id),
+                                                np.int64)))
             picked, more = self._collect(session, user.id, follows, big, viewer, before, size,
                                          trace)
-        session.commit()
         with trace.stage("page"):
             ids = np.fromiter((i.video_id for i in picked), np.int64, len(picked))
             pos = np.arange(offset, offset + len(ids), dtype=np.int64)

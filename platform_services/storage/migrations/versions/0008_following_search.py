@@ -2,7 +2,8 @@
 
 SQLite: FTS5 external-content tables over ``search_videos`` and ``users`` kept in step by
 triggers (porter stemming for videos, prefix search for users). PostgreSQL: GIN indexes on
-the ``tsvector`` expressions :mod:`platform_services.search.postgres` queries. Alembic's
+the stored ``tsvector`` column ``search_fts_doc`` and the users' ``tsvector`` expression
+:mod:`platform_services.search.backends` queries. Alembic's
 autogenerate ignores the ``search_fts*`` objects (see ``migrations/env.py``).
 
 Revision ID: 0008
@@ -23,7 +24,7 @@ depends_on: str | Sequence[str] | None = None
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
 
-# Must match platform_services/search/postgres.py character for character (index matching).
+# The weighted document platform_services/search/backends.py ranks on PostgreSQL.
 PG_VIDEO_DOC = (
     "(setweight(to_tsvector('english'::regconfig, title), 'A') || "
     "setweight(to_tsvector('english'::regconfig, tags), 'B') || "
@@ -66,7 +67,10 @@ _FTS_SQLITE = [
     "INSERT INTO search_fts_users(search_fts_users) VALUES ('rebuild')",
 ]
 _FTS_PG = [
-    f"CREATE INDEX search_fts_videos ON search_videos USING gin ({PG_VIDEO_DOC})",
+    # Stored, so ranking reads the vector instead of re-parsing every matching document.
+    f"ALTER TABLE search_videos ADD COLUMN search_fts_doc tsvector GENERATED ALWAYS AS "
+    f"({PG_VIDEO_DOC}) STORED",
+    "CREATE INDEX search_fts_videos ON search_videos USING gin (search_fts_doc)",
     f"CREATE INDEX search_fts_users ON users USING gin (({PG_USER_DOC}))",
 ]
 
