@@ -150,7 +150,7 @@ def bench_search(sessions, titles: list[str], vectors: np.ndarray, n_docs: int, 
     qv = dict(zip(qs, text_embeddings(qs), strict=True))
     encode_ms = (time.perf_counter() - t) * 1000 / len(qs)
     index = SemanticIndex(sessions)
-    index.refresh(force=True)
+    index.refresh()
     out: dict = {"docs": n_docs, "queries": queries, "encode_ms_per_query": encode_ms}
     for name, search in (("lexical", VideoSearch(None, None)),
                          ("blend", VideoSearch(index, lambda ts: np.stack([qv[x] for x in ts])))):

@@ -168,7 +168,7 @@ def run_bench(microlens: Path, cache_dir: Path | None, out_dir: Path,
     with tempfile.TemporaryDirectory() as tmp:
         sessions = build_index(titles, vectors, f"sqlite:///{tmp}/synonyms.db")
         index = SemanticIndex(sessions)
-        index.refresh(force=True)
+        index.refresh()
         val = [q for q in queries if q[2] == "val"]
         test = [q for q in queries if q[2] == "test"]
         lexical = VideoSearch(None, None)

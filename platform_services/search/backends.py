@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 MAX_TERMS = 16
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits; ``_`` separates
 
 # Must match migration 0008's users index expression character for character (the videos'
 # weighted document is the stored column ``search_videos.search_fts_doc`` of that migration).
@@ -30,7 +30,7 @@ PG_USER_DOC = (
 
 
 def terms(q: str) -> list[str]:
-    """Lower-cased words of ``q`` (letters, digits, underscore), de-duplicated, in order."""
+    """Lower-cased words of ``q`` (runs of letters and digits), de-duplicated, in order."""
     return list(dict.fromkeys(w.lower() for w in _WORD.findall(q)))[:MAX_TERMS]
 
 
@@ -113,7 +113,7 @@ class PostgresFts(LexicalBackend):
 
     @staticmethod
     def _or(words: list[str]) -> str:
-        return " or ".join(words)  # websearch_to_tsquery syntax; words are \w+ only
+        return " or ".join(words)  # websearch_to_tsquery syntax; words are letters/digits
 
     def videos(self, session: Session, words: list[str], f: VideoFilter,
                limit: int) -> list[tuple[int, float]]:
@@ -133,7 +133,7 @@ class PostgresFts(LexicalBackend):
             .scalar_one())
 
     def users(self, session: Session, words: list[str], limit: int, offset: int) -> list[int]:
-        query = " & ".join(f"{w}:*" for w in words)
+        query = " & ".join(f"{w}:*" for w in words)  # letters and digits only: no syntax
         rows = session.execute(text(
             f"SELECT id FROM users WHERE ({PG_USER_DOC}) @@ to_tsquery('simple', :q) "
             f"ORDER BY ts_rank(({PG_USER_DOC}), to_tsquery('simple', :q)) DESC, id "

@@ -2,24 +2,29 @@
 
 A query is one matrix-vector product over every document (100k x 384 float32 is ~150 MB and a
 few milliseconds on one core); the best ``k`` by cosine similarity come back. The matrix is
-refreshed from ``search_videos`` by ``indexed_at`` (rows changed since the last look, with a
-few seconds' overlap for late commits), at most every ``refresh_s``. A document deleted since
+refreshed from ``search_videos`` by ``indexed_at`` (rows indexed since the previous refresh
+started, with a few seconds' overlap for late commits) every ``refresh_s`` by a background
+thread (:meth:`SemanticIndex.run`), never on a search. A document deleted since
 stays in the matrix harmlessly: every hit is re-read from ``search_videos`` with the filters,
 so a stale id finds no row and drops out.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.clock import utcnow
 from platform_services.search.documents import from_blob
 from platform_services.search.models import SearchVideo
+
+log = logging.getLogger(__name__)
+OVERLAP = timedelta(seconds=5)  # a document committed this late is still picked up
 
 
 class SemanticIndex:
@@ -28,30 +33,36 @@ class SemanticIndex:
         # (ids, matrix, id -> row), replaced as one tuple: a search reads one consistent set.
         self._state: tuple[np.ndarray, np.ndarray, dict[int, int], int] = (
             np.zeros(0, np.int64), np.zeros((0, 0), np.float32), {}, 0)
-        self._watermark: datetime | None = None
-        self._checked = 0.0
+        self._since: datetime | None = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return self._state[3]
 
-    def refresh(self, force: bool = False) -> int:
-        """Apply documents changed since the last refresh; returns how many."""
-        if not force and time.monotonic() - self._checked < self.refresh_s:
-            return 0
+    def refresh(self) -> int:
+        """Apply documents indexed since the previous refresh started (with ``OVERLAP`` for
+        transactions that committed late); returns how many rows were read."""
         with self._lock:
-            self._checked = time.monotonic()
+            started = utcnow()
             q = select(SearchVideo.video_id, SearchVideo.embedding, SearchVideo.indexed_at
                        ).where(SearchVideo.embedding.is_not(None))
-            if self._watermark is not None:
-                q = q.where(SearchVideo.indexed_at >= self._watermark - timedelta(seconds=5))
+            if self._since is not None:
+                q = q.where(SearchVideo.indexed_at >= self._since - OVERLAP)
             with self.sessions() as s:
                 rows = s.execute(q).all()
-            if not rows:
-                return 0
-            self._apply(rows)
-            self._watermark = max(r[2] for r in rows)
+            if rows:
+                self._apply(rows)
+            self._since = started
             return len(rows)
+
+    def run(self, stop: threading.Event) -> None:
+        """Refresh every ``refresh_s`` until ``stop`` (a daemon thread's loop: searches never
+        wait for a refresh)."""
+        while not stop.wait(self.refresh_s):
+            try:
+                self.refresh()
+            except Exception:  # the database may be away for a while: keep the last matrix
+                log.exception("search: semantic index refresh failed")
 
     def _apply(self, rows: list) -> None:
         """Updates are written in place (a reader may see one row half-new: harmless for a
@@ -75,7 +86,6 @@ class SemanticIndex:
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The ``k`` most similar (video_id, cosine) pairs, best first."""
-        self.refresh()
         ids, matrix, _, n = self._state
         if not n:
             return []

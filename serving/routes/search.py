@@ -108,8 +108,9 @@ class _Engine:
             return model.encode([text], normalize_embeddings=True, convert_to_numpy=True,
                                 show_progress_bar=False)[0]
 
-        self.index.refresh(force=True)
+        self.index.refresh()
         self.search.encode = lambda texts: np.stack([one(t) for t in texts])
+        self.index.run(threading.Event())  # this daemon thread now keeps the index fresh
 
 
 _engine_lock = threading.Lock()

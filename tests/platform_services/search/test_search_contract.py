@@ -92,6 +92,7 @@ def run(sessions, world, q: str, f: VideoFilter = VideoFilter(), sort: str = "re
         offset: int = 0, size: int = 20, semantic: bool = True):  # noqa: ANN201
     VIDEOS_BY_ID.update({v: k for k, v in world.items()})
     index = SemanticIndex(sessions)
+    index.refresh()
     search = VideoSearch(index, encode_texts if semantic else None, 0.5, 200, 0.45)
     with sessions() as s:
         return search.search(s, world["viewer"], q, f, sort, offset, size)
@@ -167,6 +168,7 @@ def test_users_by_prefix(sessions, world) -> None:  # noqa: ANN001
     assert names("ali") == ["alice"]
     assert names("wond") == ["alice"], "display names count"
     assert names("alice wonder") == ["alice"]
+    assert names("alice_won:*&|!") == ["alice"], "no query syntax reaches either engine"
     assert names("carol") == [], "blocked either way: not found"
     assert names("zed") == []
     with sessions.begin() as s:
