@@ -149,6 +149,32 @@ def bench_social(
     typer.echo(f"wrote {run_bench(out, quick=quick, backends=names, port=port)}")
 
 
+def bench_search_synonyms(
+    microlens: Annotated[Path, typer.Option(help="MicroLens directory.")]
+    = Path("../shared/data/microlens50k"),
+    titles: Annotated[int | None, typer.Option(min=1000, help="Sample this many titles.")]
+    = None,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
+) -> None:
+    """Lexical vs lexical + semantic search on synonym queries -> search_synonyms.md."""
+    from benchmarks.search_synonyms import run_bench
+    from core.config import get_settings
+
+    typer.echo(f"wrote {run_bench(microlens, get_settings().path('content'), out, titles)}")
+
+
+def bench_following(
+    quick: Annotated[bool, typer.Option(help="Small sizes: a smoke run.")] = False,
+    backends: Annotated[str, typer.Option(help="Comma-separated: sqlite,postgres.")]
+    = "sqlite,postgres",
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
+) -> None:
+    """Fan-out throughput, following-feed read p99, search p99 -> following.md."""
+    from benchmarks.following import run_bench
+
+    typer.echo(f"wrote {run_bench(quick, [b.strip() for b in backends.split(',')], out)}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
@@ -159,3 +185,5 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("serve")(bench_serve)
     bench.command("transcode")(bench_transcode)
     bench.command("social")(bench_social)
+    bench.command("search-synonyms")(bench_search_synonyms)
+    bench.command("following")(bench_following)

@@ -29,11 +29,13 @@ COMMANDS: tuple[str, ...] = (
     "candidate_gen.retrieval_cli:register",  # index build
     "serving.cli:register",  # serve api, deploy
     "benchmarks.cli:register",  # bench
+    "candidate_gen.search_indexer:register",  # search reindex
 )
 DEMO_STEPS: tuple[tuple[str, str], ...] = (
     ("db", "platform_services.storage.cli:demo_step"),
     ("data", "training.datasets.cli:demo_step"),
     ("world", "training.datasets.world:demo_step"),
+    ("search", "candidate_gen.search_indexer:demo_step"),
     ("retrieval", "serving.demo:train_retrieval"),
     ("features", "serving.demo:build_features"),
     ("ranker", "serving.demo:train_ranker"),
@@ -48,6 +50,9 @@ WORKERS: dict[str, str] = {
     "features": "features.stream:run",
     "transcode": "platform_services.media.worker:run",
     "embed": "candidate_gen.embed_worker:run",
+    "fanout": "platform_services.fanout:run_worker",
+    "search": "candidate_gen.search_indexer:run",
+    "notifications": "platform_services.notifications:run_worker",
 }
 
 
@@ -67,6 +72,7 @@ GROUPS: dict[str, str] = {
     "serve": "Run the API and the Ray Serve deployments.",
     "features": "Apply, materialize and query the Feast feature store.",
     "bench": "Benchmarks; each writes benchmarks/results/<name>.md.",
+    "search": "The search index (documents and their MiniLM vectors).",
 }
 
 app = typer.Typer(

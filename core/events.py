@@ -94,6 +94,18 @@ class VideoDeleted(Event):
     reason: str = "owner"
 
 
+class VideoModerated(Event):
+    """A moderator's decision on a ready video (``approved`` puts a held video into feeds and
+    search; a rejection also emits ``video.deleted``)."""
+
+    type: Literal["video.moderated"] = "video.moderated"
+    version: Literal[1] = 1
+    key_field: ClassVar[str] = "video_id"
+    video_id: int
+    owner_id: int
+    moderation: Literal["approved", "blocked"]
+
+
 class Action(StrEnum):
     VIEW = "view"
     WATCH = "watch"
@@ -131,6 +143,7 @@ class UserInteraction(Event):
     duration_ms: int | None = Field(default=None, ge=0)
     position: int | None = Field(default=None, ge=0)
     request_id: str | None = None
+    comment_id: int | None = None  # the comment a comment/uncomment event is about
 
     @model_validator(mode="after")
     def _target(self) -> UserInteraction:
@@ -177,6 +190,7 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
         VideoDeleted,
         UserInteraction,
         ExperimentExposure,
+        VideoModerated,
     )
 }
 

@@ -171,6 +171,11 @@ def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
     return removed
 
 
+def blocked_users_either_way(session: Session, user_id: int) -> set[int]:
+    """Everyone ``user_id`` blocked or is blocked by: hidden from each other's feeds/search."""
+    return set(session.scalars(blocked_either_way_ids(user_id)))
+
+
 def blocked_ids(session: Session, blocker_id: int) -> list[int]:
     return list(session.scalars(select(Block.blocked_id).where(Block.blocker_id == blocker_id)))
 

@@ -14,10 +14,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
+from platform_services.signing import TokenError
 from serving.deps import CurrentUser, SessionDep, SettingsDep
 from serving.errors import error_responses
 from serving.feed.cursor import CursorError
 from serving.feed.degrade import Trace
+from serving.feed.following import FollowingFeed
 from serving.feed.pipeline import Feeds
 from serving.feed.schemas import FeedPage
 from serving.limits import RateLimit
@@ -110,9 +112,11 @@ async def trending(user: CurrentUser, session: SessionDep, feeds: FeedsDep,
 async def following(user: CurrentUser, session: SessionDep, feeds: FeedsDep,
                     settings: SettingsDep, response: Response, page_size: PageSize = None,
                     cursor: CursorQ = None) -> dict:
-    """Recent videos of the creators you follow, newest first."""
+    """Recent videos of the creators you follow, newest first (hybrid push/pull fan-out)."""
     size, trace = page_size or settings.feed_page_size, Trace()
-    body = await _continue(feeds, session, user, cursor, size, trace) if cursor else None
-    if body is None:
-        body = await run_in_threadpool(feeds.following, session, user, size, trace)
+    try:
+        body = await run_in_threadpool(FollowingFeed(feeds).page, session, user, size, cursor,
+                                       trace)
+    except TokenError as exc:
+        raise HTTPException(400, f"invalid cursor: {exc}") from None
     return _respond(body, trace, response)
