@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     # long, so a read fetches mostly the real-time fields; 0 turns the near-cache off.
     feature_cache_ttl_s: float = Field(default=30.0, ge=0)
 
+    # The pre-deploy gate (``reelrank deploy``): a version's primary offline metric may be at
+    # most this share below the champion's (0.02: 2 % relative) on the same data and split.
+    deploy_max_regression: float = Field(default=0.02, ge=0, le=1)
+
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
     jwt_ttl_s: int = Field(default=3600, gt=0)
