@@ -29,6 +29,8 @@ COMMANDS: tuple[str, ...] = (
     "candidate_gen.retrieval_cli:register",  # index build
     "serving.cli:register",  # serve api, deploy
     "benchmarks.cli:register",  # bench
+    "experiments.cli:register",  # experiment create|start|stop|list|show|analyze
+    "experiments.simulate_cli:register",  # experiment simulate|fit-users
 )
 DEMO_STEPS: tuple[tuple[str, str], ...] = (
     ("db", "platform_services.storage.cli:demo_step"),
@@ -46,6 +48,7 @@ WORKERS: dict[str, str] = {
     "counters": "platform_services.runtime:run_counters",
     "trending": "platform_services.trending:run_worker",
     "features": "features.stream:run",
+    "exposures": "experiments.exposures:run",
 }
 
 

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     jwt_ttl_s: int = Field(default=3600, gt=0)
     # Signs local-blob URLs and feed cursors; falls back to the JWT secret.
     signing_secret: SecretStr | None = None
+    # Accounts whose tokens carry the ``admin`` role (the experiments API), until accounts
+    # have roles of their own.
+    admin_usernames: list[str] = Field(default_factory=list)
+
+    # A/B experiments: how often an API process re-reads the running ones (a started or
+    # stopped experiment takes effect within this).
+    experiments_refresh_s: float = Field(default=10.0, gt=0)
 
     @field_validator(*_SCHEMES)
     @classmethod

@@ -17,6 +17,7 @@ from core.config import Settings
 from platform_services.storage.models import User
 
 _N, _R, _P = 2**14, 8, 1
+DEFAULT_ROLE, ADMIN = "user", "admin"
 
 
 class AuthError(Exception):
@@ -45,15 +46,28 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
-def issue_token(settings: Settings, user_id: int, ttl_s: int | None = None) -> str:
+def role_of(settings: Settings, user: User) -> str:
+    """The role a login gets: ``admin`` for ``settings.admin_usernames``, else ``user``."""
+    return ADMIN if user.username in settings.admin_usernames else DEFAULT_ROLE
+
+
+def issue_token(settings: Settings, user_id: int, ttl_s: int | None = None,
+                role: str = DEFAULT_ROLE) -> str:
     now = int(time.time())
-    claims = {"sub": str(user_id), "iat": now, "exp": now + (ttl_s or settings.jwt_ttl_s)}
+    claims = {"sub": str(user_id), "iat": now, "exp": now + (ttl_s or settings.jwt_ttl_s),
+              "role": role}
     assert settings.jwt_secret is not None
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), settings.jwt_algorithm)
 
 
 def user_id_from_token(settings: Settings, token: str) -> int:
     """The token's user id; :class:`AuthError` for anything not a valid, unexpired token."""
+    return claims_from_token(settings, token)[0]
+
+
+def claims_from_token(settings: Settings, token: str) -> tuple[int, str]:
+    """(user id, role) of a valid, unexpired token (a token without a role is a ``user``'s);
+    :class:`AuthError` otherwise."""
     assert settings.jwt_secret is not None
     try:
         claims = jwt.decode(
@@ -62,7 +76,10 @@ def user_id_from_token(settings: Settings, token: str) -> int:
             algorithms=[settings.jwt_algorithm],
             options={"require": ["sub", "exp"]},
         )
-        return int(claims["sub"])
+        role = claims.get("role", DEFAULT_ROLE)
+        if not isinstance(role, str):
+            raise ValueError("role claim is not a string")
+        return int(claims["sub"]), role
     except (jwt.PyJWTError, ValueError) as exc:
         raise AuthError(str(exc) or type(exc).__name__) from None
 

@@ -15,7 +15,7 @@ from platform_services.runtime import Runtime
 from platform_services.storage.blob_routes import blob_router
 from platform_services.storage.blobs import LocalBlobStore, open_blob_store
 from serving.errors import install_error_handlers
-from serving.routes import auth, events, feed
+from serving.routes import auth, events, experiments, feed
 
 API_PREFIX = "/api/v1"
 
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
 
     app = FastAPI(title="reelrank", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for router in (auth.router, events.router, feed.router):
+    for router in (auth.router, events.router, feed.router, experiments.router):
         app.include_router(router, prefix=API_PREFIX)
     blobs = open_blob_store(settings)
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs

@@ -1,4 +1,4 @@
-"""Request dependencies: ``SettingsDep``, ``SessionDep``, ``CurrentUser``."""
+"""Request dependencies: ``SettingsDep``, ``SessionDep``, ``CurrentUser``, ``AdminUser``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from platform_services.auth import AuthError, user_id_from_token
+from platform_services.auth import ADMIN, AuthError, claims_from_token, user_id_from_token
 from platform_services.runtime import Runtime
 from platform_services.storage.models import User
 
@@ -58,3 +58,18 @@ def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_admin_user(
+    user: CurrentUser,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The current user if their token carries the ``admin`` role; 403 otherwise."""
+    assert credentials is not None  # get_current_user answered 401 without one
+    if claims_from_token(settings, credentials.credentials)[1] != ADMIN:
+        raise HTTPException(403, "this route needs the admin role")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin_user)]

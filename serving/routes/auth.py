@@ -7,7 +7,13 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, EmailStr, Field
 
-from platform_services.auth import ConflictError, authenticate, issue_token, register_user
+from platform_services.auth import (
+    ConflictError,
+    authenticate,
+    issue_token,
+    register_user,
+    role_of,
+)
 from serving.deps import CurrentUser, SessionDep, SettingsDep
 
 router = APIRouter(tags=["auth"])
@@ -53,7 +59,8 @@ def token(body: LoginIn, session: SessionDep, settings: SettingsDep) -> TokenOut
     user = authenticate(session, body.username, body.password)
     if user is None:
         raise HTTPException(401, "wrong username or password")
-    return TokenOut(access_token=issue_token(settings, user.id), expires_in=settings.jwt_ttl_s)
+    return TokenOut(access_token=issue_token(settings, user.id, role=role_of(settings, user)),
+                    expires_in=settings.jwt_ttl_s)
 
 
 @router.get("/users/me")
