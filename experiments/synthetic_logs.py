@@ -1,7 +1,7 @@
 """Synthetic experiment logs with a known truth, for the tests, the analysis benchmark and the
 notebooks' small runs: users assigned by the real assignment, each with a latent activity
 level that drives both the pre-period and the experiment-period behaviour (so CUPED has
-something to remove), and a chosen multiplicative effect on the treatment arms' watch time.
+something to remove), and a chosen multiplicative effect on how much the treatment arms watch.
 
 It writes the same rows the ``exposures`` worker writes (``experiment_exposures``,
 ``interaction_log``), plus a small catalog of videos with topics, straight into the database.
@@ -34,7 +34,9 @@ class SyntheticConfig:
     days: int = 7
     pre_days: int = 14
     pages_per_day: float = 2.0  # per unit of activity
-    effect: float = 0.0  # relative change of treatment arms' watch time
+    # Relative change of the treatment arms' pages beyond the first, so of their watches and
+    # watch time: (1 + p (1 + effect)) / (1 + p) - 1 with p = pages_per_day * days.
+    effect: float = 0.0
     videos: int = 200
     latency_ms: float = 40.0
     degraded_rate: float = 0.01
@@ -95,7 +97,7 @@ def generate(session: Session, exp: Experiment, cfg: SyntheticConfig,
 
     # Experiment period: first exposure somewhere in the first half, pages after it.
     t0 = start + rng.integers(0, max(1, cfg.days * DAY_MS // 2), n)
-    pages = 1 + rng.poisson(cfg.pages_per_day * cfg.days * activity)
+    pages = 1 + rng.poisson(cfg.pages_per_day * cfg.days * activity * lift)
     page_user = np.repeat(np.arange(n), pages)
     span = start + cfg.days * DAY_MS - t0[page_user]
     ts = t0[page_user] + (rng.random(len(page_user)) * span).astype(np.int64)
@@ -118,7 +120,7 @@ def generate(session: Session, exp: Experiment, cfg: SyntheticConfig,
     topic_pick = np.where(rng.random(len(who)) < 0.6, taste[who],
                           rng.integers(0, len(TOPICS), len(who)))
     vid = rng.integers(0, cfg.videos // len(TOPICS), len(who)) * len(TOPICS) + topic_pick
-    ratio = rng.gamma(2.0, 0.35 * activity[who] * np.where(is_post, lift[who], 1.0))
+    ratio = rng.gamma(2.0, 0.35 * activity[who])
     watch = np.minimum(ratio, 1.0) * durations[vid]
     actions = ["watch"] * len(who)
     extra = {"like": 0.08, "share": 0.02, "follow": 0.01, "report": 0.002}
