@@ -116,7 +116,6 @@ def generate(session: Session, exp: Experiment, cfg: SyntheticConfig,
     pre_ts = start - (rng.random(len(pre_user)) * cfg.pre_days * DAY_MS).astype(np.int64) - 1
     who = np.r_[page_user, pre_user]
     when = np.r_[ts + rng.integers(1_000, HOUR_MS // 4, len(ts)), pre_ts]
-    is_post = np.r_[np.ones(len(ts), bool), np.zeros(len(pre_user), bool)]
     topic_pick = np.where(rng.random(len(who)) < 0.6, taste[who],
                           rng.integers(0, len(TOPICS), len(who)))
     vid = rng.integers(0, cfg.videos // len(TOPICS), len(who)) * len(TOPICS) + topic_pick
