@@ -98,6 +98,17 @@ def bench_serve(
     typer.echo(f"wrote {path}")
 
 
+def bench_experiments_analysis(
+    users: Annotated[int, typer.Option(min=100, help="Users (about 15 pages each).")] = 65_000,
+    days: Annotated[int, typer.Option(min=1, max=60)] = 7,
+    repeats: Annotated[int, typer.Option(min=1, max=10)] = 3,
+) -> None:
+    """Time of ``experiment analyze`` for ~1M exposure rows -> experiments-analysis.md."""
+    from benchmarks.experiments_analysis import run_bench
+
+    typer.echo(f"wrote {run_bench(users, days, repeats)}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
@@ -105,3 +116,4 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("ranker")(bench_ranker)
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
+    bench.command("experiments-analysis")(bench_experiments_analysis)
