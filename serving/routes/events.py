@@ -22,8 +22,10 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 class InteractionIn(BaseModel):
     action: Action
-    video_id: int | None = Field(default=None, ge=1)
-    author_id: int | None = Field(default=None, ge=1)
+    # ge=0: a loaded world keeps its data set's ids, and those start at 0 (the feed serves
+    # video 0, so its viewers must be able to report watching it).
+    video_id: int | None = Field(default=None, ge=0)
+    author_id: int | None = Field(default=None, ge=0)
     watch_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
     position: int | None = Field(default=None, ge=0, le=10_000)
     request_id: str | None = Field(default=None, max_length=64)

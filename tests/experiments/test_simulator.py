@@ -127,8 +127,7 @@ def test_offline_ab_test_end_to_end(platform_world: Settings, tmp_path: Path) ->
     assert pages == sum(u.pages for u in sim.users), "one exposure per page served"
     assert arms == {"control", "treatment"} and got.logged == (pages, interactions)
     a = got.analysis
-    assert set(a.arms["variant"] if "variant" in a.arms else a.arms.index) >= {"control",
-                                                                              "treatment"}
+    assert set(a.arms.get("variant", a.arms.index)) >= {"control", "treatment"}
     watch = next(c for c in a.comparisons["treatment"] if c.metric == "watch_time_per_user")
     assert watch.n_control + watch.n_treatment == 24 and watch.diff_lo <= watch.diff_hi
     assert 0.0 <= a.srm_pvalue <= 1.0 and got.report.is_file()
