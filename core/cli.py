@@ -29,7 +29,6 @@ COMMANDS: tuple[str, ...] = (
     "candidate_gen.retrieval_cli:register",  # index build
     "serving.cli:register",  # serve api, deploy
     "benchmarks.cli:register",  # bench
-    "experiments.simulate_cli:register",  # experiment simulate|fit-users
     "experiments.cli:register",  # experiment create|start|stop|list|show|analyze
     "experiments.simulate_cli:register",  # experiment simulate|fit-users
 )
