@@ -148,6 +148,6 @@ def run_bench(users: int = 2000, world_users: int = 2500, videos: int = 3000, da
                              seed=seed, concurrency=concurrency, kuairand=kuairand,
                              out=ROOT / "reports")
     command = (f"reelrank bench experiments --users {users} --world-users {world_users} "
-               f"--videos {videos} --seed {seed}")
+               f"--videos {videos} --concurrency {concurrency} --seed {seed}")
     return write_report("experiments", "Offline A/B test: two-tower + ranker vs popularity",
                         body(outcome, info, users, command), results_dir)
