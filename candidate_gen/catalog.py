@@ -21,7 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import now_ms
-from platform_services.storage.models import User, Video, VideoStats, VideoStatus, Visibility
+from platform_services.storage.models import (
+    Moderation,
+    User,
+    Video,
+    VideoStats,
+    VideoStatus,
+    Visibility,
+)
 
 VISIBILITY = (Visibility.PUBLIC.value, Visibility.FOLLOWERS.value, Visibility.PRIVATE.value)
 PUBLIC, FOLLOWERS, PRIVATE = range(3)
@@ -36,7 +43,7 @@ class Snapshot:
     """Per-video arrays, position = video id (``owner < 0``: no such video)."""
 
     owner: np.ndarray  # int64
-    ready: np.ndarray  # bool: status ready (not uploaded, processing, failed or removed)
+    ready: np.ndarray  # bool: status ready and moderation approved
     visibility: np.ndarray  # uint8: PUBLIC | FOLLOWERS | PRIVATE
     topic: np.ndarray  # int16 index into ``topics``, -1 unknown
     created_ms: np.ndarray  # int64
@@ -125,7 +132,8 @@ class Catalog:
         with self._lock, self.sessions() as session:
             since = self._watermark
             q = select(Video.id, Video.owner_id, Video.status, Video.visibility, Video.category,
-                       Video.created_at, Video.duration_ms, Video.title, Video.updated_at)
+                       Video.created_at, Video.duration_ms, Video.title, Video.updated_at,
+                       Video.moderation)
             if since is not None:
                 # Rows committed late with an earlier updated_at are caught by the overlap.
                 q = q.where(Video.updated_at >= since - timedelta(seconds=5))
@@ -157,7 +165,9 @@ class Catalog:
         titles = s.titles + [None] * (len(owner) - len(s.titles))
         topics, codes = list(s.topics), {t: i for i, t in enumerate(s.topics)}
         for r in rows:
-            owner[r.id], ready[r.id] = r.owner_id, r.status == VideoStatus.READY
+            owner[r.id] = r.owner_id
+            # Moderation holds (needs_review) and blocks keep a video out of every feed.
+            ready[r.id] = r.status == VideoStatus.READY and r.moderation == Moderation.APPROVED
             vis[r.id] = VISIBILITY.index(Visibility(r.visibility).value)
             if r.category is not None and r.category not in codes:
                 codes[r.category] = len(topics)

@@ -31,6 +31,7 @@ from core.config import Settings, get_settings
 KUAIRAND = Path("../shared/data/kuairand")
 PRESET_NAMES = ("two-tower-vs-popularity",)
 WORKERS = ("relay", "exposures", "counters", "features", "trending")
+SIMULATED_IP_LIMIT = "1000000/minute"
 
 
 def preset(name: str) -> dict[str, Any]:
@@ -92,6 +93,9 @@ def platform(settings: Settings, port: int) -> Iterator[str]:
     """The API on ``port`` and the workers, as child processes with this process's
     environment; SIGTERM (a clean shutdown) on exit."""
     exe = [sys.executable, "-c", "from core.cli import main; main()"]
+    # Every simulated user comes from this machine's one address, where real clients each have
+    # their own: the per-IP limit would throttle them all together (per-user limits stay).
+    env = {"REELRANK_RATE_LIMIT_IP": SIMULATED_IP_LIMIT} | os.environ
     logs = settings.path("simulator", "logs", "x").parent
     logs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
@@ -99,11 +103,11 @@ def platform(settings: Settings, port: int) -> Iterator[str]:
         for name in WORKERS:
             with (logs / f"worker-{name}.log").open("wb") as out:
                 procs.append(subprocess.Popen([*exe, "worker", name], stdout=out,
-                                              stderr=subprocess.STDOUT, env=os.environ.copy()))
+                                              stderr=subprocess.STDOUT, env=env))
         api_log = logs / "api.log"
         with api_log.open("wb") as out:
             api = subprocess.Popen([*exe, "serve", "api", "--port", str(port)], stdout=out,
-                                   stderr=subprocess.STDOUT, env=os.environ.copy())
+                                   stderr=subprocess.STDOUT, env=env)
         procs.append(api)
         url = f"http://127.0.0.1:{port}"
         _wait_http(url, api, api_log)

@@ -5,9 +5,11 @@ platform's, :mod:`training.datasets.world`) with that user's token (``issue_toke
 pages through ``GET /api/v1/feed/for-you`` (first page, then ``next_cursor``) and answers each
 shown video with the responses of :class:`experiments.simulator_fit.ResponseModel` (fitted to
 KuaiRand): a ``watch`` (clicked) or a ``skip`` with its ``watch_ms``, a ``like``, and whether
-the visit ends after it. The page's answers go to ``POST /api/v1/events`` with the page's
-``request_id`` and each item's ``position``, as the app does, so the outbox, the bus, the
-exposure log and the interaction log fill exactly as with real users.
+the visit ends after it. The page's telemetry (watch/skip) goes to ``POST /api/v1/events`` with
+the page's ``request_id`` and each item's ``position``, and each like to
+``POST /api/v1/videos/{id}/like``, as the app does, so the outbox, the bus, the exposure log
+and the interaction log fill exactly as with real users. World user 0 is never simulated: a
+token's ``sub`` is at least 1 (:func:`platform_services.auth.parse_user_id`).
 
 What the user "knows" (:class:`Population`): their activity level, click rate and watch
 history by topic from the world's log, extended by what they click during the visit; of a
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 FEED = "/api/v1/feed/for-you"
 EVENTS = "/api/v1/events"
+LIKE = "/api/v1/videos/{}/like"
+RETRY_STATUSES = (429, 503)  # rate limited / the feed sheds load: wait Retry-After, try again
 SKIP_DWELL_S = 1.0  # visit-clock time a skipped video takes at least
 
 
@@ -53,7 +57,7 @@ class SimConfig:
     page_size: int = 10
     max_pages: int = 20  # a visit ends here at the latest (or when the list runs out)
     concurrency: int = 8
-    retries: int = 5  # a 503 (the feed sheds load) is retried after Retry-After
+    retries: int = 5  # a 429 or 503 is retried after Retry-After
 
 
 @dataclass
@@ -174,24 +178,28 @@ def answer_page(visitor: Visitor, pop: Population, model: ResponseModel, items: 
 
 
 def page_events(items: list[dict], seen: pd.DataFrame, request_id: str) -> list[dict]:
-    """What the app posts for the videos of a page the user went through."""
-    events = []
-    for it, row in zip(items, seen.itertuples(index=False), strict=False):
-        base = {"video_id": it["video"]["id"], "position": it["position"],
-                "request_id": request_id}
-        action = "watch" if row.clicked > 0 else "skip"
-        events.append(base | {"action": action, "watch_ms": int(row.watch_ms)})
-        if row.liked > 0:
-            events.append(base | {"action": "like"})
-    return events
+    """The telemetry the app posts to ``/events`` for the videos of a page the user went
+    through: a ``watch`` or a ``skip`` each (likes have their own endpoint: :func:`liked`)."""
+    return [
+        {"video_id": it["video"]["id"], "position": it["position"], "request_id": request_id,
+         "action": "watch" if row.clicked > 0 else "skip", "watch_ms": int(row.watch_ms)}
+        for it, row in zip(items, seen.itertuples(index=False), strict=False)
+    ]
+
+
+def liked(items: list[dict], seen: pd.DataFrame) -> list[int]:
+    """The ids of the page's videos the user liked, in page order."""
+    return [it["video"]["id"] for it, row in zip(items, seen.itertuples(index=False),
+                                                  strict=False) if row.liked > 0]
 
 
 async def _call(client: httpx.AsyncClient, method: str, url: str, cfg: SimConfig,
                 **kwargs: object) -> httpx.Response:
-    """The request, retried after ``Retry-After`` while the feed sheds load (503)."""
+    """The request, retried after ``Retry-After`` while rate limited (429) or while the feed
+    sheds load (503)."""
     for attempt in range(cfg.retries + 1):
         r = await client.request(method, url, **kwargs)
-        if r.status_code != 503 or attempt == cfg.retries:
+        if r.status_code not in RETRY_STATUSES or attempt == cfg.retries:
             return r
         await asyncio.sleep(float(r.headers.get("Retry-After", "1")) * (1 + attempt) / 2)
     return r
@@ -228,6 +236,11 @@ async def visit(client: httpx.AsyncClient, token: str, visitor: Visitor, pop: Po
         if r.status_code != 202:
             out.errors += 1
             break
+        for video_id in liked(page["items"], seen):
+            r = await _call(client, "POST", LIKE.format(video_id), cfg, headers=headers)
+            statuses[f"like {r.status_code}"] += 1
+            if r.status_code != 200:
+                out.errors += 1
         cursor = page["next_cursor"]
         if left or cursor is None:
             out.left = left
@@ -260,6 +273,8 @@ async def simulate(base_url: str, tokens: dict[int, str], pop: Population,
 
 
 def pick_users(pop: Population, n: int, seed: int) -> np.ndarray:
-    """``n`` world users drawn without replacement (all of them when there are fewer)."""
+    """``n`` world users drawn without replacement (all of them when there are fewer); ids
+    below 1 cannot hold a token, so they are left out."""
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(pop.user_ids, min(n, len(pop.user_ids)), replace=False))
+    ids = pop.user_ids[pop.user_ids >= 1]
+    return np.sort(rng.choice(ids, min(n, len(ids)), replace=False))

@@ -27,6 +27,7 @@ from core.events import ExperimentExposure
 from experiments.assignment import Assignment
 from platform_services import trending
 from platform_services.bus.outbox import emit
+from platform_services.media.delivery import PlaylistSigner
 from platform_services.storage.models import User
 from serving.feed import cursor as cursors
 from serving.feed import page_cache
@@ -58,7 +59,7 @@ class Feeds:
 
     def __init__(self, svc: FeedServices) -> None:
         self.svc, self.s = svc, svc.settings
-        self.urls = MediaUrls(svc.blobs)
+        self.urls = MediaUrls(svc.blobs, playlists=PlaylistSigner.from_settings(svc.settings))
         self.inflight = 0  # first pages admitted and not answered (serving.routes.feed.admit)
         self.rerank_cfg = RerankConfig(self.s.feed_explore_slots, self.s.feed_fresh_hours,
                                        self.s.feed_freshness_boost, self.s.feed_topic_window)

@@ -14,6 +14,7 @@ import numpy as np
 
 from candidate_gen.catalog import Snapshot
 from candidate_gen.sources import SOURCES
+from platform_services.media.delivery import PlaylistSigner
 from platform_services.storage.blobs import BlobStore
 
 URL_TTL_S = 3600
@@ -24,8 +25,12 @@ class MediaUrls:
     """Pre-signed media URLs per video, re-signed once half their life is gone: signing is
     ~15 us a URL, three per item, and a page should cost less than that."""
 
-    def __init__(self, blobs: BlobStore, ttl_s: int = URL_TTL_S) -> None:
+    def __init__(self, blobs: BlobStore, ttl_s: int = URL_TTL_S,
+                 playlists: PlaylistSigner | None = None) -> None:
         self.blobs, self.ttl_s = blobs, ttl_s
+        # HLS goes through the signed playlist route (relative segment URIs cannot carry a
+        # per-file signature); without a signer, the stored master's pre-signed URL.
+        self.playlists = playlists
         self._cache: dict[int, tuple[float, dict[str, str]]] = {}
 
     def get(self, video_id: int) -> dict[str, str]:
@@ -35,6 +40,8 @@ class MediaUrls:
             return hit[1]
         urls = {k: self.blobs.presign_get(key, self.ttl_s)
                 for k, key in media_keys(video_id).items()}
+        if self.playlists is not None:
+            urls["hls"] = self.playlists.url(video_id)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[video_id] = (now + self.ttl_s / 2, urls)

@@ -15,12 +15,14 @@ from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
 from serving.deps import CurrentUser, SessionDep, SettingsDep
+from serving.errors import error_responses
 from serving.feed.cursor import CursorError
 from serving.feed.degrade import Trace
 from serving.feed.pipeline import Feeds
 from serving.feed.schemas import FeedPage
+from serving.limits import RateLimit
 
-router = APIRouter(prefix="/feed", tags=["feed"])
+router = APIRouter(prefix="/feed", tags=["feed"], responses=error_responses(400, 401, 422, 503))
 MAX_PAGE_SIZE = 50
 SHED = Counter("reelrank_feed_shed", "First pages refused with 503 at capacity")
 
@@ -72,7 +74,8 @@ async def _continue(feeds: Feeds, session, user, cursor: str, size: int,  # noqa
         raise HTTPException(400, f"invalid cursor: {exc}") from None
 
 
-@router.get("/for-you", response_model=FeedPage)
+@router.get("/for-you", response_model=FeedPage,
+            dependencies=[Depends(RateLimit("for_you"))])
 async def for_you(_: Admitted, user: CurrentUser, session: SessionDep, feeds: FeedsDep,
                   settings: SettingsDep, response: Response, page_size: PageSize = None,
                   cursor: CursorQ = None) -> dict:

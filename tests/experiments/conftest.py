@@ -8,21 +8,19 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import Settings, get_settings
+from core.config import Settings
 from platform_services.storage.db import make_engine, migrate, session_factory
+from platform_services.storage.models import Role, User
 from serving.app import create_app
 
 ADMIN = "boss"
 
 
 @pytest.fixture
-def exp_settings(settings: Settings, clean_env: pytest.MonkeyPatch) -> Settings:
-    """Test settings where the account ``boss`` gets admin tokens; database migrated."""
-    clean_env.setenv("REELRANK_ADMIN_USERNAMES", f'["{ADMIN}"]')
-    get_settings.cache_clear()
-    s = get_settings()
-    migrate(s.database_url)
-    return s
+def exp_settings(settings: Settings) -> Settings:
+    """Test settings with the database migrated."""
+    migrate(settings.database_url)
+    return settings
 
 
 @pytest.fixture
@@ -39,7 +37,13 @@ def api(exp_settings: Settings) -> Iterator[TestClient]:
 
 
 def login(client: TestClient, name: str) -> dict[str, str]:
+    """Register ``name`` and log in; the account ``boss`` gets the admin role (in the database,
+    before the login, so that the token carries it too)."""
     body = {"username": name, "email": f"{name}@example.com", "password": "correct horse"}
-    assert client.post("/api/v1/auth/register", json=body).status_code == 201
+    r = client.post("/api/v1/auth/register", json=body)
+    assert r.status_code == 201, r.text
+    if name == ADMIN:
+        with client.app.state.runtime.sessions.begin() as s:
+            s.get(User, r.json()["id"]).role = Role.ADMIN
     r = client.post("/api/v1/auth/token", json={"username": name, "password": "correct horse"})
     return {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -123,6 +123,23 @@ def test_life_cycle_and_stopping_keeps_exposures(api: TestClient, sessions) -> N
     assert {"201", "401", "403", "409", "422"} <= set(spec_doc)
 
 
+def test_first_admin_is_made_from_the_command_line(api: TestClient) -> None:
+    """``reelrank db set-role`` writes the role to the account; the next login's token carries
+    it, so the admin API opens; an unknown account is one error line naming the argument."""
+    run = CliRunner().invoke
+    before = login(api, "ana")
+    assert api.get(URL, headers=before).status_code == 403
+    done = run(cli, ["db", "set-role", "ANA", "admin"])
+    assert done.exit_code == 0 and "ANA: admin" in done.output, done.output
+    r = api.post("/api/v1/auth/token", json={"username": "ana", "password": "correct horse"})
+    after = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert api.get(URL, headers=after).status_code == 200
+    assert api.get(URL, headers=before).status_code == 403  # the old token's claim is "user"
+    missing = run(cli, ["db", "set-role", "nobody", "admin"])
+    assert missing.exit_code == 2 and "username: no account named 'nobody'" in missing.output
+    assert run(cli, ["db", "set-role", "ana", "emperor"]).exit_code == 2
+
+
 def test_cli_create_start_stop_and_errors(exp_settings: Settings, tmp_path) -> None:
     run = CliRunner().invoke
     bad = run(cli, ["experiment", "create", "--name", "c1", "--variant", "control=50",

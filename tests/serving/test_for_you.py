@@ -6,6 +6,7 @@ Ray Serve (local Ray, started once for this module), and the API through its HTT
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -137,7 +138,10 @@ def test_pages_never_repeat_and_are_logged(client: TestClient, world: Settings, 
     item = first["items"][0]
     assert set(item) == {"video", "user", "urls", "thumbnail", "stats", "source", "position"}
     assert set(item["video"]) == {"id", "title", "duration_ms", "created_at"}
-    assert "/hls/master.m3u8?" in item["urls"]["hls"] and "sig=" in item["thumbnail"]
+    # HLS goes through the signed playlist route: /media/{video}/{expiry}/{signature}/master.m3u8
+    hls = f"/api/v1/media/{item['video']['id']}/"
+    assert hls in item["urls"]["hls"] and "sig=" in item["thumbnail"]
+    assert re.search(r"/\d+/[0-9a-f]{32}/master\.m3u8$", item["urls"]["hls"]), item["urls"]
     assert {it["source"] for p in pages for it in p["items"]} <= set(SOURCES)
     assert len({it["source"] for p in pages for it in p["items"]}) >= 3
     # One exposure event per page, with positions, sources, model version.
