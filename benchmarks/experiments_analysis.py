@@ -2,10 +2,13 @@
 an experiment with about a million exposure rows (goal: under 10 s on this machine).
 
 It makes a throw-away SQLite database, an experiment with synthetic logs of that size
-(:mod:`experiments.synthetic_logs`: users assigned by the real assignment, a planted lift), and
-times the analysis three times: reading the logs from the database, per-user metrics, and the
-statistics (Welch/CUPED, bootstrap, mSPRT, SRM, guardrails, the daily cumulative looks). The
-HTML report is timed apart. The planted lift and whether the analysis found it are recorded so
+(:mod:`experiments.synthetic_logs`: users assigned by the real assignment, a planted lift, and
+the per-user rows the ``exposures`` worker keeps, :mod:`experiments.aggregates`), and times
+the analysis: the read (the per-user summary of the exposure log from its covering index, the
+stored per-user rows, the guardrails' counts and top latencies) and the statistics
+(Welch/CUPED, bootstrap, mSPRT, SRM, guardrails, the daily cumulative looks). The HTML report
+is timed apart, and so is the analysis of the raw logs (an explicit window end), once.
+The planted lift and whether the analysis found it are recorded so
 the timing is of an analysis that works.
 """
 
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import table, write_report
+from core.clock import DAY_MS
 from experiments import report, store
 from experiments.analysis import analyze
 from experiments.spec import parse_spec
@@ -47,6 +51,11 @@ def run_bench(users: int = 65_000, days: int = 7, repeats: int = 3, resamples: i
             s.flush()
             rows = generate(s, exp, cfg)
         setup_s = time.perf_counter() - t
+        t = time.perf_counter()
+        with sessions() as s:
+            end = int(store.get(s, "bench").started_at.timestamp() * 1000) + days * DAY_MS
+            raw = analyze(s, "bench", end, resamples=resamples)
+        raw_s = time.perf_counter() - t
         runs = []
         for _ in range(repeats):
             t = time.perf_counter()
@@ -70,13 +79,16 @@ Command: `reelrank bench experiments-analysis --users {users} --days {days}` (re
 
 Data: {rows['experiment_exposures']:,} exposure rows, {rows['interaction_log']:,} interaction
 rows (pre-period included), {int(result.arms['users'].sum()):,} users in 2 arms
-(setup {setup_s:.0f} s, not timed).
+(setup {setup_s:.0f} s, not timed; it includes computing every user's stored row from the
+logs at once, which the worker does batch by batch as events arrive).
 
 {table(["stage", "seconds (median)", "min", "max"],
        [[k, med[k], min(r[k] for r in runs), max(r[k] for r in runs)] for k in med])}
 
-`total_s` = read + metrics + statistics (`analyze(session, name)`); `report_s` = the HTML
-report with its four plots. **Goal: total under 10 s — {"met" if med["total_s"] < 10 else
+`total_s` = read + statistics (`analyze(session, name)`: the stored per-user rows, so
+`metrics_s` is 0); `report_s` = the HTML report with its four plots. The same analysis from the
+raw log rows (`analyze(session, name, end_ms)`, an explicit end, {raw.timings["read_s"]:.1f} s
+of it reading): {raw_s:.1f} s, once. **Goal: total under 10 s — {"met" if med["total_s"] < 10 else
 "not met"} ({med["total_s"]:.1f} s).**
 
 Sanity: planted lift on watch time per user {truth * 100:+.1f} %; measured

@@ -1,49 +1,38 @@
 """``analyze(session, name)``: an experiment's results from its logs, as one object the CLI
 prints, the report plots and the notebooks re-plot.
 
-Steps: read the exposures and the exposed users' interactions (and the pre-period's) from the
-database; per-user metrics (:mod:`experiments.metrics`); users seen in more than one arm are
-excluded (and counted: a tampered or broken assignment shows there and in the SRM check);
-then for each treatment arm against control and each per-user metric: Welch's t-test, CUPED
-where a pre-period value exists, a Poisson-bootstrap interval, the always-valid mSPRT p-value
-and confidence sequence, Benjamini-Hochberg across the metrics; page-level guardrails (latency
-p99 with order-statistic intervals, share of degraded pages); the SRM chi-square; and the
-primary metric's cumulative lift day by day.
+Steps: per-user metrics (:mod:`experiments.metrics`) - read from the rows the ``exposures``
+worker keeps (:mod:`experiments.aggregates`; about one per user), or, for an explicit window
+end, computed from the exposures and the exposed users' interactions (and the pre-period's);
+users seen in more than one arm are excluded (and counted: a tampered or broken assignment
+shows there and in the SRM check); then for each treatment arm against control and each
+per-user metric: Welch's t-test, CUPED where a pre-period value exists, a Poisson-bootstrap
+interval, the always-valid mSPRT p-value and confidence sequence, Benjamini-Hochberg across
+the metrics; page-level guardrails (latency p99 with order-statistic intervals, share of
+degraded pages); the SRM chi-square; and the primary metric's cumulative lift day by day.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, func, literal_column, select
 from sqlalchemy.orm import Session
 
-from core.clock import DAY_MS, now_ms
+from experiments import aggregates as agg
 from experiments import metrics as m
 from experiments import stats
+from experiments.aggregates import COVARIATE, PageStats
 from experiments.assignment import HOLDOUT
 from experiments.catalog import METRICS
-from experiments.models import Experiment, Exposure, Interaction
+from experiments.logs import PRE_PERIOD_DAYS, Logs, end_of, load, start_ms
+from experiments.models import Experiment
 from experiments.store import get
-from platform_services.storage.models import Video
 
-PRE_PERIOD_DAYS = 14
+__all__ = ["PRE_PERIOD_DAYS", "Analysis", "Guardrail", "Logs", "analyze", "analyze_logs", "load"]
 SRM_ALPHA = 0.001  # a mismatch this unlikely by chance means the assignment is broken
-COVARIATE = "{}__pre"
-
-
-@dataclass
-class Logs:
-    """What the analysis reads: exposures, the exposed users' interactions, the window."""
-
-    exposures: pd.DataFrame  # user_id, variant, ts, latency_ms, degraded
-    interactions: pd.DataFrame  # user_id, action, ts, watch_ms, duration_ms, topic
-    start_ms: int
-    end_ms: int
 
 
 @dataclass
@@ -92,113 +81,91 @@ class Analysis:
         return pd.DataFrame(rows)
 
 
-def _ms(values: pd.Series) -> np.ndarray:
-    """Epoch ms of timestamps as the database returns them (datetimes or ISO strings)."""
-    ts = pd.to_datetime(values, utc=True, format="ISO8601")
-    return (ts.astype("int64") // 1_000_000).to_numpy()
+@dataclass
+class _PerUser:
+    """The analysis's inputs: per-user rows (arm, first exposure, metrics, covariates), their
+    watch minutes per day, the day ends, and per arm the pages and page guardrail data."""
 
-
-def _frame(session: Session, query: Select) -> pd.DataFrame:
-    """The rows as a frame, fetched from the DBAPI cursor as plain tuples: no per-row
-    result processing (a third of the read time at a million rows)."""
-    result = session.connection().execute(query)
-    return pd.DataFrame(result.cursor.fetchall(), columns=list(result.keys()))
-
-
-def load(session: Session, exp: Experiment, end_ms: int | None = None,
-         pre_days: int = PRE_PERIOD_DAYS) -> Logs:
-    """The experiment's exposures and its users' interactions from ``pre_days`` before the
-    start to its end (stop time, ``end_ms``, or now). Timestamps are read raw (no per-row
-    conversion) and parsed in one vectorised pass."""
-    start = _start_ms(exp)
-    end = end_ms or (int(exp.stopped_at.timestamp() * 1000) if exp.stopped_at else now_ms())
-    t = Exposure.__table__.c
-    exposures = _frame(session, select(
-        t.user_id, t.variant, literal_column("experiment_exposures.occurred_at").label("ts"),
-        t.latency_ms, t.degraded).where(t.experiment_id == exp.id))
-    exposures["ts"] = _ms(exposures["ts"])
-    exposures["degraded"] = exposures["degraded"].astype(str) != ""
-    exposures["latency_ms"] = exposures["latency_ms"].astype(np.float64)
-    i, v = Interaction.__table__.c, Video.__table__.c
-    pre_start = datetime.fromtimestamp((start - pre_days * DAY_MS) / 1000, UTC)
-    exposed = select(t.user_id).where(t.experiment_id == exp.id).distinct()
-    interactions = _frame(session, select(
-        i.user_id, i.action, literal_column("interaction_log.occurred_at").label("ts"),
-        i.watch_ms, func.coalesce(i.duration_ms, v.duration_ms).label("duration_ms"),
-        v.category.label("topic"))
-        .select_from(Interaction.__table__.outerjoin(Video.__table__, v.id == i.video_id))
-        .where(i.user_id.in_(exposed), i.occurred_at >= pre_start))
-    interactions["ts"] = _ms(interactions["ts"])
-    for col in ("watch_ms", "duration_ms"):
-        interactions[col] = interactions[col].astype(np.float64)
-    return Logs(exposures, interactions, start, end)
-
-
-def _start_ms(exp: Experiment) -> int:
-    when = exp.started_at or exp.created_at
-    return int(when.timestamp() * 1000)
+    rows: pd.DataFrame
+    minutes: np.ndarray
+    ends: np.ndarray
+    pages: pd.Series
+    page_stats: dict[str, PageStats]
 
 
 def analyze(session: Session, name: str, end_ms: int | None = None, alpha: float = 0.05,
             resamples: int = 500) -> Analysis:
-    """Everything about experiment ``name`` (see the module doc)."""
+    """Everything about experiment ``name`` (see the module doc). The window ends at the stop
+    (or now) from the stored per-user rows; an explicit ``end_ms`` reads the logs instead."""
     t = time.perf_counter()
     exp = get(session, name)
-    logs = load(session, exp, end_ms)
+    if end_ms is not None:
+        logs = load(session, exp, end_ms)
+        read_s = time.perf_counter() - t
+        out = analyze_logs(exp, logs, alpha, resamples)
+        out.timings = {"read_s": read_s, **out.timings}
+        return out
+    end = end_of(exp)
+    rows, minutes, ends, pages = agg.read(session, exp, end)
+    inputs = _PerUser(rows, minutes, ends, pages, agg.page_stats(session, exp, alpha))
     read_s = time.perf_counter() - t
-    out = analyze_logs(exp, logs, alpha, resamples)
-    out.timings = {"read_s": read_s, **out.timings}
+    out = _analyze(exp, inputs, start_ms(exp), alpha, resamples)
+    out.timings = {"read_s": read_s, "metrics_s": 0.0, **out.timings}
     return out
 
 
 def analyze_logs(exp: Experiment, logs: Logs, alpha: float = 0.05,
                  resamples: int = 500) -> Analysis:
-    """The analysis of already loaded logs (the benchmark and the tests call this too)."""
+    """The analysis of already loaded logs (an explicit window end; the tests call it too)."""
+    t = time.perf_counter()
+    ends = m.day_ends(logs.start_ms, logs.end_ms)
+    rows, minutes = agg.compute(logs.start_ms, logs.exposures, logs.interactions, logs.end_ms,
+                                ends)
+    inputs = _PerUser(rows, minutes, ends, logs.exposures["variant"].value_counts(),
+                      agg.page_stats_of(logs.exposures))
+    metrics_s = time.perf_counter() - t
+    out = _analyze(exp, inputs, logs.start_ms, alpha, resamples)
+    out.timings = {"metrics_s": metrics_s, **out.timings}
+    return out
+
+
+def _analyze(exp: Experiment, data: _PerUser, start: int, alpha: float,
+             resamples: int) -> Analysis:
     from experiments.store import describe
 
     t = time.perf_counter()
     control = exp.variants[0].name
-    users = m.first_exposures(logs.exposures)
-    switched = users["n_variants"] > 1
-    users = users[~switched]
-    post = m.per_user(users, logs.interactions, logs.exposures, logs.end_ms)
-    pre_users = pd.DataFrame({"t0": logs.start_ms - PRE_PERIOD_DAYS * DAY_MS},
-                             index=users.index)
-    pre = m.per_user(pre_users, logs.interactions, None, logs.start_ms)
-    frame = post.join(pre.rename(columns=COVARIATE.format)).join(users["variant"])
-    metrics_s = time.perf_counter() - t
-
-    t = time.perf_counter()
-    arms = _arms(exp, users, logs.exposures)
+    switched = (data.rows["n_variants"] > 1).to_numpy()
+    users = data.rows[~switched]
+    frame = users[[*m.PER_USER, *map(COVARIATE.format, m.PER_USER), "variant"]]
+    arms = _arms(exp, users, data.pages)
     chi2, p_srm = stats.srm(arms["users"].to_dict(), arms["expected_share"].to_dict())
     names = [n for n in dict.fromkeys([exp.primary_metric, *exp.secondary_metrics,
                                        *exp.guardrail_metrics]) if METRICS[n].per_user]
     comparisons = {v.name: _compare(frame, control, v.name, names, alpha, resamples)
                    for v in exp.variants[1:]}
-    guardrails = _guardrails(exp, logs.exposures, control, alpha)
+    guardrails = _guardrails(exp, data.page_stats, control, alpha)
     cumulative = {}
     if METRICS[exp.primary_metric].per_user and exp.primary_metric == "watch_time_per_user":
-        ends, values = m.daily_cumulative(users, logs.interactions, logs.start_ms, logs.end_ms)
-        pre_watch = frame[COVARIATE.format("watch_time_per_user")].reindex(users.index)
+        values = m.cumulate(users["t0"].to_numpy(), data.minutes[~switched], data.ends)
+        pre_watch = frame[COVARIATE.format("watch_time_per_user")]
         values = np.column_stack([stats.cuped(values[:, j], pre_watch.to_numpy(np.float64))
                                   for j in range(values.shape[1])])
         arm_of = users["variant"].to_numpy()
         for v in exp.variants[1:]:
-            cumulative[v.name] = _cumulative(ends, values[arm_of == control],
+            cumulative[v.name] = _cumulative(data.ends, values[arm_of == control],
                                              values[arm_of == v.name], alpha)
     stats_s = time.perf_counter() - t
     return Analysis(describe(exp), control, arms, chi2, p_srm, int(switched.sum()), comparisons,
-                    guardrails, cumulative, {"metrics_s": metrics_s, "stats_s": stats_s},
-                    alpha)
+                    guardrails, cumulative, {"stats_s": stats_s}, alpha)
 
 
-def _arms(exp: Experiment, users: pd.DataFrame, exposures: pd.DataFrame) -> pd.DataFrame:
+def _arms(exp: Experiment, users: pd.DataFrame, pages: pd.Series) -> pd.DataFrame:
     inside = 1 - exp.holdout_pct / 100
     share = {v.name: inside * v.weight_pct / 100 for v in exp.variants}
     if exp.holdout_pct:
         share[HOLDOUT] = exp.holdout_pct / 100
     counts = users["variant"].value_counts()
-    pages = exposures["variant"].value_counts()
     arms = pd.DataFrame({"expected_share": pd.Series(share)})
     arms["users"] = counts.reindex(arms.index, fill_value=0).astype(int)
     arms["observed_share"] = arms["users"] / max(int(arms["users"].sum()), 1)
@@ -238,25 +205,24 @@ def _compare(frame: pd.DataFrame, control: str, arm: str, names: list[str], alph
                                 "pvalue_adj": adjusted[j]}) for j, x in enumerate(out)]
 
 
-def _guardrails(exp: Experiment, exposures: pd.DataFrame, control: str,
+def _guardrails(exp: Experiment, pages: dict[str, PageStats], control: str,
                 alpha: float) -> list[Guardrail]:
     out: list[Guardrail] = []
-    pages = {v: g for v, g in exposures.groupby("variant")}
     if control not in pages:
         return out
     base = pages[control]
-    c_p99, _, c_hi = stats.quantile_ci(base["latency_ms"].to_numpy(np.float64), 0.99, alpha)
+    c_p99, _, c_hi = stats.quantile_ci(base.latency, agg.LATENCY_Q, alpha)
     for v in exp.variants[1:]:
         if v.name not in pages:
             continue
         arm = pages[v.name]
         if "latency_p99_ms" in exp.guardrail_metrics:
-            p99, lo, hi = stats.quantile_ci(arm["latency_ms"].to_numpy(np.float64), 0.99, alpha)
+            p99, lo, hi = stats.quantile_ci(arm.latency, agg.LATENCY_Q, alpha)
             out.append(Guardrail("latency_p99_ms", v.name, c_p99, p99, lo, hi, float("nan"),
                                  bool(lo > c_hi)))
         if "error_rate" in exp.guardrail_metrics:
-            cmp = stats.welch(base.assign(err=base["degraded"].astype(float)),
-                              arm.assign(err=arm["degraded"].astype(float)), "err", None, alpha)
+            cmp = stats.welch(pd.DataFrame({"err": base.degraded}),
+                              pd.DataFrame({"err": arm.degraded}), "err", None, alpha)
             out.append(Guardrail("error_rate", v.name, cmp.control, cmp.treatment, cmp.diff_lo,
                                  cmp.diff_hi, cmp.pvalue,
                                  bool(cmp.diff_lo > 0 and cmp.pvalue < alpha)))

@@ -6,6 +6,8 @@ to ``interaction_log``: the metrics after a user's first exposure, the CUPED cov
 it). Exposures outside any experiment are not kept. The worker framework makes each event count
 once (``processed_events`` in the same transaction; the rows' unique ``event_id`` besides) and
 dead-letters what cannot be applied, e.g. an exposure naming an experiment that does not exist.
+In the same transaction it recomputes the per-user metrics of every (experiment, user) the
+batch can change (:func:`experiments.aggregates.refresh`): what the analysis reads.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.events import Event, ExperimentExposure, UserInteraction
+from experiments import aggregates
 from experiments.models import Experiment, Exposure, Interaction
 from platform_services.bus.db_log import insert_ignore
 from platform_services.bus.worker import Worker, WorkerConfig
@@ -47,11 +50,17 @@ def apply_events(session: Session, events: list[Event]) -> None:
                      "n_items": len(e.video_ids), "first_position": e.first_position,
                      "latency_ms": e.latency_ms, "degraded": ",".join(e.degraded)[:200]})
     insert_ignore(session, Exposure, rows)
+    interactions = [e for e in events if isinstance(e, UserInteraction)]
     insert_ignore(session, Interaction, [
         {"event_id": str(e.event_id), "user_id": e.user_id, "action": e.action.value,
          "video_id": e.video_id, "author_id": e.author_id, "watch_ms": e.watch_ms,
          "duration_ms": e.duration_ms, "occurred_at": e.occurred_at}
-        for e in events if isinstance(e, UserInteraction)])
+        for e in interactions])
+    earliest: dict[int, int] = {}
+    for e in (*exposures, *interactions):
+        ms = int(e.occurred_at.timestamp() * 1000)
+        earliest[e.user_id] = min(ms, earliest.get(e.user_id, ms))
+    aggregates.refresh(session, earliest, {(ids[e.experiment], e.user_id) for e in exposures})
 
 
 async def run(settings: Settings, stop: asyncio.Event, config: WorkerConfig | None = None) -> None:

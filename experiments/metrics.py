@@ -114,13 +114,19 @@ def page_guardrails(exposures: pd.DataFrame) -> pd.DataFrame:
                          "error_rate": g["degraded"].mean()})
 
 
-def daily_cumulative(users: pd.DataFrame, interactions: pd.DataFrame, start_ms: int,
-                     end_ms: int) -> tuple[np.ndarray, np.ndarray]:
-    """Watch minutes per user accumulated to the end of each day of the experiment:
-    ``(day_ends_ms [D], values [users, D])``, NaN before a user's first exposure (the
-    sequential test and the cumulative-lift plot look at each day)."""
-    days = max(1, int(np.ceil((end_ms - start_ms) / DAY_MS)))
-    ends = np.minimum(start_ms + DAY_MS * np.arange(1, days + 1), end_ms)
+def day_ends(start_ms: int, end_ms: int, days: int | None = None) -> np.ndarray:
+    """The end of each day of the experiment (ms): ``start + k days``, the last one capped at
+    ``end_ms``; ``days`` defaults to the days from start to end (at least one)."""
+    if days is None:
+        days = max(1, int(np.ceil((end_ms - start_ms) / DAY_MS)))
+    return np.minimum(start_ms + DAY_MS * np.arange(1, days + 1), end_ms)
+
+
+def daily_minutes(users: pd.DataFrame, interactions: pd.DataFrame,
+                  ends: np.ndarray) -> np.ndarray:
+    """Watch minutes per user (rows in ``users`` order) per day ending at ``ends`` (columns),
+    counted from each user's first exposure ``t0``; later than the last end: not counted."""
+    days = len(ends)
     pos = pd.Series(np.arange(len(users)), index=users.index)
     inter = interactions[interactions["watch_ms"].fillna(0) > 0]
     row = pos.reindex(inter["user_id"]).to_numpy()
@@ -132,6 +138,21 @@ def daily_cumulative(users: pd.DataFrame, interactions: pd.DataFrame, start_ms: 
     day = np.clip(np.searchsorted(ends, ts[keep], side="right"), 0, days)
     grid = np.zeros((len(users), days + 1))
     np.add.at(grid, (row[keep], day), minutes[keep] / MINUTE_MS)
-    values = np.cumsum(grid[:, :days], axis=1)
+    return grid[:, :days]
+
+
+def cumulate(t0: np.ndarray, minutes: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Daily minutes -> minutes accumulated to each day's end, NaN before the user's first
+    exposure (those users were not in the experiment yet that day)."""
+    values = np.cumsum(minutes, axis=1)
     values[t0[:, None] >= ends[None, :]] = np.nan
-    return ends, values
+    return values
+
+
+def daily_cumulative(users: pd.DataFrame, interactions: pd.DataFrame, start_ms: int,
+                     end_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Watch minutes per user accumulated to the end of each day of the experiment:
+    ``(day_ends_ms [D], values [users, D])``, NaN before a user's first exposure (the
+    sequential test and the cumulative-lift plot look at each day)."""
+    ends = day_ends(start_ms, end_ms)
+    return ends, cumulate(users["t0"].to_numpy(), daily_minutes(users, interactions, ends), ends)

@@ -1,5 +1,5 @@
-"""ORM models of the experiments' tables: definitions, variants, the exposure log and the
-interaction log the analysis reads (migration ``0005_experiments``).
+"""ORM models of the experiments' tables: definitions, variants, the exposure log, the
+interaction log and the per-user metrics the analysis reads (migration ``0005_experiments``).
 
 Definitions and variants are written by ``reelrank experiment`` and the admin API; the two
 logs only by the ``exposures`` worker (:mod:`experiments.exposures`), one row per event
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -93,9 +94,15 @@ class Exposure(Base):
 
     __tablename__ = "experiment_exposures"
     __table_args__ = (
-        Index("ix_experiment_exposures_experiment_id_user_id", "experiment_id", "user_id"),
+        # Covering the analysis's per-user summary (first exposure, arms, pages) and the
+        # guardrails' counts and top latencies, so none of them reads the table's rows.
+        Index("ix_experiment_exposures_experiment_id_user_id", "experiment_id", "user_id",
+              "variant", "occurred_at"),
         Index("ix_experiment_exposures_experiment_id_occurred_at", "experiment_id",
               "occurred_at"),
+        Index("ix_experiment_exposures_latency", "experiment_id", "variant", "latency_ms"),
+        Index("ix_experiment_exposures_degraded", "experiment_id", "variant",
+              sqlite_where=text("degraded != ''"), postgresql_where=text("degraded != ''")),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -130,3 +137,41 @@ class Interaction(Base):
     watch_ms: Mapped[int | None] = mapped_column(BigInteger)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UserMetrics(Base):
+    """One exposed user's metrics in one experiment, kept by the ``exposures`` worker in the
+    transaction that logs their events (recomputed from the user's log rows, so a redelivered
+    event changes nothing): what the analysis reads instead of every log row.
+
+    ``t0_ms`` (first exposure) and ``n_exposures`` are the stamp the analysis checks against the
+    exposure log; ``post_*`` count from the first exposure to the stop (or the newest event),
+    ``pre_*`` over the pre-period (the CUPED covariates), ``daily_watch`` is watch minutes per
+    day since the start (the cumulative-lift looks). See :mod:`experiments.aggregates`."""
+
+    __tablename__ = "experiment_user_metrics"
+    __table_args__ = (Index("ix_experiment_user_metrics_user_id", "user_id"),)
+
+    experiment_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("experiments.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    t0_ms: Mapped[int] = mapped_column(BigInteger)
+    n_exposures: Mapped[int] = mapped_column(Integer)
+    post_watch_time_per_user: Mapped[float | None] = mapped_column(Float)
+    post_completion_rate: Mapped[float | None] = mapped_column(Float)
+    post_likes_per_session: Mapped[float | None] = mapped_column(Float)
+    post_shares_per_session: Mapped[float | None] = mapped_column(Float)
+    post_follows_per_session: Mapped[float | None] = mapped_column(Float)
+    post_return_d1: Mapped[float | None] = mapped_column(Float)
+    post_topic_diversity: Mapped[float | None] = mapped_column(Float)
+    post_report_rate: Mapped[float | None] = mapped_column(Float)
+    pre_watch_time_per_user: Mapped[float | None] = mapped_column(Float)
+    pre_completion_rate: Mapped[float | None] = mapped_column(Float)
+    pre_likes_per_session: Mapped[float | None] = mapped_column(Float)
+    pre_shares_per_session: Mapped[float | None] = mapped_column(Float)
+    pre_follows_per_session: Mapped[float | None] = mapped_column(Float)
+    pre_return_d1: Mapped[float | None] = mapped_column(Float)
+    pre_topic_diversity: Mapped[float | None] = mapped_column(Float)
+    pre_report_rate: Mapped[float | None] = mapped_column(Float)
+    daily_watch: Mapped[list[float]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

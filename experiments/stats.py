@@ -170,6 +170,14 @@ def adjust(pvalues: list[float]) -> list[float]:
     return out.tolist()
 
 
+def quantile_ci_first_index(n: int, q: float = 0.99, alpha: float = 0.05) -> int:
+    """The lowest position of ``n`` sorted values :func:`quantile_ci` reads (its lower order
+    statistic, or the quantile's interpolation point, less one for rounding): the values below
+    it may be anything, so a reader of a large log fetches only the top ``n - index``."""
+    lo_rank = int(stats.binom.ppf(alpha / 2, n, q))
+    return max(0, min(lo_rank - 1, int(np.floor((n - 1) * q))) - 1)
+
+
 def quantile_ci(values: np.ndarray, q: float = 0.99,
                 alpha: float = 0.05) -> tuple[float, float, float]:
     """(quantile, lower, upper): a distribution-free interval from order statistics (the

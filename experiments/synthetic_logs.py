@@ -4,9 +4,9 @@ level that drives both the pre-period and the experiment-period behaviour (so CU
 something to remove), and a chosen multiplicative effect on how much the treatment arms watch.
 
 It writes the same rows the ``exposures`` worker writes (``experiment_exposures``,
-``interaction_log``), plus a small catalog of videos with topics, straight into the database.
-This is a stand-in for traffic, not a model of it: the simulator fitted to real logs is
-``reelrank experiment simulate``.
+``interaction_log``, ``experiment_user_metrics``), plus a small catalog of videos with
+topics, straight into the database. This is a stand-in for traffic, not a model of it: the
+simulator fitted to real logs is ``reelrank experiment simulate``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from core.clock import DAY_MS, HOUR_MS
+from experiments import aggregates
 from experiments.assignment import assign_user, live
 from experiments.models import Experiment, Exposure, Interaction
 from platform_services.storage.models import User, Video
@@ -139,5 +140,7 @@ def generate(session: Session, exp: Experiment, cfg: SyntheticConfig,
         "video_id": video_ids[vids_all].tolist(), "author_id": [None] * len(users_all),
         "watch_ms": sum(rows_watch, []), "duration_ms": [None] * len(users_all),
         "occurred_at": _dt(np.concatenate(rows_ts))}
-    return {"experiment_exposures": _insert(session, Exposure, exposures),
-            "interaction_log": _insert(session, Interaction, interactions)}
+    written = {"experiment_exposures": _insert(session, Exposure, exposures),
+               "interaction_log": _insert(session, Interaction, interactions)}
+    aggregates.recompute(session, exp)  # what the exposures worker keeps for the analysis
+    return written

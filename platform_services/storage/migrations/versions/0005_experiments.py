@@ -1,4 +1,4 @@
-"""experiments, variants, the exposure log and the interaction log (issue 13)
+"""experiments, variants, the exposure and interaction logs, per-user metrics (issue 13)
 
 Revision ID: 0005
 Revises: 0004
@@ -17,6 +17,9 @@ depends_on: str | Sequence[str] | None = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
+# The per-user metrics (experiments.metrics.PER_USER), as written in this revision.
+METRICS = ("watch_time_per_user", "completion_rate", "likes_per_session", "shares_per_session",
+           "follows_per_session", "return_d1", "topic_diversity", "report_rate")
 
 
 def upgrade() -> None:
@@ -78,9 +81,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("event_id", name=op.f("uq_experiment_exposures_event_id")),
     )
     op.create_index("ix_experiment_exposures_experiment_id_user_id", "experiment_exposures",
-                    ["experiment_id", "user_id"])
+                    ["experiment_id", "user_id", "variant", "occurred_at"])
     op.create_index("ix_experiment_exposures_experiment_id_occurred_at", "experiment_exposures",
                     ["experiment_id", "occurred_at"])
+    op.create_index("ix_experiment_exposures_latency", "experiment_exposures",
+                    ["experiment_id", "variant", "latency_ms"])
+    op.create_index("ix_experiment_exposures_degraded", "experiment_exposures",
+                    ["experiment_id", "variant"], sqlite_where=sa.text("degraded != ''"),
+                    postgresql_where=sa.text("degraded != ''"))
     op.create_table(
         "interaction_log",
         sa.Column("id", ID, nullable=False),
@@ -98,9 +106,26 @@ def upgrade() -> None:
     op.create_index("ix_interaction_log_user_id_occurred_at", "interaction_log",
                     ["user_id", "occurred_at"])
     op.create_index("ix_interaction_log_occurred_at", "interaction_log", ["occurred_at"])
+    op.create_table(
+        "experiment_user_metrics",
+        sa.Column("experiment_id", sa.BigInteger(), nullable=False),
+        sa.Column("user_id", sa.BigInteger(), nullable=False),
+        sa.Column("t0_ms", sa.BigInteger(), nullable=False),
+        sa.Column("n_exposures", sa.Integer(), nullable=False),
+        *(sa.Column(f"{period}_{metric}", sa.Float(), nullable=True)
+          for period in ("post", "pre") for metric in METRICS),
+        sa.Column("daily_watch", sa.JSON(), nullable=False),
+        sa.Column("updated_at", TS, nullable=False),
+        sa.ForeignKeyConstraint(["experiment_id"], ["experiments.id"],
+                                name=op.f("fk_experiment_user_metrics_experiment_id_experiments")),
+        sa.PrimaryKeyConstraint("experiment_id", "user_id",
+                                name=op.f("pk_experiment_user_metrics")),
+    )
+    op.create_index("ix_experiment_user_metrics_user_id", "experiment_user_metrics",
+                    ["user_id"])
 
 
 def downgrade() -> None:
-    for table in ("interaction_log", "experiment_exposures", "experiment_variants",
-                  "experiments"):
+    for table in ("experiment_user_metrics", "interaction_log", "experiment_exposures",
+                  "experiment_variants", "experiments"):
         op.drop_table(table)
