@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -98,8 +99,12 @@ class Population:
         clicked = imp[imp["clicked"].fillna(False).astype(bool)]
         self.topic = ds.items.set_index("item_id")["category"].fillna("?")
         self.n_topics = int(self.topic.nunique())
-        self.views = np.sort(clicked.groupby("item_id").size().reindex(
-            ds.items["item_id"], fill_value=0).to_numpy(np.float64))
+        # views (clicks) per video, and its duration: what the API's items carry
+        self.item_views = clicked.groupby("item_id").size().reindex(
+            ds.items["item_id"], fill_value=0)
+        self.duration = pd.to_numeric(ds.items.set_index("item_id")["duration_ms"],
+                                      errors="coerce")
+        self.views = np.sort(self.item_views.to_numpy(np.float64))
         users = ds.users.set_index("user_id")
         self.activity = pd.Series(activity_level(users["activity"]), index=users.index) \
             if "activity" in users else pd.Series(0.0, index=users.index)
@@ -138,43 +143,84 @@ class Visitor:
     visit_s: float = 0.0
 
     def features(self, pop: Population, items: list[dict]) -> pd.DataFrame:
-        ids = [it["video"]["id"] for it in items]
-        topics = pd.Series(ids).map(pop.topic).fillna("?").to_numpy()
-        duration = np.array([it["video"].get("duration_ms") or 0 for it in items], np.float64)
-        views = np.array([it["stats"]["views"] for it in items], np.float64)
-        total = float(sum(self.topics.values()))
-        same = np.array([self.topics.get(t, 0) for t in topics], np.float64)
-        return pd.DataFrame({
-            "log_duration_s": np.log1p(duration / 1000),
-            "pop_pct": pop.popularity(views),
-            "activity": self.activity,
-            "user_ctr": smoothed_ctr(np.full(len(ids), self.clicks),
-                                     np.full(len(ids), self.shown), pop.prior_ctr),
-            "log_history": np.log1p(total),
-            "topic_share": topic_share(same, np.full(len(ids), total), pop.n_topics),
-            "log_visit_s": np.log1p(self.visit_s),
-            "topic": topics, "duration_ms": duration,
-        })[[*FEATURES, "topic", "duration_ms"]]
+        return features_of([self], pop, [items])
+
+
+def features_of(visitors: list[Visitor], pop: Population,
+                pages: list[list[dict]]) -> pd.DataFrame:
+    """The response model's inputs for each visitor's page, rows in visitor then page order
+    (plus each video's ``topic`` and ``duration_ms``)."""
+    flat = [it for items in pages for it in items]
+    owner = np.repeat(np.arange(len(visitors)), [len(items) for items in pages])
+    topics = pd.Series([it["video"]["id"] for it in flat]).map(
+        pop.topic).fillna("?").to_numpy()
+    duration = np.array([it["video"].get("duration_ms") or 0 for it in flat], np.float64)
+    views = np.array([it["stats"]["views"] for it in flat], np.float64)
+
+    def per_visitor(value: Callable[[Visitor], float]) -> np.ndarray:
+        return np.array([value(v) for v in visitors], np.float64)[owner]
+
+    total = per_visitor(lambda v: sum(v.topics.values()))
+    same = np.array([visitors[o].topics.get(t, 0) for o, t in zip(owner, topics, strict=True)],
+                    np.float64)
+    return pd.DataFrame({
+        "log_duration_s": np.log1p(duration / 1000),
+        "pop_pct": pop.popularity(views),
+        "activity": per_visitor(lambda v: v.activity),
+        "user_ctr": smoothed_ctr(per_visitor(lambda v: v.clicks),
+                                 per_visitor(lambda v: v.shown), pop.prior_ctr),
+        "log_history": np.log1p(total),
+        "topic_share": topic_share(same, total, pop.n_topics),
+        "log_visit_s": np.log1p(per_visitor(lambda v: v.visit_s)),
+        "topic": topics, "duration_ms": duration,
+    })[[*FEATURES, "topic", "duration_ms"]]
 
 
 def answer_page(visitor: Visitor, pop: Population, model: ResponseModel, items: list[dict],
                 rng: np.random.Generator) -> tuple[pd.DataFrame, bool]:
     """The visitor's responses to one page, up to the video after which they leave (if any);
     updates the visitor's history and visit clock. Returns (rows seen, left)."""
-    frame = model.respond(visitor.features(pop, items), rng)
+    seen, left = answer_pages([visitor], pop, model, [items], rng)
+    return seen.drop(columns=["visitor", "position"]), bool(left[0])
+
+
+def answer_pages(visitors: list[Visitor], pop: Population, model: ResponseModel,
+                 pages: list[list[dict]], rng: np.random.Generator,
+                 ) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`answer_page` for several visitors at once (one page each), drawing from one
+    random stream with one model call per response (the offline replay's speed). The rows
+    seen carry ``visitor`` (index into ``visitors``) and ``position`` (in the page); also
+    whether each visitor left. With one visitor: the draws, in the order, of the HTTP visit."""
+    frame = model.respond(features_of(visitors, pop, pages), rng)
+    sizes = np.array([len(items) for items in pages])
+    starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(int)
+    owner = np.repeat(np.arange(len(visitors)), sizes)
+    position = np.arange(len(frame)) - starts[owner]
     watch_s = frame["watch_ratio"].to_numpy() * frame["duration_ms"].to_numpy() / 1000
     # The leave decision after each video sees the visit clock after that video.
-    clock = visitor.visit_s + np.cumsum(np.maximum(watch_s, SKIP_DWELL_S))
+    dwell = np.cumsum(np.maximum(watch_s, SKIP_DWELL_S))  # over all visitors' rows
+    visit = np.array([v.visit_s for v in visitors])  # each visitor's clock, from their own rows
+    clock = np.repeat(visit - np.r_[0.0, dwell][starts], sizes) + dwell
     after = frame.assign(log_visit_s=np.log1p(clock))
     leave = rng.random(len(frame)) < hazard(model.predict("leave", after), model.sampling_rate)
-    stop = int(np.argmax(leave)) + 1 if leave.any() else len(frame)
-    seen = frame.iloc[:stop].assign(watch_ms=np.round(watch_s[:stop] * 1000).astype(np.int64))
-    visitor.visit_s = float(clock[stop - 1]) if stop else visitor.visit_s
-    visitor.shown += stop
+    stop, left = sizes.copy(), np.zeros(len(visitors), bool)
+    np.minimum.at(stop, owner[leave], position[leave] + 1)
+    left[owner[leave]] = True
+    keep = position < stop[owner]
+    seen = frame[keep].assign(
+        watch_ms=np.round(watch_s[keep] * 1000).astype(np.int64), visitor=owner[keep],
+        position=position[keep]).reset_index(drop=True)
     clicked = seen["clicked"].to_numpy() > 0
-    visitor.clicks += int(clicked.sum())
-    visitor.topics.update(seen["topic"][clicked].tolist())
-    return seen, bool(leave.any())
+    clicks = np.bincount(seen["visitor"].to_numpy()[clicked], minlength=len(visitors))
+    for k, visitor in enumerate(visitors):
+        if stop[k]:
+            visitor.visit_s = float(clock[starts[k] + stop[k] - 1])
+        visitor.shown += int(stop[k])
+        visitor.clicks += int(clicks[k])
+    for k, topic in zip(seen["visitor"].to_numpy()[clicked], seen["topic"].to_numpy()[clicked],
+                        strict=True):
+        visitors[k].topics[topic] += 1
+    return seen, left
 
 
 def page_events(items: list[dict], seen: pd.DataFrame, request_id: str) -> list[dict]:

@@ -62,6 +62,20 @@ def list_experiments(session: Session, status: Status | None = None) -> list[Exp
     return list(session.scalars(query))
 
 
+def new_experiment(spec: ExperimentSpec, salt: str | None = None) -> Experiment:
+    """A draft :class:`Experiment` of ``spec``, not in any session (``create`` stores one; the
+    offline replay uses one as it is, with its own salt per repetition)."""
+    return Experiment(
+        name=spec.name, hypothesis=spec.hypothesis, layer=spec.layer, traffic_pct=spec.traffic,
+        holdout_pct=spec.holdout, population=spec.population.model_dump(exclude_none=True),
+        primary_metric=spec.primary_metric, secondary_metrics=spec.secondary_metrics,
+        guardrail_metrics=spec.guardrail_metrics, status=Status.DRAFT.value,
+        salt=salt or secrets.token_hex(8), created_at=utcnow(),
+        variants=[Variant(name=v.name, position=i, weight_pct=v.weight,
+                          ranker_alias=v.ranker_alias, retrieval_alias=v.retrieval_alias,
+                          params=v.params()) for i, v in enumerate(spec.variants)])
+
+
 def create(session: Session, spec: ExperimentSpec, aliases: AliasCheck) -> Experiment:
     """A new draft experiment (flushed, not committed)."""
     if session.scalar(select(Experiment.id).where(Experiment.name == spec.name)) is not None:
@@ -71,15 +85,7 @@ def create(session: Session, spec: ExperimentSpec, aliases: AliasCheck) -> Exper
             alias = getattr(v, f"{model}_alias")
             if alias is not None and (why := aliases(model, alias)):
                 raise SpecError(f"variants.{i}.{model}_alias", why)
-    exp = Experiment(
-        name=spec.name, hypothesis=spec.hypothesis, layer=spec.layer, traffic_pct=spec.traffic,
-        holdout_pct=spec.holdout, population=spec.population.model_dump(exclude_none=True),
-        primary_metric=spec.primary_metric, secondary_metrics=spec.secondary_metrics,
-        guardrail_metrics=spec.guardrail_metrics, status=Status.DRAFT.value,
-        salt=secrets.token_hex(8), created_at=utcnow(),
-        variants=[Variant(name=v.name, position=i, weight_pct=v.weight,
-                          ranker_alias=v.ranker_alias, retrieval_alias=v.retrieval_alias,
-                          params=v.params()) for i, v in enumerate(spec.variants)])
+    exp = new_experiment(spec)
     _fits(session, exp)  # refuse now what could never start next to the running ones
     session.add(exp)
     session.flush()
