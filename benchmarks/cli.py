@@ -98,6 +98,38 @@ def bench_serve(
     typer.echo(f"wrote {path}")
 
 
+def bench_experiments_analysis(
+    users: Annotated[int, typer.Option(min=100, help="Users (about 15 pages each).")] = 65_000,
+    days: Annotated[int, typer.Option(min=1, max=60)] = 7,
+    repeats: Annotated[int, typer.Option(min=1, max=10)] = 3,
+) -> None:
+    """Time of ``experiment analyze`` for ~1M exposure rows -> experiments-analysis.md."""
+    from benchmarks.experiments_analysis import run_bench
+
+    typer.echo(f"wrote {run_bench(users, days, repeats)}")
+
+
+def bench_experiments(
+    users: Annotated[int, typer.Option(min=2, help="Simulated users.")] = 2000,
+    world_users: Annotated[int, typer.Option(min=100, help="Users of the world.")] = 2500,
+    videos: Annotated[int, typer.Option(min=100, help="Videos of the world.")] = 3000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The API's port.")] = 8023,
+    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 8,
+    seed: Annotated[int, typer.Option()] = 0,
+    kuairand: Annotated[Path, typer.Option(help="KuaiRand, to fit the simulated users on.")]
+    = Path("../shared/data/kuairand"),
+) -> None:
+    """Simulated A/B test two-tower + ranker vs popularity -> experiments.md."""
+    from benchmarks.experiments import run_bench
+
+    if users > world_users:
+        typer.echo("error: --users: at most --world-users simulated users", err=True)
+        raise typer.Exit(2)
+    path = run_bench(users, world_users, videos, port=port, concurrency=concurrency, seed=seed,
+                     kuairand=kuairand)
+    typer.echo(f"wrote {path}")
+
+
 def bench_comments(
     out: Annotated[Path, typer.Option(help="Report file.")] = Path(
         "benchmarks/results/comments.md"),
@@ -183,6 +215,8 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("ranker")(bench_ranker)
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
+    bench.command("experiments-analysis")(bench_experiments_analysis)
+    bench.command("experiments")(bench_experiments)
     bench.command("transcode")(bench_transcode)
     bench.command("social")(bench_social)
     bench.command("search-synonyms")(bench_search_synonyms)

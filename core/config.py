@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     # long, so a read fetches mostly the real-time fields; 0 turns the near-cache off.
     feature_cache_ttl_s: float = Field(default=30.0, ge=0)
 
+    # The pre-deploy gate (``reelrank deploy``): a version's primary offline metric may be at
+    # most this share below the champion's (0.02: 2 % relative) on the same data and split.
+    deploy_max_regression: float = Field(default=0.02, ge=0, le=1)
     # Media pipeline (``platform_services/media``): upload limits, the HLS ladder, moderation.
     upload_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
@@ -179,6 +182,9 @@ class Settings(BaseSettings):
     search_min_similarity: float = Field(default=0.3, ge=-1, le=1)  # a semantic-only hit
     search_refresh_s: float = Field(default=2.0, gt=0)  # the in-process vector index
     notifications_batch: int = Field(default=1000, ge=1, le=100_000)  # rows per statement
+    # A/B experiments: how often an API process re-reads the running ones (a started or
+    # stopped experiment takes effect within this).
+    experiments_refresh_s: float = Field(default=10.0, gt=0)
 
     @field_validator(*_SCHEMES)
     @classmethod

@@ -85,5 +85,6 @@ ModeratorUser = Annotated[User, Depends(require_role(Role.MODERATOR))]
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 
 UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
-VideoIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A video id.")]
+# ge=0: a loaded world keeps its data set's video ids, which start at 0, and the feed serves them.
+VideoIdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="A video id.")]
 CommentIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A comment id.")]

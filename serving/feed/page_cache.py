@@ -36,11 +36,12 @@ class RankedList:
     variant: str | None = None
     experiment: str | None = None
     degraded: tuple[str, ...] = field(default_factory=tuple)
+    arms: tuple[tuple[str, str], ...] = ()  # (experiment, variant) the list was made for
 
 
 def save(r: redis.Redis, list_id: str, ranked: RankedList, ttl_s: int) -> None:
     meta = {"u": ranked.user_id, "m": ranked.model_version, "v": ranked.variant,
-            "e": ranked.experiment, "d": list(ranked.degraded)}
+            "e": ranked.experiment, "d": list(ranked.degraded), "a": list(ranked.arms)}
     key = _list_key(list_id)
     pipe = r.pipeline(transaction=False)
     pipe.hset(key, mapping={"meta": json.dumps(meta),
@@ -57,7 +58,7 @@ def load(r: redis.Redis, list_id: str) -> RankedList | None:
     meta = json.loads(got[b"meta"])
     return RankedList(int(meta["u"]), np.frombuffer(got[b"ids"], "<i8"),
                       np.frombuffer(got[b"src"], np.uint8), meta["m"], meta["v"], meta["e"],
-                      tuple(meta["d"]))
+                      tuple(meta["d"]), tuple(map(tuple, meta.get("a", ()))))
 
 
 def mark_seen(r: redis.Redis, user_id: int, ids: np.ndarray, now_ms: int, keep: int) -> None:

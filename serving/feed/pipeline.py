@@ -14,7 +14,7 @@ import asyncio
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import redis
@@ -73,16 +73,20 @@ class Feeds:
 
     async def for_you(self, session: Session, user: User, page_size: int) -> tuple[dict, Trace]:
         trace = Trace()
-        assignment = self.svc.assignment(user.id)
+        assignment = self.svc.assignment(user.id, user.region)
         cands = await asyncio.to_thread(self._candidates, session, user, assignment, trace)
+        cands.request.weights = assignment.score_weights
         scores, version = await self._rank(cands, assignment.ranker_alias, trace)
+        cfg = self.rerank_cfg if assignment.explore_slots is None else replace(
+            self.rerank_cfg, explore_slots=assignment.explore_slots)
         with trace.stage("rerank"):
             order = rerank(scores, cands.snap.owner[cands.ids], cands.snap.topic[cands.ids],
                            age_hours(cands.snap, cands.ids, cands.now_ms),
-                           cands.sources == src.CODE["explore"], self.rerank_cfg)
+                           cands.sources == src.CODE["explore"], cfg)
         ranked = page_cache.RankedList(user.id, cands.ids[order], cands.sources[order], version,
                                        assignment.variant, assignment.experiment,
-                                       tuple(trace.degraded))
+                                       tuple(trace.degraded),
+                                       tuple((a.experiment, a.variant) for a in assignment.arms))
         body = await asyncio.to_thread(self.serve_list, session, user, ranked, page_size, trace,
                                        cands.snap, cands.viewer)
         return body, trace
@@ -123,7 +127,7 @@ class Feeds:
                  trace: Trace) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Each source fetches its quota twice over plus as many as the user has seen, so a
         heavy user's seen filter cannot empty it (the best ANN hits are the ones shown)."""
-        quotas = dict(self.s.feed_quotas)
+        quotas = {**self.s.feed_quotas, **(assignment.quotas or {})}
         want = {k: max(1, round(v * self.s.feed_candidates * OVERFETCH)) + seen for k, v in
                 quotas.items()}
         pool, r = self.svc.pool, self.svc.redis
@@ -297,13 +301,18 @@ class Feeds:
     def _log_exposure(self, session: Session, user: User, list_id: str,
                       ranked: page_cache.RankedList, ids: np.ndarray, sources: np.ndarray,
                       positions: np.ndarray, trace: Trace) -> None:
+        """One exposure per experiment arm the list was made for (one without any when none):
+        logged only here, when a page is actually served."""
         if not len(ids):
             return
-        emit(session, ExperimentExposure(
-            user_id=user.id, request_id=list_id, experiment=ranked.experiment,
-            variant=ranked.variant, model_version=ranked.model_version,
-            video_ids=ids.tolist(), sources=[src.SOURCES[s] for s in sources.tolist()],
-            first_position=int(positions[0])))
+        arms = ranked.arms or ((ranked.experiment, ranked.variant),)
+        video_ids, names = ids.tolist(), [src.SOURCES[s] for s in sources.tolist()]
+        latency, degraded = round(trace.elapsed_ms(), 3), trace.degraded
+        emit(session, *(ExperimentExposure(
+            user_id=user.id, request_id=list_id, experiment=experiment, variant=variant,
+            model_version=ranked.model_version, video_ids=video_ids, sources=names,
+            first_position=int(positions[0]), latency_ms=latency, degraded=degraded)
+            for experiment, variant in arms))
         session.commit()
         try:
             page_cache.mark_seen(self.svc.redis, user.id, ids, now_ms(), self.s.feed_seen_max)

@@ -13,7 +13,7 @@ same columns are concatenated column by column into one frame, one forward pass.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +30,8 @@ class RankRequest:
 
     items: dict[str, np.ndarray]
     user: dict[str, Any] = field(default_factory=dict)
+    # Task weights of the final score that differ from the model's (an experiment's variant).
+    weights: Mapping[str, float] | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.items.values()))) if self.items else 0
@@ -53,7 +55,8 @@ def to_frame(requests: list[RankRequest]) -> pd.DataFrame:
 class Scorer(Protocol):
     """A loaded ranker: one final score per row of raw feature columns."""
 
-    def score(self, frame: pd.DataFrame) -> np.ndarray: ...
+    def score(self, frame: pd.DataFrame, *, weights: Mapping[str, float] | None = None,
+              ) -> np.ndarray: ...
 
 
 class RankerBackend(Protocol):
@@ -80,12 +83,15 @@ def score_many(models: AliasModels[Scorer], requests: list[tuple[str, RankReques
     out: list[Result | None] = [None] * len(requests)
     groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
     for i, (alias, req) in enumerate(requests):
-        groups.setdefault((alias, req.columns()), []).append(i)
-    for (alias, _), idx in groups.items():
+        weights = tuple(sorted(req.weights.items())) if req.weights else ()
+        groups.setdefault((alias, req.columns(), weights), []).append(i)
+    for (alias, _, weights), idx in groups.items():
         reqs = [requests[i][1] for i in idx]
         try:
             loaded = models.get(alias)
-            scores = np.asarray(loaded.model.score(to_frame(reqs)))
+            frame = to_frame(reqs)
+            scores = np.asarray(loaded.model.score(frame, weights=dict(weights)) if weights
+                                else loaded.model.score(frame))
         except Exception as exc:
             for i in idx:
                 out[i] = exc

@@ -27,7 +27,8 @@ router = APIRouter(prefix="/videos", tags=["videos"])
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50,
                                        pattern=r"^[\w\-]+$", strip_whitespace=True)]
-VideoId = Annotated[int, Path(ge=1, le=2**62)]
+# ge=0: a loaded world's video ids start at 0, and the feed serves those videos.
+VideoId = Annotated[int, Path(ge=0, le=2**62)]
 
 
 class ErrorDetail(BaseModel):

@@ -138,9 +138,10 @@ def test_pages_never_repeat_and_are_logged(client: TestClient, world: Settings, 
     item = first["items"][0]
     assert set(item) == {"video", "user", "urls", "thumbnail", "stats", "source", "position"}
     assert set(item["video"]) == {"id", "title", "duration_ms", "created_at"}
-    # HLS goes through the path-signed playlist route (relative segment URIs keep the token).
-    assert re.search(r"/api/v1/media/\d+/\d+/[0-9a-f]{32}/master\.m3u8$", item["urls"]["hls"])
-    assert "sig=" in item["thumbnail"]
+    # HLS goes through the signed playlist route: /media/{video}/{expiry}/{signature}/master.m3u8
+    hls = f"/api/v1/media/{item['video']['id']}/"
+    assert hls in item["urls"]["hls"] and "sig=" in item["thumbnail"]
+    assert re.search(r"/\d+/[0-9a-f]{32}/master\.m3u8$", item["urls"]["hls"]), item["urls"]
     assert {it["source"] for p in pages for it in p["items"]} <= set(SOURCES)
     assert len({it["source"] for p in pages for it in p["items"]}) >= 3
     # One exposure event per page, with positions, sources, model version.
@@ -399,3 +400,49 @@ def test_heavy_viewer_still_gets_personalised_candidates(client: TestClient,
     items = client.get(FEED, headers=auth(world, user), params={"page_size": 50}).json()["items"]
     assert not {it["video"]["id"] for it in items} & set(top.tolist())
     assert any(it["source"] == "ann" for it in items), [it["source"] for it in items]
+
+
+def test_experiment_variants_are_served_and_logged(client: TestClient, world: Settings,
+                                                   db) -> None:
+    """A running experiment: each user gets the variant the assignment gives them, the
+    treatment's parameters change the page (twice the exploration), and every page is logged
+    under its arm; after the stop nobody is in it and its exposures stay."""
+    from experiments import store
+    from experiments.assignment import assign_user, live
+    from experiments.spec import parse_spec
+
+    with db.begin() as s:
+        store.create(s, parse_spec({"name": "feed-explore", "variants": [
+            {"name": "control", "weight": 50},
+            {"name": "explore", "weight": 50, "explore_slots": 0.5,
+             "quotas": {"explore": 0.4}, "score_weights": {"like": 10}}]}), lambda *_: None)
+        exp = store.start(s, "feed-explore")
+        arms = live(exp)
+    assigner = client.app.state.feeds.svc.experiments
+    assigner.refresh()
+    try:
+        shares: dict[str, list[float]] = {"control": [], "explore": []}
+        requests: dict[str, str] = {}
+        for user in range(20, 60):
+            body = client.get(FEED, headers=auth(world, user), params={"page_size": 20}).json()
+            want = assign_user([arms], user).variant
+            requests[body["request_id"]] = want
+            sources = [it["source"] for it in body["items"]]
+            shares[want].append(sources.count("explore") / max(len(sources), 1))
+        assert all(shares.values()), {k: len(v) for k, v in shares.items()}
+        assert np.mean(shares["explore"]) > np.mean(shares["control"]) + 0.15, shares
+        with db() as s:
+            events = [decode(r.value) for r in s.scalars(
+                select(OutboxRow).where(OutboxRow.topic == "experiment.exposure"))]
+        logged = {e.request_id: (e.experiment, e.variant) for e in events
+                  if e.request_id in requests}
+        assert logged == {r: ("feed-explore", v) for r, v in requests.items()}
+    finally:
+        with db.begin() as s:
+            store.stop(s, "feed-explore")
+        assigner.refresh()
+    body = client.get(FEED, headers=auth(world, 21)).json()
+    with db() as s:
+        last = [decode(r.value) for r in s.scalars(select(OutboxRow).where(
+            OutboxRow.topic == "experiment.exposure").order_by(OutboxRow.id.desc()).limit(1))]
+    assert last[0].request_id == body["request_id"] and last[0].experiment is None
