@@ -131,6 +131,12 @@ def test_every_owner_only_route_refuses_others(api: TestClient) -> None:
             f"moderation/videos/{video}", {"action": "reject", "reason": "pwned"}),
         ("get", "/api/v1/media/{video_id}/{exp}/{sig}/{path}"): (
             f"media/{video}/{2**40}/{'0' * 32}/master.m3u8", None),
+        # Experiments are managed by admins only.
+        ("post", "/api/v1/experiments"): ("experiments", {"name": "pwned"}),
+        ("get", "/api/v1/experiments"): ("experiments", None),
+        ("get", "/api/v1/experiments/{name}"): ("experiments/any", None),
+        ("post", "/api/v1/experiments/{name}/start"): ("experiments/any/start", None),
+        ("post", "/api/v1/experiments/{name}/stop"): ("experiments/any/stop", None),
     }
     spec = api.get("/openapi.json").json()["paths"]
     documented = {(m, p) for p, ops in spec.items() for m, op in ops.items()
