@@ -196,6 +196,9 @@ def build_features(
         "freq": freq,
         "topics": topics,
         "snapshots_ms": snaps.tolist(),
+        # The last event seen: rows after it have no snapshot the daily job would have built
+        # (features.freshness refuses them instead of defaulting).
+        "log_end_ms": int(log["ts_ms"].max()),
         "priors": {name: values.round(6).tolist() for name, values in priors.items()},
         "rows": {name: len(df) for name, df in frames.items()},
     }

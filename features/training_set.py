@@ -17,7 +17,11 @@ to score something else) in input order: ``user_id, video_id, ts``, the columns 
   session depth likewise;
 - ``video_fresh`` is what ``video.processed`` would have pushed: the item's creator and
   duration once its upload time has passed;
-- defaults (rates: the global rate of the newest snapshot ``<= ts``) fill whatever is missing.
+- defaults (rates: the global rate of the newest snapshot ``<= ts``) fill whatever is missing
+  for entities the snapshots do not know (yet);
+- an impression after the events the repo was built from is refused
+  (:func:`features.freshness.check_coverage`): its snapshots were never built, and defaults
+  there would be silent damage, not the state of the world.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import pandas as pd
 
 from features import schema
 from features.batch import _ms, prepare_log, prior_defaults
+from features.freshness import check_coverage
 from features.repo import BATCH_VIEWS, PRIOR, TS_FIELD
 from features.store import FeatureStoreError
 from features.windows import SESSION_GAP_S, EventIndex, log_window_counts
@@ -114,6 +119,7 @@ def build_training_set(
     imp = imp[imp["ts"].notna()].reset_index(drop=True)
     label_cols = _labels(imp, labels)
     at_ms = _ms(imp["ts"])
+    check_coverage(meta, at_ms)
     users = imp["user_id"].to_numpy(np.int64)
     videos = imp["item_id"].to_numpy(np.int64)
     table = items.set_index("item_id")

@@ -214,14 +214,24 @@ def rank(
         help="Data set dir whose items table describes the videos (default: the impressions "
              "dir, else the model's training data).")] = None,
     threads: Annotated[int, typer.Option(min=1)] = 2,
+    history: Annotated[Path | None, typer.Option(
+        help="Data set dir with the events before the log (default: the model's training "
+             "data); read only when the log is later than the feature repo.")] = None,
+    rebuild_features: Annotated[bool, typer.Option(
+        help="Rebuild the daily snapshots from the history + the log when the log is later "
+             "than the feature repo (else such a log is refused).")] = True,
 ) -> None:
-    """Score logged impressions, each with its features as of its own timestamp."""
+    """Score logged impressions, each with the features it would have had online: from the
+    feature repo when it covers the log, else from the daily snapshots rebuilt from the
+    history and the log (events strictly before each impression). Never from defaults."""
+    import tempfile
+
     import pandas as pd
     import torch
 
     from training import registry
     from training.ranker.bundle import EXPERIMENT, RankerBundle, output_frame
-    from training.ranker.pipeline import point_in_time
+    from training.ranker.scoring import needs_rebuild, scoring_frame
     from training.retrieval.pipeline import load_data
 
     torch.set_num_threads(threads)
@@ -246,7 +256,24 @@ def rank(
         repo = feature_repo or Path(bundle.meta.get("feature_repo", ""))
         if not (repo / "meta.json").is_file():
             raise DataError(f"{repo}: no built feature repo (pass --feature-repo)")
-        frame = point_in_time(get_settings(), repo, inter, item_table, labels=False)
+        settings = get_settings()
+        past, scratch = None, None
+        if rebuild_features and needs_rebuild(settings, repo, inter):
+            source = history or (Path(bundle.meta["data"]) if bundle.meta.get("data") else None)
+            if source is None:
+                raise DataError("--history: the log is later than the feature repo, and the "
+                                "events before it are needed to rebuild its snapshots")
+            past = load_data(kind, source)
+            scratch = tempfile.TemporaryDirectory(prefix="rank-features-",
+                                                  dir=Path(settings.var_dir))
+            typer.echo(f"the log is later than {repo}: rebuilding its daily snapshots from "
+                       f"{source} + the log")
+        try:
+            frame = scoring_frame(settings, repo, inter, item_table, past,
+                                  Path(scratch.name) / "repo" if scratch else None)
+        finally:
+            if scratch is not None:
+                scratch.cleanup()
         scores, preds = bundle.predict(frame)
         result = pd.concat([
             pd.DataFrame({

@@ -47,7 +47,7 @@ CONTEXT = {"tab": "ctx_tab", "position": "ctx_position"}
 VALID_DAYS = 1
 
 
-def _impressions(interactions: pd.DataFrame) -> pd.DataFrame:
+def timed_impressions(interactions: pd.DataFrame) -> pd.DataFrame:
     """The rows ``build_training_set`` returns, in its order: timed impressions."""
     imp = interactions
     if "event" in imp and (imp["event"] == "impression").any():
@@ -81,7 +81,7 @@ def point_in_time(settings: Settings, repo: Path, interactions: pd.DataFrame, it
     names = [t for t in TASKS if labels and LABELS[t] in interactions]
     frame = build_training_set(open_store(settings), interactions, items, names,
                                read_meta(settings))
-    imp = _impressions(interactions)
+    imp = timed_impressions(interactions)
     if len(imp) != len(frame) or not (frame["video_id"].to_numpy() == imp["item_id"]).all():
         raise RuntimeError("training set rows do not line up with the impressions")
     for column, feature in CONTEXT.items():
