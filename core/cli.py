@@ -56,6 +56,7 @@ WORKERS: dict[str, str] = {
     "fanout": "platform_services.fanout:run_worker",
     "search": "candidate_gen.search_indexer:run",
     "notifications": "platform_services.notifications:run_worker",
+    "features-refresh": "features.refresh:run",
 }
 
 

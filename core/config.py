@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     # Batch-view values (they change once per materialize) kept in the reader's process this
     # long, so a read fetches mostly the real-time fields; 0 turns the near-cache off.
     feature_cache_ttl_s: float = Field(default=30.0, ge=0)
+    # ``reelrank worker features-refresh``: rebuild the batch snapshots from this data set plus
+    # the live interaction log and re-materialize them this often (batch views expire after
+    # features.repo.SNAPSHOT_TTL, 2 days; hourly keeps the newest daily snapshot online).
+    features_refresh_s: float = Field(default=3600.0, gt=0, le=86_400)
+    features_refresh_dataset: str = "synth"
 
     # The pre-deploy gate (``reelrank deploy``): a version's primary offline metric may be at
     # most this share below the champion's (0.02: 2 % relative) on the same data and split.

@@ -149,7 +149,8 @@ def materialize_batch(
     """Load each batch view's newest row per entity in [start, end] into the online store.
 
     Defaults: from the first snapshot of the last build to now. Returns the rows written
-    (one per entity and view), counted from the same parquet files Feast reads.
+    (one per entity and view), counted from the same parquet files Feast reads. Which
+    snapshot each view now serves is recorded for :func:`features.freshness.view_ages`.
     """
     import pandas as pd
 
@@ -166,4 +167,7 @@ def materialize_batch(
         rows += len(in_range.drop_duplicates(view.join_keys))
     store = open_store(settings)
     store.materialize(start, end, feature_views=[v.name for v in BATCH_VIEWS])
+    from features.freshness import record_materialization  # it imports this module
+
+    record_materialization(settings, end)
     return rows
