@@ -254,3 +254,53 @@ def test_train_register_rank_and_bad_input(settings: Settings, world: dict[str, 
     errors = [x for x in res.output.splitlines() if x.startswith("error:")]
     assert res.exit_code == 2 and len(errors) == 1 and "@nope" in errors[0]
     assert not (tmp_path / "none.parquet").exists()
+
+
+# --- the protocol: every choice on validation (issue 12) -------------------------------------
+
+
+def test_choices_are_made_on_validation_and_recorded(trained: Outcome) -> None:
+    sel = trained.selection
+    assert sel is not None
+    assert len(sel.net_trials) == RunConfig().grids.budget == len(sel.lgb_trials)
+    assert {(t["aux_weight"], t["lr"]) for t in sel.net_trials} == {
+        (a, lr) for a in RunConfig().grids.aux_weights for lr in RunConfig().grids.learning_rates}
+    assert sel.chosen in ("multi-task", "single-task")
+    assert set(sel.lgb_params) == set(trained.tasks)
+    assert {"click", "long_view"} <= set(sel.valid_gauc["ranker"])
+    assert {t["task"] for t in sel.calibration_trials} >= {"click", "long_view"}
+    assert set(sel.calibration) <= {t["task"] for t in sel.calibration_trials if t["kept"]}
+    assert trained.cost["ranker_examples_per_s"] > 0 and trained.cost["ranker_s_per_epoch"] > 0
+
+
+def test_selection_never_receives_a_test_row(frame: pd.DataFrame, end: pd.Timestamp,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spy on the selection function: every row it gets is before the test day; and
+    rewriting the test day's labels changes no choice."""
+    import training.ranker.pipeline as pipeline
+    from training.ranker.selection import Grids
+
+    seen = []
+
+    def spy(net, tune, valid, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append((tune, valid))
+        return real(net, tune, valid, *args, **kwargs)
+
+    real = pipeline.select
+    monkeypatch.setattr(pipeline, "select", spy)
+    cfg = RunConfig(train=TrainConfig(epochs=3, batch_size=256), single_tasks=("click",),
+                    threads=1, grids=Grids(aux_weights=(0.3, 1.0), learning_rates=(2e-3,)))
+    first = run(frame, end, cfg)
+    end_ms = end.value // 1_000_000
+    tune, valid = seen[0]
+    assert len(tune) + len(valid) == first.rows["train"] and len(valid) == first.rows["valid"]
+    assert tune.ts_ms.max() < valid.ts_ms.min() and valid.ts_ms.max() < end_ms
+    flipped = frame.copy()
+    test_day = (flipped["ts"] >= end).to_numpy()
+    for task in ("click", "long_view", "like"):
+        flipped.loc[test_day, task] = 1 - flipped.loc[test_day, task]
+    second = run(flipped, end, cfg)
+    a, b = first.selection, second.selection
+    assert (a.train, a.chosen, a.lgb_params, a.lgb_rounds, a.calibration) == (
+        b.train, b.chosen, b.lgb_params, b.lgb_rounds, b.calibration)
+    assert first.metrics["ranker"]["click_auc"] != second.metrics["ranker"]["click_auc"]

@@ -49,6 +49,7 @@ class LightGBMRanker:
     threads: int = 2
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    task_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task, on top
     boosters: dict[str, lgb.Booster] = field(default_factory=dict)
     best_rounds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -65,7 +66,8 @@ class LightGBMRanker:
 
     def _params(self, task: str) -> dict[str, Any]:
         objective = "cross_entropy" if task in RATIO_TASKS else "binary"
-        return {**PARAMS, **self.params, "objective": objective, "num_threads": self.threads,
+        return {**PARAMS, **self.params, **self.task_params.get(task, {}),
+                "objective": objective, "num_threads": self.threads,
                 "seed": self.seed}
 
     def fit(self, train: Encoded, valid: Encoded | None = None,

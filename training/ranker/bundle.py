@@ -42,6 +42,7 @@ from mlflow.models import infer_signature
 from models.ranker import Ranker, RankerConfig
 from training import registry
 from training.ranker.featurizer import Featurizer
+from training.ranker.metrics import platt
 
 MODEL_NAME = registry.MODELS["ranker"]
 EXPERIMENT = MODEL_NAME
@@ -77,7 +78,16 @@ class RankerBundle:
         cat, num = self.featurizer.encode(candidates, {**(user_features or {}), **(context or {})})
         score, preds = self.model.predict(torch.from_numpy(cat), torch.from_numpy(num))
         per_task = {t: preds[:, j].numpy() for j, t in enumerate(self.tasks)}
-        return score.numpy(), per_task
+        calibrated = self.meta.get("calibration") or {}
+        if not calibrated:
+            return score.numpy(), per_task
+        # Tasks calibrated on validation (training.ranker.selection): the score is the same
+        # weighted sum, of the calibrated probabilities.
+        per_task |= {t: platt(ab, per_task[t]) for t, ab in calibrated.items() if t in per_task}
+        weights = self.model.cfg.score_weights
+        score = sum((weights.get(t, 0.0) * p for t, p in per_task.items()),
+                    np.zeros(len(cat), np.float32))
+        return np.asarray(score, np.float32), per_task
 
     def score(self, frame: pd.DataFrame, user_features: Mapping[str, Any] | None = None,
               context: Mapping[str, Any] | None = None, *,

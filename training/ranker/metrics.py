@@ -96,3 +96,14 @@ def task_metrics(
         out |= {"auc": auc(y, p), "logloss": logloss(y, p), "gauc": g, "gauc_users": n_users}
     out["ece"] = ece(y, p)
     return {f"{task}_{k}": v for k, v in out.items()}
+
+
+def logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+def platt(ab: list[float], p: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities ``sigmoid(a * logit(p) + b)`` (Platt scaling of a score that
+    already is a probability; ``ab`` fitted on validation by :mod:`training.ranker.selection`)."""
+    return (1 / (1 + np.exp(-(ab[0] * logit(p) + ab[1])))).astype(np.float32)

@@ -1,0 +1,206 @@
+"""Every choice of a ranker run, made on the validation day only (issue 12's protocol).
+
+:func:`select` gets the tuning rows (before the validation day) and the validation rows, never
+the test rows (``tests/training/test_ranker.py`` spies on it), and decides:
+
+- the network's auxiliary-loss weight and learning rate: a grid, each point early-stopped on
+  validation; the point with the best mean validation GAUC over the main tasks wins (the
+  epoch count comes with it);
+- LightGBM's parameters: the same number of trials (the same budget) drawn from
+  :data:`LGB_GRID` (the hand-set defaults are always the first trial), per task the best
+  validation GAUC (main tasks) or log-loss (the others);
+- single-task vs multi-task: the single-task networks' validation GAUC on the main tasks
+  against the chosen multi-task network's;
+- per-task calibration (Platt scaling of the logit, fitted on validation): kept for a task
+  only when it lowers the ECE on held-out validation users (2-fold over users), since the
+  in-sample ECE of a calibrator always improves (the pipeline applies it only on request:
+  see ``RunConfig.calibrate``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from models.ranker import RankerConfig
+from training.ranker.baselines import PARAMS, LightGBMRanker
+from training.ranker.data import RATIO_TASKS, Encoded
+from training.ranker.metrics import ece, gauc, logit, logloss, platt
+from training.ranker.trainer import TrainConfig, fit, predict
+
+MAIN_TASKS = ("click", "long_view")
+AUX_WEIGHTS = (0.1, 0.3, 1.0)
+LEARNING_RATES = (1e-3, 2e-3)
+LGB_GRID: dict[str, tuple[Any, ...]] = {
+    "num_leaves": (15, 31, 63, 127),
+    "learning_rate": (0.02, 0.05, 0.1),
+    "min_data_in_leaf": (20, 50, 200),  # LightGBM's min_child_samples
+    "feature_fraction": (0.5, 0.8, 1.0),
+    "lambda_l2": (0.0, 1.0, 10.0),
+}
+
+
+@dataclass
+class Grids:
+    aux_weights: tuple[float, ...] = AUX_WEIGHTS
+    learning_rates: tuple[float, ...] = LEARNING_RATES
+    lightgbm: dict[str, tuple[Any, ...]] = field(default_factory=lambda: dict(LGB_GRID))
+
+    @property
+    def budget(self) -> int:
+        """Trials per model family: the network grid's size, given to LightGBM too."""
+        return len(self.aux_weights) * len(self.learning_rates)
+
+
+@dataclass
+class Selection:
+    train: TrainConfig  # the chosen network config (epochs = its best epoch)
+    net_trials: list[dict[str, Any]]
+    lgb_params: dict[str, dict[str, Any]]  # task -> chosen LightGBM parameters
+    lgb_rounds: dict[str, int]
+    lgb_trials: list[dict[str, Any]]
+    single_epochs: dict[str, int]  # single-task network -> its best epoch
+    valid_gauc: dict[str, dict[str, float]]  # model -> main task -> validation GAUC
+    chosen: str  # "multi-task" or "single-task"
+    calibration: dict[str, list[float]]  # task -> Platt [a, b] on the logit (kept tasks only)
+    calibration_trials: list[dict[str, Any]]
+    seconds: dict[str, float]
+
+
+def _task_gauc(valid: Encoded, preds: np.ndarray, tasks: list[str]) -> dict[str, float]:
+    out = {}
+    for task in MAIN_TASKS:
+        if task in tasks:
+            j = tasks.index(task)
+            known = np.isfinite(valid.labels[:, j])
+            out[task] = gauc(valid.users[known], valid.labels[known, j], preds[known, j])[0]
+    return out
+
+
+def _mean(values: dict[str, float]) -> float:
+    finite = [v for v in values.values() if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else -np.inf
+
+
+def _fit_platt(y: np.ndarray, p: np.ndarray) -> list[float]:
+    lr = LogisticRegression(C=1e6).fit(logit(p)[:, None], y.astype(int))
+    return [float(lr.coef_[0, 0]), float(lr.intercept_[0])]
+
+
+def choose_calibration(valid: Encoded, preds: np.ndarray, tasks: list[str]
+                       ) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+    """Per binary task, Platt scaling when it lowers the held-out validation ECE."""
+    fold = (valid.users * 2654435761 % 2**32) % 2  # users split in two, stable
+    kept, trials = {}, []
+    for j, task in enumerate(tasks):
+        if task in RATIO_TASKS:
+            continue
+        y, p = valid.labels[:, j], preds[:, j]
+        known = np.isfinite(y)
+        before, after = [], []
+        for k in (0, 1):
+            fit_rows, held = known & (fold != k), known & (fold == k)
+            if len(np.unique(y[fit_rows])) < 2 or not held.any():
+                break
+            ab = _fit_platt(y[fit_rows], p[fit_rows])
+            before.append(ece(y[held], p[held]))
+            after.append(ece(y[held], platt(ab, p[held])))
+        if len(after) < 2:
+            continue
+        keep = float(np.mean(after)) < float(np.mean(before))
+        trials.append({"task": task, "ece_before": float(np.mean(before)),
+                       "ece_after": float(np.mean(after)), "kept": keep})
+        if keep:
+            kept[task] = _fit_platt(y[known], p[known])
+    return kept, trials
+
+
+NetConfig = Callable[[list[str]], RankerConfig]  # tasks -> the network's config
+
+
+def select(net: NetConfig, tune: Encoded, valid: Encoded, tasks: list[str], train: TrainConfig,
+           grids: Grids, single_tasks: tuple[str, ...], lightgbm: bool, threads: int,
+           ratio_cap: float, on_epoch: Callable[[int, dict[str, float]], None] | None = None
+           ) -> Selection:
+    """The choices listed in the module docstring, from ``tune`` and ``valid`` only."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    net_trials, best, best_key = [], None, -np.inf
+    for aux, lr in itertools.product(grids.aux_weights, grids.learning_rates):
+        weights = {t: (1.0 if t in MAIN_TASKS else aux) for t in tasks}
+        cfg = replace(train, lr=lr, loss_weights=weights)
+        result = fit(net(tasks), tune, cfg, valid, on_epoch)
+        score = _task_gauc(valid, predict(result.model, valid), tasks)
+        net_trials.append({"aux_weight": aux, "lr": lr, "best_epoch": result.best_epoch,
+                           **{f"valid_gauc_{t}": v for t, v in score.items()}})
+        if _mean(score) > best_key:
+            best_key, best = _mean(score), (cfg, result, score)
+    assert best is not None
+    chosen_cfg, tuned, multi_gauc = best
+    seconds["ranker"] = time.perf_counter() - started
+    valid_gauc = {"ranker": multi_gauc}
+    calibration, calib_trials = choose_calibration(valid, predict(tuned.model, valid), tasks)
+
+    single_epochs: dict[str, int] = {}
+    started = time.perf_counter()
+    single_gauc: dict[str, float] = {}
+    for task in (t for t in single_tasks if t in tasks):
+        j = tasks.index(task)
+        only = replace(tune, labels=tune.labels[:, j : j + 1])
+        held = replace(valid, labels=valid.labels[:, j : j + 1])
+        result = fit(replace(net([task]), n_experts=1), only, chosen_cfg, held)
+        single_epochs[task] = result.best_epoch
+        single_gauc |= _task_gauc(held, predict(result.model, held), [task])
+    if single_epochs:
+        seconds["single-task"] = time.perf_counter() - started
+    if single_gauc:
+        valid_gauc["single-task"] = single_gauc
+    compared = {t: multi_gauc[t] for t in single_gauc}
+    chosen = ("single-task" if single_gauc and set(single_gauc) == set(multi_gauc)
+              and _mean(single_gauc) > _mean(compared) else "multi-task")
+
+    lgb_params: dict[str, dict[str, Any]] = {}
+    lgb_rounds: dict[str, int] = {}
+    lgb_trials: list[dict[str, Any]] = []
+    if lightgbm:
+        started = time.perf_counter()
+        rng = np.random.default_rng(train.seed)
+        defaults = {k: PARAMS[k] for k in grids.lightgbm if k in PARAMS}
+        combos = [defaults] + [{k: v[int(rng.integers(len(v)))]
+                                for k, v in grids.lightgbm.items()}
+                               for _ in range(grids.budget - 1)]
+        best_task: dict[str, float] = {}
+        lgb_gauc: dict[str, float] = {}
+        for params in combos:
+            model = LightGBMRanker(tasks, ratio_cap, threads=threads, seed=train.seed,
+                                   params=params).fit(tune, valid)
+            preds = model.predict(valid)
+            score = _task_gauc(valid, preds, tasks)
+            row = {**params}
+            for j, task in enumerate(tasks):
+                y = valid.labels[:, j]
+                known = np.isfinite(y)
+                p = preds[known, j] / (ratio_cap if task in RATIO_TASKS else 1.0)
+                yy = np.clip(y[known], 0, ratio_cap) / ratio_cap if task in RATIO_TASKS \
+                    else y[known]
+                # Main tasks: validation GAUC (higher is better); the rest: log-loss.
+                key = score[task] if task in score else -logloss(yy, p)
+                row[f"valid_{'gauc' if task in score else 'neg_logloss'}_{task}"] = key
+                if key > best_task.get(task, -np.inf):
+                    best_task[task] = key
+                    lgb_params[task] = dict(params)
+                    lgb_rounds[task] = model.best_rounds[task]
+                    if task in score:
+                        lgb_gauc[task] = score[task]
+            lgb_trials.append(row)
+        valid_gauc["lightgbm"] = lgb_gauc
+        seconds["lightgbm"] = time.perf_counter() - started
+    return Selection(replace(chosen_cfg, epochs=tuned.best_epoch), net_trials, lgb_params,
+                     lgb_rounds, lgb_trials, single_epochs, valid_gauc, chosen, calibration,
+                     calib_trials, seconds)
