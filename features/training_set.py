@@ -73,16 +73,36 @@ def _labels(imp: pd.DataFrame, labels: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def _historical(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
-    """Batch view values per entity row (``row_id`` kept; rows Feast drops come back NaN)."""
-    refs = [f"{v.name}:{f.name}" for v in BATCH_VIEWS for f in v.fields]
+    """Batch view values per entity row, in its order (rows no snapshot covers: NaN).
+
+    One query per view, over the distinct (join keys, time) pairs, merged back onto every
+    row: Feast's file store drops an entity row that has no row in a view it joins, and keeps
+    one of several rows equal in keys and time. A joint query over all views lost every view's
+    values of a row that only one view lacked (on KuaiRand nearly every impression is a first
+    user x creator pair: 0.3 % of the rows kept their batch features).
+    """
     parts = []
-    for start in range(0, len(entities), CHUNK_ROWS):
-        chunk = entities.iloc[start : start + CHUNK_ROWS]
-        job = store.get_historical_features(chunk, refs, full_feature_names=True)
-        parts.append(job.to_df())
-    got = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    got = got.drop_duplicates("row_id").set_index("row_id")
-    return got.reindex(np.arange(len(entities)))
+    for view in BATCH_VIEWS:
+        on = [*view.join_keys, "_ts_ms"]
+        cols = [f"{view.name}__{f.name}" for f in view.fields]
+        keys = entities[[*view.join_keys, TS_FIELD]].assign(_ts_ms=_ms(entities[TS_FIELD]))
+        distinct = keys.drop_duplicates(on).reset_index(drop=True)
+        refs = [f"{view.name}:{f.name}" for f in view.fields]
+        chunks = [
+            store.get_historical_features(
+                distinct.iloc[start : start + CHUNK_ROWS].drop(columns="_ts_ms"), refs,
+                full_feature_names=True,
+            ).to_df()
+            for start in range(0, len(distinct), CHUNK_ROWS)
+        ]
+        got = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
+        if got.empty:
+            parts.append(pd.DataFrame(np.nan, index=np.arange(len(entities)), columns=cols))
+            continue
+        got = got.assign(_ts_ms=_ms(got[TS_FIELD])).drop_duplicates(on)[[*on, *cols]]
+        merged = keys[on].merge(got, on=on, how="left", validate="many_to_one")
+        parts.append(merged[cols].set_axis(np.arange(len(entities))))
+    return pd.concat(parts, axis=1)
 
 
 def _session(log: pd.DataFrame, users: np.ndarray, at_ms: np.ndarray) -> dict[str, np.ndarray]:
