@@ -3,8 +3,11 @@
 Features are built once from KuaiRand (into ``<var>/bench/ranker-features``, leaving the
 configured store alone); then, per seed, the pipeline trains the multi-task ranker, LightGBM
 per task and the single-task networks on the same encoded features (04-25..04-28 train, 04-29
-validates, refit on 04-25..04-29) and tests on 04-30. Metrics are means over seeds; the GAUC
-spread (standard deviation over seeds) says how much of a gap is noise. Latency is
+validates every choice (``training.ranker.selection``: loss weights, learning rate, epochs,
+LightGBM's parameters, single- vs multi-task, calibration), refit on 04-25..04-29) and tests
+on 04-30. Metrics are means over seeds with a 95 % Student-t interval over seeds
+(``scipy.stats.t``); ranker vs LightGBM is a paired difference per seed, and a "win" only when
+its interval excludes 0. Grids, trials and chosen values go into the results file. Latency is
 :meth:`RankerBundle.predict` for one user and 500 candidate rows of the test day.
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from benchmarks.report import RESULTS_DIR, table, write_report
 from core.config import get_settings
@@ -58,6 +62,83 @@ def latency(bundle: RankerBundle, frame: pd.DataFrame, n: int = CANDIDATES,
     return out
 
 
+def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): a Student-t interval over seeds (NaN bounds with one seed)."""
+    values = np.asarray(values, np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan
+    sem = float(stats.sem(values))
+    if sem == 0:  # identical over seeds (a deterministic model): the interval is the point
+        return mean, mean, mean
+    low, high = stats.t.interval(level, len(values) - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def verdict(low: float, high: float) -> str:
+    """'win' / 'loss' only when the difference's interval excludes 0."""
+    if np.isnan(low):
+        return "– (one seed)"
+    return "win" if low > 0 else "loss" if high < 0 else "tie"
+
+
+def _choices(outcomes: list) -> str:  # noqa: ANN001
+    """Grids, chosen values per seed and seed 0's trials (all on the validation day)."""
+    first = outcomes[0].selection
+    grids = RunConfig().grids
+    per_seed = [[i, o.selection.train.loss_weights.get("like", 1.0), o.selection.train.lr,
+                 o.selection.train.epochs, o.selection.chosen,
+                 ", ".join(f"{k}={v}" for k, v in o.selection.lgb_params.get("click", {}).items()),
+                 ", ".join(f"{k}={v}" for k, v in
+                           o.selection.lgb_params.get("long_view", {}).items())]
+                for i, o in enumerate(outcomes)]
+    net = pd.DataFrame(first.net_trials)
+    lgb = pd.DataFrame(first.lgb_trials)
+    cal = pd.DataFrame(first.calibration_trials)
+    return f"""
+Grids (budget: {grids.budget} trials per model family): auxiliary-loss weight
+{list(grids.aux_weights)} x learning rate {list(grids.learning_rates)} for the network;
+LightGBM {', '.join(f'{k} {list(v)}' for k, v in grids.lightgbm.items())} (random draws, the
+hand-set defaults first). Main tasks (click, long view) choose by validation GAUC, the others
+by validation log-loss.
+
+{table(["seed", "aux weight", "lr", "epochs", "single vs multi (valid)", "LightGBM click",
+        "LightGBM long view"], per_seed)}
+
+Network trials, seed 0 (validation day):
+
+{table(list(net.columns), net.round(4).values.tolist())}
+
+LightGBM trials, seed 0 (validation day):
+
+{table(list(lgb.columns), lgb.round(4).values.tolist())}
+
+Validation GAUC of the chosen models, seed 0: {first.valid_gauc}.
+
+Calibration check, seed 0 (Platt scaling fitted on half the validation users, ECE on the
+other half, both ways; `RunConfig.calibrate` is off, so it is reported, not applied):
+
+{table(list(cal.columns), cal.round(4).values.tolist()) if len(cal) else "(none)"}
+"""
+
+
+def _paired(tables: pd.DataFrame) -> str:
+    """Ranker minus LightGBM per seed, GAUC and ECE, with the difference's interval."""
+    rows = []
+    for task in ("click", "long_view"):
+        for metric in ("gauc", "ece"):
+            a = tables[(tables.task == task) & (tables.model == "ranker")].set_index("seed")
+            b = tables[(tables.task == task) & (tables.model == "lightgbm")].set_index("seed")
+            if a.empty or b.empty:
+                continue
+            diff = (a[metric] - b[metric]).to_numpy()
+            mean, low, high = interval(diff)
+            better = verdict(low, high) if metric == "gauc" else verdict(-high, -low)
+            rows.append([task, metric, f"{mean:+.4f}", f"[{low:+.4f}, {high:+.4f}]", better])
+    return table(["task", "metric", "ranker - LightGBM (mean)", "95 % CI (t, seeds)",
+                  "verdict (ECE: lower wins)"], rows)
+
+
 def _fmt(mean: float, sd: float | None = None) -> str:
     if np.isnan(mean):
         return "–"
@@ -83,14 +164,15 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
     first = outcomes[0]
     tables = pd.concat([o.eval_table.assign(seed=i) for i, o in enumerate(outcomes)])
     mean = tables.groupby(["task", "model"]).mean(numeric_only=True)
-    sd = tables.groupby(["task", "model"]).std(numeric_only=True)
+    half = tables.groupby(["task", "model"])["gauc"].agg(
+        lambda v: (interval(v.dropna().to_numpy())[2] - v.mean()) if v.notna().any() else np.nan)
 
     rows = []
     for task in first.tasks:
         for model in MODELS:
             if (task, model) not in mean.index:
                 continue
-            m, s = mean.loc[(task, model)], sd.loc[(task, model)]
+            m, s = mean.loc[(task, model)], {"gauc": half.loc[(task, model)]}
             base = mean.loc[(task, "lightgbm")] if (task, "lightgbm") in mean.index else None
             if "auc" in m and not np.isnan(m["auc"]):
                 ratio = "" if base is None else f"{m['gauc'] / base['gauc']:.3f}"
@@ -101,10 +183,12 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
                 rows.append([task, model, f"mae {m['mae']:.4f}", f"rmse {m['rmse']:.4f}", "–",
                              "–", "", _fmt(m["ece"]), f"{m['mean_pred']:.4f} / "
                              f"{m['mean_obs']:.4f}"])
-    header = ["task", "model", "AUC", "log-loss", f"GAUC (± sd, {seeds} seeds)", "GAUC users",
+    header = ["task", "model", "AUC", "log-loss", f"GAUC (± 95 % CI, {seeds} seeds)",
+              "GAUC users",
               "GAUC / LightGBM", "ECE", "mean pred / observed"]
 
     secs = pd.DataFrame([o.seconds for o in outcomes]).mean()
+    cost = pd.DataFrame([o.cost for o in outcomes]).mean()
     lat = {}
     for k in (1, 2):
         torch.set_num_threads(k)
@@ -121,7 +205,8 @@ same point-in-time features from the feature store (`features.training_set`: {le
 
 - **ranker**: MMoE ({first.bundle.model.cfg.n_experts} experts) over DCN-v2 crosses, one tower per
   task ({', '.join(first.tasks)}), EMA weights; best epoch {first.best_epoch}.
-- **lightgbm**: LightGBM 4.7 per task, ids as categorical features, trees early-stopped on 04-29.
+- **lightgbm**: LightGBM 4.7 per task, ids as categorical features, parameters searched and
+  trees early-stopped on 04-29 (below).
 - **single-task**: the same network with one task and one expert, per task.
 
 GAUC: per-user AUC averaged with impression weights over users with both classes on the test
@@ -133,7 +218,18 @@ day. Rare tasks (follow, share, hate) have a few dozen positives: their AUC and 
 
 ## Training time (mean per seed, {threads} threads)
 
-{table(["model", "seconds (tune + refit)"], [[k, f"{v:.1f}"] for k, v in secs.items()])}
+{table(["model", "seconds (search + refit)"], [[k, f"{v:.1f}"] for k, v in secs.items()])}
+
+Ranker refit: {cost['ranker_examples_per_s']:,.0f} examples/s, {cost['ranker_s_per_epoch']:.1f} s
+per epoch.
+
+## Ranker vs tuned LightGBM, paired by seed
+
+{_paired(tables)}
+
+## Choices, on the validation day only
+
+{_choices(outcomes)}
 
 Features: batch snapshots {built - started:.1f} s (incl. loading KuaiRand), point-in-time
 join of {len(frame):,} impressions {joined - built:.1f} s.
