@@ -90,6 +90,7 @@ def train_ranker(
     """Train the multi-task ranker and its baselines on the point-in-time training set, log
     everything to MLflow and register the ranker."""
     import mlflow
+    import pandas as pd
 
     from models.ranker import DEFAULT_WEIGHTS, RankerConfig
     from training import lineage, registry
@@ -151,6 +152,16 @@ def train_ranker(
                                **{f"rows.{k}": v for k, v in outcome.rows.items()},
                                "categorical": ",".join(outcome.bundle.featurizer.categorical),
                                "numeric": ",".join(outcome.bundle.featurizer.numeric)})
+            sel = outcome.selection
+            if sel is not None:  # every choice, made on the validation day
+                mlflow.log_params({
+                    "chosen.model": sel.chosen, "chosen.lr": sel.train.lr,
+                    "chosen.aux_weight": sel.train.loss_weights.get("like", 1.0),
+                    **{f"chosen.lightgbm.{t}.{k}": v for t, p in sel.lgb_params.items()
+                       for k, v in p.items() if t in ("click", "long_view")},
+                })
+                mlflow.log_table(pd.DataFrame(sel.net_trials), artifact_file="eval/net_trials.json")
+                mlflow.log_table(pd.DataFrame(sel.lgb_trials), artifact_file="eval/lgb_trials.json")
             for name, metrics in outcome.metrics.items():
                 registry.log_metrics(metrics, prefix=f"test_{name}_")
             registry.log_metrics({f"{k}_seconds": v for k, v in outcome.seconds.items()},
