@@ -175,10 +175,16 @@ def test_rank_cli_rebuilds_from_the_models_data_or_refuses(
     assert not list(Path(settings.var_dir).glob("rank-features-*")), "scratch repo left behind"
 
 
-def test_the_log_replaces_the_history_from_its_first_event(history: Dataset,
-                                                         later: pd.DataFrame) -> None:
+def test_the_logs_rows_replace_their_copies_in_the_history(history: Dataset,
+                                                           later: pd.DataFrame) -> None:
     span = history.interactions.iloc[-500:]
     events = with_history(history, span).interactions
-    assert len(events) == len(history.interactions)
+    assert len(events) == len(history.interactions), "an overlapping span is not doubled"
+    pd.testing.assert_frame_equal(events.iloc[-500:].reset_index(drop=True),
+                                  span.reset_index(drop=True))
     whole = with_history(history, later).interactions
     assert len(whole) == len(history.interactions) + len(later)
+    # A stray early row does not drop the history's events after it.
+    stray = history.interactions.iloc[[100]]
+    events = with_history(history, pd.concat([stray, later])).interactions
+    assert len(events) == len(history.interactions) + len(later)

@@ -44,14 +44,16 @@ def needs_rebuild(settings: Settings, repo: Path, log: pd.DataFrame) -> bool:
 
 
 def with_history(history: Dataset, log: pd.DataFrame) -> Dataset:
-    """``history``'s tables with its events from the log's first one on replaced by the log:
-    the complete event stream up to the log's end (the log is taken as complete for its span,
-    so scoring a span of the history itself rebuilds what the history had)."""
-    start = pd.to_datetime(log["ts"], utc=True).min()
+    """``history``'s tables with the log's events added: the event stream up to the log's end.
+
+    The log's rows replace their copies in the history (same user, video, time and event), so
+    a log overlapping the history (or a span of it) is not counted twice; everything else the
+    history holds, before or during the log, stays (a log may start with a few stray rows).
+    """
+    key = ["user_id", "item_id", "ts", "event"]
     past = history.interactions
-    before = past[pd.to_datetime(past["ts"], utc=True) < start]
-    untimed = past[past["ts"].isna()]  # pre-log watch history (KuaiRand user sequences)
-    events = pd.concat([untimed, before, log], ignore_index=True)
+    copies = pd.MultiIndex.from_frame(past[key]).isin(pd.MultiIndex.from_frame(log[key]))
+    events = pd.concat([past[~copies], log], ignore_index=True)
     return replace(history, interactions=events)
 
 
