@@ -198,10 +198,11 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
     cat, num = feature_columns(frame)
     body = f"""
 KuaiRand-Pure (Gao et al., CIKM 2022, CC BY-SA 4.0): {len(frame):,} logged impressions,
-train on 2022-04-25..29 (UTC+8; 04-29 validates epochs / trees, then every model is refitted on
-all five days), test on {TEST_DAY} ({first.rows['test']:,} impressions). Every model reads the
-same point-in-time features from the feature store (`features.training_set`: {len(num)} numeric,
-{len(cat)} categorical: {', '.join(cat)}), encoded once by the ranker's featurizer.
+train on 2022-04-25..29 (UTC+8; 04-29 validates every choice listed below, then every model
+is refitted on all five days), test on {TEST_DAY} ({first.rows['test']:,} impressions). Every
+model reads the same point-in-time features from the feature store
+(`features.training_set`: {len(num)} numeric, {len(cat)} categorical: {', '.join(cat)}),
+encoded once by the ranker's featurizer.
 
 - **ranker**: MMoE ({first.bundle.model.cfg.n_experts} experts) over DCN-v2 crosses, one tower per
   task ({', '.join(first.tasks)}), EMA weights; best epoch {first.best_epoch}.
