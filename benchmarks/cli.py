@@ -83,18 +83,22 @@ def bench_serve(
     out: Annotated[Path, typer.Option(help="Report file.")] = Path("benchmarks/results/serve.md"),
     videos: Annotated[int, typer.Option(min=1000, help="Catalog size.")] = 100_000,
     users: Annotated[int, typer.Option(min=100)] = 20_000,
-    rates: Annotated[str, typer.Option(help="Comma-separated request rates (req/s).")]
-    = "10,25,50,100,200",
+    rates: Annotated[str, typer.Option(
+        help="Comma-separated first-page rates (req/s); cached pages at 5x.")]
+    = "25,50,100,200,300",
     seconds: Annotated[float, typer.Option(help="Seconds per rate.")] = 10.0,
     quick: Annotated[bool, typer.Option(help="A small catalog and short runs (smoke).")]
     = False,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="API worker processes (default: the API's own default, the cores).")]
+    = None,
 ) -> None:
     """Load-test GET /api/v1/feed/for-you with the real models -> benchmarks/results/serve.md."""
     from benchmarks.serve import run_bench
 
     path = run_bench(out, videos=videos, users=users,
                      rates=[int(r) for r in rates.split(",") if r.strip()],
-                     seconds=seconds, quick=quick)
+                     seconds=seconds, quick=quick, workers=workers)
     typer.echo(f"wrote {path}")
 
 

@@ -23,12 +23,37 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import now_ms
 from platform_services.storage.models import User, Video, VideoStats, VideoStatus, Visibility
 
+QUALITIES = ("360p", "720p", "1080p")  # rendition bit i of ``Snapshot.renditions``
+
 VISIBILITY = (Visibility.PUBLIC.value, Visibility.FOLLOWERS.value, Visibility.PRIVATE.value)
 PUBLIC, FOLLOWERS, PRIVATE = range(3)
 # Smoothed engagement rate: (likes + 2 shares + prior) / (views + strength).
 _PRIOR_RATE, _PRIOR_STRENGTH = 0.05, 20.0
 EXPLORE_TOP_SHARE = 0.2  # the exploration pool: the best fifth by engagement rate
 NEWEST = 5_000  # the fresh source's pool: the newest ready public videos
+
+
+@dataclass(frozen=True)
+class Creator:
+    """What a feed item shows of a video's creator."""
+
+    username: str
+    display_name: str
+    profile_image_url: str | None = None
+    verified: bool = False
+
+
+def _column(model: type, *names: str):  # noqa: ANN202 - an InstrumentedAttribute or None
+    """The first of ``names`` that ``model`` maps (profile and rendition columns arrive with
+    the accounts and media migrations; until then the feed shows their defaults)."""
+    return next((getattr(model, n) for n in names if hasattr(model, n)), None)
+
+
+def _rendition_bits(value: object) -> int:
+    """A video's renditions (a list like ``["360p", "720p"]`` or a comma-separated string) as
+    :data:`QUALITIES` bits."""
+    names = value.split(",") if isinstance(value, str) else (value or [])
+    return sum(1 << i for i, q in enumerate(QUALITIES) if q in names)
 
 
 @dataclass(frozen=True)
@@ -46,7 +71,9 @@ class Snapshot:
     shares: np.ndarray
     titles: list[str | None]
     topics: list[str]
-    usernames: dict[int, str]
+    creators: dict[int, Creator]
+    comments: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    renditions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # QUALITIES bits
     quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     by_owner: dict[int, np.ndarray] = field(default_factory=dict)  # ready ids, newest first
     explore_pool: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -113,7 +140,7 @@ class Catalog:
             visibility=np.zeros(0, np.uint8), topic=np.zeros(0, np.int16),
             created_ms=np.zeros(0, np.int64), duration_ms=np.zeros(0, np.int64),
             views=np.zeros(0, np.int64), likes=np.zeros(0, np.int64),
-            shares=np.zeros(0, np.int64), titles=[], topics=[], usernames={}))
+            shares=np.zeros(0, np.int64), titles=[], topics=[], creators={}))
         self._watermark: datetime | None = None
         self._recent: dict[int, datetime] = {}  # rows of the last read, by id: updated_at
         self._stats_at = 0.0
@@ -124,8 +151,10 @@ class Catalog:
         ``stats_every_s``, the counters. Returns how many videos changed."""
         with self._lock, self.sessions() as session:
             since = self._watermark
+            renditions = _column(Video, "renditions")
             q = select(Video.id, Video.owner_id, Video.status, Video.visibility, Video.category,
-                       Video.created_at, Video.duration_ms, Video.title, Video.updated_at)
+                       Video.created_at, Video.duration_ms, Video.title, Video.updated_at,
+                       *([renditions.label("renditions")] if renditions is not None else []))
             if since is not None:
                 # Rows committed late with an earlier updated_at are caught by the overlap.
                 q = q.where(Video.updated_at >= since - timedelta(seconds=5))
@@ -154,6 +183,7 @@ class Catalog:
         vis, topic = _grow(s.visibility, n, PRIVATE), _grow(s.topic, n, -1)
         created, dur = _grow(s.created_ms, n, 0), _grow(s.duration_ms, n, -1)
         views, likes, shares = (_grow(a, n, 0) for a in (s.views, s.likes, s.shares))
+        comments, rend = _grow(s.comments, n, 0), _grow(s.renditions, n, 0)
         titles = s.titles + [None] * (len(owner) - len(s.titles))
         topics, codes = list(s.topics), {t: i for i, t in enumerate(s.topics)}
         for r in rows:
@@ -165,22 +195,39 @@ class Catalog:
             topic[r.id] = codes.get(r.category, -1)
             created[r.id], dur[r.id] = _ms(r.created_at), r.duration_ms or -1
             titles[r.id] = r.title
-        names = dict(s.usernames)
-        missing = {r.owner_id for r in rows} - names.keys()
+            rend[r.id] = _rendition_bits(getattr(r, "renditions", None))
+        creators = dict(s.creators)
+        missing = {r.owner_id for r in rows} - creators.keys()
         if missing:
-            names |= dict(session.execute(select(User.id, User.username)
-                                          .where(User.id.in_(missing))).all())
+            creators |= _creators(session, missing)
         return replace(s, owner=owner, ready=ready, visibility=vis, topic=topic,
                        created_ms=created, duration_ms=dur, views=views, likes=likes,
-                       shares=shares, titles=titles, topics=topics, usernames=names)
+                       shares=shares, comments=comments, renditions=rend, titles=titles,
+                       topics=topics, creators=creators)
 
     @staticmethod
     def _apply_stats(session: Session, s: Snapshot) -> Snapshot:
-        views, likes, shares = (np.zeros(s.capacity, np.int64) for _ in range(3))
+        views, likes, shares, comments = (np.zeros(s.capacity, np.int64) for _ in range(4))
         rows = session.execute(select(VideoStats.video_id, VideoStats.views, VideoStats.likes,
-                                      VideoStats.shares)).all()
+                                      VideoStats.shares, VideoStats.comments)).all()
         if rows:
             a = np.array(rows, np.int64)
             a = a[(a[:, 0] >= 0) & (a[:, 0] < s.capacity)]
             views[a[:, 0]], likes[a[:, 0]], shares[a[:, 0]] = a[:, 1], a[:, 2], a[:, 3]
-        return replace(s, views=views, likes=likes, shares=shares)
+            comments[a[:, 0]] = a[:, 4]
+        return replace(s, views=views, likes=likes, shares=shares, comments=comments)
+
+
+def _creators(session: Session, ids: set[int]) -> dict[int, Creator]:
+    """Profiles of the creators ``ids``: username always, display name, picture and badge where
+    the accounts schema has them."""
+    optional = {"display_name": _column(User, "display_name"),
+                "profile_image_url": _column(User, "profile_image_url", "avatar_url"),
+                "verified": _column(User, "verified")}
+    cols = [c.label(k) for k, c in optional.items() if c is not None]
+    out = {}
+    for r in session.execute(select(User.id, User.username, *cols).where(User.id.in_(ids))):
+        extra = r._mapping
+        out[r.id] = Creator(r.username, extra.get("display_name") or r.username,
+                            extra.get("profile_image_url"), bool(extra.get("verified", False)))
+    return out

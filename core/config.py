@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Requests (any endpoint) one API process holds at once; past it uvicorn answers 503 at
     # once, so an overload sheds instead of building a backlog that times every request out.
     api_max_concurrency: int = Field(default=256, ge=1)
+    # API worker processes of ``reelrank serve api`` and the demo (unset: the machine's cores);
+    # each holds its own catalog, ANN index and item features.
+    api_workers: int | None = Field(default=None, ge=1)
     # Shares of ``feed_candidates`` per source (ANN's share goes to popularity without an index).
     feed_quotas: dict[str, float] = Field(
         default_factory=lambda: {

@@ -64,8 +64,12 @@ class RayRanker:
     """The API's handle on the deployment."""
 
     def __init__(self, settings: Settings) -> None:
-        self.owns_ray = not ray.is_initialized()
-        if self.owns_ray:
+        # ``owns_ray``: this process started a local Ray (and stops it); ``connected``: it
+        # joined one (``ray_address``: a cluster, or the local Ray of ``reelrank serve api``'s
+        # parent process) and only disconnects.
+        self.connected = not ray.is_initialized()
+        self.owns_ray = self.connected and not settings.ray_address
+        if self.connected:
             if settings.ray_address:
                 ray.init(address=settings.ray_address, log_to_driver=False)
             else:
@@ -88,13 +92,24 @@ class RayRanker:
                                       settings.model_poll_s, threads),
                       name=APP, route_prefix=None)
         self.handle = serve.get_app_handle(APP)
+        self._warm()
 
-    async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]:
+    def _warm(self) -> None:
+        """One call through the handle before the first request: setting up its router and
+        reaching a replica must not be charged to a user's time budget."""
+        with contextlib.suppress(Exception):
+            probe = RankRequest({"video_id": np.zeros(1, np.int64)}, {"user_id": 0})
+            self.handle.score.remote("champion", probe).result(timeout_s=60)
+
+    def score(self, alias: str, request: RankRequest, timeout_s: float
+              ) -> tuple[np.ndarray, str]:
+        """From the request's worker thread; past ``timeout_s`` the call is cancelled (the
+        replica's slot freed) and ``TimeoutError`` raised."""
         response = self.handle.score.remote(alias, request)
         try:
-            return result(await response)
-        except asyncio.CancelledError:
-            response.cancel()  # the caller's time budget ran out: free the replica's slot
+            return result(response.result(timeout_s=timeout_s))
+        except TimeoutError:
+            response.cancel()
             raise
 
     async def close(self) -> None:
@@ -106,6 +121,7 @@ class RayRanker:
                 serve.delete(APP)
             if self.owns_ray:
                 serve.shutdown()
+            if self.connected:
                 ray.shutdown()
 
 

@@ -1,28 +1,39 @@
 """Feeds: for you (the product's main job), trending and following.
 
-All three return the same page shape with an opaque ``next_cursor``; a cursor from any of them
-continues its own list. A degraded response (a dependency down or slow) is still a 200, with
-``X-Reelrank-Degraded`` naming what was missing.
+All three return :class:`~serving.feed.schemas.FeedPage` with an opaque ``next_cursor``; a
+cursor from any of them continues its own list. A degraded response (a dependency down or
+slow) is still a 200, with ``X-Reelrank-Degraded`` naming what was missing. Each route is
+one hop to a worker thread, where :class:`~serving.feed.pipeline.Feeds` does the whole
+request; the token is checked on the event loop first (no database read for that).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
-from serving.deps import CurrentUser, SessionDep, SettingsDep
+from platform_services.auth import AuthError, user_id_from_token
+from serving.deps import SettingsDep
 from serving.feed.cursor import CursorError
-from serving.feed.degrade import Trace
-from serving.feed.pipeline import Feeds
+from serving.feed.pipeline import Feeds, Page, UnknownUser
 from serving.feed.schemas import FeedPage
 
 router = APIRouter(prefix="/feed", tags=["feed"])
 MAX_PAGE_SIZE = 50
 SHED = Counter("reelrank_feed_shed", "First pages refused with 503 at capacity")
+_bearer = HTTPBearer(auto_error=False)
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid or expired cursor"},
+    401: {"description": "Missing, invalid or expired token"},
+    422: {"description": "Invalid query parameter (the field is named)"},
+    503: {"description": "The feed is at capacity (Retry-After) or not running"},
+}
 
 
 async def get_feeds(request: Request) -> Feeds:
@@ -35,10 +46,24 @@ async def get_feeds(request: Request) -> Feeds:
 FeedsDep = Annotated[Feeds, Depends(get_feeds)]
 
 
+async def token_user(settings: SettingsDep, credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> int:
+    """The bearer token's user id; the user row is read with the rest of the request."""
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers=_UNAUTHORIZED)
+    try:
+        return user_id_from_token(settings, credentials.credentials)
+    except AuthError as exc:
+        raise HTTPException(401, f"invalid token: {exc}", headers=_UNAUTHORIZED) from None
+
+
+UserId = Annotated[int, Depends(token_user)]
+
+
 async def admit(request: Request, feeds: FeedsDep) -> AsyncIterator[None]:
-    """Admission control for first pages, before auth and the DB session are even resolved:
-    past ``feed_max_inflight`` a request gets 503 + Retry-After at once instead of queueing
-    behind work it will time out waiting for. Cursor pages are cheap and always admitted."""
+    """Admission control for first pages, before anything else is resolved: past
+    ``feed_max_inflight`` a request gets 503 + Retry-After at once instead of queueing behind
+    work it will time out waiting for. Cursor pages are cheap and always admitted."""
     if request.query_params.get("cursor"):
         yield
         return
@@ -58,58 +83,42 @@ PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="Defa
 CursorQ = Annotated[str | None, Query(max_length=512, description="next_cursor of a page.")]
 
 
-def _respond(body: dict, trace: Trace, response: Response) -> dict:
-    """``body`` with the trace's headers; FastAPI checks and serialises it as a FeedPage."""
-    response.headers.update(trace.headers())
-    return body
-
-
-async def _continue(feeds: Feeds, session, user, cursor: str, size: int,  # noqa: ANN001
-                    trace: Trace) -> dict | None:
+async def _serve(response: Response, work: Callable[..., Page], *args: object) -> dict:
+    """Run one feed request on a worker thread; its trace becomes headers."""
     try:
-        return await run_in_threadpool(feeds.next_page, session, user, cursor, size, trace)
+        page = await run_in_threadpool(work, *args)
     except CursorError as exc:
         raise HTTPException(400, f"invalid cursor: {exc}") from None
+    except UnknownUser:
+        raise HTTPException(401, "invalid token: unknown user", headers=_UNAUTHORIZED) from None
+    response.headers.update(page.headers)
+    return page.body
 
 
-@router.get("/for-you", response_model=FeedPage)
-async def for_you(_: Admitted, user: CurrentUser, session: SessionDep, feeds: FeedsDep,
-                  settings: SettingsDep, response: Response, page_size: PageSize = None,
+@router.get("/for-you", response_model=FeedPage, responses=RESPONSES)
+async def for_you(_: Admitted, user_id: UserId, feeds: FeedsDep, settings: SettingsDep,
+                  response: Response, page_size: PageSize = None,
                   cursor: CursorQ = None) -> dict:
     """The personalised feed; pass ``cursor`` for the next page of the same list."""
-    size = page_size or settings.feed_page_size
-    if cursor:
-        trace = Trace()
-        body = await _continue(feeds, session, user, cursor, size, trace)
-        if body is not None:
-            return _respond(body, trace, response)
-    body, trace = await feeds.for_you(session, user, size)
-    return _respond(body, trace, response)
+    return await _serve(response, feeds.for_you, user_id, page_size or settings.feed_page_size,
+                        cursor)
 
 
-@router.get("/trending", response_model=FeedPage)
-async def trending(user: CurrentUser, session: SessionDep, feeds: FeedsDep,
-                   settings: SettingsDep, response: Response,
+@router.get("/trending", response_model=FeedPage, responses=RESPONSES)
+async def trending(user_id: UserId, feeds: FeedsDep, settings: SettingsDep, response: Response,
                    time_range: Literal["24h", "7d", "30d"] = "24h",
                    region: Annotated[str | None, Query(max_length=16)] = None,
                    category: Annotated[str | None, Query(max_length=32)] = None,
                    page_size: PageSize = None, cursor: CursorQ = None) -> dict:
     """Most-engaged videos of a time range, optionally by viewer region and video topic."""
-    size, trace = page_size or settings.feed_page_size, Trace()
-    body = await _continue(feeds, session, user, cursor, size, trace) if cursor else None
-    if body is None:
-        body = await run_in_threadpool(feeds.trending, session, user, time_range, region,
-                                       category, size, trace)
-    return _respond(body, trace, response)
+    return await _serve(response, feeds.trending_page, user_id, time_range, region, category,
+                        page_size or settings.feed_page_size, cursor)
 
 
-@router.get("/following", response_model=FeedPage)
-async def following(user: CurrentUser, session: SessionDep, feeds: FeedsDep,
-                    settings: SettingsDep, response: Response, page_size: PageSize = None,
+@router.get("/following", response_model=FeedPage, responses=RESPONSES)
+async def following(user_id: UserId, feeds: FeedsDep, settings: SettingsDep,
+                    response: Response, page_size: PageSize = None,
                     cursor: CursorQ = None) -> dict:
     """Recent videos of the creators you follow, newest first."""
-    size, trace = page_size or settings.feed_page_size, Trace()
-    body = await _continue(feeds, session, user, cursor, size, trace) if cursor else None
-    if body is None:
-        body = await run_in_threadpool(feeds.following, session, user, size, trace)
-    return _respond(body, trace, response)
+    return await _serve(response, feeds.following_page, user_id,
+                        page_size or settings.feed_page_size, cursor)
