@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class FeedUser(BaseModel):
@@ -27,6 +27,10 @@ class FeedUser(BaseModel):
     verified: bool
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
 class VideoUrls(BaseModel):
     """``hls``: the master playlist (adaptive); each quality: its own rendition playlist,
     present only when that rendition exists (the ladder is never upscaled)."""
@@ -34,13 +38,9 @@ class VideoUrls(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     hls: str
-    q360p: str | None = Field(default=None, alias="360p")
-    q720p: str | None = Field(default=None, alias="720p")
-    q1080p: str | None = Field(default=None, alias="1080p")
-
-    @model_serializer(mode="wrap")
-    def _only_existing(self, handler: Any) -> dict[str, str]:
-        return {k: v for k, v in handler(self).items() if v is not None}
+    q360p: str | None = Field(default=None, alias="360p", exclude_if=_absent)
+    q720p: str | None = Field(default=None, alias="720p", exclude_if=_absent)
+    q1080p: str | None = Field(default=None, alias="1080p", exclude_if=_absent)
 
 
 class FeedStats(BaseModel):

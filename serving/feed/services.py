@@ -12,6 +12,7 @@ materialization. Each API worker process has its own copy of all of it.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +64,10 @@ class FeedServices:
         from training import registry
 
         registry.connect(settings.mlflow_tracking_uri)
+        # Concurrent requests are CPU-bound Python threads; the threads that wait on I/O (the
+        # Ray router receiving a ranker reply, Redis replies) must get the GIL back within a
+        # millisecond, not the default 5, or a busy process misses its ranker budget.
+        sys.setswitchinterval(0.001)
         svc = cls(
             settings=settings,
             sessions=sessions,
