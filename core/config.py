@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     ranker_backend: Literal["ray", "local"] = "ray"
     ranker_model: str = "reelrank-ranker"
     retrieval_model: str = "reelrank-retrieval"
-    ranker_replicas: int = Field(default=1, ge=1)
+    ranker_replicas: int | None = Field(default=None, ge=1)  # unset: one per Ray CPU
     ranker_num_cpus: float = Field(default=1.0, gt=0)
     ranker_max_batch_size: int = Field(default=8, ge=1)
     ranker_batch_wait_ms: float = Field(default=0.5, ge=0)

@@ -89,8 +89,12 @@ class RayRanker:
         self.owns_app = deploy and not settings.ray_address
         if deploy:
             serve.start(proxy_location="Disabled")
+            # Replicas sized to the cores: one replica scores one batch at a time on one thread,
+            # so concurrent first pages of several API processes need as many as there are CPUs.
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            replicas = settings.ranker_replicas or max(1, int(cpus // settings.ranker_num_cpus))
             deployment = RankerDeployment.options(
-                num_replicas=settings.ranker_replicas,
+                num_replicas=replicas,
                 ray_actor_options={"num_cpus": settings.ranker_num_cpus, "runtime_env": {
                     # The replica's user code on its main loop: one thread hop less a call.
                     "env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}},
