@@ -86,15 +86,15 @@ def test_events_go_to_the_outbox_atomically(client: TestClient, settings: Settin
 def test_feed_media_urls_resolve_on_the_local_store(client: TestClient, settings: Settings) -> None:
     """The URLs a feed item carries are served by the app itself when blobs are local."""
     store = open_blob_store(settings)
-    store.put("videos/7/poster.jpg", b"poster bytes", "image/jpeg")
+    store.put("videos/7/thumbnail.jpg", b"thumbnail bytes", "image/jpeg")
     urls = MediaUrls(store)
 
     def fetch(url: str) -> httpx.Response:
         u = urlsplit(url)  # pre-signed for ``api_base_url``; the test client is that server
         return client.get(f"{u.path}?{u.query}")
 
-    r = fetch(urls.get(7)["poster"])
-    assert r.status_code == 200 and r.content == b"poster bytes"
+    r = fetch(urls.get(7)["thumbnail"])  # the design's item has a thumbnail, no poster
+    assert r.status_code == 200 and r.content == b"thumbnail bytes"
     assert r.headers["content-type"] == "image/jpeg"
     r = fetch(urls.get(8)["hls"])
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
