@@ -102,10 +102,44 @@ def bench_serve(
     typer.echo(f"wrote {path}")
 
 
+def bench_comments(
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/comments.md"),
+    comments: Annotated[int, typer.Option(min=1000)] = 10_000,
+    roots: Annotated[int, typer.Option(min=100)] = 1_000,
+    reads: Annotated[int, typer.Option(min=10)] = 200,
+    inserts: Annotated[int, typer.Option(min=10)] = 100,
+) -> None:
+    """Comment-tree storage models on SQLite and PostgreSQL -> benchmarks/results/comments.md."""
+    from benchmarks.comments import run_bench
+
+    typer.echo(f"wrote {run_bench(out, comments, roots, reads, inserts)}")
+
+
+def bench_transcode(
+    clips: Annotated[Path, typer.Option(help="Folder of the real clips.")]
+    = Path("../shared/data/videos"),
+    presets: Annotated[str, typer.Option(help="Comma-separated x264 presets to measure.")]
+    = "veryfast,superfast,ultrafast",
+    threads: Annotated[str, typer.Option(help="Comma-separated x264 thread counts (0: auto).")]
+    = "0",
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per clip and setting.")] = 3,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
+) -> None:
+    """Transcode speed per clip and preset, upload -> recommendable seconds -> transcode.md."""
+    from benchmarks.transcode import run_bench
+
+    path = run_bench(clips, [p.strip() for p in presets.split(",") if p.strip()],
+                     [int(t) for t in threads.split(",") if t.strip()], repeats, out)
+    typer.echo(f"wrote {path}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
+    bench.command("comments")(bench_comments)
     bench.command("features")(bench_features)
     bench.command("ranker")(bench_ranker)
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
+    bench.command("transcode")(bench_transcode)

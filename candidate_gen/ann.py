@@ -2,28 +2,45 @@
 the catalog changes since the index was built.
 
 :meth:`AnnRetriever.sync` keeps the index in step with the catalog: a video that became ready
-since the build (``video.processed``) gets its item-tower vector from its title, topic and
-metadata (the content tower reads the title through the same offline text encoder training
-used) and is added; a video removed, failed or made private is taken out. So a new upload is
-searchable within one catalog refresh, and never in a stale index after a deletion.
+since the build (``video.processed``) is added, a video removed, failed or made private is
+taken out. A new upload's vector is, in order of preference: the one the embed worker stored
+for this very version (:mod:`candidate_gen.fresh_items`); this version's item tower run on
+the content the worker stored (title, description, hashtags and poster through the offline
+encoders); or, for data-set videos and uploads the worker has not served within
+``wait_ms`` of their ``ready``, the tower on the title alone (the encoder is then loaded
+here). An upload still waiting for its worker vector is left out until the next sync, so the
+index never holds the weaker title-only vector of a video about to get a better one.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+from prometheus_client import Counter
 
 from candidate_gen.catalog import PRIVATE, Snapshot
 from candidate_gen.faiss_index import ItemIndex
+from candidate_gen.fresh_items import (
+    Stored,
+    expected_image_encoder,
+    items_frame,
+    tower_content,
+)
+from core.clock import now_ms
 
 if TYPE_CHECKING:
     from training.retrieval.bundle import Bundle
+
+StoredLookup = Callable[[np.ndarray], dict[int, Stored]]
+FRESH_VECTORS = Counter("reelrank_ann_fresh_vectors",
+                        "Fresh videos added to an ANN index, by where the vector came from",
+                        ["origin"])
 
 log = logging.getLogger(__name__)
 USER_CACHE = 200_000  # user vectors kept (64 floats each: ~60 MB at most)
@@ -102,9 +119,11 @@ class AnnRetriever:
         keep = (ids >= 0) & ~np.isin(ids, seen)
         return ids[keep][:k], scores[keep][:k]
 
-    def sync(self, snap: Snapshot, fresh_since_ms: int) -> tuple[int, int]:
+    def sync(self, snap: Snapshot, fresh_since_ms: int, stored: StoredLookup | None = None,
+             wait_ms: int = 0) -> tuple[int, int]:
         """Add ready, non-private videos uploaded since ``fresh_since_ms`` that the index
         lacks; remove indexed videos that are gone or private. Returns (added, removed).
+        ``stored`` reads what the embed worker stored for uploads (see the module docstring).
         Vectors are computed outside the lock, so searches never wait for the encoder."""
         cap = max(snap.capacity, len(self.in_index))
         ok = np.zeros(cap, bool)
@@ -114,7 +133,9 @@ class AnnRetriever:
         gone = np.flatnonzero(have & ~ok)
         new = np.flatnonzero(ok & ~have)
         new = new[snap.created_ms[new] >= fresh_since_ms]
-        vectors = self._vectors(snap, new) if len(new) else None
+        vectors = None
+        if len(new):
+            new, vectors = self._new_vectors(snap, new, stored, wait_ms)
         with self._lock:
             if len(self.in_index) < cap:
                 self.in_index = np.concatenate([self.in_index,
@@ -127,18 +148,53 @@ class AnnRetriever:
                 self.in_index[new] = True
         return len(new), len(gone)
 
-    def _vectors(self, snap: Snapshot, ids: np.ndarray) -> np.ndarray:
+    def _new_vectors(self, snap: Snapshot, ids: np.ndarray, stored: StoredLookup | None,
+                     wait_ms: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ids to add now, their vectors); uploads still within ``wait_ms`` of ready without
+        anything stored are left for a later sync."""
+        found = stored(ids) if stored is not None else {}
+        dim, cdim = self.index_dim, self.bundle.model.cfg.content_dim
+        image_encoder = expected_image_encoder(self.bundle.meta, cdim)
+        out = np.zeros((len(ids), dim), np.float32)
+        keep = np.ones(len(ids), bool)
+        tower, content, titles = [], [], []
+        now = now_ms()
+        for row, vid in enumerate(ids.tolist()):
+            st = found.get(vid)
+            if (st is not None and st.vector is not None and st.vector_model == self.version
+                    and st.vector.shape == (dim,)):
+                out[row] = st.vector
+            elif st is not None and st.content is not None and cdim:
+                tower.append(row)
+                content.append(tower_content(st.content, st.encoder, cdim, image_encoder))
+            elif st is not None and (st.ready_ms is None or now - st.ready_ms < wait_ms):
+                keep[row] = False  # the embed worker has not stored it yet: next sync
+            else:
+                titles.append(row)
+        if tower:
+            out[tower] = self._vectors(snap, ids[tower], np.stack(content))
+        if titles:
+            out[titles] = self._vectors(snap, ids[titles])
+        FRESH_VECTORS.labels("stored").inc(len(ids) - len(tower) - len(titles) - int((~keep).sum()))
+        FRESH_VECTORS.labels("stored_content").inc(len(tower))
+        FRESH_VECTORS.labels("title_only").inc(len(titles))
+        return ids[keep], (out[keep] if keep.any() else None)
+
+    @property
+    def index_dim(self) -> int:
+        return int(self.bundle.item_vectors.shape[1])
+
+    def _vectors(self, snap: Snapshot, ids: np.ndarray,
+                 content: np.ndarray | None = None) -> np.ndarray:
+        """The item tower on the catalog's metadata and ``content`` (default: the title)."""
         titles = [snap.titles[i] or "" for i in ids]
         topics = [snap.topics[t] if t >= 0 else None for t in snap.topic[ids]]
-        items = pd.DataFrame({
-            "item_id": ids, "author_id": snap.owner[ids], "title": titles,
-            "duration_ms": np.where(snap.duration_ms[ids] >= 0, snap.duration_ms[ids], np.nan),
-            "upload_ts": pd.to_datetime(snap.created_ms[ids], unit="ms", utc=True),
-            "category": topics, "tags": [[t] if t else [] for t in topics],
-        })
+        items = items_frame(ids, snap.owner[ids], titles, snap.duration_ms[ids],
+                            snap.created_ms[ids], topics)
         dim = self.bundle.model.cfg.content_dim
-        content = content_vectors(titles, dim) if dim else None
-        return self.bundle.vectors_for_items(items, content)
+        if content is None and dim:
+            content = content_vectors(titles, dim)
+        return self.bundle.vectors_for_items(items, content if dim else None)
 
 
 def load_retriever(model_uri: str, index_dir: Path) -> AnnRetriever:

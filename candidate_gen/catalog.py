@@ -7,6 +7,9 @@ one when :meth:`Catalog.refresh` finds videos changed since the last look (by th
 ``updated_at``); counters are re-read every ``stats_every_s``. Readers take ``catalog.snapshot``
 once per request and see one consistent version. A video becomes eligible (or stops being)
 within one refresh period of its row changing, i.e. of ``video.processed`` / ``video.deleted``.
+The media pipeline's rendition ladder (``video_media.renditions``, written with the ready
+status) is kept as :data:`LADDER` / :data:`QUALITIES` bits; creators' profiles (display name,
+avatar, badge) are re-read with the counters, so an edit shows within ``stats_every_s``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import now_ms
-from platform_services.storage.models import User, Video, VideoStats, VideoStatus, Visibility
+from platform_services.media.delivery import QUALITIES
+from platform_services.media.models import VideoMedia
+from platform_services.storage.models import (
+    Moderation,
+    User,
+    Video,
+    VideoStats,
+    VideoStatus,
+    Visibility,
+)
 
-QUALITIES = ("360p", "720p", "1080p")  # rendition bit i of ``Snapshot.renditions``
+# ``Snapshot.renditions`` bits: a stored HLS ladder, then each design quality it has (a rung
+# below them all, from a source under 360p, is named in ``Snapshot.small_rungs``).
+LADDER = 1  # quality i of QUALITIES: bit 1 << (i + 1)
 
 VISIBILITY = (Visibility.PUBLIC.value, Visibility.FOLLOWERS.value, Visibility.PRIVATE.value)
 PUBLIC, FOLLOWERS, PRIVATE = range(3)
@@ -43,17 +57,15 @@ class Creator:
     verified: bool = False
 
 
-def _column(model: type, *names: str):  # noqa: ANN202 - an InstrumentedAttribute or None
-    """The first of ``names`` that ``model`` maps (profile and rendition columns arrive with
-    the accounts and media migrations; until then the feed shows their defaults)."""
-    return next((getattr(model, n) for n in names if hasattr(model, n)), None)
-
-
-def _rendition_bits(value: object) -> int:
-    """A video's renditions (a list like ``["360p", "720p"]`` or a comma-separated string) as
-    :data:`QUALITIES` bits."""
-    names = value.split(",") if isinstance(value, str) else (value or [])
-    return sum(1 << i for i, q in enumerate(QUALITIES) if q in names)
+def _rendition_bits(renditions: list[dict] | None) -> tuple[int, str | None]:
+    """A ladder (``video_media.renditions``: dicts with ``name``) as bits, and the name of a
+    rung below the design's qualities if it has one."""
+    if not renditions:
+        return 0, None
+    names = [r["name"] for r in renditions]
+    bits = LADDER | sum(1 << (i + 1) for i, q in enumerate(QUALITIES) if q in names)
+    small = next((n for n in names if n not in QUALITIES), None)
+    return bits, small
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,7 @@ class Snapshot:
     """Per-video arrays, position = video id (``owner < 0``: no such video)."""
 
     owner: np.ndarray  # int64
-    ready: np.ndarray  # bool: status ready (not uploaded, processing, failed or removed)
+    ready: np.ndarray  # bool: status ready and moderation approved
     visibility: np.ndarray  # uint8: PUBLIC | FOLLOWERS | PRIVATE
     topic: np.ndarray  # int16 index into ``topics``, -1 unknown
     created_ms: np.ndarray  # int64
@@ -73,7 +85,8 @@ class Snapshot:
     topics: list[str]
     creators: dict[int, Creator]
     comments: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    renditions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # QUALITIES bits
+    renditions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # see LADDER
+    small_rungs: dict[int, str] = field(default_factory=dict)  # video id: rung under 360p
     quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     by_owner: dict[int, np.ndarray] = field(default_factory=dict)  # ready ids, newest first
     explore_pool: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -151,10 +164,10 @@ class Catalog:
         ``stats_every_s``, the counters. Returns how many videos changed."""
         with self._lock, self.sessions() as session:
             since = self._watermark
-            renditions = _column(Video, "renditions")
             q = select(Video.id, Video.owner_id, Video.status, Video.visibility, Video.category,
                        Video.created_at, Video.duration_ms, Video.title, Video.updated_at,
-                       *([renditions.label("renditions")] if renditions is not None else []))
+                       Video.moderation, VideoMedia.renditions) \
+                .outerjoin(VideoMedia, VideoMedia.video_id == Video.id)
             if since is not None:
                 # Rows committed late with an earlier updated_at are caught by the overlap.
                 q = q.where(Video.updated_at >= since - timedelta(seconds=5))
@@ -185,9 +198,12 @@ class Catalog:
         views, likes, shares = (_grow(a, n, 0) for a in (s.views, s.likes, s.shares))
         comments, rend = _grow(s.comments, n, 0), _grow(s.renditions, n, 0)
         titles = s.titles + [None] * (len(owner) - len(s.titles))
+        small_rungs = dict(s.small_rungs)
         topics, codes = list(s.topics), {t: i for i, t in enumerate(s.topics)}
         for r in rows:
-            owner[r.id], ready[r.id] = r.owner_id, r.status == VideoStatus.READY
+            owner[r.id] = r.owner_id
+            # Moderation holds (needs_review) and blocks keep a video out of every feed.
+            ready[r.id] = r.status == VideoStatus.READY and r.moderation == Moderation.APPROVED
             vis[r.id] = VISIBILITY.index(Visibility(r.visibility).value)
             if r.category is not None and r.category not in codes:
                 codes[r.category] = len(topics)
@@ -195,15 +211,18 @@ class Catalog:
             topic[r.id] = codes.get(r.category, -1)
             created[r.id], dur[r.id] = _ms(r.created_at), r.duration_ms or -1
             titles[r.id] = r.title
-            rend[r.id] = _rendition_bits(getattr(r, "renditions", None))
+            rend[r.id], small = _rendition_bits(r.renditions)
+            small_rungs.pop(r.id, None)
+            if small is not None:
+                small_rungs[r.id] = small
         creators = dict(s.creators)
         missing = {r.owner_id for r in rows} - creators.keys()
         if missing:
             creators |= _creators(session, missing)
         return replace(s, owner=owner, ready=ready, visibility=vis, topic=topic,
                        created_ms=created, duration_ms=dur, views=views, likes=likes,
-                       shares=shares, comments=comments, renditions=rend, titles=titles,
-                       topics=topics, creators=creators)
+                       shares=shares, comments=comments, renditions=rend,
+                       small_rungs=small_rungs, titles=titles, topics=topics, creators=creators)
 
     @staticmethod
     def _apply_stats(session: Session, s: Snapshot) -> Snapshot:
@@ -215,19 +234,21 @@ class Catalog:
             a = a[(a[:, 0] >= 0) & (a[:, 0] < s.capacity)]
             views[a[:, 0]], likes[a[:, 0]], shares[a[:, 0]] = a[:, 1], a[:, 2], a[:, 3]
             comments[a[:, 0]] = a[:, 4]
-        return replace(s, views=views, likes=likes, shares=shares, comments=comments)
+        creators = _creators(session, set(s.creators)) if s.creators else {}
+        return replace(s, views=views, likes=likes, shares=shares, comments=comments,
+                       creators=creators)
+
+
+_IN_CHUNK = 5_000  # ids per ``IN (...)``: under every backend's bound-parameter limit
 
 
 def _creators(session: Session, ids: set[int]) -> dict[int, Creator]:
-    """Profiles of the creators ``ids``: username always, display name, picture and badge where
-    the accounts schema has them."""
-    optional = {"display_name": _column(User, "display_name"),
-                "profile_image_url": _column(User, "profile_image_url", "avatar_url"),
-                "verified": _column(User, "verified")}
-    cols = [c.label(k) for k, c in optional.items() if c is not None]
-    out = {}
-    for r in session.execute(select(User.id, User.username, *cols).where(User.id.in_(ids))):
-        extra = r._mapping
-        out[r.id] = Creator(r.username, extra.get("display_name") or r.username,
-                            extra.get("profile_image_url"), bool(extra.get("verified", False)))
+    """Profiles of the creators ``ids`` (the display name falls back to the username)."""
+    ordered, out = sorted(ids), {}
+    for i in range(0, len(ordered), _IN_CHUNK):
+        rows = session.execute(select(User.id, User.username, User.display_name,
+                                      User.avatar_url, User.verified)
+                               .where(User.id.in_(ordered[i:i + _IN_CHUNK])))
+        out |= {r.id: Creator(r.username, r.display_name or r.username, r.avatar_url,
+                              bool(r.verified)) for r in rows}
     return out

@@ -46,6 +46,8 @@ WORKERS: dict[str, str] = {
     "counters": "platform_services.runtime:run_counters",
     "trending": "platform_services.trending:run_worker",
     "features": "features.stream:run",
+    "transcode": "platform_services.media.worker:run",
+    "embed": "candidate_gen.embed_worker:run",
 }
 
 
@@ -64,7 +66,6 @@ GROUPS: dict[str, str] = {
     "deploy": "Move model aliases (champion, challenger).",
     "serve": "Run the API and the Ray Serve deployments.",
     "features": "Apply, materialize and query the Feast feature store.",
-    "experiment": "Define, run and analyse A/B experiments.",
     "bench": "Benchmarks; each writes benchmarks/results/<name>.md.",
 }
 

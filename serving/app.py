@@ -7,15 +7,24 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import make_asgi_app
 
 from core.config import Settings, get_settings
+from platform_services.media.delivery import PlaylistSigner
+from platform_services.ratelimit import RateLimiter
 from platform_services.runtime import Runtime
 from platform_services.storage.blob_routes import blob_router
 from platform_services.storage.blobs import LocalBlobStore, open_blob_store
-from serving.errors import install_error_handlers
+from serving.errors import error_responses, install_error_handlers
+from serving.limits import BodySizeLimit, rate_limited
 from serving.routes import auth, events, feed
+from serving.routes import comments as comment_routes
+from serving.routes import media as media_routes
+from serving.routes import moderation as moderation_routes
+from serving.routes import social as social_routes
+from serving.routes import users as user_routes
+from serving.routes import videos as video_routes
 
 API_PREFIX = "/api/v1"
 
@@ -28,6 +37,7 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = Runtime.from_settings(settings)
+        app.state.rate_limiter = await asyncio.to_thread(RateLimiter, settings.redis_url)
         app.state.feeds = None
         services = None
         try:
@@ -44,16 +54,24 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
                 await services.close()
             await app.state.runtime.close()
 
-    app = FastAPI(title="reelrank", version="0.1.0", lifespan=lifespan)
+    # Every route is rate limited (per IP, and per user when signed in) and bodies are capped.
+    app = FastAPI(title="reelrank", version="0.1.0", lifespan=lifespan,
+                  dependencies=[Depends(rate_limited)])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
+                       exempt=("/blobs/",))  # the blob route caps uploads at upload_max_bytes
     install_error_handlers(app)
-    for router in (auth.router, events.router, feed.router):
-        app.include_router(router, prefix=API_PREFIX)
+    for router in (auth.router, events.router, feed.router, user_routes.router,
+                   social_routes.router, comment_routes.router, video_routes.router,
+                   media_routes.router, moderation_routes.router):
+        app.include_router(router, prefix=API_PREFIX, responses=error_responses(413, 429))
     blobs = open_blob_store(settings)
+    app.state.blobs, app.state.playlists = blobs, PlaylistSigner.from_settings(settings)
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs
-        app.include_router(blob_router(blobs))
+        app.include_router(blob_router(blobs, max_upload_bytes=settings.upload_max_bytes),
+                           responses=error_responses(429))
     app.mount("/metrics", make_asgi_app())
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=error_responses(429))
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

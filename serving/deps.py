@@ -1,18 +1,19 @@
-"""Request dependencies: ``SettingsDep``, ``SessionDep``, ``CurrentUser``."""
+"""Request dependencies: ``SettingsDep``, ``SessionDep``, ``CurrentUser``, ``ModeratorUser``,
+``AdminUser``, and the bounded id parameters every route takes (ids are signed 64-bit)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from platform_services.auth import AuthError, user_id_from_token
+from platform_services.auth import MAX_ID, AuthError, Claims, decode_token
 from platform_services.runtime import Runtime
-from platform_services.storage.models import User
+from platform_services.storage.models import Role, User
 
 
 # ``async``: FastAPI would run a plain function on the thread pool, a hop per dependency.
@@ -38,18 +39,25 @@ _bearer = HTTPBearer(auto_error=False)
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def get_current_user(
+async def get_claims(
     settings: SettingsDep,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> Claims:
+    """The access token's claims (signature, expiry and a strict ``sub`` checked)."""
     if credentials is None:
         raise HTTPException(401, "missing bearer token", headers=_UNAUTHORIZED)
     try:
-        user_id = user_id_from_token(settings, credentials.credentials)
+        return decode_token(settings, credentials.credentials)
     except AuthError as exc:
         raise HTTPException(401, f"invalid token: {exc}", headers=_UNAUTHORIZED) from None
-    user = session.get(User, user_id)
+
+
+ClaimsDep = Annotated[Claims, Depends(get_claims)]
+
+
+def get_current_user(session: SessionDep, claims: ClaimsDep) -> User:
+    """The token's user, loaded: a deleted account's tokens stop working at once."""
+    user = session.get(User, claims.user_id)
     session.commit()  # end the read: the connection goes back to the pool (``user`` stays
     # loaded), so a request waiting on something else holds none
     if user is None:
@@ -58,3 +66,24 @@ def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+_RANK = {Role.USER: 0, Role.MODERATOR: 1, Role.ADMIN: 2}
+
+
+def require_role(minimum: Role):  # noqa: ANN201 - a FastAPI dependency
+    """A dependency admitting users whose role is at least ``minimum`` both in the token and
+    in the database (a demotion takes effect at once, a promotion at the next login)."""
+
+    def check(user: CurrentUser, claims: ClaimsDep) -> User:
+        if min(_RANK[claims.role], _RANK[user.role]) < _RANK[minimum]:
+            raise HTTPException(403, f"requires the {minimum.value} role")
+        return user
+
+    return check
+
+
+ModeratorUser = Annotated[User, Depends(require_role(Role.MODERATOR))]
+AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
+
+UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
+VideoIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A video id.")]
+CommentIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A comment id.")]

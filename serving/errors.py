@@ -7,9 +7,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+
+from platform_services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,41 @@ _CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class ErrorOut(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (e.g. a bad cursor).",
+    401: "Missing, invalid or expired token / wrong credentials.",
+    403: "Not allowed: not the owner, or the role is too low.",
+    404: "No such resource, or not visible to the caller.",
+    409: "Conflicts with existing state.",
+    413: "Request body too large.",
+    422: "Invalid input; ``fields`` names each bad field.",
+    429: "Rate limited; retry after ``Retry-After`` seconds.",
+    503: "A backing service is unavailable; retry after ``Retry-After`` seconds.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` for the error statuses a route (or router) can answer."""
+    return {s: {"model": ErrorOut, "description": _DESCRIPTIONS[s]} for s in statuses}
 
 
 def error_body(status: int, message: str, fields: list[dict] | None = None) -> dict:
@@ -55,6 +93,12 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
+        fields = [{"field": exc.field, "message": exc.message}] if exc.field else None
+        return JSONResponse(error_body(exc.status, exc.message, fields),
+                            status_code=exc.status)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(RedisError)

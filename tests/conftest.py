@@ -124,6 +124,9 @@ def settings(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[Settings
         "blob_url": f"file://{var}/blobs",
         "event_bus_url": "db://",
         "mlflow_tracking_uri": f"sqlite:///{var}/mlflow.db",
+        # Tests sign many users up from one client IP; the limits' own tests set their rates.
+        "rate_limit_login": "10000/minute",
+        "rate_limit_signup": "10000/minute",
     }
     for name, value in values.items():
         clean_env.setenv(f"REELRANK_{name.upper()}", value)

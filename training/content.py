@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +28,8 @@ TEXT_DIM = 384
 # costs quadratically more and the video's gist is already in.
 TEXT_MAX_TOKENS = 64
 THUMBNAIL_COLUMN = "thumbnail"  # items may carry a local image path per item
+TEXT_ENCODER_NAME = f"minilm-l6-{TEXT_MAX_TOKENS}"
+EFFNET_NAME = "effnet-lite0"
 
 
 @lru_cache(maxsize=1)
@@ -70,6 +73,68 @@ def load_open_clip(checkpoint: Path, model_name: str | None = None) -> ClipImage
             "or a weights file together with a model name"
         )
     return ClipImageEncoder(model).eval()
+
+
+def image_encoder_name(clip_checkpoint: Path | None = None, clip_model: str | None = None) -> str:
+    """The name image embeddings are stored under: which encoder (and checkpoint) made them."""
+    if clip_checkpoint is None:
+        return EFFNET_NAME
+    return f"clip-{_digest('ckpt', [str(clip_checkpoint), str(clip_model)])}"
+
+
+def load_image_encoder(clip_checkpoint: Path | None = None,
+                       clip_model: str | None = None) -> tuple[nn.Module, str]:
+    """open_clip's image tower when a checkpoint is configured, else EfficientNet-Lite0."""
+    name = image_encoder_name(clip_checkpoint, clip_model)
+    if clip_checkpoint is not None:
+        return load_open_clip(clip_checkpoint, clip_model), name
+    return load_efficientnet(), name
+
+
+def video_text(title: str, description: str, tags: Sequence[str]) -> str:
+    """What a new upload's text embedding reads: title, description, then the hashtags that
+    are not in them already. Training titles (MicroLens, the synthetic world) carry their
+    hashtags inline (``... #foodie``), so an upload's text takes the same shape."""
+    text = " ".join(p.strip() for p in (title, description) if p and p.strip())
+    lowered = text.lower()
+    extra = [f"#{t}" for t in dict.fromkeys(tags) if t and f"#{t.lower()}" not in lowered]
+    return " ".join([text, *extra]).strip()
+
+
+@dataclass
+class VideoContentEncoder:
+    """Both offline encoders, loaded once: one video's text + poster -> one content row
+    (``[text 384 | image D]``, float32; a missing part stays zero, as in training)."""
+
+    text: object  # a SentenceTransformer (imported lazily: slow import)
+    image: nn.Module
+    image_name: str
+    image_dim: int
+
+    @classmethod
+    def load(cls, clip_checkpoint: Path | None = None,
+             clip_model: str | None = None) -> VideoContentEncoder:
+        image, name = load_image_encoder(clip_checkpoint, clip_model)
+        size = int(getattr(image, "image_size", 224))
+        with torch.no_grad():
+            dim = int(image(torch.zeros(1, 3, size, size)).shape[1])
+        return cls(load_text_encoder(), image, name, dim)
+
+    @property
+    def name(self) -> str:
+        return f"{TEXT_ENCODER_NAME}+{self.image_name}"
+
+    @torch.no_grad()
+    def encode(self, text: str, image_path: Path | None) -> np.ndarray:
+        out = np.zeros(TEXT_DIM + self.image_dim, np.float32)
+        if text:
+            out[:TEXT_DIM] = self.text.encode(  # type: ignore[attr-defined]
+                [text], normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=False)[0]
+        if image_path is not None and Path(image_path).is_file():
+            x = _load_image(str(image_path), self.image)[None]
+            out[TEXT_DIM:] = self.image(x).float().numpy()[0]
+        return out
 
 
 def item_texts(items: pd.DataFrame) -> list[str]:
@@ -128,7 +193,7 @@ def text_embeddings(
             )
         return out
 
-    return _cached(_digest(f"minilm-l6-{TEXT_MAX_TOKENS}", texts), cache_dir, compute)
+    return _cached(_digest(TEXT_ENCODER_NAME, texts), cache_dir, compute)
 
 
 def _load_image(path: str, encoder: nn.Module) -> torch.Tensor:
@@ -184,11 +249,7 @@ def content_matrix(
         parts.append(text_embeddings(texts, cache_dir))
     if THUMBNAIL_COLUMN in items and items[THUMBNAIL_COLUMN].notna().any():
         paths = [p if isinstance(p, str) else None for p in items[THUMBNAIL_COLUMN]]
-        if clip_checkpoint is not None:
-            encoder: nn.Module = load_open_clip(clip_checkpoint, clip_model)
-            name = f"clip-{_digest('ckpt', [str(clip_checkpoint), str(clip_model)])}"
-        else:
-            encoder, name = load_efficientnet(), "effnet-lite0"
+        encoder, name = load_image_encoder(clip_checkpoint, clip_model)
         images = image_embeddings(paths, encoder, name, cache_dir)
         if images.shape[1]:
             parts.append(images)

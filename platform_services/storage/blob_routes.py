@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mimetypes
 import tempfile
+import time
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
@@ -16,6 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from platform_services.storage.blobs import LocalBlobStore, SignatureError, validate_key
 
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+# Media types mimetypes may not know (HLS playlists and MPEG-TS segments, WebVTT tracks).
+_MEDIA_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t",
+                ".vtt": "text/vtt", ".m4s": "video/iso.segment"}
 _SPOOL_BYTES = 8 * 1024 * 1024  # uploads larger than this go to a temp file, not memory
 
 
@@ -68,7 +72,12 @@ def blob_router(
         path = store.path(key)
         if not path.is_file():
             raise HTTPException(404, detail=f"no blob {key!r}")
-        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media_type)
+        media_type = _MEDIA_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] \
+            or "application/octet-stream"
+        # FileResponse answers Range requests (206). The URL is signed and expires, so a CDN
+        # may keep the bytes until then (blobs under a key are written once, then deleted).
+        left = max(int(request.query_params.get("exp", "0")) - int(time.time()), 0)
+        headers = {"Cache-Control": f"public, max-age={left}, immutable"}
+        return FileResponse(path, media_type=media_type, headers=headers)
 
     return router

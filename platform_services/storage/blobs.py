@@ -83,6 +83,27 @@ class BlobStore(ABC):
     def presign_get(self, key: str, expires_s: int = 900) -> str:
         """A URL the client ``GET``s the bytes from."""
 
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The blob's length in bytes; raises :class:`BlobNotFoundError`."""
+
+    def download(self, key: str, path: Path) -> None:
+        """Write the blob to a local file (streamed where the backend can)."""
+        path.write_bytes(self.get(key))
+
+    def copy(self, src: str, dst: str, content_type: str = "application/octet-stream") -> None:
+        """Copy a blob to another key (server-side where the backend can)."""
+        self.put(dst, self.get(src), content_type)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob under ``prefix`` (which must end with ``/``); how many."""
+        if not prefix.endswith("/"):
+            raise ValueError(f"prefix {prefix!r} must end with '/'")
+        keys = self.list(prefix)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
 
 class LocalBlobStore(BlobStore):
     """Blobs as files under ``root``; URLs point at the API's ``/blobs`` routes."""
@@ -124,6 +145,22 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFoundError(key) from None
+
+    def download(self, key: str, path: Path) -> None:
+        try:
+            shutil.copyfile(self.path(key), path)
+        except FileNotFoundError:
+            raise BlobNotFoundError(key) from None
+
+    def copy(self, src: str, dst: str, content_type: str = "application/octet-stream") -> None:
+        with open(self.path(src), "rb") as f:
+            self.put(dst, f, content_type)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -227,6 +264,34 @@ class S3BlobStore(BlobStore):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
+
+    def size(self, key: str) -> int:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=validate_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise BlobNotFoundError(key) from None
+            raise
+        return int(head["ContentLength"])
+
+    def download(self, key: str, path: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, validate_key(key), str(path))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise BlobNotFoundError(key) from None
+            raise
+
+    def copy(self, src: str, dst: str, content_type: str = "application/octet-stream") -> None:
+        self.client.copy_object(
+            Bucket=self.bucket, Key=validate_key(dst), ContentType=content_type,
+            CopySource={"Bucket": self.bucket, "Key": validate_key(src)},
+            MetadataDirective="REPLACE",
+        )
 
     def list(self, prefix: str = "") -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Enum,
     ForeignKey,
@@ -18,7 +19,9 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -32,12 +35,29 @@ class Visibility(StrEnum):
     PRIVATE = "private"
 
 
+class Role(StrEnum):
+    """What an account may do; carried in its access token as the ``role`` claim."""
+
+    USER = "user"
+    MODERATOR = "moderator"
+    ADMIN = "admin"
+
+
 class VideoStatus(StrEnum):
     UPLOADED = "uploaded"
     PROCESSING = "processing"
     READY = "ready"
     FAILED = "failed"
     REMOVED = "removed"
+
+
+class Moderation(StrEnum):
+    """A video's moderation verdict; only ``approved`` videos reach feeds, search and the index."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    NEEDS_REVIEW = "needs_review"
+    BLOCKED = "blocked"
 
 
 def _str_enum(cls: type[StrEnum], name: str) -> Enum:
@@ -57,6 +77,11 @@ def _created_at() -> Mapped[datetime]:
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # ``Alice`` and ``alice`` are one account (usernames and emails are ASCII-checked).
+        Index("uq_users_username_lower", text("lower(username)"), unique=True),
+        Index("uq_users_email_lower", text("lower(email)"), unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     username: Mapped[str] = mapped_column(String(32), unique=True)
@@ -64,6 +89,14 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     region: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = _created_at()
+    # Profile (issue 14).
+    display_name: Mapped[str | None] = mapped_column(String(64))
+    bio: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    avatar_url: Mapped[str | None] = mapped_column(String(1024))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    role: Mapped[Role] = mapped_column(
+        _str_enum(Role, "role"), default=Role.USER, server_default=Role.USER.value
+    )
 
     videos: Mapped[list[Video]] = relationship(back_populates="owner", passive_deletes=True)
 
@@ -89,6 +122,10 @@ class Video(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)  # known once transcoded
     category: Mapped[str | None] = mapped_column(String(32))  # topic, for trending and topic mix
     blob_key: Mapped[str | None] = mapped_column(String(1024))
+    moderation: Mapped[Moderation] = mapped_column(
+        _str_enum(Moderation, "moderation"), default=Moderation.APPROVED,
+        server_default=Moderation.APPROVED.value,
+    )
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
@@ -117,7 +154,10 @@ class Block(Base):
     """``blocker_id`` never sees ``blocked_id``'s videos in any feed."""
 
     __tablename__ = "blocks"
-    __table_args__ = (CheckConstraint("blocker_id <> blocked_id", name="no_self_block"),)
+    __table_args__ = (
+        CheckConstraint("blocker_id <> blocked_id", name="no_self_block"),
+        Index("ix_blocks_blocked_id", "blocked_id"),  # who blocked me (feeds hide them too)
+    )
 
     blocker_id: Mapped[int] = mapped_column(
         BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True

@@ -3,7 +3,8 @@
 A video is shown to a viewer only if it exists, is ready (not uploaded, processing, failed or
 removed by moderation), is not the viewer's own, is public or followers-only from a creator
 the viewer follows (private videos are never shown to anyone else), and its creator is not
-one the viewer blocked. The for-you feed also drops what the viewer has already seen.
+one the viewer blocked or who blocked the viewer. The for-you feed also drops what the viewer
+has already seen.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, union
 from sqlalchemy.orm import Session
 
 from candidate_gen.catalog import FOLLOWERS, PUBLIC, Snapshot
@@ -23,13 +24,16 @@ class Viewer:
     user_id: int
     region: str | None
     followees: np.ndarray  # sorted int64
-    blocked: np.ndarray  # sorted int64
+    blocked: np.ndarray  # sorted int64: blocked by the viewer, or blocking the viewer
 
 
 def load_viewer(session: Session, user: User) -> Viewer:
-    """The viewer's social context (two indexed primary-key range reads)."""
+    """The viewer's social context (indexed range reads)."""
     follows = session.scalars(select(Follow.followee_id).where(Follow.follower_id == user.id))
-    blocks = session.scalars(select(Block.blocked_id).where(Block.blocker_id == user.id))
+    blocks = session.scalars(union(
+        select(Block.blocked_id).where(Block.blocker_id == user.id),
+        select(Block.blocker_id).where(Block.blocked_id == user.id),
+    ))
     return Viewer(user.id, user.region, np.sort(np.fromiter(follows, np.int64)),
                   np.sort(np.fromiter(blocks, np.int64)))
 

@@ -26,6 +26,7 @@ from core.clock import now_ms
 from core.events import ExperimentExposure
 from platform_services import trending
 from platform_services.bus.outbox import emit
+from platform_services.media.delivery import PlaylistSigner
 from serving.feed import candidates as cands
 from serving.feed import cursor as cursors
 from serving.feed import page_cache
@@ -55,7 +56,7 @@ class Feeds:
 
     def __init__(self, svc: FeedServices) -> None:
         self.svc, self.s = svc, svc.settings
-        self.urls = MediaUrls(svc.blobs)
+        self.urls = MediaUrls(svc.blobs, PlaylistSigner.from_settings(svc.settings))
         self.trending_lists = TrendingCache(svc.redis)
         self.inflight = 0  # first pages admitted and not answered (serving.routes.feed.admit)
         self.rerank_cfg = RerankConfig(self.s.feed_explore_slots, self.s.feed_fresh_hours,

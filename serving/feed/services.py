@@ -5,8 +5,9 @@ online feature reader with its in-memory item features, and the ranker backend (
 in-process). Any of them may be missing (a fresh install, a dependency down): the feed then
 serves degraded and the loaders keep retrying. A background thread refreshes the catalog
 every ``catalog_refresh_s``, brings each loaded ANN index in step with it (new uploads in,
-removed / private videos out) and the item features with the catalog and the last
-materialization. Each API worker process has its own copy of all of it.
+with the vectors the embed worker stored; removed / private videos out) and the item features
+with the catalog and the last materialization. Each API worker process has its own copy of
+all of it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +28,8 @@ from redis.retry import Retry
 from sqlalchemy.orm import Session, sessionmaker
 
 from candidate_gen.ann import AnnRetriever, load_retriever
-from candidate_gen.catalog import Catalog
+from candidate_gen.catalog import Catalog, Snapshot
+from candidate_gen.fresh_items import load_stored
 from core.clock import HOUR_MS, now_ms
 from core.config import Settings
 from experiments.assignment import Assignment, assign
@@ -119,14 +122,19 @@ class FeedServices:
     def _load_retriever(self, uri: str) -> AnnRetriever:
         """A retrieval version brought in step with the catalog before it serves."""
         retriever = load_retriever(uri, self.settings.path("indexes"))
-        retriever.sync(self.catalog.snapshot, self._fresh_since())
+        self._sync(retriever, self.catalog.snapshot, self._fresh_since())
         return retriever
+
+    def _sync(self, retriever: AnnRetriever, snap: Snapshot, since: int) -> tuple[int, int]:
+        """New uploads take the vectors the embed worker stored (``video_media``)."""
+        return retriever.sync(snap, since, partial(load_stored, self.catalog.sessions),
+                              int(self.settings.embed_wait_s * 1000))
 
     def sync_indexes(self) -> None:
         snap, since = self.catalog.snapshot, self._fresh_since()
         for alias in list(self.retrievers.versions()):
             try:
-                added, removed = self.retrievers.get(alias).model.sync(snap, since)
+                added, removed = self._sync(self.retrievers.get(alias).model, snap, since)
             except ModelUnavailable:
                 continue
             if added or removed:

@@ -1,28 +1,44 @@
-"""Accounts: register, log in (token), who am I."""
+"""Accounts: register, log in (token), refresh, log out (``/users/me`` is in ``users``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, EmailStr, Field
+from fastapi import APIRouter, Depends, HTTPException, Response
+from pydantic import BaseModel, EmailStr, Field, field_validator
 
-from platform_services.auth import ConflictError, authenticate, issue_token, register_user
+from platform_services import tokens
+from platform_services.auth import ConflictError, authenticate, register_user
 from serving.deps import CurrentUser, SessionDep, SettingsDep
+from serving.errors import error_responses
+from serving.limits import RateLimit
 
 router = APIRouter(tags=["auth"])
+MIN_PASSWORD = 8
+_WRONG_LOGIN = "wrong username or password"  # one message whoever asks, existing or not
 
 
 class RegisterIn(BaseModel):
     username: str = Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.]+$")
-    email: EmailStr
-    password: str = Field(min_length=8, max_length=128)
+    email: EmailStr = Field(max_length=254)
+    password: str = Field(min_length=MIN_PASSWORD, max_length=128)
     region: str | None = Field(default=None, max_length=16)
+
+    @field_validator("password")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if len(v.strip()) < MIN_PASSWORD:
+            raise ValueError(f"needs at least {MIN_PASSWORD} characters besides spaces")
+        return v
 
 
 class LoginIn(BaseModel):
     username: str = Field(min_length=1, max_length=32)
     password: str = Field(min_length=1, max_length=128)
+
+
+class RefreshIn(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=128)
 
 
 class UserOut(BaseModel):
@@ -36,9 +52,18 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
     expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
 
 
-@router.post("/auth/register", status_code=201)
+def _tokens_out(pair: tokens.TokenPair) -> TokenOut:
+    return TokenOut(access_token=pair.access_token, expires_in=pair.expires_in,
+                    refresh_token=pair.refresh_token,
+                    refresh_expires_in=pair.refresh_expires_in)
+
+
+@router.post("/auth/register", status_code=201, responses=error_responses(409, 422, 429),
+             dependencies=[Depends(RateLimit("signup"))])
 def register(body: RegisterIn, session: SessionDep) -> UserOut:
     try:
         user = register_user(session, body.username, body.email, body.password, body.region)
@@ -48,14 +73,46 @@ def register(body: RegisterIn, session: SessionDep) -> UserOut:
     return UserOut.model_validate(user, from_attributes=True)
 
 
-@router.post("/auth/token")
+@router.post("/auth/token", responses=error_responses(401, 422, 429),
+             dependencies=[Depends(RateLimit("login"))])
 def token(body: LoginIn, session: SessionDep, settings: SettingsDep) -> TokenOut:
+    """Log in: a 15-minute access token and a 7-day refresh token (a new login family)."""
     user = authenticate(session, body.username, body.password)
     if user is None:
-        raise HTTPException(401, "wrong username or password")
-    return TokenOut(access_token=issue_token(settings, user.id), expires_in=settings.jwt_ttl_s)
+        raise HTTPException(401, _WRONG_LOGIN)
+    pair = tokens.login_tokens(session, settings, user)
+    session.commit()
+    return _tokens_out(pair)
 
 
-@router.get("/users/me")
-def me(user: CurrentUser) -> UserOut:
-    return UserOut.model_validate(user, from_attributes=True)
+@router.post("/auth/refresh", responses=error_responses(401, 422, 429),
+             dependencies=[Depends(RateLimit("login"))])
+def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -> TokenOut:
+    """Trade a refresh token for a new pair. Each refresh token works once: presenting a used
+    one again revokes every token of its login (it was copied)."""
+    try:
+        pair = tokens.rotate(session, settings, body.refresh_token)
+    except tokens.RefreshReuse as exc:
+        session.commit()  # the family's revocation must stick although this request fails
+        raise HTTPException(401, str(exc)) from None
+    except tokens.RefreshError as exc:
+        raise HTTPException(401, str(exc)) from None
+    session.commit()
+    return _tokens_out(pair)
+
+
+@router.post("/auth/logout", status_code=204, response_class=Response,
+             responses=error_responses(401, 422, 429))
+def logout(body: RefreshIn, user: CurrentUser, session: SessionDep) -> None:
+    """End this login: its refresh tokens stop working (access tokens expire within 15 min)."""
+    tokens.logout(session, body.refresh_token, user.id)
+    session.commit()
+
+
+@router.post("/auth/logout-all", status_code=204, response_class=Response,
+             responses=error_responses(401, 429))
+def logout_all(user: CurrentUser, session: SessionDep) -> None:
+    """End every login of the caller."""
+    tokens.logout_everywhere(session, user.id)
+    session.commit()
+

@@ -4,36 +4,30 @@ All three return :class:`~serving.feed.schemas.FeedPage` with an opaque ``next_c
 cursor from any of them continues its own list. A degraded response (a dependency down or
 slow) is still a 200, with ``X-Reelrank-Degraded`` naming what was missing. Each route is
 one hop to a worker thread, where :class:`~serving.feed.pipeline.Feeds` does the whole
-request; the token is checked on the event loop first (no database read for that).
+request; the token is checked on the event loop first (no database read for that: the user
+row is read with the rest of the request, and an unknown user is still a 401).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
-from platform_services.auth import AuthError, user_id_from_token
-from serving.deps import SettingsDep
+from serving.deps import ClaimsDep, SettingsDep
+from serving.errors import error_responses
 from serving.feed.cursor import CursorError
 from serving.feed.pipeline import Feeds, Page, UnknownUser
 from serving.feed.schemas import FeedPage
+from serving.limits import RateLimit
 
-router = APIRouter(prefix="/feed", tags=["feed"])
+router = APIRouter(prefix="/feed", tags=["feed"], responses=error_responses(400, 401, 422, 503))
 MAX_PAGE_SIZE = 50
 SHED = Counter("reelrank_feed_shed", "First pages refused with 503 at capacity")
-_bearer = HTTPBearer(auto_error=False)
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid or expired cursor"},
-    401: {"description": "Missing, invalid or expired token"},
-    422: {"description": "Invalid query parameter (the field is named)"},
-    503: {"description": "The feed is at capacity (Retry-After) or not running"},
-}
 
 
 async def get_feeds(request: Request) -> Feeds:
@@ -44,20 +38,6 @@ async def get_feeds(request: Request) -> Feeds:
 
 
 FeedsDep = Annotated[Feeds, Depends(get_feeds)]
-
-
-async def token_user(settings: SettingsDep, credentials: Annotated[
-        HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> int:
-    """The bearer token's user id; the user row is read with the rest of the request."""
-    if credentials is None:
-        raise HTTPException(401, "missing bearer token", headers=_UNAUTHORIZED)
-    try:
-        return user_id_from_token(settings, credentials.credentials)
-    except AuthError as exc:
-        raise HTTPException(401, f"invalid token: {exc}", headers=_UNAUTHORIZED) from None
-
-
-UserId = Annotated[int, Depends(token_user)]
 
 
 async def admit(request: Request, feeds: FeedsDep) -> AsyncIterator[None]:
@@ -95,30 +75,31 @@ async def _serve(response: Response, work: Callable[..., Page], *args: object) -
     return page.body
 
 
-@router.get("/for-you", response_model=FeedPage, responses=RESPONSES)
-async def for_you(_: Admitted, user_id: UserId, feeds: FeedsDep, settings: SettingsDep,
+@router.get("/for-you", response_model=FeedPage,
+            dependencies=[Depends(RateLimit("for_you"))])
+async def for_you(_: Admitted, claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
                   response: Response, page_size: PageSize = None,
                   cursor: CursorQ = None) -> dict:
     """The personalised feed; pass ``cursor`` for the next page of the same list."""
-    return await _serve(response, feeds.for_you, user_id, page_size or settings.feed_page_size,
-                        cursor)
+    return await _serve(response, feeds.for_you, claims.user_id,
+                        page_size or settings.feed_page_size, cursor)
 
 
-@router.get("/trending", response_model=FeedPage, responses=RESPONSES)
-async def trending(user_id: UserId, feeds: FeedsDep, settings: SettingsDep, response: Response,
-                   time_range: Literal["24h", "7d", "30d"] = "24h",
+@router.get("/trending", response_model=FeedPage)
+async def trending(claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
+                   response: Response, time_range: Literal["24h", "7d", "30d"] = "24h",
                    region: Annotated[str | None, Query(max_length=16)] = None,
                    category: Annotated[str | None, Query(max_length=32)] = None,
                    page_size: PageSize = None, cursor: CursorQ = None) -> dict:
     """Most-engaged videos of a time range, optionally by viewer region and video topic."""
-    return await _serve(response, feeds.trending_page, user_id, time_range, region, category,
-                        page_size or settings.feed_page_size, cursor)
+    return await _serve(response, feeds.trending_page, claims.user_id, time_range, region,
+                        category, page_size or settings.feed_page_size, cursor)
 
 
-@router.get("/following", response_model=FeedPage, responses=RESPONSES)
-async def following(user_id: UserId, feeds: FeedsDep, settings: SettingsDep,
+@router.get("/following", response_model=FeedPage)
+async def following(claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
                     response: Response, page_size: PageSize = None,
                     cursor: CursorQ = None) -> dict:
     """Recent videos of the creators you follow, newest first."""
-    return await _serve(response, feeds.following_page, user_id,
+    return await _serve(response, feeds.following_page, claims.user_id,
                         page_size or settings.feed_page_size, cursor)

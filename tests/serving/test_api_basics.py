@@ -13,7 +13,9 @@ from core.config import Settings
 from core.events import decode
 from platform_services.auth import issue_token
 from platform_services.bus.models import OutboxRow
+from platform_services.media.delivery import PlaylistSigner
 from platform_services.storage.blobs import open_blob_store
+from platform_services.storage.models import Video, VideoStatus
 from serving.feed.render import MediaUrls
 from tests.serving.conftest import signup
 
@@ -58,26 +60,40 @@ def test_validation_errors_name_the_field(client: TestClient) -> None:
 
 def test_events_go_to_the_outbox_atomically(client: TestClient, settings: Settings) -> None:
     headers = signup(client, "cyd")
+    sessions = client.app.state.runtime.sessions
+    with sessions.begin() as s:
+        s.add(Video(id=5, owner_id=1, title="v", status=VideoStatus.READY, duration_ms=15_000))
     batch = {"events": [
         {"action": "watch", "video_id": 5, "watch_ms": 3000, "position": 0},
-        {"action": "like", "video_id": 5},
+        {"action": "share", "video_id": 5},
     ]}  # fmt: skip
     r = client.post("/api/v1/events", json=batch, headers=headers)
     assert r.status_code == 202 and r.json() == {"accepted": 2}
-    sessions = client.app.state.runtime.sessions
     with sessions() as s:
         rows = list(s.scalars(select(OutboxRow)))
     events = [decode(row.value) for row in rows]
-    assert [e.action for e in events] == ["watch", "like"]
+    assert [e.action for e in events] == ["watch", "share"]
     assert {e.user_id for e in events} == {1}, "the user comes from the token"
 
     future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
-    bad = {"events": [{"action": "like", "video_id": 5}, {"action": "like", "occurred_at": future}]}
+    bad = {"events": [{"action": "view", "video_id": 5},
+                      {"action": "view", "video_id": 5, "occurred_at": future}]}
     r = client.post("/api/v1/events", json=bad, headers=headers)
     assert r.status_code == 422
     assert {f["field"] for f in r.json()["error"]["fields"]} == {"events.1.occurred_at"}
-    r = client.post("/api/v1/events", json={"events": [{"action": "like"}]}, headers=headers)
-    assert r.status_code == 422, "a like needs a video"
+    r = client.post("/api/v1/events", json={"events": [{"action": "view"}]}, headers=headers)
+    assert r.status_code == 422, "a view needs a video"
+    for bad_event, field in [
+        ({"action": "like", "video_id": 5}, "action"),  # stateful: only via /videos/5/like
+        ({"action": "view", "video_id": 999_999}, "video_id"),  # not in the catalog
+        ({"action": "view", "video_id": 2**63}, "video_id"),  # past every id column
+        ({"action": "watch", "video_id": 5, "watch_ms": 24 * 3600 * 1000}, "watch_ms"),
+        ({"action": "view", "video_id": 5, "occurred_at": "0001-01-01T00:00:00Z"},
+         "occurred_at"),
+    ]:
+        r = client.post("/api/v1/events", json={"events": [bad_event]}, headers=headers)
+        assert r.status_code == 422, bad_event
+        assert {f["field"] for f in r.json()["error"]["fields"]} == {f"events.0.{field}"}
     with sessions() as s:
         assert len(list(s.scalars(select(OutboxRow)))) == 2, "a rejected batch writes nothing"
     assert client.post("/api/v1/events", json=batch).status_code == 401
@@ -87,7 +103,7 @@ def test_feed_media_urls_resolve_on_the_local_store(client: TestClient, settings
     """The URLs a feed item carries are served by the app itself when blobs are local."""
     store = open_blob_store(settings)
     store.put("videos/7/thumbnail.jpg", b"thumbnail bytes", "image/jpeg")
-    urls = MediaUrls(store)
+    urls = MediaUrls(store, PlaylistSigner.from_settings(settings))
 
     def fetch(url: str) -> httpx.Response:
         u = urlsplit(url)  # pre-signed for ``api_base_url``; the test client is that server
@@ -96,5 +112,21 @@ def test_feed_media_urls_resolve_on_the_local_store(client: TestClient, settings
     r = fetch(urls.get(7)["thumbnail"])  # the design's item has a thumbnail, no poster
     assert r.status_code == 200 and r.content == b"thumbnail bytes"
     assert r.headers["content-type"] == "image/jpeg"
-    r = fetch(urls.get(8)["hls"])
+    r = fetch(urls.get(8)["hls"])  # the signed playlist route: no ladder stored for video 8
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_a_signed_upload_may_exceed_the_api_body_cap(client: TestClient,
+                                                     settings: Settings) -> None:
+    """The API caps bodies at ``api_max_body_bytes``; a video PUT to the local store's signed
+    URL is capped by ``upload_max_bytes`` instead, so a real clip is not refused."""
+    size = settings.api_max_body_bytes + 1024
+    assert size <= settings.upload_max_bytes
+    url = urlsplit(open_blob_store(settings).presign_put("uploads/big.mp4", 60, "video/mp4"))
+    r = client.put(f"{url.path}?{url.query}", content=b"\0" * size,
+                   headers={"Content-Type": "video/mp4"})
+    assert r.status_code < 300, r.text
+    assert open_blob_store(settings).get("uploads/big.mp4") == b"\0" * size
+    r = client.post("/api/v1/auth/register", content=b"{" + b" " * size + b"}",
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413

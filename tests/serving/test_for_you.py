@@ -6,11 +6,13 @@ Ray Serve (local Ray, started once for this module), and the API through its HTT
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -19,11 +21,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from candidate_gen.sources import SOURCES
+from core.clock import utcnow
 from core.config import Settings, get_settings
 from core.events import ExperimentExposure, VideoProcessed, decode
 from platform_services.auth import issue_token
 from platform_services.bus.models import OutboxRow
 from platform_services.bus.outbox import emit
+from platform_services.media.models import VideoMedia
+from platform_services.storage.blobs import open_blob_store
 from platform_services.storage.db import make_engine, migrate, session_factory
 from platform_services.storage.models import Block, Follow, Video, VideoStatus, Visibility
 from serving import demo
@@ -66,11 +71,72 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         write_dataset(demo.DATASET, generate(cfg), "synth", root=settings.data_dir)
         migrate(settings.database_url)
         load_world(settings, load_dataset(demo.DATASET, settings.data_dir))
+        store_ladders(settings)
         demo.train_retrieval(epochs=2, variant="id")
         demo.build_features()
         demo.train_ranker(epochs=2)
         yield settings
         get_settings.cache_clear()
+
+
+def ladder(video_id: int) -> list[str]:
+    """The renditions the test world's video has; every tenth has no stored media (a video
+    imported from a data set)."""
+    if video_id % 10 == 0:
+        return []
+    return ["360p", "720p", "1080p"][: 1 + video_id % 3]
+
+
+MASTER = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360\n360p/index.m3u8\n"
+
+
+def store_ladders(settings: Settings) -> None:
+    """What the transcoder leaves for each ready video (:func:`ladder`): the ``video_media``
+    row and, in the blob store, the master playlist, one playlist per rendition and the
+    thumbnail, in its layout (``videos/<id>/hls/...``)."""
+    blobs, engine = open_blob_store(settings), make_engine(settings.database_url)
+    with session_factory(engine).begin() as s:
+        for vid in s.scalars(select(Video.id).where(Video.status == VideoStatus.READY)):
+            if not ladder(vid):
+                continue
+            prefix = f"videos/{vid}/"
+            s.add(VideoMedia(video_id=vid, content_type="video/mp4",
+                             source_key=f"uploads/{vid}/source", upload_expires_at=utcnow(),
+                             media_prefix=prefix, renditions=[{"name": q} for q in ladder(vid)]))
+            blobs.put(f"{prefix}hls/master.m3u8", MASTER.encode(), "application/x-mpegURL")
+            for q in ladder(vid):
+                blobs.put(f"{prefix}hls/{q}/index.m3u8",
+                          b"#EXTM3U\n#EXTINF:2.0,\nseg_00000.ts\n#EXT-X-ENDLIST\n")
+                blobs.put(f"{prefix}hls/{q}/seg_00000.ts", f"ts {vid} {q}".encode(), "video/mp2t")
+            blobs.put(f"{prefix}thumbnail.jpg", b"\xff\xd8 thumbnail %d" % vid, "image/jpeg")
+    engine.dispose()
+
+
+def check_media(client: TestClient, item: dict, fetch: bool) -> None:
+    """The item's playback URLs are the media pipeline's: the signed playlist route for the
+    master and each rendition the video has (only those), a pre-signed thumbnail; none for a
+    video without stored media. ``fetch``: also play them through the app."""
+    vid, urls, want = item["video_id"], item["video_urls"], ladder(item["video_id"])
+    if not want:
+        assert urls == {"hls": None} and item["thumbnail_url"] is None, item
+        return
+    assert set(urls) == {"hls", *want}, (vid, urls)
+    base, name = urls["hls"].rsplit("/", 1)
+    assert name == "master.m3u8"
+    assert re.fullmatch(rf"/api/v1/media/{vid}/\d+/[0-9a-f]{{32}}", urlsplit(base).path), base
+    assert all(urls[q] == f"{base}/{q}/index.m3u8" for q in want)
+    if not fetch:
+        return
+    r = client.get(urlsplit(urls["hls"]).path)
+    assert r.status_code == 200 and r.text == MASTER
+    r = client.get(urlsplit(urls[want[-1]]).path)
+    assert r.status_code == 200, r.text
+    segment = urlsplit(r.text.splitlines()[2])  # made a pre-signed GET on the way out
+    r = client.get(f"{segment.path}?{segment.query}")
+    assert r.status_code == 200 and r.content == f"ts {vid} {want[-1]}".encode()
+    thumb = urlsplit(item["thumbnail_url"])
+    r = client.get(f"{thumb.path}?{thumb.query}")
+    assert r.status_code == 200 and r.content == b"\xff\xd8 thumbnail %d" % vid
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +211,11 @@ def test_pages_never_repeat_and_are_logged(client: TestClient, world: Settings, 
     assert set(item["user"]) == {"user_id", "username", "display_name", "profile_image_url",
                                  "verified"}
     assert set(item["stats"]) == {"views", "likes", "comments", "shares"}
-    assert "/hls/master.m3u8?" in item["video_urls"]["hls"] and "sig=" in item["thumbnail_url"]
-    assert set(item["video_urls"]) <= {"hls", "360p", "720p", "1080p"}
+    items = [it for p in pages for it in p["videos"]]
+    for it in items:
+        check_media(client, it, fetch=False)
+    for wanted in (lambda v: not ladder(v), lambda v: len(ladder(v)) == 3):
+        check_media(client, next(it for it in items if wanted(it["video_id"])), fetch=True)
     assert {it["request_id"] for p in pages for it in p["videos"]} == {item["request_id"]}
     assert {it["source"] for p in pages for it in p["videos"]} <= set(SOURCES)
     assert len({it["source"] for p in pages for it in p["videos"]}) >= 3
@@ -449,5 +518,6 @@ def test_openapi_describes_the_feed_page(client: TestClient) -> None:
     assert {"video_id", "user", "title", "video_urls", "thumbnail_url", "duration", "stats",
             "source", "position", "model_version", "request_id"} <= \
         set(schemas["FeedItem"]["properties"])
-    assert set(schemas["VideoUrls"]["properties"]) == {"hls", "360p", "720p", "1080p"}
+    # The design's keys, and issue 16's ``source`` (the one rung of a source under 360p).
+    assert set(schemas["VideoUrls"]["properties"]) == {"hls", "360p", "720p", "1080p", "source"}
     assert schemas["VideoUrls"]["required"] == ["hls"]

@@ -122,6 +122,7 @@ def train_retrieval(
 
     from core.config import get_settings
     from training import registry
+    from training.content import image_encoder_name
     from training.retrieval.bundle import EXPERIMENT, MODEL_NAME, log_bundle, make_bundle
     from training.retrieval.pipeline import (
         TwoTowerRecommender,
@@ -172,6 +173,9 @@ def train_retrieval(
                 "protocol": prep.protocol.name, "variant": variant, "seed": seed,
                 "train_end": final.now.isoformat() if final.now is not None else None,
                 "run_id": active.info.run_id,
+                # which image encoder the content's image part (if any) came from, so a new
+                # upload's poster is embedded the same way (candidate_gen/fresh_items.py)
+                "image_encoder": image_encoder_name(clip_checkpoint, clip_model),
             })
             uri = log_bundle(bundle, table)
             version = (registry.register(uri, MODEL_NAME, active.info.run_id, alias)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from alembic import context
 
 from platform_services.bus import models as bus_models  # noqa: F401 - registers the tables
+from platform_services.media import models as media_models  # noqa: F401
 from platform_services.storage import models  # noqa: F401
 from platform_services.storage.db import Base, make_engine
+from platform_services.storage.social_models import Comment  # noqa: F401 - its tables too
 
 config = context.config
 

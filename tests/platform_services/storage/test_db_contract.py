@@ -12,6 +12,7 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+import features.stream_state  # noqa: F401 - its tables are migrated here too: compare them all
 from platform_services.storage.db import (
     alembic_config,
     current_revision,

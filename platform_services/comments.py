@@ -1,0 +1,243 @@
+"""Comments: replies of any depth (up to :data:`MAX_DEPTH`), threads newest first with cursor
+pagination, edit by the author, delete by the author or a moderator.
+
+Storage is an adjacency list (``parent_id``) plus a thread-relative materialized path:
+``path`` is the concatenated :func:`segment` of every ancestor and the comment itself, so a
+thread in display order (each comment followed by its replies, oldest first) is one range of
+the ``(root_id, path)`` index, and a page after a cursor is ``path > cursor LIMIT n``: the
+cost is the page, not the thread. ``benchmarks/comments.py`` measured it against a recursive
+CTE over ``parent_id`` (its reads grow with the thread: 50 replies of a 1,500-comment thread
+took 12 ms median on both databases, against 0.4 ms on SQLite and 4 ms on PostgreSQL by path)
+and nested sets (as fast to read, but an insert renumbers the video: 55 ms median on SQLite,
+711 ms on PostgreSQL, and it serializes every commenter of a video); see
+``benchmarks/results/comments.md``.
+
+A deleted comment stays as a tombstone (empty body, ``deleted_at``) so its replies keep their
+place. Comments by someone the viewer blocked are left out, together with their replies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, union_all
+from sqlalchemy.orm import Session
+
+from core.clock import utcnow
+from core.events import Action, UserInteraction
+from platform_services.bus.outbox import emit
+from platform_services.errors import Forbidden, Invalid, NotFound
+from platform_services.social import blocked_ids, visible_video
+from platform_services.storage.models import User
+from platform_services.storage.social_models import Comment
+
+# A segment is at most 14 characters (ids < 2^63 are 13 base-36 digits), so the deepest path
+# (1,400 characters) stays under the column's 2,048 and PostgreSQL's btree entry limit.
+MAX_DEPTH = 100
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+PATH_CURSOR = re.compile(r"[0-9a-z]{2,2048}")
+
+
+def segment(comment_id: int) -> str:
+    """One path segment: a hex length digit, then base-36 digits; byte order = id order."""
+    digits = ""
+    while comment_id:
+        comment_id, d = divmod(comment_id, 36)
+        digits = _DIGITS[d] + digits
+    return f"{len(digits):x}{digits}"
+
+
+@dataclass
+class Node:
+    """A comment in a tree answer; ``replies`` in display order."""
+
+    comment: Comment
+    replies: list[Node] = field(default_factory=list)
+    more_replies_after: str | None = None  # a cursor for /replies when the thread was cut
+
+
+@dataclass
+class Page:
+    threads: list[Node]
+    authors: dict[int, User]
+    next_cursor: str | None
+
+
+def _event(session: Session, user_id: int, action: Action, video_id: int,
+           author_id: int) -> None:
+    emit(session, UserInteraction(user_id=user_id, action=action, video_id=video_id,
+                                  author_id=author_id))
+
+
+def add(session: Session, user_id: int, video_id: int, body: str,
+        parent_id: int | None = None) -> Comment:
+    """A new comment (or a reply to ``parent_id``, which must be a live comment of the same
+    video) on a video the user may see."""
+    video = visible_video(session, user_id, video_id)
+    parent = None
+    if parent_id is not None:
+        parent = session.get(Comment, parent_id)
+        if parent is None or parent.video_id != video_id or parent.deleted_at is not None:
+            raise Invalid("no such comment on this video", field="parent_comment_id")
+        if parent.depth + 1 > MAX_DEPTH:
+            raise Invalid(f"replies nest at most {MAX_DEPTH} deep", field="parent_comment_id")
+        if parent.author_id in blocked_ids(session, user_id):
+            raise Invalid("you blocked this comment's author", field="parent_comment_id")
+    comment = Comment(video_id=video_id, author_id=user_id, parent_id=parent_id, body=body,
+                      depth=parent.depth + 1 if parent else 0,
+                      root_id=parent.root_id if parent else None)
+    session.add(comment)
+    session.flush()  # the id is part of the path
+    comment.path = (parent.path if parent else "") + segment(comment.id)
+    if parent is None:
+        comment.root_id = comment.id
+    session.flush()
+    _event(session, user_id, Action.COMMENT, video_id, video.owner_id)
+    return comment
+
+
+def _live(session: Session, comment_id: int) -> Comment:
+    comment = session.get(Comment, comment_id)
+    if comment is None or comment.deleted_at is not None:
+        raise NotFound("no such comment")
+    return comment
+
+
+def edit(session: Session, user_id: int, comment_id: int, body: str) -> Comment:
+    """Change the text; only the author may (403 for anyone else, moderators included)."""
+    comment = _live(session, comment_id)
+    visible_video(session, user_id, comment.video_id)
+    if comment.author_id != user_id:
+        raise Forbidden("only the author may edit a comment")
+    comment.body, comment.edited_at = body, utcnow()
+    session.flush()
+    return comment
+
+
+def delete(session: Session, user_id: int, comment_id: int, moderator: bool) -> None:
+    """Delete (tombstone) a comment: its author, or a moderator, may."""
+    comment = _live(session, comment_id)
+    if not moderator:
+        visible_video(session, user_id, comment.video_id)
+        if comment.author_id != user_id:
+            raise Forbidden("only the author or a moderator may delete a comment")
+    comment.body, comment.deleted_at = "", utcnow()
+    session.flush()
+    _event(session, user_id, Action.UNCOMMENT, comment.video_id, comment.author_id)
+
+
+def get(session: Session, viewer_id: int, comment_id: int) -> Comment:
+    comment = session.get(Comment, comment_id)
+    if comment is None:
+        raise NotFound("no such comment")
+    visible_video(session, viewer_id, comment.video_id)
+    if comment.author_id in blocked_ids(session, viewer_id):
+        raise NotFound("no such comment")
+    return comment
+
+
+# --- reading trees ---------------------------------------------------------------------------
+
+
+def _subtrees(session: Session, ranges: list[tuple[int, str, str]], limit: int
+              ) -> dict[int, list[Comment]]:
+    """For each ``(root_id, after, below)``: up to ``limit`` comments with
+    ``after < path < below`` in path order, all in one statement (a UNION of index ranges)."""
+    if not ranges:
+        return {}
+    parts = [
+        select(Comment.id).where(Comment.root_id == root, Comment.path > after,
+                                 Comment.path < below)
+        .order_by(Comment.path).limit(limit).subquery().select()
+        for root, after, below in ranges
+    ]
+    ids = list(session.scalars(union_all(*parts)))
+    out: dict[int, list[Comment]] = {}
+    for c in session.scalars(select(Comment).where(Comment.id.in_(ids)).order_by(Comment.path)):
+        out.setdefault(c.root_id, []).append(c)
+    return out
+
+
+def parse_path(path: str) -> list[int]:
+    """The ids of a path's segments (ancestors first, the comment last)."""
+    ids, i = [], 0
+    while i < len(path):
+        n = int(path[i], 16)
+        ids.append(int(path[i + 1:i + 1 + n], 36))
+        i += 1 + n
+    return ids
+
+
+def _hidden_comments(session: Session, roots: list[int], hidden_authors: set[int]) -> set[int]:
+    """Ids of the comments in these threads written by someone the viewer blocked."""
+    if not hidden_authors or not roots:
+        return set()
+    return set(session.scalars(select(Comment.id).where(
+        Comment.author_id.in_(hidden_authors), Comment.root_id.in_(roots))))
+
+
+def _tree(comments: list[Comment], hidden: set[int]) -> list[Node]:
+    """Nest ``comments`` (path order) into nodes; a comment with a ``hidden`` comment on its
+    path (itself or an ancestor, also one outside this page) is left out."""
+    nodes: dict[int, Node] = {}
+    top: list[Node] = []
+    for c in comments:
+        if hidden and not hidden.isdisjoint(parse_path(c.path)):
+            continue
+        node = Node(c)
+        nodes[c.id] = node
+        parent = nodes.get(c.parent_id) if c.parent_id is not None else None
+        (parent.replies if parent else top).append(node)
+    return top
+
+
+def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
+            page_size: int, replies: int) -> Page:
+    """A page of threads (roots newest first, ``id < cursor``), each with up to ``replies``
+    replies in display order."""
+    visible_video(session, viewer_id, video_id)
+    blocked = set(blocked_ids(session, viewer_id))
+    q = select(Comment).where(Comment.video_id == video_id, Comment.parent_id.is_(None))
+    if cursor is not None:
+        q = q.where(Comment.id < cursor)
+    roots = [r for r in session.scalars(q.order_by(Comment.id.desc()).limit(page_size + 1))]
+    next_cursor = str(roots[page_size - 1].id) if len(roots) > page_size else None
+    roots = [r for r in roots[:page_size] if r.author_id not in blocked]
+    hidden = _hidden_comments(session, [r.id for r in roots], blocked)
+    # "~" sorts after every path character: (path, path~) is exactly the subtree below.
+    subs = _subtrees(session, [(r.id, r.path, r.path + "~") for r in roots], replies + 1)
+    out = []
+    for r in roots:
+        found = subs.get(r.id, [])
+        node = Node(r, _tree(found[:replies], hidden))
+        if len(found) > replies:
+            node.more_replies_after = found[replies - 1].path
+        out.append(node)
+    return Page(out, _authors(session, out), next_cursor)
+
+
+def replies(session: Session, viewer_id: int, comment_id: int, after: str | None,
+            limit: int) -> Page:
+    """The replies under ``comment_id`` in display order, after the ``after`` path cursor."""
+    comment = get(session, viewer_id, comment_id)
+    assert comment.root_id is not None
+    hidden = _hidden_comments(session, [comment.root_id], set(blocked_ids(session, viewer_id)))
+    if not hidden.isdisjoint(parse_path(comment.path)):
+        raise NotFound("no such comment")
+    start = max(after or "", comment.path)
+    subs = _subtrees(session, [(comment.root_id, start, comment.path + "~")], limit + 1)
+    found = subs.get(comment.root_id, [])
+    cursor = found[limit - 1].path if len(found) > limit else None
+    nodes = _tree(found[:limit], hidden)
+    return Page(nodes, _authors(session, nodes), cursor)
+
+
+def _authors(session: Session, nodes: list[Node]) -> dict[int, User]:
+    ids: set[int] = set()
+    stack = list(nodes)
+    while stack:
+        n = stack.pop()
+        ids.add(n.comment.author_id)
+        stack += n.replies
+    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))}

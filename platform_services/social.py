@@ -1,0 +1,259 @@
+"""The social graph and reactions: follow, like, save, share, block, report.
+
+Every call works in the caller's transaction and emits its ``user.interaction`` through the
+outbox, so the state change and its event commit together. Toggles (follow, like, save, block)
+are rows keyed by (actor, target) written with ``INSERT ... ON CONFLICT DO NOTHING`` / ``DELETE``:
+the row count says whether anything changed, and only a change emits an event. Repeating a
+call is therefore a no-op, concurrent repeats race on the primary key (one wins), and the
+``counters`` worker, which counts events exactly once, cannot drift from the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, exists, literal_column, or_, select
+from sqlalchemy.orm import Session
+
+from core.events import Action, UserInteraction
+from platform_services.bus.outbox import emit
+from platform_services.errors import Forbidden, Invalid, NotFound
+from platform_services.storage.db import upsert_insert
+from platform_services.storage.models import (
+    Block,
+    Follow,
+    User,
+    Video,
+    VideoStats,
+    VideoStatus,
+    Visibility,
+)
+from platform_services.storage.social_models import (
+    Comment,
+    Like,
+    Report,
+    ReportReason,
+    ReportTarget,
+    Save,
+    Share,
+)
+
+
+def _event(session: Session, user_id: int, action: Action, video_id: int | None = None,
+           author_id: int | None = None) -> None:
+    emit(session, UserInteraction(user_id=user_id, action=action, video_id=video_id,
+                                  author_id=author_id))
+
+
+def _insert_new(session: Session, model: type, **values: int | str) -> bool:
+    """Insert unless the primary key exists; ``True`` if this call added the row."""
+    # RETURNING, not rowcount: psycopg reports -1 for an ORM-entity INSERT ... ON CONFLICT.
+    stmt = upsert_insert(session, model).values(**values).on_conflict_do_nothing()
+    return session.execute(stmt.returning(literal_column("1"))).first() is not None
+
+
+def _delete(session: Session, model: type, *where: object) -> bool:
+    return session.execute(delete(model).where(*where)).rowcount > 0
+
+
+# --- who may see what ------------------------------------------------------------------------
+
+
+def blocked_either_way(session: Session, a: int, b: int) -> bool:
+    return bool(session.scalar(select(exists().where(or_(
+        and_(Block.blocker_id == a, Block.blocked_id == b),
+        and_(Block.blocker_id == b, Block.blocked_id == a),
+    )))))  # fmt: skip
+
+
+def follows(session: Session, follower: int, followee: int) -> bool:
+    return session.get(Follow, (follower, followee)) is not None
+
+
+def can_view(session: Session, viewer_id: int, video: Video) -> bool:
+    """The feed's rule (``serving/feed/filters.py``) for one video: ready, and public or
+    followers-only from a followed creator; the owner always; nobody across a block."""
+    if video.owner_id == viewer_id:
+        return True
+    if video.status != VideoStatus.READY or video.visibility == Visibility.PRIVATE:
+        return False
+    if blocked_either_way(session, viewer_id, video.owner_id):
+        return False
+    return video.visibility == Visibility.PUBLIC or follows(session, viewer_id, video.owner_id)
+
+
+def visible_videos(session: Session, viewer_id: int, video_ids: set[int]) -> dict[int, Video]:
+    """Of ``video_ids``, the videos ``viewer_id`` may see (:func:`can_view`), in 3 queries."""
+    videos = list(session.scalars(select(Video).where(Video.id.in_(video_ids))))
+    owners = {v.owner_id for v in videos} - {viewer_id}
+    blocked = set(session.scalars(select(Block.blocked_id).where(
+        Block.blocker_id == viewer_id, Block.blocked_id.in_(owners)))) | set(session.scalars(
+        select(Block.blocker_id).where(Block.blocked_id == viewer_id,
+                                       Block.blocker_id.in_(owners))))
+    followed = set(session.scalars(select(Follow.followee_id).where(
+        Follow.follower_id == viewer_id, Follow.followee_id.in_(owners))))
+    return {v.id: v for v in videos if v.owner_id == viewer_id or (
+        v.status == VideoStatus.READY and v.owner_id not in blocked
+        and (v.visibility == Visibility.PUBLIC
+             or (v.visibility == Visibility.FOLLOWERS and v.owner_id in followed)))}
+
+
+def visible_video(session: Session, viewer_id: int, video_id: int) -> Video:
+    """The video if ``viewer_id`` may see it; :class:`NotFound` otherwise (whether it exists
+    or not, so ids of private videos leak nothing)."""
+    video = session.get(Video, video_id)
+    if video is None or not can_view(session, viewer_id, video):
+        raise NotFound("no such video")
+    return video
+
+
+def existing_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+# --- follow, block ---------------------------------------------------------------------------
+
+
+def follow(session: Session, follower_id: int, followee_id: int) -> bool:
+    """Follow (idempotent); ``True`` if this call started it."""
+    if follower_id == followee_id:
+        raise Invalid("cannot follow yourself", field="user_id")
+    existing_user(session, followee_id)
+    if blocked_either_way(session, follower_id, followee_id):
+        raise Forbidden("a block is in place between you and this user")
+    added = _insert_new(session, Follow, follower_id=follower_id, followee_id=followee_id)
+    if added:
+        _event(session, follower_id, Action.FOLLOW, author_id=followee_id)
+    return added
+
+
+def unfollow(session: Session, follower_id: int, followee_id: int) -> bool:
+    """Unfollow (idempotent); ``True`` if this call ended a follow."""
+    removed = _delete(session, Follow, Follow.follower_id == follower_id,
+                      Follow.followee_id == followee_id)
+    if removed:
+        _event(session, follower_id, Action.UNFOLLOW, author_id=followee_id)
+    return removed
+
+
+def block(session: Session, blocker_id: int, blocked_id: int) -> bool:
+    """Block (idempotent): ends follows both ways; the blocked creator disappears from the
+    blocker's feeds and comment threads, and neither can see the other's videos."""
+    if blocker_id == blocked_id:
+        raise Invalid("cannot block yourself", field="user_id")
+    existing_user(session, blocked_id)
+    added = _insert_new(session, Block, blocker_id=blocker_id, blocked_id=blocked_id)
+    if added:
+        unfollow(session, blocker_id, blocked_id)
+        unfollow(session, blocked_id, blocker_id)
+        _event(session, blocker_id, Action.BLOCK, author_id=blocked_id)
+    return added
+
+
+def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
+    removed = _delete(session, Block, Block.blocker_id == blocker_id,
+                      Block.blocked_id == blocked_id)
+    if removed:
+        _event(session, blocker_id, Action.UNBLOCK, author_id=blocked_id)
+    return removed
+
+
+def blocked_ids(session: Session, blocker_id: int) -> list[int]:
+    return list(session.scalars(select(Block.blocked_id).where(Block.blocker_id == blocker_id)))
+
+
+# --- reactions on videos ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reaction:
+    active: bool  # liked / saved after the call
+    changed: bool  # whether this call changed it
+    total: int  # the video's count, with this call's change in it
+
+
+def _likes_now(session: Session, video_id: int, change: int) -> int:
+    """The counted likes plus this call's change (the worker counts it after the commit)."""
+    counted = session.scalar(select(VideoStats.likes).where(VideoStats.video_id == video_id))
+    return max(0, (counted or 0) + change)
+
+
+def like(session: Session, user_id: int, video_id: int) -> Reaction:
+    video = visible_video(session, user_id, video_id)
+    added = _insert_new(session, Like, user_id=user_id, video_id=video_id)
+    if added:
+        _event(session, user_id, Action.LIKE, video_id=video_id, author_id=video.owner_id)
+    return Reaction(True, added, _likes_now(session, video_id, int(added)))
+
+
+def unlike(session: Session, user_id: int, video_id: int) -> Reaction:
+    video = visible_video(session, user_id, video_id)
+    removed = _delete(session, Like, Like.user_id == user_id, Like.video_id == video_id)
+    if removed:
+        _event(session, user_id, Action.UNLIKE, video_id=video_id, author_id=video.owner_id)
+    return Reaction(False, removed, _likes_now(session, video_id, -int(removed)))
+
+
+def save(session: Session, user_id: int, video_id: int) -> bool:
+    video = visible_video(session, user_id, video_id)
+    added = _insert_new(session, Save, user_id=user_id, video_id=video_id)
+    if added:
+        _event(session, user_id, Action.SAVE, video_id=video_id, author_id=video.owner_id)
+    return added
+
+
+def unsave(session: Session, user_id: int, video_id: int) -> bool:
+    # No visibility check: a saved video that went private can still be removed from saves.
+    removed = _delete(session, Save, Save.user_id == user_id, Save.video_id == video_id)
+    if removed:
+        owner = session.scalar(select(Video.owner_id).where(Video.id == video_id))
+        _event(session, user_id, Action.UNSAVE, video_id=video_id, author_id=owner)
+    return removed
+
+
+def share(session: Session, user_id: int, video_id: int, channel: str) -> int:
+    """Record one share (every share counts); returns the share's id."""
+    video = visible_video(session, user_id, video_id)
+    row = Share(user_id=user_id, video_id=video_id, channel=channel)
+    session.add(row)
+    session.flush()
+    _event(session, user_id, Action.SHARE, video_id=video_id, author_id=video.owner_id)
+    return row.id
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+def report(session: Session, reporter_id: int, target: ReportTarget, target_id: int,
+           reason: ReportReason, details: str) -> tuple[Report, bool]:
+    """File a report for the moderation queue; one per reporter and target (a repeat returns
+    the first, ``False``). The target must exist and be visible to the reporter."""
+    video_id, author_id = _report_target(session, reporter_id, target, target_id)
+    added = _insert_new(session, Report, reporter_id=reporter_id, target_type=target.value,
+                        target_id=target_id, reason=reason.value, details=details)
+    row = session.scalar(select(Report).where(
+        Report.reporter_id == reporter_id, Report.target_type == target,
+        Report.target_id == target_id))  # fmt: skip
+    assert row is not None
+    if added:
+        _event(session, reporter_id, Action.REPORT, video_id=video_id, author_id=author_id)
+    return row, added
+
+
+def _report_target(session: Session, reporter_id: int, target: ReportTarget,
+                   target_id: int) -> tuple[int | None, int | None]:
+    if target == ReportTarget.USER:
+        if target_id == reporter_id:
+            raise Invalid("cannot report yourself", field="target_id")
+        return None, existing_user(session, target_id).id
+    if target == ReportTarget.VIDEO:
+        video = visible_video(session, reporter_id, target_id)
+        return video.id, video.owner_id
+    comment = session.get(Comment, target_id)
+    if comment is None or comment.deleted_at is not None:
+        raise NotFound("no such comment")
+    visible_video(session, reporter_id, comment.video_id)
+    return comment.video_id, comment.author_id

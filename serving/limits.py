@@ -1,0 +1,112 @@
+"""Request limits: the rate-limit dependency every route runs, and the request body cap.
+
+``rate_limited`` (app-wide) counts each request per client IP and, when the bearer token is
+valid, per user at the tier of the token's role. ``RateLimit(scope)`` adds a stricter limit on
+one route (login, sign-up, the for-you feed). A refused request gets 429 with ``Retry-After``
+and the usual JSON error body. The token is only decoded here, not looked up: the limiter
+costs a Redis round trip, never a database query.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import HTTPException, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.config import Settings
+from platform_services.auth import AuthError, decode_token
+from platform_services.ratelimit import RateLimiter
+from platform_services.storage.models import Role
+from serving.errors import error_body
+
+
+def _tier(settings: Settings, role: Role) -> str:
+    return {Role.USER: settings.rate_limit_user, Role.MODERATOR: settings.rate_limit_moderator,
+            Role.ADMIN: settings.rate_limit_admin}[role]
+
+
+def _client(request: Request) -> tuple[str, str | None]:
+    """(client IP, user id from a valid bearer token or ``None``)."""
+    ip = request.client.host if request.client else "unknown"
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return ip, None
+    try:
+        return ip, str(decode_token(request.app.state.runtime.settings, token.strip()).user_id)
+    except AuthError:
+        return ip, None
+
+
+async def _check(limiter: RateLimiter, rule: str, *key: str) -> None:
+    decision = await limiter.hit(rule, *key)
+    if not decision.allowed:
+        raise HTTPException(
+            429, f"rate limit of {rule} exceeded; retry in {decision.retry_after_s}s",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+
+
+async def rate_limited(request: Request) -> None:
+    """The limits every route has: per IP, and per user at their role's tier."""
+    settings: Settings = request.app.state.runtime.settings
+    limiter: RateLimiter = request.app.state.rate_limiter
+    ip, user = _client(request)
+    await _check(limiter, settings.rate_limit_ip, "ip", ip)
+    if user is not None:
+        header = request.headers["authorization"].partition(" ")[2].strip()
+        role = decode_token(settings, header).role
+        await _check(limiter, _tier(settings, role), "user", user)
+
+
+class RateLimit:
+    """A route's own, stricter limit: ``dependencies=[Depends(RateLimit("login"))]`` reads
+    ``settings.rate_limit_login`` and counts per user when signed in, else per IP."""
+
+    def __init__(self, scope: str):
+        self.scope = scope
+
+    async def __call__(self, request: Request) -> None:
+        settings: Settings = request.app.state.runtime.settings
+        ip, user = _client(request)
+        who = f"user:{user}" if user is not None else f"ip:{ip}"
+        await _check(request.app.state.rate_limiter,
+                     getattr(settings, f"rate_limit_{self.scope}"), self.scope, who)
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 (by its Content-Length, or
+    while it streams when it has none) before any handler reads it. Paths under ``exempt``
+    prefixes cap their own bodies (the local blob store's signed upload takes a whole video)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = ()):
+        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # FastAPI passes an HTTPException through as is
+                    raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(error_body(413, f"request body over {self.max_bytes} bytes")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

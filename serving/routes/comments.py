@@ -1,0 +1,141 @@
+"""Comments: post (or reply to any comment), list a video's threads and a comment's replies
+with cursors, edit (author), delete (author or moderator)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field, field_validator
+
+from platform_services import comments
+from platform_services.auth import MAX_ID
+from platform_services.storage.models import Role, User
+from serving.deps import ClaimsDep, CommentIdPath, CurrentUser, SessionDep, VideoIdPath
+from serving.errors import error_responses
+
+router = APIRouter(tags=["comments"], responses=error_responses(401, 404, 422, 429))
+MAX_BODY = 2000
+
+
+class CommentIn(BaseModel):
+    content: str = Field(min_length=1, max_length=MAX_BODY)
+    parent_comment_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+
+class CommentEditIn(BaseModel):
+    content: str = Field(min_length=1, max_length=MAX_BODY)
+
+
+class CommentUser(BaseModel):
+    user_id: int
+    username: str
+    display_name: str | None
+    profile_image_url: str | None
+    verified: bool
+
+
+class CommentOut(BaseModel):
+    comment_id: int
+    video_id: int
+    parent_comment_id: int | None
+    depth: int
+    content: str
+    deleted: bool
+    user: CommentUser | None  # None for a deleted comment
+    created_at: datetime
+    edited_at: datetime | None
+    replies: list[CommentOut] = []
+    # Set when this thread has more replies than shown: pass it to .../replies as ``cursor``.
+    replies_cursor: str | None = None
+
+
+class CommentPage(BaseModel):
+    comments: list[CommentOut]
+    next_cursor: str | None
+    has_more: bool
+
+
+PageSize = Annotated[int, Query(ge=1, le=50)]
+ThreadCursor = Annotated[str | None, Query(max_length=20, pattern=r"^[1-9][0-9]{0,18}$",
+                                           description="next_cursor of the previous page.")]
+ReplyCursor = Annotated[str | None, Query(max_length=2048, pattern=r"^[0-9a-z]+$",
+                                          description="replies_cursor or next_cursor.")]
+
+
+def _user(u: User) -> CommentUser:
+    return CommentUser(user_id=u.id, username=u.username, display_name=u.display_name,
+                       profile_image_url=u.avatar_url, verified=u.verified)
+
+
+def _out(node: comments.Node, authors: dict[int, User]) -> CommentOut:
+    c = node.comment
+    deleted = c.deleted_at is not None
+    author = authors.get(c.author_id)
+    return CommentOut(
+        comment_id=c.id, video_id=c.video_id, parent_comment_id=c.parent_id, depth=c.depth,
+        content="" if deleted else c.body, deleted=deleted,
+        user=None if deleted or author is None else _user(author),
+        created_at=c.created_at, edited_at=c.edited_at,
+        replies=[_out(r, authors) for r in node.replies],
+        replies_cursor=node.more_replies_after,
+    )
+
+
+def _page(page: comments.Page) -> CommentPage:
+    return CommentPage(comments=[_out(n, page.authors) for n in page.threads],
+                       next_cursor=page.next_cursor, has_more=page.next_cursor is not None)
+
+
+@router.post("/videos/{video_id}/comments", status_code=201)
+def post_comment(video_id: VideoIdPath, body: CommentIn, user: CurrentUser,
+                 session: SessionDep) -> CommentOut:
+    """Comment on a video, or reply to one of its comments (``parent_comment_id``)."""
+    c = comments.add(session, user.id, video_id, body.content, body.parent_comment_id)
+    session.commit()
+    return _out(comments.Node(c), {user.id: user})
+
+
+@router.get("/videos/{video_id}/comments")
+def list_threads(video_id: VideoIdPath, user: CurrentUser, session: SessionDep,
+                 cursor: ThreadCursor = None, page_size: PageSize = 20,
+                 replies: Annotated[int, Query(ge=0, le=200)] = 50) -> CommentPage:
+    """A video's threads, newest first, each with up to ``replies`` replies in display order
+    (depth first, oldest first); comments of users you blocked are left out."""
+    page = comments.threads(session, user.id, video_id, int(cursor) if cursor else None,
+                            page_size, replies)
+    return _page(page)
+
+
+@router.get("/comments/{comment_id}/replies")
+def list_replies(comment_id: CommentIdPath, user: CurrentUser, session: SessionDep,
+                 cursor: ReplyCursor = None, page_size: PageSize = 50) -> CommentPage:
+    """All replies under a comment (any depth) in display order, a page at a time."""
+    return _page(comments.replies(session, user.id, comment_id, cursor, page_size))
+
+
+@router.patch("/comments/{comment_id}", responses=error_responses(403))
+def edit_comment(comment_id: CommentIdPath, body: CommentEditIn, user: CurrentUser,
+                 session: SessionDep) -> CommentOut:
+    """Edit your comment (only its author may)."""
+    c = comments.edit(session, user.id, comment_id, body.content)
+    session.commit()
+    return _out(comments.Node(c), {user.id: user})
+
+
+@router.delete("/comments/{comment_id}", status_code=204, response_class=Response,
+               responses=error_responses(403))
+def delete_comment(comment_id: CommentIdPath, user: CurrentUser, claims: ClaimsDep,
+                   session: SessionDep) -> None:
+    """Delete a comment: its author, or a moderator (replies stay, under a tombstone)."""
+    moderator = Role.USER not in (claims.role, user.role)  # both token and account say so
+    comments.delete(session, user.id, comment_id, moderator)
+    session.commit()

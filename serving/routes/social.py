@@ -1,0 +1,122 @@
+"""Reactions on videos (like, save, share) and reports. Every video route answers 404 for a
+video the caller may not see (private, followers-only, not ready, across a block), exactly as
+for one that does not exist."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from platform_services import social
+from platform_services.auth import MAX_ID
+from platform_services.social import Reaction
+from platform_services.storage.social_models import ReportReason, ReportStatus, ReportTarget
+from serving.deps import CurrentUser, SessionDep, VideoIdPath
+from serving.errors import error_responses
+
+router = APIRouter(tags=["social"], responses=error_responses(401, 404, 422, 429))
+
+
+class LikeOut(BaseModel):
+    success: bool = True
+    liked: bool
+    changed: bool
+    total_likes: int  # counted likes including this call's change
+
+
+class SaveOut(BaseModel):
+    success: bool = True
+    saved: bool
+    changed: bool
+
+
+class ShareChannel(StrEnum):
+    LINK = "link"
+    MESSAGE = "message"
+    EMAIL = "email"
+    EXTERNAL = "external"
+
+
+class ShareIn(BaseModel):
+    channel: ShareChannel = ShareChannel.LINK
+
+
+class ShareOut(BaseModel):
+    success: bool = True
+    share_id: int
+
+
+class ReportIn(BaseModel):
+    target_type: ReportTarget
+    target_id: int = Field(ge=1, le=MAX_ID)
+    reason: ReportReason
+    details: str = Field(default="", max_length=1000)
+
+
+class ReportOut(BaseModel):
+    report_id: int
+    target_type: ReportTarget
+    target_id: int
+    reason: ReportReason
+    status: ReportStatus
+    created_at: datetime
+
+
+def _like_out(r: Reaction) -> LikeOut:
+    return LikeOut(liked=r.active, changed=r.changed, total_likes=r.total)
+
+
+@router.post("/videos/{video_id}/like")
+def like(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> LikeOut:
+    """Like (idempotent: liking twice counts once)."""
+    out = _like_out(social.like(session, user.id, video_id))
+    session.commit()
+    return out
+
+
+@router.delete("/videos/{video_id}/like")
+def unlike(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> LikeOut:
+    """Unlike (idempotent: without a like it changes nothing; counts never go below 0)."""
+    out = _like_out(social.unlike(session, user.id, video_id))
+    session.commit()
+    return out
+
+
+@router.post("/videos/{video_id}/save")
+def save(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> SaveOut:
+    changed = social.save(session, user.id, video_id)
+    session.commit()
+    return SaveOut(saved=True, changed=changed)
+
+
+@router.delete("/videos/{video_id}/save")
+def unsave(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> SaveOut:
+    changed = social.unsave(session, user.id, video_id)
+    session.commit()
+    return SaveOut(saved=False, changed=changed)
+
+
+@router.post("/videos/{video_id}/share", status_code=201)
+def share(video_id: VideoIdPath, body: ShareIn, user: CurrentUser,
+          session: SessionDep) -> ShareOut:
+    """Record a share (each one counts)."""
+    share_id = social.share(session, user.id, video_id, body.channel.value)
+    session.commit()
+    return ShareOut(share_id=share_id)
+
+
+@router.post("/reports", status_code=201, responses={200: {"model": ReportOut,
+             "description": "This user already reported the target: the first report."}})
+def report(body: ReportIn, user: CurrentUser, session: SessionDep,
+           response: Response) -> ReportOut:
+    """Report a video, comment or user to the moderators (one report per user and target)."""
+    row, added = social.report(session, user.id, body.target_type, body.target_id,
+                               body.reason, body.details)
+    session.commit()
+    if not added:
+        response.status_code = 200
+    return ReportOut(report_id=row.id, target_type=row.target_type, target_id=row.target_id,
+                     reason=row.reason, status=row.status, created_at=row.created_at)
