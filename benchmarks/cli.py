@@ -134,12 +134,26 @@ def bench_transcode(
     typer.echo(f"wrote {path}")
 
 
+def bench_ray_hop(
+    calls: Annotated[int, typer.Option(min=10, help="Timed calls per path and round.")] = 200,
+    candidates: Annotated[int, typer.Option(min=1)] = 500,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds per path.")] = 3,
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/ray_hop.md"),
+) -> None:
+    """Cost of one ranker call through Ray Serve per handle path -> ray_hop.md."""
+    from benchmarks.ray_hop import run_bench
+
+    typer.echo(f"wrote {run_bench(calls, candidates, rounds, out)}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
     bench.command("comments")(bench_comments)
     bench.command("features")(bench_features)
     bench.command("ranker")(bench_ranker)
+    bench.command("ray-hop")(bench_ray_hop)
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
     bench.command("transcode")(bench_transcode)
