@@ -102,6 +102,38 @@ def bench_serve(
     typer.echo(f"wrote {path}")
 
 
+def bench_experiments_analysis(
+    users: Annotated[int, typer.Option(min=100, help="Users (about 15 pages each).")] = 65_000,
+    days: Annotated[int, typer.Option(min=1, max=60)] = 7,
+    repeats: Annotated[int, typer.Option(min=1, max=10)] = 3,
+) -> None:
+    """Time of ``experiment analyze`` for ~1M exposure rows -> experiments-analysis.md."""
+    from benchmarks.experiments_analysis import run_bench
+
+    typer.echo(f"wrote {run_bench(users, days, repeats)}")
+
+
+def bench_experiments(
+    users: Annotated[int, typer.Option(min=2, help="Simulated users.")] = 2000,
+    world_users: Annotated[int, typer.Option(min=100, help="Users of the world.")] = 2500,
+    videos: Annotated[int, typer.Option(min=100, help="Videos of the world.")] = 3000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The API's port.")] = 8023,
+    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 8,
+    seed: Annotated[int, typer.Option()] = 0,
+    kuairand: Annotated[Path, typer.Option(help="KuaiRand, to fit the simulated users on.")]
+    = Path("../shared/data/kuairand"),
+) -> None:
+    """Simulated A/B test two-tower + ranker vs popularity -> experiments.md."""
+    from benchmarks.experiments import run_bench
+
+    if users > world_users:
+        typer.echo("error: --users: at most --world-users simulated users", err=True)
+        raise typer.Exit(2)
+    path = run_bench(users, world_users, videos, port=port, concurrency=concurrency, seed=seed,
+                     kuairand=kuairand)
+    typer.echo(f"wrote {path}")
+
+
 def bench_comments(
     out: Annotated[Path, typer.Option(help="Report file.")] = Path(
         "benchmarks/results/comments.md"),
@@ -147,6 +179,51 @@ def bench_ray_hop(
     typer.echo(f"wrote {run_bench(calls, candidates, rounds, out)}")
 
 
+def bench_social(
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/social.md"),
+    backends: Annotated[str, typer.Option(help="Comma-separated: sqlite, postgres.")]
+    = "sqlite,postgres",
+    port: Annotated[int, typer.Option(help="Port of the API under test.")] = 8024,
+    quick: Annotated[bool, typer.Option(help="A small world and 2-second runs (smoke).")]
+    = False,
+) -> None:
+    """Likes/follows under open-loop load (counters checked exact), comment-thread reads of a
+    10,000-comment video, on SQLite and PostgreSQL -> benchmarks/results/social.md."""
+    from benchmarks.social import run_bench
+
+    names = tuple(b.strip() for b in backends.split(",") if b.strip())
+    if unknown := set(names) - {"sqlite", "postgres"}:
+        raise typer.BadParameter(f"unknown backends {sorted(unknown)}", param_hint="--backends")
+    typer.echo(f"wrote {run_bench(out, quick=quick, backends=names, port=port)}")
+
+
+def bench_search_synonyms(
+    microlens: Annotated[Path, typer.Option(help="MicroLens directory.")]
+    = Path("../shared/data/microlens50k"),
+    titles: Annotated[int | None, typer.Option(min=1000, help="Sample this many titles.")]
+    = None,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
+) -> None:
+    """Lexical vs lexical + semantic search on synonym queries -> search_synonyms.md."""
+    from benchmarks.search_synonyms import run_bench
+    from core.config import get_settings
+
+    typer.echo(f"wrote {run_bench(microlens, get_settings().path('content'), out, titles)}")
+
+
+def bench_following(
+    quick: Annotated[bool, typer.Option(help="Small sizes: a smoke run.")] = False,
+    backends: Annotated[str, typer.Option(help="Comma-separated: sqlite,postgres.")]
+    = "sqlite,postgres",
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
+) -> None:
+    """Fan-out throughput, following-feed read p99, search p99 -> following.md."""
+    from benchmarks.following import run_bench
+
+    typer.echo(f"wrote {run_bench(quick, [b.strip() for b in backends.split(',')], out)}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
@@ -156,4 +233,9 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("ray-hop")(bench_ray_hop)
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
+    bench.command("experiments-analysis")(bench_experiments_analysis)
+    bench.command("experiments")(bench_experiments)
     bench.command("transcode")(bench_transcode)
+    bench.command("social")(bench_social)
+    bench.command("search-synonyms")(bench_search_synonyms)
+    bench.command("following")(bench_following)

@@ -5,7 +5,9 @@ and is bounded in time. Requests are sent on a fixed schedule (``rate`` per seco
 not earlier ones have returned, and latency is measured from each request's *scheduled* time,
 so a stalled server shows up as latency instead of as a politely slower client (no
 coordinated omission). ``first``: first pages of the for-you feed; ``cached``: next pages from
-cursors fetched beforehand. Writes one JSON object to stdout.
+cursors fetched beforehand. ``--plan FILE`` instead sends a given list of requests (any
+method and path, e.g. likes and follows for ``benchmarks/social.py``) on the same schedule.
+Writes one JSON object to stdout.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -42,11 +45,8 @@ async def _get(session: aiohttp.ClientSession, base: str, token: str, params: di
 
 async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: float,
               page_size: int, timeout_s: float) -> dict:
-    host = urlsplit(base).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit("loadgen: loopback targets only")
+    _loopback(base)
     conn = aiohttp.TCPConnector(limit=1024, force_close=False)
-    records: list[dict] = []
     async with aiohttp.ClientSession(connector=conn) as session:
         if mode == "cached":
             # One first page per user (not measured); each user's cursor chain then advances
@@ -66,47 +66,95 @@ async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: flo
                         pass
 
             await asyncio.gather(*(prime(i) for i in range(len(tokens))))
-        loop = asyncio.get_running_loop()
-        n = int(rate * seconds)
-        start = loop.time() + 0.05
 
-        async def one(i: int) -> None:
-            scheduled = start + i / rate
-            await asyncio.sleep(max(0.0, scheduled - loop.time()))
+        async def one(i: int, rec: dict) -> None:
             u = i % len(tokens)
             params: dict = {"page_size": page_size}
             if mode == "cached" and cursors[u]:
                 params["cursor"] = cursors[u]
-            rec: dict = {"cached": "cursor" in params}
-            try:
-                status, headers, body = await _get(session, base, tokens[u], params, timeout_s)
-                rec |= {"status": status, "degraded": headers.get("x-reelrank-degraded", ""),
-                        "timing": parse_timing(headers.get("server-timing", "")),
-                        "ranked": int(headers.get("x-reelrank-ranked", -1)),
-                        "items": len(body.get("videos", []))}
-                if mode == "cached" and body.get("next_cursor"):
-                    cursors[u] = body["next_cursor"]
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                rec |= {"status": 0, "error": type(exc).__name__}
-            rec["latency_ms"] = (loop.time() - scheduled) * 1000
-            records.append(rec)
+            rec["cached"] = "cursor" in params
+            status, headers, body = await _get(session, base, tokens[u], params, timeout_s)
+            rec |= {"status": status, "degraded": headers.get("x-reelrank-degraded", ""),
+                    "timing": parse_timing(headers.get("server-timing", "")),
+                    "ranked": int(headers.get("x-reelrank-ranked", -1)),
+                    "items": len(body.get("videos", []))}
+            if mode == "cached" and body.get("next_cursor"):
+                cursors[u] = body["next_cursor"]
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
-        wall = time.perf_counter() - t0
+        records, wall = await open_loop(int(rate * seconds), rate, one)
     return {"mode": mode, "rate": rate, "seconds": seconds, "wall_s": wall, "records": records}
+
+
+async def open_loop(n: int, rate: float, send: Callable[[int, dict], Awaitable[None]]
+                    ) -> tuple[list[dict], float]:
+    """Call ``send(i, record)`` for i < n at ``start + i / rate`` whether or not earlier
+    calls returned; each record gets ``latency_ms`` from its scheduled time (``status`` 0 and
+    ``error`` if the request failed). Returns the records and the wall time."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    records: list[dict] = []
+
+    async def one(i: int) -> None:
+        scheduled = start + i / rate
+        await asyncio.sleep(max(0.0, scheduled - loop.time()))
+        rec: dict = {}
+        try:
+            await send(i, rec)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            rec |= {"status": 0, "error": type(exc).__name__}
+        rec["latency_ms"] = (loop.time() - scheduled) * 1000
+        records.append(rec)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return records, time.perf_counter() - t0
+
+
+def _loopback(base: str) -> None:
+    if urlsplit(base).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit("loadgen: loopback targets only")
+
+
+async def run_plan(base: str, plan: dict, rate: float, timeout_s: float) -> dict:
+    """Send ``plan["requests"]`` (``[method, path, token index, kind]`` each, tokens in
+    ``plan["tokens"]``) at ``rate`` per second; a record per request with its ``kind``."""
+    _loopback(base)
+    tokens, requests = plan["tokens"], plan["requests"]
+    conn = aiohttp.TCPConnector(limit=1024, force_close=False)
+    async with aiohttp.ClientSession(connector=conn) as session:
+
+        async def send(i: int, rec: dict) -> None:
+            method, path, who, kind = requests[i]
+            rec["kind"] = kind
+            async with session.request(
+                    method, base + path, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                    headers={"Authorization": f"Bearer {tokens[who]}"}) as resp:
+                await resp.read()
+                rec["status"] = resp.status
+
+        records, wall = await open_loop(len(requests), rate, send)
+    return {"mode": "plan", "rate": rate, "seconds": len(requests) / rate, "wall_s": wall,
+            "records": records}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--base", default="http://127.0.0.1:8000")
-    p.add_argument("--tokens", required=True, help="File with one bearer token per line.")
+    p.add_argument("--tokens", help="File with one bearer token per line.")
+    p.add_argument("--plan", help="JSON file of requests to send instead of feed pages.")
     p.add_argument("--mode", choices=("first", "cached"), default="first")
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--page-size", type=int, default=20)
     p.add_argument("--timeout", type=float, default=5.0)
     a = p.parse_args(argv)
+    if a.plan:
+        with open(a.plan) as fh:
+            plan = json.load(fh)
+        json.dump(asyncio.run(run_plan(a.base, plan, a.rate, a.timeout)), sys.stdout)
+        return
+    if not a.tokens:
+        p.error("--tokens is required without --plan")
     with open(a.tokens) as fh:
         tokens = [t.strip() for t in fh if t.strip()]
     result = asyncio.run(run(a.base, tokens, a.mode, a.rate, a.seconds, a.page_size,

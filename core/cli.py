@@ -29,11 +29,15 @@ COMMANDS: tuple[str, ...] = (
     "candidate_gen.retrieval_cli:register",  # index build
     "serving.cli:register",  # serve api, deploy
     "benchmarks.cli:register",  # bench
+    "candidate_gen.search_indexer:register",  # search reindex
+    "experiments.cli:register",  # experiment create|start|stop|list|show|analyze
+    "experiments.simulate_cli:register",  # experiment simulate|fit-users
 )
 DEMO_STEPS: tuple[tuple[str, str], ...] = (
     ("db", "platform_services.storage.cli:demo_step"),
     ("data", "training.datasets.cli:demo_step"),
     ("world", "training.datasets.world:demo_step"),
+    ("search", "candidate_gen.search_indexer:demo_step"),
     ("retrieval", "serving.demo:train_retrieval"),
     ("features", "serving.demo:build_features"),
     ("ranker", "serving.demo:train_ranker"),
@@ -46,8 +50,12 @@ WORKERS: dict[str, str] = {
     "counters": "platform_services.runtime:run_counters",
     "trending": "platform_services.trending:run_worker",
     "features": "features.stream:run",
+    "exposures": "experiments.exposures:run",
     "transcode": "platform_services.media.worker:run",
     "embed": "candidate_gen.embed_worker:run",
+    "fanout": "platform_services.fanout:run_worker",
+    "search": "candidate_gen.search_indexer:run",
+    "notifications": "platform_services.notifications:run_worker",
 }
 
 
@@ -66,7 +74,9 @@ GROUPS: dict[str, str] = {
     "deploy": "Move model aliases (champion, challenger).",
     "serve": "Run the API and the Ray Serve deployments.",
     "features": "Apply, materialize and query the Feast feature store.",
+    "experiment": "Define, run and analyse A/B experiments.",
     "bench": "Benchmarks; each writes benchmarks/results/<name>.md.",
+    "search": "The search index (documents and their MiniLM vectors).",
 }
 
 app = typer.Typer(

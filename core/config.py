@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     # long, so a read fetches mostly the real-time fields; 0 turns the near-cache off.
     feature_cache_ttl_s: float = Field(default=30.0, ge=0)
 
+    # The pre-deploy gate (``reelrank deploy``): a version's primary offline metric may be at
+    # most this share below the champion's (0.02: 2 % relative) on the same data and split.
+    deploy_max_regression: float = Field(default=0.02, ge=0, le=1)
     # Media pipeline (``platform_services/media``): upload limits, the HLS ladder, moderation.
     upload_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
@@ -166,6 +169,25 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)  # larger: 413
     # Signs local-blob URLs and feed cursors; falls back to the JWT secret.
     signing_secret: SecretStr | None = None
+
+    # Following feed, search, notifications (issue 15). Creators with fewer followers than
+    # ``following_push_max_followers`` have new videos pushed into each follower's Redis
+    # ``feed:{user_id}`` (capped at ``following_feed_len``, in batches of
+    # ``following_fanout_batch`` followers); bigger creators' videos are pulled at read time.
+    following_push_max_followers: int = Field(default=1000, ge=1)
+    following_feed_len: int = Field(default=500, ge=10, le=10_000)
+    following_fanout_batch: int = Field(default=200, ge=1, le=10_000)
+    following_days: float = Field(default=30.0, gt=0)  # how far back a pull or rebuild looks
+    # Search relevance: this share lexical (BM25 / ts_rank), the rest MiniLM cosine similarity
+    # (chosen on the validation queries of ``benchmarks/search_synonyms.py``); 1.0 = lexical.
+    search_lexical_weight: float = Field(default=0.1, ge=0, le=1)
+    search_candidates: int = Field(default=200, ge=10, le=2000)  # per matcher, then blended
+    search_min_similarity: float = Field(default=0.3, ge=-1, le=1)  # a semantic-only hit
+    search_refresh_s: float = Field(default=2.0, gt=0)  # the in-process vector index
+    notifications_batch: int = Field(default=1000, ge=1, le=100_000)  # rows per statement
+    # A/B experiments: how often an API process re-reads the running ones (a started or
+    # stopped experiment takes effect within this).
+    experiments_refresh_s: float = Field(default=10.0, gt=0)
 
     @field_validator(*_SCHEMES)
     @classmethod

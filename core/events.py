@@ -94,6 +94,18 @@ class VideoDeleted(Event):
     reason: str = "owner"
 
 
+class VideoModerated(Event):
+    """A moderator's decision on a ready video (``approved`` puts a held video into feeds and
+    search; a rejection also emits ``video.deleted``)."""
+
+    type: Literal["video.moderated"] = "video.moderated"
+    version: Literal[1] = 1
+    key_field: ClassVar[str] = "video_id"
+    video_id: int
+    owner_id: int
+    moderation: Literal["approved", "blocked"]
+
+
 class Action(StrEnum):
     VIEW = "view"
     WATCH = "watch"
@@ -131,6 +143,7 @@ class UserInteraction(Event):
     duration_ms: int | None = Field(default=None, ge=0)
     position: int | None = Field(default=None, ge=0)
     request_id: str | None = None
+    comment_id: int | None = None  # the comment a comment/uncomment event is about
 
     @model_validator(mode="after")
     def _target(self) -> UserInteraction:
@@ -154,7 +167,9 @@ def check_target(action: Action, video_id: int | None, author_id: int | None) ->
 class ExperimentExposure(Event):
     """One page shown to a user: which items, where, from which source, model and variant.
 
-    The feed emits it; nothing consumes it yet (the experiments issue will)."""
+    The feed emits it (one per page, and per experiment the user is in); the ``exposures``
+    worker logs the experiments' ones. ``latency_ms``: the feed's time for the page;
+    ``degraded``: the components it had to do without (the guardrails read both)."""
 
     type: Literal["experiment.exposure"] = "experiment.exposure"
     version: Literal[1] = 1
@@ -167,6 +182,8 @@ class ExperimentExposure(Event):
     video_ids: list[int]
     sources: list[str] = Field(default_factory=list)
     first_position: int = Field(default=0, ge=0)
+    latency_ms: float | None = Field(default=None, ge=0)
+    degraded: list[str] = Field(default_factory=list)
 
 
 EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
@@ -177,6 +194,7 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
         VideoDeleted,
         UserInteraction,
         ExperimentExposure,
+        VideoModerated,
     )
 }
 

@@ -116,7 +116,8 @@ def user_id_from_token(settings: Settings, token: str) -> int:
 
 def find_user(session: Session, username: str) -> User | None:
     """The account named ``username``, compared case-insensitively."""
-    return session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+    return session.scalar(select(User).where(func.lower(User.username) == username.lower(),
+                                             User.deleted_at.is_(None)))
 
 
 def register_user(

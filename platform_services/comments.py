@@ -65,9 +65,9 @@ class Page:
 
 
 def _event(session: Session, user_id: int, action: Action, video_id: int,
-           author_id: int) -> None:
+           author_id: int, comment_id: int | None = None) -> None:
     emit(session, UserInteraction(user_id=user_id, action=action, video_id=video_id,
-                                  author_id=author_id))
+                                  author_id=author_id, comment_id=comment_id))
 
 
 def add(session: Session, user_id: int, video_id: int, body: str,
@@ -93,7 +93,7 @@ def add(session: Session, user_id: int, video_id: int, body: str,
     if parent is None:
         comment.root_id = comment.id
     session.flush()
-    _event(session, user_id, Action.COMMENT, video_id, video.owner_id)
+    _event(session, user_id, Action.COMMENT, video_id, video.owner_id, comment.id)
     return comment
 
 
@@ -124,7 +124,8 @@ def delete(session: Session, user_id: int, comment_id: int, moderator: bool) -> 
             raise Forbidden("only the author or a moderator may delete a comment")
     comment.body, comment.deleted_at = "", utcnow()
     session.flush()
-    _event(session, user_id, Action.UNCOMMENT, comment.video_id, comment.author_id)
+    _event(session, user_id, Action.UNCOMMENT, comment.video_id, comment.author_id,
+           comment.id)
 
 
 def get(session: Session, viewer_id: int, comment_id: int) -> Comment:

@@ -11,9 +11,11 @@ call is therefore a no-op, concurrent repeats race on the primary key (one wins)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, delete, exists, literal_column, or_, select
+from sqlalchemy import and_, delete, exists, literal_column, or_, select, union
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from core.events import Action, UserInteraction
 from platform_services.bus.outbox import emit
@@ -70,20 +72,8 @@ def follows(session: Session, follower: int, followee: int) -> bool:
     return session.get(Follow, (follower, followee)) is not None
 
 
-def can_view(session: Session, viewer_id: int, video: Video) -> bool:
-    """The feed's rule (``serving/feed/filters.py``) for one video: ready, and public or
-    followers-only from a followed creator; the owner always; nobody across a block."""
-    if video.owner_id == viewer_id:
-        return True
-    if video.status != VideoStatus.READY or video.visibility == Visibility.PRIVATE:
-        return False
-    if blocked_either_way(session, viewer_id, video.owner_id):
-        return False
-    return video.visibility == Visibility.PUBLIC or follows(session, viewer_id, video.owner_id)
-
-
 def visible_videos(session: Session, viewer_id: int, video_ids: set[int]) -> dict[int, Video]:
-    """Of ``video_ids``, the videos ``viewer_id`` may see (:func:`can_view`), in 3 queries."""
+    """Of ``video_ids``, the videos ``viewer_id`` may see (:func:`visible_to`), in 3 queries."""
     videos = list(session.scalars(select(Video).where(Video.id.in_(video_ids))))
     owners = {v.owner_id for v in videos} - {viewer_id}
     blocked = set(session.scalars(select(Block.blocked_id).where(
@@ -98,18 +88,38 @@ def visible_videos(session: Session, viewer_id: int, video_ids: set[int]) -> dic
              or (v.visibility == Visibility.FOLLOWERS and v.owner_id in followed)))}
 
 
+def blocked_either_way_ids(viewer_id: int) -> Any:
+    """A subquery of the users who blocked ``viewer_id`` or whom ``viewer_id`` blocked."""
+    return union(select(Block.blocked_id).where(Block.blocker_id == viewer_id),
+                 select(Block.blocker_id).where(Block.blocked_id == viewer_id))
+
+
+def visible_to(viewer_id: int) -> ColumnElement[bool]:
+    """Who may see a video, as SQL over ``Video`` rows (the feed's rule, ``serving/feed/
+    filters.py``): its owner always; others if it is ready, public or followers-only from a
+    creator they follow, and no block stands between them either way."""
+    followed = select(Follow.followee_id).where(Follow.follower_id == viewer_id)
+    return or_(Video.owner_id == viewer_id, and_(
+        Video.status == VideoStatus.READY,
+        Video.owner_id.not_in(blocked_either_way_ids(viewer_id)),
+        or_(Video.visibility == Visibility.PUBLIC,
+            and_(Video.visibility == Visibility.FOLLOWERS, Video.owner_id.in_(followed))),
+    ))  # fmt: skip
+
+
 def visible_video(session: Session, viewer_id: int, video_id: int) -> Video:
     """The video if ``viewer_id`` may see it; :class:`NotFound` otherwise (whether it exists
-    or not, so ids of private videos leak nothing)."""
-    video = session.get(Video, video_id)
-    if video is None or not can_view(session, viewer_id, video):
+    or not, so ids of private videos leak nothing). One query."""
+    video = session.scalar(select(Video).where(Video.id == video_id, visible_to(viewer_id)))
+    if video is None:
         raise NotFound("no such video")
     return video
 
 
 def existing_user(session: Session, user_id: int) -> User:
+    """The user, unless there is none or the account was deleted (:class:`NotFound`)."""
     user = session.get(User, user_id)
-    if user is None:
+    if user is None or user.deleted_at is not None:
         raise NotFound("no such user")
     return user
 
@@ -161,6 +171,11 @@ def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
     return removed
 
 
+def blocked_users_either_way(session: Session, user_id: int) -> set[int]:
+    """Everyone ``user_id`` blocked or is blocked by: hidden from each other's feeds/search."""
+    return set(session.scalars(blocked_either_way_ids(user_id)))
+
+
 def blocked_ids(session: Session, blocker_id: int) -> list[int]:
     return list(session.scalars(select(Block.blocked_id).where(Block.blocker_id == blocker_id)))
 
@@ -175,26 +190,33 @@ class Reaction:
     total: int  # the video's count, with this call's change in it
 
 
-def _likes_now(session: Session, video_id: int, change: int) -> int:
-    """The counted likes plus this call's change (the worker counts it after the commit)."""
-    counted = session.scalar(select(VideoStats.likes).where(VideoStats.video_id == video_id))
-    return max(0, (counted or 0) + change)
+def _visible_with_likes(session: Session, viewer_id: int, video_id: int) -> tuple[Video, int]:
+    """The video (as :func:`visible_video`) and its counted likes, in one query: a like is
+    the hottest write, and each round trip counts (``benchmarks/social.py``)."""
+    row = session.execute(
+        select(Video, VideoStats.likes).outerjoin(VideoStats, VideoStats.video_id == Video.id)
+        .where(Video.id == video_id, visible_to(viewer_id))).first()
+    if row is None:
+        raise NotFound("no such video")
+    return row[0], row[1] or 0
 
 
 def like(session: Session, user_id: int, video_id: int) -> Reaction:
-    video = visible_video(session, user_id, video_id)
+    """Like (idempotent). ``total`` is the worker's count plus this call's change (the worker
+    counts the like after the commit)."""
+    video, counted = _visible_with_likes(session, user_id, video_id)
     added = _insert_new(session, Like, user_id=user_id, video_id=video_id)
     if added:
         _event(session, user_id, Action.LIKE, video_id=video_id, author_id=video.owner_id)
-    return Reaction(True, added, _likes_now(session, video_id, int(added)))
+    return Reaction(True, added, max(0, counted + int(added)))
 
 
 def unlike(session: Session, user_id: int, video_id: int) -> Reaction:
-    video = visible_video(session, user_id, video_id)
+    video, counted = _visible_with_likes(session, user_id, video_id)
     removed = _delete(session, Like, Like.user_id == user_id, Like.video_id == video_id)
     if removed:
         _event(session, user_id, Action.UNLIKE, video_id=video_id, author_id=video.owner_id)
-    return Reaction(False, removed, _likes_now(session, video_id, -int(removed)))
+    return Reaction(False, removed, max(0, counted - int(removed)))
 
 
 def save(session: Session, user_id: int, video_id: int) -> bool:

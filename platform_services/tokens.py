@@ -93,7 +93,7 @@ def rotate(session: Session, settings: Settings, raw: str) -> TokenPair:
         revoke_family(session, row.family)
         raise RefreshReuse("refresh token reused; every session of this login is revoked")
     user = session.get(User, row.user_id)
-    if user is None:  # deleted meanwhile (its tokens cascade away on commit)
+    if user is None or user.deleted_at is not None:  # deleted meanwhile
         raise RefreshError("invalid refresh token")
     return _pair(session, settings, user, row.family)
 

@@ -4,7 +4,8 @@ Each interaction adds its weight to one hourly and one daily Redis sorted set fo
 (region, topic), (region, all), (all, topic) and (all, all), so any window is the union of a
 few buckets: 24h = the last 25 hourly buckets, 7d / 30d = the last 8 / 31 daily ones. Buckets
 expire on their own. A union is computed at most once per ``cache_s`` per (window, region,
-topic) and kept under its own key, so a feed request costs one ``ZREVRANGE``.
+topic) and kept under a few replica keys, and each process keeps its own copy for a couple of
+seconds, so a viral list is never one hot Redis key (see :func:`top`).
 
 The ``trending`` worker applies ``user.interaction`` events; the world loader seeds counters
 from a data set's log with the same :func:`add_counts`. Redis writes are not part of the
@@ -15,8 +16,11 @@ a popularity signal.
 from __future__ import annotations
 
 import asyncio
+import random
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
@@ -82,23 +86,87 @@ def add_counts(r: redis.Redis, hits: Iterable[Hit], now_ms: int | None = None) -
     return n
 
 
+# Hot-key safety (the design's "hot partition" concern): every feed request of every user
+# reads the same few trending lists. Each process keeps its own copy of a list for
+# ``LOCAL_TTL_S`` (one thread refreshes it while the others wait for that one answer: single
+# flight), so N API processes cost at most N reads of a list per period whatever the request
+# rate; and each union is stored under ``REPLICAS`` keys that readers pick at random, so on a
+# Redis Cluster the reads of one viral list spread over several slots instead of one node.
+LOCAL_TTL_S = 2.0
+REPLICAS = 4
+
+
+@dataclass
+class _Entry:
+    expires: float
+    value: list[tuple[int, float]]
+
+
+class _LocalCache:
+    def __init__(self) -> None:
+        self.entries: dict[tuple, _Entry] = {}
+        self.locks: dict[tuple, threading.Lock] = defaultdict(threading.Lock)
+        self.guard = threading.Lock()
+
+    def get(self, key: tuple, ttl_s: float,
+            load: Callable[[], list[tuple[int, float]]]) -> list[tuple[int, float]]:
+        hit = self.entries.get(key)
+        if hit is not None and hit.expires > time.monotonic():
+            return hit.value
+        with self.guard:
+            lock = self.locks[key]
+        with lock:  # single flight: the first loads, the rest get its answer
+            hit = self.entries.get(key)
+            if hit is not None and hit.expires > time.monotonic():
+                return hit.value
+            value = load()
+            if len(self.entries) > 10_000:
+                self.entries.clear()
+            self.entries[key] = _Entry(time.monotonic() + ttl_s, value)
+            return value
+
+
+_local = _LocalCache()
+
+
 def top(r: redis.Redis, window: str, region: str | None = None, category: str | None = None,
-        n: int = 100, now_ms: int | None = None, cache_s: float = 30.0) -> list[tuple[int, float]]:
-    """The ``n`` videos with the most weighted engagement in ``window`` as (id, score)."""
+        n: int = 100, now_ms: int | None = None, cache_s: float = 30.0,
+        local_ttl_s: float = LOCAL_TTL_S) -> list[tuple[int, float]]:
+    """The ``n`` videos with the most weighted engagement in ``window`` as (id, score); at
+    most ``min(local_ttl_s, cache_s)`` old in this process, ``cache_s`` in Redis."""
+    ttl = min(local_ttl_s, cache_s)
+    if ttl <= 0.01:
+        return _top(r, window, region, category, n, now_ms, cache_s)
+    key = (id(r.connection_pool), window, region, category, n, cache_s)
+    return _local.get(key, ttl, lambda: _top(r, window, region, category, n, now_ms, cache_s))
+
+
+def _top(r: redis.Redis, window: str, region: str | None, category: str | None, n: int,
+         now_ms: int | None, cache_s: float) -> list[tuple[int, float]]:
     gran, size, count = WINDOWS[window]
     now_ms = now_ms or clock.now_ms()
     region, category = region or ALL, category or ALL
     latest = now_ms // size
     # The cache key moves with a slice of time, so a union is at most ``cache_s`` old.
     slot = now_ms // max(1, int(cache_s * 1000))
-    union = f"{PREFIX}:u:{window}:{region}:{category}:{slot}"
-    if not r.exists(union):
+    base = f"{PREFIX}:u:{window}:{region}:{category}:{slot}"
+    replica = f"{base}:r{random.randrange(REPLICAS)}"
+    pipe = r.pipeline(transaction=False)
+    pipe.exists(replica)
+    pipe.zrevrange(replica, 0, n - 1, withscores=True)
+    exists, got = pipe.execute()
+    if not exists:
         keys = [_key(gran, b, region, category) for b in range(latest - count + 1, latest + 1)]
+        keys.append(f"{PREFIX}:empty")  # a union of nothing still leaves a key behind
+        ttl_ms = max(1, int(cache_s * 2000))
         pipe = r.pipeline(transaction=False)
-        pipe.zunionstore(union, keys)
-        pipe.pexpire(union, max(1, int(cache_s * 2000)))
-        pipe.execute()
-    return [(int(v), float(s)) for v, s in r.zrevrange(union, 0, n - 1, withscores=True)]
+        for k in range(REPLICAS):
+            pipe.zunionstore(f"{base}:r{k}", keys)
+            pipe.zadd(f"{base}:r{k}", {"-1": float("-inf")})  # marks "computed", never shown
+            pipe.pexpire(f"{base}:r{k}", ttl_ms)
+        pipe.zrevrange(replica, 0, n, withscores=True)
+        got = pipe.execute()[-1]
+    return [(int(v), float(s)) for v, s in got if v != b"-1"][:n]
 
 
 # --- the worker ------------------------------------------------------------------------------

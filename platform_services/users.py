@@ -33,13 +33,14 @@ class Counts:
 
 def get_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
-    if user is None:
+    if user is None or user.deleted_at is not None:
         raise NotFound("no such user")
     return user
 
 
 def by_username(session: Session, username: str) -> User:
-    user = session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+    user = session.scalar(select(User).where(func.lower(User.username) == username.lower(),
+                                             User.deleted_at.is_(None)))
     if user is None:
         raise NotFound("no such user")
     return user

@@ -18,10 +18,13 @@ from platform_services.storage.blob_routes import blob_router
 from platform_services.storage.blobs import LocalBlobStore, open_blob_store
 from serving.errors import error_responses, install_error_handlers
 from serving.limits import BodySizeLimit, rate_limited
-from serving.routes import auth, events, feed
+from serving.routes import auth, events, experiments, feed
 from serving.routes import comments as comment_routes
+from serving.routes import lists as list_routes
 from serving.routes import media as media_routes
 from serving.routes import moderation as moderation_routes
+from serving.routes import notifications as notification_routes
+from serving.routes import search as search_routes
 from serving.routes import social as social_routes
 from serving.routes import users as user_routes
 from serving.routes import videos as video_routes
@@ -61,8 +64,9 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
                        exempt=("/blobs/",))  # the blob route caps uploads at upload_max_bytes
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router, user_routes.router,
-                   social_routes.router, comment_routes.router, video_routes.router,
-                   media_routes.router, moderation_routes.router):
+                   social_routes.router, comment_routes.router, list_routes.router,
+                   experiments.router, video_routes.router, media_routes.router,
+                   moderation_routes.router, search_routes.router, notification_routes.router):
         app.include_router(router, prefix=API_PREFIX, responses=error_responses(413, 429))
     blobs = open_blob_store(settings)
     app.state.blobs, app.state.playlists = blobs, PlaylistSigner.from_settings(settings)

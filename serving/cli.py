@@ -44,8 +44,13 @@ def deploy(
     model: Annotated[str, typer.Option(help="ranker | retrieval | a registered name.")]
     = "ranker",
     version: Annotated[str, typer.Option(help="Version number, or 'latest'.")] = "latest",
+    force: Annotated[bool, typer.Option(
+        help="Deploy even if the pre-deploy gate refuses (worse or incomparable metrics).")]
+    = False,
 ) -> None:
-    """Point ALIAS of a registered model at VERSION; serving follows within model_poll_s."""
+    """Point ALIAS of a registered model at VERSION after the pre-deploy gate (its primary
+    offline metric vs the champion's, same data set and split); serving follows within
+    model_poll_s. `reelrank deploy rollback` moves an alias back."""
     if ctx.invoked_subcommand is not None:
         return
     if alias is None:
@@ -55,17 +60,45 @@ def deploy(
 
     from core.config import get_settings
     from training import registry
+    from training.deploy import DeployRefused
+    from training.deploy import deploy as run_deploy
+
+    settings = get_settings()
+    registry.connect(settings.mlflow_tracking_uri)
+    try:
+        name, version, before, gate = run_deploy(model, alias, version,
+                                                 settings.deploy_max_regression, force)
+    except (MlflowException, DeployRefused) as exc:
+        typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"gate {'passed' if gate.passed else 'forced past'}: {gate.reason}")
+    typer.echo(f"{name}@{alias} -> version {version}"
+               + (f" (was {before})" if before and before != version else ""))
+
+
+def rollback(
+    model: Annotated[str, typer.Option(help="ranker | retrieval | a registered name.")],
+    alias: Annotated[str, typer.Option(help="The alias to move back.")] = "champion",
+) -> None:
+    """Point ALIAS back at the version it pointed at before (the alias history is kept as a
+    registered-model tag); no gate: that version served before."""
+    from mlflow.exceptions import MlflowException
+
+    from core.config import get_settings
+    from training import registry
+    from training.deploy import DeployRefused
+    from training.deploy import rollback as run_rollback
 
     registry.connect(get_settings().mlflow_tracking_uri)
     try:
-        name, version, before = registry.move_alias(model, alias, version)
-    except MlflowException as exc:
+        name, version, moved_from = run_rollback(model, alias)
+    except (MlflowException, DeployRefused) as exc:
         typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{name}@{alias} -> version {version}"
-               + (f" (was {before})" if before and before != version else ""))
+    typer.echo(f"{name}@{alias} -> version {version} (rolled back from {moved_from})")
 
 
 def register(groups: dict[str, typer.Typer]) -> None:
     groups["serve"].command("api")(serve_api)
     groups["deploy"].callback(invoke_without_command=True)(deploy)
+    groups["deploy"].command("rollback")(rollback)

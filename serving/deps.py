@@ -60,7 +60,7 @@ def get_current_user(session: SessionDep, claims: ClaimsDep) -> User:
     user = session.get(User, claims.user_id)
     session.commit()  # end the read: the connection goes back to the pool (``user`` stays
     # loaded), so a request waiting on something else holds none
-    if user is None:
+    if user is None or user.deleted_at is not None:
         raise HTTPException(401, "invalid token: unknown user", headers=_UNAUTHORIZED)
     return user
 
@@ -85,5 +85,6 @@ ModeratorUser = Annotated[User, Depends(require_role(Role.MODERATOR))]
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 
 UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
-VideoIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A video id.")]
+# ge=0: a loaded world keeps its data set's video ids, which start at 0, and the feed serves them.
+VideoIdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="A video id.")]
 CommentIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A comment id.")]

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from platform_services.media.delivery import QUALITIES, PlaylistSigner, variant_path
 from platform_services.media.uploads import video_prefix
 from platform_services.storage.blobs import BlobStore
-from platform_services.storage.models import User
+from platform_services.storage.models import User, Video, VideoStats
+
+if TYPE_CHECKING:
+    from platform_services.media.models import VideoMedia
 
 
 def _absent(value: Any) -> bool:
@@ -87,3 +90,25 @@ def playback_urls(signer: PlaylistSigner, blobs: BlobStore, video_id: int,
         urls[name if name in QUALITIES else "source"] = signer.url(video_id, variant_path(name))
     urls["thumbnail"] = blobs.presign_get(f"{video_prefix(video_id)}thumbnail.jpg", ttl_s)
     return urls
+
+
+def card_fields(video: Video, owner: User, media: VideoMedia | None, stats: VideoStats | None,
+                signer: PlaylistSigner, blobs: BlobStore) -> dict[str, Any]:
+    """The :class:`VideoCard` fields of a stored video (playback URLs once it is ready with a
+    ladder): what the routes that read videos from the database (not the feed's in-memory
+    catalog) return."""
+    urls: dict[str, str] = {}
+    if video.status.value == "ready" and media is not None and media.renditions:
+        urls = playback_urls(signer, blobs, video.id, [r["name"] for r in media.renditions],
+                             signer.ttl_s)
+    thumbnail = urls.pop("thumbnail", None)
+    return {
+        "video_id": video.id, "user": VideoUser.of(owner), "title": video.title,
+        "video_urls": VideoUrls(hls=urls.pop("hls", None), **urls), "thumbnail_url": thumbnail,
+        "duration": video.duration_ms / 1000 if video.duration_ms is not None else None,
+        "stats": VideoStatsOut(views=stats.views if stats else 0,
+                               likes=stats.likes if stats else 0,
+                               comments=stats.comments if stats else 0,
+                               shares=stats.shares if stats else 0),
+        "created_at": video.created_at,
+    }

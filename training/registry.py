@@ -4,7 +4,8 @@ Every trainer, CLI and serving process goes through here to point MLflow at the 
 tracking URI (:func:`connect`, :func:`configure`), log metrics under MLflow-safe keys, register
 a version (the first version of a model gets the ``champion`` alias, so a fresh setup works end
 to end), resolve ``models:/NAME@ALIAS``, ``models:/NAME/3`` or ``models:/NAME/latest`` to a
-registry version, and move an alias (``reelrank deploy``).
+registry version, and move an alias (``reelrank deploy``), remembering each alias's earlier
+versions for a rollback (:func:`set_alias`).
 
 A registered model is a pyfunc whose one artifact is a *bundle* directory (the weights and
 everything needed to use them). Each model family says only what its bundle is: a class with
@@ -15,6 +16,7 @@ everything needed to use them). Each model family says only what its bundle is: 
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -31,6 +33,7 @@ from mlflow.tracking import MlflowClient
 from core.config import Settings
 
 FIRST_ALIAS = "champion"
+HISTORY_MAX = 50  # versions remembered per alias
 # Registered model names by the short names the CLI takes (``--model ranker``).
 MODELS = {"ranker": "reelrank-ranker", "retrieval": "reelrank-retrieval"}
 PIP = ["torch==2.14.1", "numpy", "pandas", "pyarrow", "mlflow==3.17.2"]
@@ -64,15 +67,46 @@ def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = 
     mlflow.log_metrics({prefix + metric_key(k): float(v) for k, v in metrics.items()}, step=step)
 
 
-def register(model_uri: str, name: str, run_id: str, alias: str | None = None) -> ModelVersion:
-    """A new version of ``name``; ``alias`` (or champion, for the first) points at it."""
+def register(model_uri: str, name: str, run_id: str, alias: str | None = None,
+             tags: dict[str, str] | None = None, description: str | None = None) -> ModelVersion:
+    """A new version of ``name`` with ``tags`` (its lineage, :mod:`training.lineage`) and
+    ``description``; ``alias`` (or champion, for the first) points at it."""
     client = MlflowClient()
-    version = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    version = mlflow.register_model(model_uri, name, tags={"run_id": run_id, **(tags or {})})
+    if description:
+        client.update_model_version(name, version.version, description=description)
     if alias is None and not client.get_registered_model(name).aliases:
         alias = FIRST_ALIAS
     if alias:
-        client.set_registered_model_alias(name, alias, version.version)
-    return version
+        set_alias(client, name, alias, str(version.version))
+    return client.get_model_version(name, version.version)
+
+
+def history_key(alias: str) -> str:
+    """The registered-model tag holding ``alias``'s earlier versions (JSON list, oldest first,
+    the current one last): what ``reelrank deploy rollback`` walks back through."""
+    return f"alias_history.{alias}"
+
+
+def alias_history(client: MlflowClient, name: str, alias: str) -> list[str]:
+    raw = client.get_registered_model(name).tags.get(history_key(alias))
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str,
+              record: bool = True) -> None:
+    """Point ``alias`` at ``version``; with ``record``, append it to the alias's history (a
+    rollback moves the alias without recording, having already trimmed the history)."""
+    if record:
+        history = alias_history(client, name, alias)
+        current = client.get_registered_model(name).aliases.get(alias)
+        if current is not None and (not history or history[-1] != str(current)):
+            history.append(str(current))  # moved outside reelrank (the MLflow UI): keep it
+        if not history or history[-1] != version:
+            history.append(version)
+        client.set_registered_model_tag(name, history_key(alias),
+                                        json.dumps(history[-HISTORY_MAX:]))
+    client.set_registered_model_alias(name, alias, version)
 
 
 def _latest(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -99,20 +133,26 @@ def resolve(uri: str) -> ModelVersion:
         raise ModelNotFound(f"{uri}: {str(exc).splitlines()[0]}") from None
 
 
+def version_number(client: MlflowClient, name: str, version: str) -> str:
+    """``version`` of ``name`` as the registry spells it (``latest``: the newest); raises
+    ``MlflowException`` for a bad name or version."""
+    if version == "latest":
+        latest = _latest(client, name)
+        if latest is None:
+            raise MlflowException(f"registered model {name!r} has no versions")
+        return str(latest.version)
+    return str(client.get_model_version(name, version).version)
+
+
 def move_alias(model: str, alias: str, version: str = "latest") -> tuple[str, str, str | None]:
     """Point ``alias`` of ``model`` (ranker | retrieval | a registered name) at ``version``;
     returns (name, version, previous version). The tracking URI must be set (:func:`connect`).
     Raises ``MlflowException`` for a bad name or version."""
     name = MODELS.get(model, model)
     client = MlflowClient()
-    if version == "latest":
-        latest = _latest(client, name)
-        if latest is None:
-            raise MlflowException(f"registered model {name!r} has no versions")
-        version = str(latest.version)
+    version = version_number(client, name, version)
     previous = client.get_registered_model(name).aliases.get(alias)
-    client.get_model_version(name, version)
-    client.set_registered_model_alias(name, alias, version)
+    set_alias(client, name, alias, version)
     return name, version, None if previous is None else str(previous)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
-from core.events import VideoDeleted
+from core.events import VideoDeleted, VideoModerated
 from platform_services.bus.outbox import emit
 from platform_services.media.models import VideoMedia
 from platform_services.media.uploads import MediaError
@@ -70,6 +70,9 @@ def decide(session: Session, video_id: int, moderator_id: int, approve: bool,
     if media is not None:
         media.moderation_reason = f"moderator {moderator_id}: {reason}"[:500]
         media.moderated_by, media.moderated_at = moderator_id, utcnow()
+    if video.moderation != was:  # search, following feeds and notifications follow it
+        emit(session, VideoModerated(video_id=video.id, owner_id=video.owner_id,
+                                     moderation=video.moderation.value))
     if not approve and was != Moderation.BLOCKED:
         emit(session, VideoDeleted(video_id=video.id, owner_id=video.owner_id,
                                    reason="moderation"))

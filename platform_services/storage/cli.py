@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from sqlalchemy.engine import make_url
 
 from core.config import get_settings
 from platform_services.storage import db
+from platform_services.storage.models import Role
 
 
 def _url() -> str:
@@ -28,7 +31,30 @@ def current() -> None:
     typer.echo(f"current: {db.current_revision(_url()) or '(none)'}  head: {db.head_revision()}")
 
 
+def set_role(
+    username: Annotated[str, typer.Argument(help="The account (case-insensitive).")],
+    role: Annotated[Role, typer.Argument(help="The new role.")],
+) -> None:
+    """Give an account a role in the database: how the first admin is made (the API's role
+    route needs an admin already). The account's next login carries the role in its token."""
+    from platform_services import users
+    from platform_services.errors import NotFound
+
+    engine = db.make_engine(_url())
+    try:
+        with db.session_factory(engine).begin() as session:
+            user = users.by_username(session, username)
+            users.set_role(session, user.id, role)
+    except NotFound:
+        typer.echo(f"error: username: no account named {username!r}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"{username}: {role.value}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
+    groups["db"].command("set-role")(set_role)
     for fn in (upgrade, downgrade, current):
         groups["db"].command()(fn)
 

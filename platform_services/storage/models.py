@@ -97,6 +97,9 @@ class User(Base):
     role: Mapped[Role] = mapped_column(
         _str_enum(Role, "role"), default=Role.USER, server_default=Role.USER.value
     )
+    # Set by account deletion (``platform_services.accounts``): the row stays as a tombstone
+    # with its personal data scrubbed, so the videos it owned can stay as ``removed`` rows.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     videos: Mapped[list[Video]] = relationship(back_populates="owner", passive_deletes=True)
 
@@ -139,6 +142,9 @@ class Follow(Base):
     __table_args__ = (
         CheckConstraint("follower_id <> followee_id", name="no_self_follow"),
         Index("ix_follows_followee_id", "followee_id"),
+        # Followers / following lists, newest first (issue 14).
+        Index("ix_follows_followee_created", "followee_id", "created_at", "follower_id"),
+        Index("ix_follows_follower_created", "follower_id", "created_at", "followee_id"),
     )
 
     follower_id: Mapped[int] = mapped_column(

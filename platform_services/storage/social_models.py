@@ -84,6 +84,7 @@ class Save(Base):
     """A video bookmarked by a user (private to them)."""
 
     __tablename__ = "saves"
+    __table_args__ = (Index("ix_saves_user_created", "user_id", "created_at", "video_id"),)
     user_id: Mapped[int] = _user_fk()
     video_id: Mapped[int] = _video_fk()
     created_at: Mapped[datetime] = _created_at()

@@ -9,6 +9,7 @@ features are fetched only for candidates that can be shown.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,9 @@ class Candidates:
 
 
 def gather(svc: FeedServices, trending: TrendingCache, viewer: Viewer, state: UserState,
-           retrieval_alias: str, snap: Snapshot, now: int, trace: Trace) -> Candidates:
+           retrieval_alias: str, quotas: Mapping[str, float] | None, snap: Snapshot, now: int,
+           trace: Trace) -> Candidates:
+    """``quotas``: an experiment variant's source shares over the settings' (None: none)."""
     s = svc.settings
     ctx = src.SourceContext(viewer.user_id, viewer.region, viewer.followees, snap, now,
                             np.random.default_rng())
@@ -51,24 +54,25 @@ def gather(svc: FeedServices, trending: TrendingCache, viewer: Viewer, state: Us
         except ModelUnavailable as exc:
             trace.degrade("ann", exc)
         seen = np.unique(np.concatenate([state.seen, history]))
-        lists, quotas = _sources(s, trending, ctx, retriever, len(seen), trace)
+        lists, shares = _sources(s, trending, ctx, retriever, quotas, len(seen), trace)
     with trace.stage("filter"):
         every = np.unique(np.concatenate(list(lists.values()) or [np.zeros(0, np.int64)]))
         ok = every[visible(snap, viewer, every)]
         ok = ok[~np.isin(ok, seen, assume_unique=True)]
         lists = {k: v[np.isin(v, ok)] for k, v in lists.items()}
-        ids, codes = src.blend(lists, quotas, s.feed_candidates)
+        ids, codes = src.blend(lists, shares, s.feed_candidates)
     with trace.stage("features"):
         feats = _features(svc, viewer.user_id, state, ids, snap, now, trace)
         request = rank_request(viewer.user_id, ids, snap, now, feats)
-    return Candidates(ids, codes, request, {src.CODE[k]: v for k, v in quotas.items()})
+    return Candidates(ids, codes, request, {src.CODE[k]: v for k, v in shares.items()})
 
 
 def _sources(s: Settings, trending: TrendingCache, ctx: src.SourceContext, retriever,  # noqa: ANN001
-             seen: int, trace: Trace) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+             variant_quotas: Mapping[str, float] | None, seen: int,
+             trace: Trace) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each source fetches its quota twice over plus as many as the user has seen, so a
     heavy user's seen filter cannot empty it (the best ANN hits are the ones shown)."""
-    quotas = dict(s.feed_quotas)
+    quotas = {**s.feed_quotas, **(variant_quotas or {})}
     if retriever is None:
         quotas["popular"] = quotas.pop("ann", 0.0)  # popularity stands in for taste
     cap = max(ctx.snap.capacity, 1)

@@ -48,6 +48,14 @@ def encode(secret: SecretStr, cursor: Cursor) -> str:
     return f"{payload}.{_mac(secret, payload)}"
 
 
+def _int(value: object) -> int:
+    """A JSON integer, nothing else: ``1e400`` parses as an infinite float, and ``int()`` of
+    it raised ``OverflowError`` (a 500) where a bad cursor must be a 400."""
+    if type(value) is not int:
+        raise ValueError("not an integer")
+    return value
+
+
 def decode(secret: SecretStr, token: str, user_id: int, now_s: float | None = None) -> Cursor:
     """The cursor in ``token`` if it is intact, unexpired and ``user_id``'s."""
     payload, _, mac = token.partition(".")
@@ -57,7 +65,7 @@ def decode(secret: SecretStr, token: str, user_id: int, now_s: float | None = No
         raise CursorError("cursor signature does not match")
     try:
         body = json.loads(_unb64(payload))
-        cursor = Cursor(str(body["l"]), int(body["u"]), int(body["o"]), int(body["x"]))
+        cursor = Cursor(str(body["l"]), _int(body["u"]), _int(body["o"]), _int(body["x"]))
     except (ValueError, KeyError, TypeError):
         raise CursorError("malformed cursor") from None
     if cursor.user_id != user_id:

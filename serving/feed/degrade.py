@@ -42,6 +42,11 @@ class Trace:
     degraded: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)  # seconds
     ranked: int | None = None  # candidates scored for a first page
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request's trace began (exposures log it for guardrails)."""
+        return (time.perf_counter() - self.started) * 1000
 
     def degrade(self, component: str, why: object = None) -> None:
         if component not in self.degraded:

@@ -41,6 +41,7 @@ class RankedList:
     degraded: tuple[str, ...] = field(default_factory=tuple)
     followees: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    arms: tuple[tuple[str, str], ...] = ()  # (experiment, variant) the list was made for
 
 
 def _i8(a: np.ndarray) -> bytes:
@@ -55,7 +56,7 @@ def write(r: redis.Redis, user_id: int, shown: np.ndarray, now_ms: int, keep: in
     if saved is not None:
         list_id, ranked, ttl_s = saved
         meta = {"u": ranked.user_id, "m": ranked.model_version, "v": ranked.variant,
-                "e": ranked.experiment, "d": list(ranked.degraded)}
+                "e": ranked.experiment, "d": list(ranked.degraded), "a": list(ranked.arms)}
         key = _list_key(list_id)
         pipe.hset(key, mapping={"meta": json.dumps(meta), "ids": _i8(ranked.ids),
                                 "src": np.asarray(ranked.sources, np.uint8).tobytes(),
@@ -78,7 +79,8 @@ def load(r: redis.Redis, list_id: str) -> RankedList | None:
     return RankedList(int(meta["u"]), np.frombuffer(got[b"ids"], "<i8"),
                       np.frombuffer(got[b"src"], np.uint8), meta["m"], meta["v"], meta["e"],
                       tuple(meta["d"]), np.frombuffer(got.get(b"fol", b""), "<i8"),
-                      np.frombuffer(got.get(b"blk", b""), "<i8"))
+                      np.frombuffer(got.get(b"blk", b""), "<i8"),
+                      tuple(map(tuple, meta.get("a", ()))))
 
 
 def mark_seen(r: redis.Redis, user_id: int, ids: np.ndarray, now_ms: int, keep: int) -> None:

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import redis
@@ -37,6 +37,7 @@ from serving.feed import page_cache
 from serving.feed.context import TrendingCache, UnknownUser, read_user_state, read_viewer
 from serving.feed.degrade import Trace
 from serving.feed.filters import Viewer, visible
+from serving.feed.following import FollowingFeed
 from serving.feed.render import MediaUrls, render
 from serving.feed.rerank import RerankConfig, rerank
 from serving.feed.scoring import age_hours, cheap_scores
@@ -92,22 +93,26 @@ class Feeds:
                 return Page(body, trace.headers())
         with self.svc.sessions() as session, self._computing(trace):
             user, viewer = read_viewer(session, user_id)
-            assignment = self.svc.assignment(user.id)  # the experiment hook: aliases to serve
+            # The experiment hook: the variant's aliases and pipeline parameters.
+            assignment = self.svc.assignment(user.id, user.region)
             with trace.stage("viewer"):
                 state = read_user_state(self.svc, user.id, trace)
             snap, now = self.svc.catalog.snapshot, now_ms()
             c = cands.gather(self.svc, self.trending_lists, viewer, state,
-                             assignment.retrieval_alias, snap, now, trace)
+                             assignment.retrieval_alias, assignment.quotas, snap, now, trace)
+            c.request.weights = assignment.score_weights
             trace.ranked = len(c.ids)
             scores, version = self._rank(c, assignment.ranker_alias, snap, now, trace)
+            cfg = self.rerank_cfg if assignment.explore_slots is None else replace(
+                self.rerank_cfg, explore_slots=assignment.explore_slots)
             with trace.stage("rerank"):
                 order = rerank(scores, snap.owner[c.ids], snap.topic[c.ids],
                                age_hours(snap, c.ids, now), c.sources == src.CODE["explore"],
-                               self.rerank_cfg, c.sources, c.quotas)
-            ranked = page_cache.RankedList(user.id, c.ids[order], c.sources[order], version,
-                                           assignment.variant, assignment.experiment,
-                                           tuple(trace.degraded), viewer.followees,
-                                           viewer.blocked)
+                               cfg, c.sources, c.quotas)
+            ranked = page_cache.RankedList(
+                user.id, c.ids[order], c.sources[order], version, assignment.variant,
+                assignment.experiment, tuple(trace.degraded), viewer.followees, viewer.blocked,
+                tuple((a.experiment, a.variant) for a in assignment.arms))
             body = self._first_page(session, ranked, page_size, trace, snap, viewer)
         return Page(body, trace.headers())
 
@@ -165,21 +170,10 @@ class Feeds:
         return Page(body, trace.headers())
 
     def following_page(self, user_id: int, page_size: int, cursor: str | None = None) -> Page:
-        """The newest visible videos of the creators the user follows (last 30 days)."""
+        """The newest visible videos of the creators the user follows (hybrid push/pull
+        fan-out, :mod:`serving.feed.following`)."""
         trace = Trace()
-        body = self.next_page(user_id, cursor, page_size, trace) if cursor else None
-        if body is not None:
-            return Page(body, trace.headers())
-        with self.svc.sessions() as session:
-            _, viewer = read_viewer(session, user_id)
-            snap = self.svc.catalog.snapshot
-            ctx = src.SourceContext(user_id, viewer.region, viewer.followees, snap, now_ms(),
-                                    np.random.default_rng())
-            with trace.stage("candidates"):
-                ids = src.following(ctx, self.s.feed_candidates * cands.OVERFETCH)
-            ids = ids[visible(snap, viewer, ids)][: self.s.feed_candidates]
-            ranked = self._plain_list(viewer, ids, "following", "following")
-            body = self._first_page(session, ranked, page_size, trace, snap, viewer)
+        body = FollowingFeed(self.svc, self.urls).page(user_id, page_size, cursor, trace)
         return Page(body, trace.headers())
 
     @staticmethod
@@ -241,7 +235,7 @@ class Feeds:
             except redis.RedisError as exc:
                 trace.degrade("cache", exc)
                 expires_s = None  # the rest is nowhere: this page is the whole list
-            self._log_exposure(session, list_id, ranked, ids, sources, pos)
+            self._log_exposure(session, list_id, ranked, ids, sources, pos, trace)
             more = expires_s is not None and end < len(ranked.ids)
             token = None
             if more:
@@ -253,15 +247,20 @@ class Feeds:
 
     @staticmethod
     def _log_exposure(session, list_id: str, ranked: page_cache.RankedList,  # noqa: ANN001
-                      ids: np.ndarray, sources: np.ndarray, positions: np.ndarray) -> None:
-        """The exposure event of a served page (experiment analysis joins on it)."""
+                      ids: np.ndarray, sources: np.ndarray, positions: np.ndarray,
+                      trace: Trace) -> None:
+        """One exposure per experiment arm the list was made for (one without any when none):
+        logged only here, when a page is actually served (experiment analysis joins on it)."""
         if not len(ids):
             return
-        emit(session, ExperimentExposure(
-            user_id=ranked.user_id, request_id=list_id, experiment=ranked.experiment,
-            variant=ranked.variant, model_version=ranked.model_version,
-            video_ids=ids.tolist(), sources=[src.SOURCES[s] for s in sources.tolist()],
-            first_position=int(positions[0])))
+        arms = ranked.arms or ((ranked.experiment, ranked.variant),)
+        video_ids, names = ids.tolist(), [src.SOURCES[s] for s in sources.tolist()]
+        latency, degraded = round(trace.elapsed_ms(), 3), trace.degraded
+        emit(session, *(ExperimentExposure(
+            user_id=ranked.user_id, request_id=list_id, experiment=experiment,
+            variant=variant, model_version=ranked.model_version, video_ids=video_ids,
+            sources=names, first_position=int(positions[0]), latency_ms=latency,
+            degraded=degraded) for experiment, variant in arms))
         session.commit()
 
 

@@ -12,6 +12,7 @@ all of it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -32,7 +33,7 @@ from candidate_gen.catalog import Catalog, Snapshot
 from candidate_gen.fresh_items import load_stored
 from core.clock import HOUR_MS, now_ms
 from core.config import Settings
-from experiments.assignment import Assignment, assign
+from experiments.assignment import Assignment, ExperimentAssigner, assign
 from platform_services.storage.blobs import BlobStore, open_blob_store
 from platform_services.storage.cache import redis_client
 from serving.ranking.backends import LocalRanker, RankerBackend
@@ -57,7 +58,8 @@ class FeedServices:
     ranker: RankerBackend | None = None
     features: RankingFeatures | None = None
     features_share_redis: bool = False  # the online store is the feed's Redis: one round trip
-    assigner: Callable[[int], Assignment] = assign
+    assigner: Callable[[int, str | None], Assignment] = assign
+    experiments: ExperimentAssigner | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -92,14 +94,27 @@ class FeedServices:
             == settings.redis_url
         svc.sync_features()
         svc.ranker = _ranker(settings)
+        svc.experiments = ExperimentAssigner.started(sessions, settings.experiments_refresh_s,
+                                                     svc.warm_aliases)
+        svc.assigner = svc.experiments.assign
         svc._thread = threading.Thread(target=svc._refresh_loop, name="feed-refresh",
                                        daemon=True)
         svc._thread.start()
         return svc
 
-    def assignment(self, user_id: int) -> Assignment:
-        """The experiment hook: the user's variant and so the model aliases serving them."""
-        return self.assigner(user_id)
+    def assignment(self, user_id: int, region: str | None = None) -> Assignment:
+        """The experiment hook: the user's variants, so the aliases and parameters serving
+        them."""
+        return self.assigner(user_id, region)
+
+    def warm_aliases(self, ranker: set[str], retrieval: set[str]) -> None:
+        """Ask the model pollers for the aliases running variants name, so they load before
+        a request needs them (Ray replicas load theirs on their first request)."""
+        for models, aliases in ((self.retrievers, retrieval),
+                                (getattr(self.ranker, "models", None), ranker)):
+            for alias in aliases if models is not None else ():
+                with contextlib.suppress(ModelUnavailable):  # now wanted: the poller loads it
+                    models.get(alias)
 
     def sync_features(self) -> None:
         """The in-memory item features in step with the catalog and the last materialization
@@ -153,6 +168,8 @@ class FeedServices:
 
     async def close(self) -> None:
         self._stop.set()
+        if self.experiments is not None:
+            self.experiments.stop()
         self.retrievers.stop()
         if self.ranker is not None:
             await self.ranker.close()

@@ -30,6 +30,8 @@ class RankRequest:
 
     items: dict[str, np.ndarray]
     user: dict[str, Any] = field(default_factory=dict)
+    # Task weights of the final score that differ from the model's (an experiment's variant).
+    weights: Mapping[str, float] | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.items.values()))) if self.items else 0
@@ -44,7 +46,7 @@ class RankRequest:
         for c, v in self.items.items():
             kind = v.dtype.kind
             groups["f" if kind == "f" else "i" if kind in "iub" else "o"].append(c)
-        return {"user": self.user, "names": groups,
+        return {"user": self.user, "weights": self.weights, "names": groups,
                 "f": _stack(self.items, groups["f"], np.float64),
                 "i": _stack(self.items, groups["i"], np.int64),
                 "o": {c: self.items[c] for c in groups["o"]}}
@@ -58,6 +60,7 @@ class RankRequest:
         self.items = {c: items[c] for c in (*state["names"]["f"], *state["names"]["i"],
                                             *state["names"]["o"]) if c in items}
         self.user = state["user"]
+        self.weights = state["weights"]
 
 
 def _stack(items: dict[str, np.ndarray], names: list[str], dtype: type) -> np.ndarray:
@@ -82,7 +85,7 @@ class Scorer(Protocol):
     """A loaded ranker: one final score per row of raw feature columns."""
 
     def score(self, columns: Mapping[str, Any], user_features: Mapping[str, Any] | None = None,
-              ) -> np.ndarray: ...
+              *, weights: Mapping[str, float] | None = None) -> np.ndarray: ...
 
 
 class RankerBackend(Protocol):
@@ -111,14 +114,15 @@ def score_many(models: AliasModels[Scorer], requests: list[tuple[str, RankReques
     micro-batch). A request whose alias cannot be served gets its exception in place of a
     result, not its neighbours'."""
     out: list[Result | None] = [None] * len(requests)
-    groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    groups: dict[tuple[str, tuple[str, ...], tuple[tuple[str, float], ...]], list[int]] = {}
     for i, (alias, req) in enumerate(requests):
-        groups.setdefault((alias, req.columns()), []).append(i)
-    for (alias, _), idx in groups.items():
+        weights = tuple(sorted(req.weights.items())) if req.weights else ()
+        groups.setdefault((alias, req.columns(), weights), []).append(i)
+    for (alias, _, weights), idx in groups.items():
         reqs = [requests[i][1] for i in idx]
         try:
             loaded = models.get(alias)
-            scores = np.asarray(loaded.model.score(*to_columns(reqs)))
+            scores = np.asarray(loaded.model.score(*to_columns(reqs), weights=dict(weights)))
         except Exception as exc:
             for i in idx:
                 out[i] = exc

@@ -34,7 +34,9 @@ UNKNOWN_DURATION_MS = 10 * 60 * 1000  # the bound while a video's duration is no
 
 class InteractionIn(BaseModel):
     action: Literal["view", "watch", "skip", "share"]
-    video_id: int = Field(ge=1, le=MAX_ID)
+    # ge=0: a loaded world keeps its data set's ids, and those start at 0 (the feed serves
+    # video 0, so its viewers must be able to report watching it).
+    video_id: int = Field(ge=0, le=MAX_ID)
     watch_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
     position: int | None = Field(default=None, ge=0, le=10_000)
     request_id: str | None = Field(default=None, max_length=64)

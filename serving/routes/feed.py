@@ -100,6 +100,6 @@ async def trending(claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
 async def following(claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
                     response: Response, page_size: PageSize = None,
                     cursor: CursorQ = None) -> dict:
-    """Recent videos of the creators you follow, newest first."""
+    """Recent videos of the creators you follow, newest first (hybrid push/pull fan-out)."""
     return await _serve(response, feeds.following_page, claims.user_id,
                         page_size or settings.feed_page_size, cursor)

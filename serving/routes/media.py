@@ -33,7 +33,7 @@ router = APIRouter(prefix="/media", tags=["media"])
             responses={200: {"content": {PLAYLIST_TYPE: {}, "text/vtt": {}}},
                        **errors(403, 404)})
 async def playlist(
-    video_id: Annotated[int, Path(ge=1, le=2**62)],
+    video_id: Annotated[int, Path(ge=0, le=2**62)],  # world video ids start at 0
     exp: Annotated[int, Path(ge=0, le=2**40)],
     sig: Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")],
     path: Annotated[str, Path(max_length=64)],

@@ -51,7 +51,7 @@ class ShareOut(BaseModel):
 
 class ReportIn(BaseModel):
     target_type: ReportTarget
-    target_id: int = Field(ge=1, le=MAX_ID)
+    target_id: int = Field(ge=0, le=MAX_ID)  # ge=0: world video (and user) ids start at 0
     reason: ReportReason
     details: str = Field(default="", max_length=1000)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from fastapi import Path as PathParam
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
-from platform_services import social, users
+from platform_services import accounts, social, users
+from platform_services.auth import verify_password
 from platform_services.storage.models import Role, User
 from serving.deps import AdminUser, CurrentUser, SessionDep, UserIdPath
 from serving.errors import error_responses
@@ -72,6 +73,12 @@ class ProfileIn(BaseModel):
         return v
 
 
+class DeleteAccountIn(BaseModel):
+    """The password again: a stolen access token alone cannot delete an account."""
+
+    password: str = Field(min_length=1, max_length=128)
+
+
 class VerifiedIn(BaseModel):
     verified: bool
 
@@ -128,6 +135,22 @@ def update_me(body: ProfileIn, user: CurrentUser, session: SessionDep) -> MeOut:
     return _update(session, user, body)
 
 
+def _delete_account(session: SessionDep, user: User, body: DeleteAccountIn) -> None:
+    if not verify_password(body.password, user.password_hash):
+        raise HTTPException(403, "wrong password")
+    accounts.delete_account(session, user)
+    session.commit()
+
+
+@router.delete("/users/me", status_code=204, response_class=Response,
+               responses=error_responses(403))
+def delete_me(body: DeleteAccountIn, user: CurrentUser, session: SessionDep) -> None:
+    """Delete your account (password required): every token stops working, your videos,
+    comments, likes, follows and saves disappear and the counts they moved come back down;
+    your username and email become free."""
+    _delete_account(session, user, body)
+
+
 @router.get("/users/by-username/{username}", responses=_404)
 def get_by_username(username: UsernamePath, viewer: CurrentUser,
                     session: SessionDep) -> ProfileOut:
@@ -146,6 +169,16 @@ def update_user(user_id: UserIdPath, body: ProfileIn, user: CurrentUser,
     if user_id != user.id:
         raise HTTPException(403, "only the owner may edit a profile")
     return _update(session, user, body)
+
+
+@router.delete("/users/{user_id}", status_code=204, response_class=Response,
+               responses=error_responses(403))
+def delete_user(user_id: UserIdPath, body: DeleteAccountIn, user: CurrentUser,
+                session: SessionDep) -> None:
+    """Delete an account: only its owner may (403 for anyone else); as ``DELETE /users/me``."""
+    if user_id != user.id:
+        raise HTTPException(403, "only the owner may delete an account")
+    _delete_account(session, user, body)
 
 
 @router.put("/users/{user_id}/verified", responses=error_responses(403, 404))

@@ -21,13 +21,14 @@ from platform_services.media.models import VideoMedia
 from platform_services.storage.blobs import BlobStore
 from platform_services.storage.models import User, Video, VideoStats, Visibility
 from serving.deps import CurrentUser, SessionDep, SettingsDep
-from serving.video_card import VideoCard, VideoStatsOut, VideoUrls, VideoUser, playback_urls
+from serving.video_card import VideoCard, card_fields
 
 router = APIRouter(prefix="/videos", tags=["videos"])
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50,
                                        pattern=r"^[\w\-]+$", strip_whitespace=True)]
-VideoId = Annotated[int, Path(ge=1, le=2**62)]
+# ge=0: a loaded world's video ids start at 0, and the feed serves those videos.
+VideoId = Annotated[int, Path(ge=0, le=2**62)]
 
 
 class ErrorDetail(BaseModel):
@@ -177,30 +178,19 @@ async def delete_video(video_id: VideoId, user: CurrentUser, session: SessionDep
 def _video_out(video: Video, owner: User, media: VideoMedia | None, stats: VideoStats | None,
                *, viewer_id: int, blobs: BlobStore, signer: PlaylistSigner,
                ttl_s: int) -> VideoOut:
-    ready = video.status.value == "ready"
+    card = card_fields(video, owner, media, stats, signer, blobs)
     probe = (media.probe if media is not None else None) or {}
-    urls: dict[str, str] = {}
     poster = sprite = None
-    if ready and media is not None and media.renditions:
-        urls = playback_urls(signer, blobs, video.id, [r["name"] for r in media.renditions],
-                             ttl_s)
+    if card["video_urls"].hls is not None:
         poster = blobs.presign_get(f"{uploads.video_prefix(video.id)}poster.jpg", ttl_s)
         sprite = signer.url(video.id, SPRITE_VTT)
-    duration = video.duration_ms / 1000 if video.duration_ms is not None else None
     return VideoOut(
-        video_id=video.id, user=VideoUser.of(owner),
-        title=video.title, description=video.description or "",
+        **card, description=video.description or "",
         tags=list(media.tags) if media is not None else [], category=video.category,
         visibility=video.visibility.value, status=video.status.value,
         moderation=video.moderation.value,
         failure_reason=media.failure_reason if media and viewer_id == owner.id else None,
-        video_urls=VideoUrls(hls=urls.pop("hls", None),
-                             **{k: u for k, u in urls.items() if k != "thumbnail"}),
-        thumbnail_url=urls.get("thumbnail"), poster_url=poster, sprite_url=sprite,
-        duration=duration, width=probe.get("display_width"), height=probe.get("display_height"),
-        stats=VideoStatsOut(views=stats.views if stats else 0, likes=stats.likes if stats else 0,
-                            comments=stats.comments if stats else 0,
-                            shares=stats.shares if stats else 0),
+        poster_url=poster, sprite_url=sprite,
+        width=probe.get("display_width"), height=probe.get("display_height"),
         user_interaction=UserInteraction(liked=None, saved=None),
-        created_at=video.created_at,
     )

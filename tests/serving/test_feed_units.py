@@ -13,6 +13,11 @@ from serving.feed.rerank import RerankConfig, rerank
 SECRET = SecretStr("a-test-signing-secret-of-32-bytes!")
 
 
+def _signed(body: str) -> str:
+    payload = cursors._b64(body.encode())
+    return f"{payload}.{cursors._mac(SECRET, payload)}"
+
+
 def test_cursor_round_trip_and_every_way_to_break_it() -> None:
     c = cursors.Cursor("abc", 7, 20, 2_000_000_000)
     token = cursors.encode(SECRET, c)
@@ -26,6 +31,11 @@ def test_cursor_round_trip_and_every_way_to_break_it() -> None:
         "other secret": (cursors.encode(SecretStr("x" * 32), c), 7, "signature"),
         "garbage": ("not-a-cursor", 7, "malformed"),
         "empty mac": (f"{payload}.", 7, "malformed"),
+        # Signed but not integers (a leaked secret or a future bug must not give a 500):
+        # ``1e400`` is an infinite float, int() of it raised OverflowError.
+        "infinite expiry": (_signed('{"l":"a","u":7,"o":0,"x":1e400}'), 7, "malformed"),
+        "float user": (_signed('{"l":"a","u":7.0,"o":0,"x":4e9}'), 7, "malformed"),
+        "bool offset": (_signed('{"l":"a","u":7,"o":true,"x":4e9}'), 7, "malformed"),
     }
     for name, (tok, user, why) in bad.items():
         with pytest.raises(cursors.CursorError, match=why):

@@ -521,3 +521,50 @@ def test_openapi_describes_the_feed_page(client: TestClient) -> None:
     # The design's keys, and issue 16's ``source`` (the one rung of a source under 360p).
     assert set(schemas["VideoUrls"]["properties"]) == {"hls", "360p", "720p", "1080p", "source"}
     assert schemas["VideoUrls"]["required"] == ["hls"]
+
+
+def test_experiment_variants_are_served_and_logged(client: TestClient, world: Settings,
+                                                   db) -> None:
+    """A running experiment: each user gets the variant the assignment gives them, the
+    treatment's parameters change the page (twice the exploration), and every page is logged
+    under its arm; after the stop nobody is in it and its exposures stay."""
+    from experiments import store
+    from experiments.assignment import assign_user, live
+    from experiments.spec import parse_spec
+
+    with db.begin() as s:
+        store.create(s, parse_spec({"name": "feed-explore", "variants": [
+            {"name": "control", "weight": 50},
+            {"name": "explore", "weight": 50, "explore_slots": 0.5,
+             "quotas": {"explore": 0.4}, "score_weights": {"like": 10}}]}), lambda *_: None)
+        exp = store.start(s, "feed-explore")
+        arms = live(exp)
+    assigner = client.app.state.feeds.svc.experiments
+    assigner.refresh()
+    try:
+        shares: dict[str, list[float]] = {"control": [], "explore": []}
+        requests: dict[str, str] = {}
+        for user in range(20, 60):
+            body = client.get(FEED, headers=auth(world, user), params={"page_size": 20}).json()
+            want = assign_user([arms], user).variant
+            requests[body["videos"][0]["request_id"]] = want
+            sources = [it["source"] for it in body["videos"]]
+            shares[want].append(sources.count("explore") / max(len(sources), 1))
+        assert all(shares.values()), {k: len(v) for k, v in shares.items()}
+        assert np.mean(shares["explore"]) > np.mean(shares["control"]) + 0.15, shares
+        with db() as s:
+            events = [decode(r.value) for r in s.scalars(
+                select(OutboxRow).where(OutboxRow.topic == "experiment.exposure"))]
+        logged = {e.request_id: (e.experiment, e.variant) for e in events
+                  if e.request_id in requests}
+        assert logged == {r: ("feed-explore", v) for r, v in requests.items()}
+    finally:
+        with db.begin() as s:
+            store.stop(s, "feed-explore")
+        assigner.refresh()
+    body = client.get(FEED, headers=auth(world, 21)).json()
+    with db() as s:
+        last = [decode(r.value) for r in s.scalars(select(OutboxRow).where(
+            OutboxRow.topic == "experiment.exposure").order_by(OutboxRow.id.desc()).limit(1))]
+    assert last[0].request_id == body["videos"][0]["request_id"]
+    assert last[0].experiment is None

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from core.config import Settings, get_settings
 from training.datasets.store import Dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate
+from training.lineage import dataset_fingerprint
 from training.ranker.featurizer import Featurizer
 from training.ranker.metrics import auc, calibration, ece, gauc
 from training.ranker.pipeline import (
@@ -225,6 +226,13 @@ def test_train_register_rank_and_bad_input(settings: Settings, world: dict[str, 
         assert got.metrics[f"test_{model}_click_gauc"] > 0.6
     assert client.get_metric_history(version.run_id, "tune_valid_loss")
     assert "eval" in {a.path for a in client.list_artifacts(version.run_id)}
+    tags = version.tags  # the lineage the pre-deploy gate and the registry UI read
+    assert tags["dataset_fingerprint"] == dataset_fingerprint(data)
+    assert {"video_id", "v_click_rate"} <= set(tags["features"].split(","))
+    assert tags["primary_metric"] == "test_ranker_click_auc" and tags["code_version"]
+    assert float(tags["metric.test_ranker_click_auc"]) == pytest.approx(
+        got.metrics["test_ranker_click_auc"], rel=1e-5)
+    assert "click" in version.description
     signature = get_model_info("models:/reelrank-ranker/1").signature
     assert {"video_id", "v_click_rate"} <= set(signature.inputs.input_names())
     assert {"score", "p_click"} <= set(signature.outputs.input_names())

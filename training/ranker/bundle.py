@@ -83,9 +83,15 @@ class RankerBundle:
 
     def score(self, frame: pd.DataFrame | Mapping[str, np.ndarray],
               user_features: Mapping[str, Any] | None = None,
-              context: Mapping[str, Any] | None = None) -> np.ndarray:
-        """The final score per row (the feed's ranker contract)."""
-        return self.predict(frame, user_features, context)[0]
+              context: Mapping[str, Any] | None = None, *,
+              weights: Mapping[str, float] | None = None) -> np.ndarray:
+        """The final score per row (the feed's ranker contract); ``weights`` replace the
+        config's weights of the tasks they name (an experiment's variant)."""
+        scores, per_task = self.predict(frame, user_features, context)
+        if not weights:
+            return scores
+        w = {**self.model.cfg.score_weights, **weights}
+        return sum((w.get(t, 0.0) * p for t, p in per_task.items()), np.zeros(len(scores)))
 
     def save(self, path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ def train_ranker(
     import mlflow
 
     from models.ranker import DEFAULT_WEIGHTS, RankerConfig
-    from training import registry
+    from training import lineage, registry
     from training.ranker.bundle import EXPERIMENT, MODEL_NAME, log_bundle
     from training.ranker.pipeline import (
         RunConfig,
@@ -159,7 +159,15 @@ def train_ranker(
                 mlflow.log_table(outcome.eval_table, artifact_file="eval/eval_table.json")
                 mlflow.log_table(outcome.calibration, artifact_file="eval/calibration.json")
             uri = log_bundle(outcome.bundle, frame)
-            version = (registry.register(uri, MODEL_NAME, active.info.run_id, alias)
+            fz = outcome.bundle.featurizer
+            logged = {f"test_{name}_{registry.metric_key(k)}": v
+                      for name, metrics in outcome.metrics.items() for k, v in metrics.items()}
+            tags = lineage.version_tags(MODEL_NAME, Path(data), f"temporal {end.isoformat()}",
+                                        [*fz.categorical, *fz.numeric], logged,
+                                        active.info.run_id)
+            mlflow.set_tags(tags)
+            version = (registry.register(uri, MODEL_NAME, active.info.run_id, alias, tags,
+                                         lineage.eval_description(outcome.eval_table))
                        if register else None)
         if not outcome.eval_table.empty:
             typer.echo(format_metrics(outcome.eval_table))

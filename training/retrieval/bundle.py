@@ -27,6 +27,7 @@ from mlflow.models import infer_signature
 from models.two_tower import TwoTower, TwoTowerConfig, UserInputs
 from training import registry
 from training.retrieval.inputs import (
+    NUMERIC,
     IdSpace,
     ItemTable,
     TrainData,
@@ -164,6 +165,19 @@ def make_bundle(model: TwoTower, data: TrainData, history_len: int,
                 meta: dict[str, Any]) -> Bundle:
     vectors = item_embeddings(model, data.items).numpy()
     return Bundle(model, data, history_len, vectors, meta)
+
+
+def feature_names(bundle: Bundle) -> list[str]:
+    """What the towers read (the ``features`` tag of a registered version): the user tower's
+    history and user columns, the item tower's id, side features and content embedding."""
+    cfg, fz = bundle.model.cfg, bundle.data.ids.featurizer
+    user = ["user.history", *(["user.user_id"] if cfg.user_id else []),
+            *(f"user.{c}" for c in fz.numeric), *(f"user.{c}" for c in fz.categories)]
+    item = ["item.item_id"]
+    if cfg.item_features:
+        item += ["item.author_id", "item.tags", *(f"item.{c}" for c in NUMERIC)]
+        item += ["item.content"] if cfg.content_dim else []
+    return user + item
 
 
 class RetrievalPyfunc(registry.BundlePyfunc):

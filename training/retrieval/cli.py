@@ -121,9 +121,15 @@ def train_retrieval(
     import pandas as pd
 
     from core.config import get_settings
-    from training import registry
+    from training import lineage, registry
     from training.content import image_encoder_name
-    from training.retrieval.bundle import EXPERIMENT, MODEL_NAME, log_bundle, make_bundle
+    from training.retrieval.bundle import (
+        EXPERIMENT,
+        MODEL_NAME,
+        feature_names,
+        log_bundle,
+        make_bundle,
+    )
     from training.retrieval.pipeline import (
         TwoTowerRecommender,
         load_data,
@@ -178,7 +184,14 @@ def train_retrieval(
                 "image_encoder": image_encoder_name(clip_checkpoint, clip_model),
             })
             uri = log_bundle(bundle, table)
-            version = (registry.register(uri, MODEL_NAME, active.info.run_id, alias)
+            logged = {f"test_{registry.metric_key(k)}": v for k, v in outcome.test.items()}
+            seeded = None if prep.protocol.name == "temporal" else f"seed={seed}"
+            split = " ".join(filter(None, (prep.protocol.name, bundle.meta["train_end"], seeded)))
+            tags = lineage.version_tags(MODEL_NAME, Path(data), split, feature_names(bundle),
+                                        logged, active.info.run_id)
+            mlflow.set_tags(tags)
+            version = (registry.register(uri, MODEL_NAME, active.info.run_id, alias, tags,
+                                         lineage.eval_description(table))
                        if register else None)
         rows = {"valid": outcome.valid} | ({"test": outcome.test} if outcome.test else {})
         typer.echo(format_table(rows))

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from alembic import context
 
+from platform_services import notification_models  # noqa: F401 - issue 15's tables
 from platform_services.bus import models as bus_models  # noqa: F401 - registers the tables
 from platform_services.media import models as media_models  # noqa: F401
+from platform_services.search import models as search_models  # noqa: F401
 from platform_services.storage import models  # noqa: F401
 from platform_services.storage.db import Base, make_engine
 from platform_services.storage.social_models import Comment  # noqa: F401 - its tables too
+
+
+# The lexical search indexes are dialect-specific DDL of migration 0008 (FTS5 tables on
+# SQLite, GIN expression indexes on PostgreSQL), not models: autogenerate leaves them alone.
+def _include_name(name: str | None, type_: str, parent_names: dict) -> bool:
+    return not (name or "").startswith("search_fts")
+
 
 config = context.config
 
@@ -20,6 +29,7 @@ def _run(connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
         transactional_ddl=True,  # db.py runs every migration inside one BEGIN ... COMMIT
         compare_type=True,
+        include_name=_include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -31,7 +31,9 @@ def test_upload_validates_and_needs_a_token(api: TestClient) -> None:
     r = api.post("/api/v1/videos/upload", json={"title": "t", "content_type": "text/plain"},
                  headers=headers)
     assert r.status_code == 415 and "content_type" in r.json()["error"]["message"]
-    assert api.get("/api/v1/videos/0", headers=headers).status_code == 422
+    # World video ids start at 0, so 0 is a valid id (absent here: 404); a negative one is not.
+    assert api.get("/api/v1/videos/-1", headers=headers).status_code == 422
+    assert api.get("/api/v1/videos/0", headers=headers).status_code == 404
 
 
 def test_upload_complete_emits_video_uploaded_once(api: TestClient) -> None:

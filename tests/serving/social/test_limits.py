@@ -18,8 +18,11 @@ from tests.serving.social.conftest import PASSWORD, make_account
 V1 = "/api/v1"
 
 
-@pytest.fixture
-def strict(settings: Settings, clean_env: pytest.MonkeyPatch) -> Settings:
+@pytest.fixture(params=["sqlite", "postgres"])
+def strict(request: pytest.FixtureRequest, settings: Settings,
+           clean_env: pytest.MonkeyPatch) -> Settings:
+    if request.param == "postgres":
+        clean_env.setenv("REELRANK_DATABASE_URL", request.getfixturevalue("postgres_db"))
     for name, value in {"rate_limit_login": "5/minute", "rate_limit_signup": "3/minute",
                         "rate_limit_user": "20/minute", "api_max_body_bytes": "4096"}.items():
         clean_env.setenv(f"REELRANK_{name.upper()}", value)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from core.config import Settings
 from core.events import decode
 from platform_services.bus.models import OutboxRow
-from platform_services.storage.models import Role, VideoStats, Visibility
+from platform_services.storage.models import Role, Video, VideoStats, VideoStatus, Visibility
 from platform_services.storage.social_models import Report
 from tests.serving.social.conftest import (
     Account,
@@ -224,3 +224,33 @@ def test_feeds_hide_blocks_both_ways(api: TestClient) -> None:
     with sessions_of(api)() as s:
         assert load_viewer(s, s.get(User, bob.id)).blocked.tolist() == sorted([ann.id, cyd.id])
         assert load_viewer(s, s.get(User, ann.id)).blocked.tolist() == [bob.id]
+
+
+def test_world_video_zero_is_a_video_like_any_other(api: TestClient) -> None:
+    """A loaded world keeps its data set's ids, which start at 0, and the feed serves video 0:
+    every route taking a video id takes 0; a negative id is still a 422 naming the field."""
+    maker, fan = make_account(api, "maker"), make_account(api, "fan")
+    with sessions_of(api).begin() as s:
+        s.add(Video(id=0, owner_id=maker.id, title="the world's first", duration_ms=15_000,
+                    visibility=Visibility.PUBLIC, status=VideoStatus.READY))
+    h = fan.headers
+    assert api.post(f"{V1}/videos/0/like", headers=h).json()["liked"] is True
+    assert api.post(f"{V1}/videos/0/save", headers=h).status_code == 200
+    assert api.post(f"{V1}/videos/0/share", headers=h, json={}).status_code == 201
+    assert api.post(f"{V1}/videos/0/comments", headers=h, json={"content": "hi"}).status_code \
+        == 201
+    assert api.get(f"{V1}/videos/0", headers=h).json()["video_id"] == 0
+    events = {"events": [{"action": "watch", "video_id": 0, "watch_ms": 9_000, "position": 0}]}
+    assert api.post(f"{V1}/events", headers=h, json=events).status_code == 202
+    report = {"target_type": "video", "target_id": 0, "reason": "spam"}
+    assert api.post(f"{V1}/reports", headers=h, json=report).status_code == 201
+    for method, path in (("POST", "/videos/-1/like"), ("POST", "/videos/-1/save"),
+                         ("GET", "/videos/-1"), ("GET", "/videos/-1/comments")):
+        r = api.request(method, f"{V1}{path}", headers=h)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"]["fields"][0]["field"] == "video_id"
+    events["events"][0]["video_id"] = -1
+    r = api.post(f"{V1}/events", headers=h, json=events)
+    assert [f["field"] for f in r.json()["error"]["fields"]] == ["events.0.video_id"]
+    r = api.post(f"{V1}/reports", headers=h, json=report | {"target_id": -1})
+    assert [f["field"] for f in r.json()["error"]["fields"]] == ["target_id"]

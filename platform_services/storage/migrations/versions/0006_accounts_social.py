@@ -46,11 +46,17 @@ def upgrade() -> None:
             "role", _enum("role", "user", "moderator", "admin"), server_default="user",
             nullable=False,
         ))  # fmt: skip
+        batch.add_column(sa.Column("deleted_at", TS, nullable=True))
     op.create_index("uq_users_username_lower", "users", [sa.text("lower(username)")],
                     unique=True)
     op.create_index("uq_users_email_lower", "users", [sa.text("lower(email)")], unique=True)
 
     op.create_index("ix_blocks_blocked_id", "blocks", ["blocked_id"])
+    # The followers / following lists, newest first, a keyset page each.
+    op.create_index("ix_follows_followee_created", "follows",
+                    ["followee_id", "created_at", "follower_id"])
+    op.create_index("ix_follows_follower_created", "follows",
+                    ["follower_id", "created_at", "followee_id"])
     op.create_table(
         "refresh_tokens",
         sa.Column("id", ID, nullable=False),
@@ -144,16 +150,19 @@ def upgrade() -> None:
     )  # fmt: skip
     op.create_index("ix_reports_status_created_at", "reports", ["status", "created_at"])
     op.create_index("ix_reports_target", "reports", ["target_type", "target_id"])
+    op.create_index("ix_saves_user_created", "saves", ["user_id", "created_at", "video_id"])
 
 
 def downgrade() -> None:
     for table in ("reports", "comments", "shares", "saves", "likes", "user_stats",
                   "refresh_tokens"):
         op.drop_table(table)  # drops its indexes too
+    op.drop_index("ix_follows_follower_created", table_name="follows")
+    op.drop_index("ix_follows_followee_created", table_name="follows")
     op.drop_index("ix_blocks_blocked_id", table_name="blocks")
     op.drop_index("uq_users_email_lower", table_name="users")
     op.drop_index("uq_users_username_lower", table_name="users")
     with op.batch_alter_table("users") as batch:
         batch.drop_constraint(op.f("ck_users_role"), type_="check")
-        for column in ("role", "verified", "avatar_url", "bio", "display_name"):
+        for column in ("deleted_at", "role", "verified", "avatar_url", "bio", "display_name"):
             batch.drop_column(column)

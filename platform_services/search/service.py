@@ -1,0 +1,161 @@
+"""Video and user search: filters, the lexical + semantic relevance blend, sorts, pages.
+
+Relevance of a video = ``w * lexical / best lexical + (1 - w) * max(cosine, 0)``: documents
+the engine matches (any query word, stemmed) plus documents whose MiniLM vector is within
+``min_similarity`` of the query's, so "funny cat" also finds "hilarious kitten". ``w`` is
+``search_lexical_weight`` (chosen on validation queries by ``benchmarks/search_synonyms.py``).
+Every hit is re-read from ``search_videos`` under the filters and without creators across a
+block, so what a page shows is what the index holds now. ``total_results`` counts the lexical
+matches plus the semantic-only hits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from platform_services.errors import Invalid
+from platform_services.search.backends import VideoFilter, lexical_backend, terms
+from platform_services.search.documents import Encoder
+from platform_services.search.models import SearchVideo
+from platform_services.search.semantic import SemanticIndex
+from platform_services.social import blocked_users_either_way
+from platform_services.storage.models import User, VideoStats
+from platform_services.storage.social_models import UserStats
+
+# Short videos are the app's norm; "long" is past a minute.
+DURATIONS: dict[str, tuple[int | None, int | None]] = {
+    "short": (None, 15_000), "medium": (15_000, 60_000), "long": (60_000, None)}
+SORTS = ("relevance", "views", "recent")
+
+
+@dataclass(frozen=True)
+class VideoHit:
+    video_id: int
+    owner_id: int
+    title: str
+    duration_ms: int | None
+    created_at: datetime
+    views: int
+    likes: int
+    comments: int
+    shares: int
+    relevance: float
+    lexical: float  # the engine's score normalised to [0, 1] (0: not a lexical match)
+    semantic: float  # cosine similarity to the query (0 without the encoder)
+
+
+@dataclass(frozen=True)
+class VideoPage:
+    hits: list[VideoHit]
+    total: int
+    more: bool
+    semantic: bool  # whether the semantic half took part
+
+
+def query_hash(*parts: object) -> str:
+    """Binds a cursor to the query, filters and sort it was made for."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def check_query(q: str) -> list[str]:
+    words = terms(q)
+    if not words:
+        raise Invalid("q must contain at least one letter or digit", field="q")
+    return words
+
+
+class VideoSearch:
+    """Search over ``search_videos`` with one process's semantic index and query encoder."""
+
+    def __init__(self, semantic: SemanticIndex | None, encode: Encoder | None,
+                 lexical_weight: float = 0.5, candidates: int = 200,
+                 min_similarity: float = 0.45) -> None:
+        self.semantic, self.encode = semantic, encode
+        self.w, self.candidates, self.min_similarity = lexical_weight, candidates, min_similarity
+
+    def _query_vector(self, q: str) -> np.ndarray | None:
+        if self.encode is None or self.semantic is None:
+            return None
+        return np.asarray(self.encode([q.strip().lower()])[0], np.float32)
+
+    def scores(self, session: Session, q: str, f: VideoFilter
+               ) -> tuple[dict[int, tuple[float, float]], int, bool]:
+        """Candidates as video_id -> (normalised lexical, cosine), the lexical match count,
+        and whether the semantic half ran."""
+        words = check_query(q)
+        backend = lexical_backend(session)
+        lexical = backend.videos(session, words, f, self.candidates)
+        total = backend.count_videos(session, words, f) if len(lexical) >= self.candidates \
+            else len(lexical)
+        best = max((s for _, s in lexical), default=0.0) or 1.0
+        out = {v: (s / best, 0.0) for v, s in lexical}
+        qv = self._query_vector(q)
+        if qv is not None:
+            assert self.semantic is not None
+            for v, sim in self.semantic.similarity(qv, list(out)).items():
+                out[v] = (out[v][0], sim)
+            for v, sim in self.semantic.search(qv, self.candidates):
+                if v not in out and sim >= self.min_similarity:
+                    out[v] = (0.0, sim)
+        return out, total, qv is not None
+
+    def search(self, session: Session, viewer_id: int, q: str, f: VideoFilter, sort: str,
+               offset: int, size: int) -> VideoPage:
+        cands, lexical_total, semantic = self.scores(session, q, f)
+        hits = self._hydrate(session, viewer_id, cands, f) if cands else []
+        key = {"relevance": lambda h: (h.relevance, h.video_id),
+               "views": lambda h: (h.views, h.relevance, h.video_id),
+               "recent": lambda h: (h.created_at.timestamp(), h.video_id)}[sort]
+        hits.sort(key=key, reverse=True)
+        # Lexical matches the filters / blocks dropped are not results; semantic-only are.
+        lexical_shown = sum(1 for h in hits if h.lexical > 0.0)
+        dropped = sum(1 for lex, _ in cands.values() if lex > 0.0) - lexical_shown
+        total = lexical_total - dropped + (len(hits) - lexical_shown)
+        return VideoPage(hits[offset:offset + size], total, offset + size < len(hits), semantic)
+
+    def _hydrate(self, session: Session, viewer_id: int,
+                 cands: dict[int, tuple[float, float]], f: VideoFilter) -> list[VideoHit]:
+        q = (select(SearchVideo.video_id, SearchVideo.owner_id, SearchVideo.title,
+                    SearchVideo.duration_ms, SearchVideo.created_at, VideoStats.views,
+                    VideoStats.likes, VideoStats.comments, VideoStats.shares)
+             .outerjoin(VideoStats, VideoStats.video_id == SearchVideo.video_id)
+             .where(SearchVideo.video_id.in_(list(cands))))
+        if f.category is not None:
+            q = q.where(SearchVideo.category == f.category)
+        if f.min_ms is not None:
+            q = q.where(SearchVideo.duration_ms >= f.min_ms)
+        if f.max_ms is not None:
+            q = q.where(SearchVideo.duration_ms < f.max_ms)
+        blocked = blocked_users_either_way(session, viewer_id)
+        out = []
+        for r in session.execute(q):
+            if r.owner_id in blocked:
+                continue
+            lex, sim = cands[r.video_id]
+            out.append(VideoHit(r.video_id, r.owner_id, r.title, r.duration_ms, r.created_at,
+                                r.views or 0, r.likes or 0, r.comments or 0, r.shares or 0,
+                                self.w * lex + (1 - self.w) * max(sim, 0.0), lex, sim))
+        return out
+
+
+def search_users(session: Session, viewer_id: int, q: str, offset: int,
+                 size: int) -> tuple[list[tuple[User, int]], bool]:
+    """Users whose username or display name has words starting with every query word, best
+    match first, with their follower counts; creators across a block are left out."""
+    words = check_query(q)
+    ids = lexical_backend(session).users(session, words, size + 1, offset)
+    more, ids = len(ids) > size, ids[:size]
+    blocked = blocked_users_either_way(session, viewer_id)
+    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))}
+    followers = dict(session.execute(select(UserStats.user_id, UserStats.followers)
+                                     .where(UserStats.user_id.in_(ids))).all())
+    return [(users[i], int(followers.get(i, 0))) for i in ids
+            if i in users and i not in blocked], more
+
+
