@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     ranker_backend: Literal["ray", "local"] = "ray"
     ranker_model: str = "reelrank-ranker"
     retrieval_model: str = "reelrank-retrieval"
-    ranker_replicas: int = Field(default=1, ge=1)
+    ranker_replicas: int | None = Field(default=None, ge=1)  # unset: one per Ray CPU
     ranker_num_cpus: float = Field(default=1.0, gt=0)
     ranker_max_batch_size: int = Field(default=8, ge=1)
     ranker_batch_wait_ms: float = Field(default=0.5, ge=0)
@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Requests (any endpoint) one API process holds at once; past it uvicorn answers 503 at
     # once, so an overload sheds instead of building a backlog that times every request out.
     api_max_concurrency: int = Field(default=256, ge=1)
+    # API worker processes of ``reelrank serve api`` and the demo (unset: the machine's cores);
+    # each holds its own catalog, ANN index and item features.
+    api_workers: int | None = Field(default=None, ge=1)
     # Shares of ``feed_candidates`` per source (ANN's share goes to popularity without an index).
     feed_quotas: dict[str, float] = Field(
         default_factory=lambda: {

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 META_FILE = "meta.json"
+MATERIALIZED_FILE = "materialized.json"  # rewritten by every materialize: serving reloads
 
 
 class FeatureStoreError(ValueError):
@@ -166,4 +167,13 @@ def materialize_batch(
         rows += len(in_range.drop_duplicates(view.join_keys))
     store = open_store(settings)
     store.materialize(start, end, feature_views=[v.name for v in BATCH_VIEWS])
+    marker = repo / MATERIALIZED_FILE
+    marker.write_text(json.dumps({"at": datetime.now(UTC).isoformat(), "end": end.isoformat()}))
     return rows
+
+
+def materialized_mark(settings: Settings) -> str:
+    """What the last materialization left (changes with each one); ``""`` before any. Processes
+    that hold batch values in memory reload them when it changes."""
+    marker = repo_dir(settings) / MATERIALIZED_FILE
+    return marker.read_text() if marker.is_file() else ""
