@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     # A/B experiments: how often an API process re-reads the running ones (a started or
     # stopped experiment takes effect within this).
     experiments_refresh_s: float = Field(default=10.0, gt=0)
+    # Database connections per process (issue 14 performance): as many as the worker threads
+    # that hold one at a time, so a burst neither waits for a connection nor opens and closes
+    # overflow ones per request (a new PostgreSQL connection forks a backend).
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+    database_max_overflow: int = Field(default=20, ge=0, le=500)
 
     @field_validator(*_SCHEMES)
     @classmethod

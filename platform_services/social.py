@@ -50,7 +50,7 @@ def _event(session: Session, user_id: int, action: Action, video_id: int | None 
 def _insert_new(session: Session, model: type, **values: int | str) -> bool:
     """Insert unless the primary key exists; ``True`` if this call added the row."""
     # RETURNING, not rowcount: psycopg reports -1 for an ORM-entity INSERT ... ON CONFLICT.
-    stmt = upsert_insert(session, model).values(**values).on_conflict_do_nothing()
+    stmt = upsert_insert(session, model.__table__).values(**values).on_conflict_do_nothing()
     return session.execute(stmt.returning(literal_column("1"))).first() is not None
 
 

@@ -14,7 +14,7 @@ from platform_services import social
 from platform_services.auth import MAX_ID
 from platform_services.social import Reaction
 from platform_services.storage.social_models import ReportReason, ReportStatus, ReportTarget
-from serving.deps import CurrentUser, SessionDep, VideoIdPath
+from serving.deps import ClaimsDep, CurrentUser, RuntimeDep, SessionDep, VideoIdPath, as_user
 from serving.errors import error_responses
 
 router = APIRouter(tags=["social"], responses=error_responses(401, 404, 422, 429))
@@ -69,43 +69,39 @@ def _like_out(r: Reaction) -> LikeOut:
     return LikeOut(liked=r.active, changed=r.changed, total_likes=r.total)
 
 
+# Each action is one transaction in one thread hop (``as_user``): these are the hottest writes.
 @router.post("/videos/{video_id}/like")
-def like(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> LikeOut:
+async def like(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> LikeOut:
     """Like (idempotent: liking twice counts once)."""
-    out = _like_out(social.like(session, user.id, video_id))
-    session.commit()
-    return out
+    return await as_user(runtime, claims,
+                         lambda session, user: _like_out(social.like(session, user.id, video_id)))
 
 
 @router.delete("/videos/{video_id}/like")
-def unlike(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> LikeOut:
+async def unlike(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> LikeOut:
     """Unlike (idempotent: without a like it changes nothing; counts never go below 0)."""
-    out = _like_out(social.unlike(session, user.id, video_id))
-    session.commit()
-    return out
+    return await as_user(runtime, claims, lambda session, user: _like_out(
+        social.unlike(session, user.id, video_id)))
 
 
 @router.post("/videos/{video_id}/save")
-def save(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> SaveOut:
-    changed = social.save(session, user.id, video_id)
-    session.commit()
-    return SaveOut(saved=True, changed=changed)
+async def save(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> SaveOut:
+    return await as_user(runtime, claims, lambda session, user: SaveOut(
+        saved=True, changed=social.save(session, user.id, video_id)))
 
 
 @router.delete("/videos/{video_id}/save")
-def unsave(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> SaveOut:
-    changed = social.unsave(session, user.id, video_id)
-    session.commit()
-    return SaveOut(saved=False, changed=changed)
+async def unsave(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> SaveOut:
+    return await as_user(runtime, claims, lambda session, user: SaveOut(
+        saved=False, changed=social.unsave(session, user.id, video_id)))
 
 
 @router.post("/videos/{video_id}/share", status_code=201)
-def share(video_id: VideoIdPath, body: ShareIn, user: CurrentUser,
-          session: SessionDep) -> ShareOut:
+async def share(video_id: VideoIdPath, body: ShareIn, claims: ClaimsDep,
+                runtime: RuntimeDep) -> ShareOut:
     """Record a share (each one counts)."""
-    share_id = social.share(session, user.id, video_id, body.channel.value)
-    session.commit()
-    return ShareOut(share_id=share_id)
+    return await as_user(runtime, claims, lambda session, user: ShareOut(
+        share_id=social.share(session, user.id, video_id, body.channel.value)))
 
 
 @router.post("/reports", status_code=201, responses={200: {"model": ReportOut,
