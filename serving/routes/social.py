@@ -74,34 +74,34 @@ def _like_out(r: Reaction) -> LikeOut:
 async def like(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> LikeOut:
     """Like (idempotent: liking twice counts once)."""
     return await as_user(runtime, claims,
-                         lambda session, user: _like_out(social.like(session, user.id, video_id)))
+                         lambda session, me: _like_out(social.like(session, me, video_id)))
 
 
 @router.delete("/videos/{video_id}/like")
 async def unlike(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> LikeOut:
     """Unlike (idempotent: without a like it changes nothing; counts never go below 0)."""
-    return await as_user(runtime, claims, lambda session, user: _like_out(
-        social.unlike(session, user.id, video_id)))
+    return await as_user(runtime, claims, lambda session, me: _like_out(
+        social.unlike(session, me, video_id)))
 
 
 @router.post("/videos/{video_id}/save")
 async def save(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> SaveOut:
-    return await as_user(runtime, claims, lambda session, user: SaveOut(
-        saved=True, changed=social.save(session, user.id, video_id)))
+    return await as_user(runtime, claims, lambda session, me: SaveOut(
+        saved=True, changed=social.save(session, me, video_id)))
 
 
 @router.delete("/videos/{video_id}/save")
 async def unsave(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> SaveOut:
-    return await as_user(runtime, claims, lambda session, user: SaveOut(
-        saved=False, changed=social.unsave(session, user.id, video_id)))
+    return await as_user(runtime, claims, lambda session, me: SaveOut(
+        saved=False, changed=social.unsave(session, me, video_id)))
 
 
 @router.post("/videos/{video_id}/share", status_code=201)
 async def share(video_id: VideoIdPath, body: ShareIn, claims: ClaimsDep,
                 runtime: RuntimeDep) -> ShareOut:
     """Record a share (each one counts)."""
-    return await as_user(runtime, claims, lambda session, user: ShareOut(
-        share_id=social.share(session, user.id, video_id, body.channel.value)))
+    return await as_user(runtime, claims, lambda session, me: ShareOut(
+        share_id=social.share(session, me, video_id, body.channel.value)))
 
 
 @router.post("/reports", status_code=201, responses={200: {"model": ReportOut,

@@ -211,24 +211,24 @@ def set_role(user_id: UserIdPath, body: RoleIn, admin: AdminUser,
 @router.post("/users/{user_id}/follow", responses=error_responses(403, 404))
 async def follow(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> FollowOut:
     """Follow a creator (idempotent: a repeat changes nothing; yourself: 422)."""
-    return await as_user(runtime, claims, lambda session, user: FollowOut(
-        is_following=True, changed=social.follow(session, user.id, user_id)))
+    return await as_user(runtime, claims, lambda session, me: FollowOut(
+        is_following=True, changed=social.follow(session, me, user_id)))
 
 
 @router.delete("/users/{user_id}/follow")
 async def unfollow(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> FollowOut:
-    return await as_user(runtime, claims, lambda session, user: FollowOut(
-        is_following=False, changed=social.unfollow(session, user.id, user_id)))
+    return await as_user(runtime, claims, lambda session, me: FollowOut(
+        is_following=False, changed=social.unfollow(session, me, user_id)))
 
 
 @router.post("/users/{user_id}/block", responses=_404)
 async def block(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> BlockOut:
     """Block a user: follows end both ways; their videos and comments disappear for you."""
-    return await as_user(runtime, claims, lambda session, user: BlockOut(
-        is_blocking=True, changed=social.block(session, user.id, user_id)))
+    return await as_user(runtime, claims, lambda session, me: BlockOut(
+        is_blocking=True, changed=social.block(session, me, user_id)))
 
 
 @router.delete("/users/{user_id}/block")
 async def unblock(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> BlockOut:
-    return await as_user(runtime, claims, lambda session, user: BlockOut(
-        is_blocking=False, changed=social.unblock(session, user.id, user_id)))
+    return await as_user(runtime, claims, lambda session, me: BlockOut(
+        is_blocking=False, changed=social.unblock(session, me, user_id)))
