@@ -190,6 +190,10 @@ class Settings(BaseSettings):
     # overflow ones per request (a new PostgreSQL connection forks a backend).
     database_pool_size: int = Field(default=20, ge=1, le=500)
     database_max_overflow: int = Field(default=20, ge=0, le=500)
+    # Proxies whose X-Forwarded-For names the client (comma-separated IPs or CIDRs, as uvicorn's
+    # ``forwarded_allow_ips``). Empty: the header is never honoured and the per-IP rate limit
+    # counts the connecting address, so a client cannot pick its own IP.
+    api_trusted_proxies: str = ""
 
     @field_validator(*_SCHEMES)
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, literal_column, or_, select, union
+from sqlalchemy import and_, bindparam, delete, literal, literal_column, or_, select, union
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -54,18 +54,39 @@ def _insert_new(session: Session, model: type, **values: int | str) -> bool:
     return session.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
-def _delete(session: Session, model: type, *where: object) -> bool:
-    return session.execute(delete(model).where(*where)).rowcount > 0
+def _toggle(session: Session, model: type, on: bool, action: Action, actor_id: int, *,
+            video_id: int | None = None, author_id: int | None = None, **key: int) -> bool:
+    """Add (``on``) or remove the ``model`` row keyed by ``key``; ``True`` if this call
+    changed it, and only a change emits ``action``. The one way every idempotent toggle
+    (follow, block, like, save and their undos) is written."""
+    if on:
+        changed = _insert_new(session, model, **key)
+    else:
+        changed = session.execute(delete(model.__table__).filter_by(**key)).rowcount > 0
+    if changed:
+        _event(session, actor_id, action, video_id=video_id, author_id=author_id)
+    return changed
 
 
 # --- who may see what ------------------------------------------------------------------------
 
 
+def blocked_either_way_ids(user_id: int | BindParameter[int]) -> Any:
+    """The rule: a subquery of the users who blocked ``user_id`` or whom ``user_id`` blocked.
+    Such a pair sees nothing of each other (videos, comments, feeds, search); the two
+    helpers below run this subquery, so the rule is written once."""
+    return union(select(Block.blocked_id).where(Block.blocker_id == user_id),
+                 select(Block.blocker_id).where(Block.blocked_id == user_id))
+
+
+def blocked_users_either_way(session: Session, user_id: int) -> set[int]:
+    """:func:`blocked_either_way_ids` as a set (for filtering rows in Python)."""
+    return set(session.scalars(blocked_either_way_ids(user_id)))
+
+
 def blocked_either_way(session: Session, a: int, b: int) -> bool:
-    return bool(session.scalar(select(exists().where(or_(
-        and_(Block.blocker_id == a, Block.blocked_id == b),
-        and_(Block.blocker_id == b, Block.blocked_id == a),
-    )))))  # fmt: skip
+    """Whether a block stands between ``a`` and ``b`` (:func:`blocked_either_way_ids`)."""
+    return bool(session.scalar(select(literal(b).in_(blocked_either_way_ids(a)))))
 
 
 def follows(session: Session, follower: int, followee: int) -> bool:
@@ -76,22 +97,13 @@ def visible_videos(session: Session, viewer_id: int, video_ids: set[int]) -> dic
     """Of ``video_ids``, the videos ``viewer_id`` may see (:func:`visible_to`), in 3 queries."""
     videos = list(session.scalars(select(Video).where(Video.id.in_(video_ids))))
     owners = {v.owner_id for v in videos} - {viewer_id}
-    blocked = set(session.scalars(select(Block.blocked_id).where(
-        Block.blocker_id == viewer_id, Block.blocked_id.in_(owners)))) | set(session.scalars(
-        select(Block.blocker_id).where(Block.blocked_id == viewer_id,
-                                       Block.blocker_id.in_(owners))))
+    blocked = blocked_users_either_way(session, viewer_id) & owners if owners else set()
     followed = set(session.scalars(select(Follow.followee_id).where(
         Follow.follower_id == viewer_id, Follow.followee_id.in_(owners))))
     return {v.id: v for v in videos if v.owner_id == viewer_id or (
         v.status == VideoStatus.READY and v.owner_id not in blocked
         and (v.visibility == Visibility.PUBLIC
              or (v.visibility == Visibility.FOLLOWERS and v.owner_id in followed)))}
-
-
-def blocked_either_way_ids(viewer_id: int) -> Any:
-    """A subquery of the users who blocked ``viewer_id`` or whom ``viewer_id`` blocked."""
-    return union(select(Block.blocked_id).where(Block.blocker_id == viewer_id),
-                 select(Block.blocker_id).where(Block.blocked_id == viewer_id))
 
 
 def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
@@ -140,19 +152,14 @@ def follow(session: Session, follower_id: int, followee_id: int) -> bool:
     existing_user(session, followee_id)
     if blocked_either_way(session, follower_id, followee_id):
         raise Forbidden("a block is in place between you and this user")
-    added = _insert_new(session, Follow, follower_id=follower_id, followee_id=followee_id)
-    if added:
-        _event(session, follower_id, Action.FOLLOW, author_id=followee_id)
-    return added
+    return _toggle(session, Follow, True, Action.FOLLOW, follower_id, author_id=followee_id,
+                   follower_id=follower_id, followee_id=followee_id)
 
 
 def unfollow(session: Session, follower_id: int, followee_id: int) -> bool:
     """Unfollow (idempotent); ``True`` if this call ended a follow."""
-    removed = _delete(session, Follow, Follow.follower_id == follower_id,
-                      Follow.followee_id == followee_id)
-    if removed:
-        _event(session, follower_id, Action.UNFOLLOW, author_id=followee_id)
-    return removed
+    return _toggle(session, Follow, False, Action.UNFOLLOW, follower_id, author_id=followee_id,
+                   follower_id=follower_id, followee_id=followee_id)
 
 
 def block(session: Session, blocker_id: int, blocked_id: int) -> bool:
@@ -161,25 +168,17 @@ def block(session: Session, blocker_id: int, blocked_id: int) -> bool:
     if blocker_id == blocked_id:
         raise Invalid("cannot block yourself", field="user_id")
     existing_user(session, blocked_id)
-    added = _insert_new(session, Block, blocker_id=blocker_id, blocked_id=blocked_id)
+    added = _toggle(session, Block, True, Action.BLOCK, blocker_id, author_id=blocked_id,
+                    blocker_id=blocker_id, blocked_id=blocked_id)
     if added:
         unfollow(session, blocker_id, blocked_id)
         unfollow(session, blocked_id, blocker_id)
-        _event(session, blocker_id, Action.BLOCK, author_id=blocked_id)
     return added
 
 
 def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
-    removed = _delete(session, Block, Block.blocker_id == blocker_id,
-                      Block.blocked_id == blocked_id)
-    if removed:
-        _event(session, blocker_id, Action.UNBLOCK, author_id=blocked_id)
-    return removed
-
-
-def blocked_users_either_way(session: Session, user_id: int) -> set[int]:
-    """Everyone ``user_id`` blocked or is blocked by: hidden from each other's feeds/search."""
-    return set(session.scalars(blocked_either_way_ids(user_id)))
+    return _toggle(session, Block, False, Action.UNBLOCK, blocker_id, author_id=blocked_id,
+                   blocker_id=blocker_id, blocked_id=blocked_id)
 
 
 def blocked_ids(session: Session, blocker_id: int) -> list[int]:
@@ -218,35 +217,29 @@ def like(session: Session, user_id: int, video_id: int) -> Reaction:
     """Like (idempotent). ``total`` is the worker's count plus this call's change (the worker
     counts the like after the commit)."""
     owner, counted = _like_target(session, user_id, video_id)
-    added = _insert_new(session, Like, user_id=user_id, video_id=video_id)
-    if added:
-        _event(session, user_id, Action.LIKE, video_id=video_id, author_id=owner)
+    added = _toggle(session, Like, True, Action.LIKE, user_id, video_id=video_id,
+                    author_id=owner, user_id=user_id)
     return Reaction(True, added, max(0, counted + int(added)))
 
 
 def unlike(session: Session, user_id: int, video_id: int) -> Reaction:
     owner, counted = _like_target(session, user_id, video_id)
-    removed = _delete(session, Like, Like.user_id == user_id, Like.video_id == video_id)
-    if removed:
-        _event(session, user_id, Action.UNLIKE, video_id=video_id, author_id=owner)
+    removed = _toggle(session, Like, False, Action.UNLIKE, user_id, video_id=video_id,
+                      author_id=owner, user_id=user_id)
     return Reaction(False, removed, max(0, counted - int(removed)))
 
 
 def save(session: Session, user_id: int, video_id: int) -> bool:
     video = visible_video(session, user_id, video_id)
-    added = _insert_new(session, Save, user_id=user_id, video_id=video_id)
-    if added:
-        _event(session, user_id, Action.SAVE, video_id=video_id, author_id=video.owner_id)
-    return added
+    return _toggle(session, Save, True, Action.SAVE, user_id, video_id=video_id,
+                   author_id=video.owner_id, user_id=user_id)
 
 
 def unsave(session: Session, user_id: int, video_id: int) -> bool:
     # No visibility check: a saved video that went private can still be removed from saves.
-    removed = _delete(session, Save, Save.user_id == user_id, Save.video_id == video_id)
-    if removed:
-        owner = session.scalar(select(Video.owner_id).where(Video.id == video_id))
-        _event(session, user_id, Action.UNSAVE, video_id=video_id, author_id=owner)
-    return removed
+    owner = session.scalar(select(Video.owner_id).where(Video.id == video_id))
+    return _toggle(session, Save, False, Action.UNSAVE, user_id, video_id=video_id,
+                   author_id=owner, user_id=user_id)
 
 
 def share(session: Session, user_id: int, video_id: int, channel: str) -> int:

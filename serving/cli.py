@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from core.config import Settings
+
 
 def serving_threads() -> None:
     """One thread per request for torch and FAISS: a request's work is small, and the cores
@@ -17,6 +19,16 @@ def serving_threads() -> None:
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
+
+
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn's X-Forwarded-For handling: only from ``settings.api_trusted_proxies``, and
+    off when none are set (uvicorn's default trusts 127.0.0.1, so anything on the host could
+    choose the client IP the per-IP rate limit counts)."""
+    trusted = settings.api_trusted_proxies.strip()
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
 
 
 def serve_api(
@@ -39,7 +51,8 @@ def serve_api(
     migrate(settings.database_url)
     serving_threads()
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                limit_concurrency=settings.api_max_concurrency, log_level="warning")
+                limit_concurrency=settings.api_max_concurrency, log_level="warning",
+                **proxy_options(settings))
 
 
 def deploy(

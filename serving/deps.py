@@ -141,3 +141,13 @@ UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
 # ge=0: a loaded world keeps its data set's video ids, which start at 0, and the feed serves them.
 VideoIdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="A video id.")]
 CommentIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A comment id.")]
+
+
+R = TypeVar("R")
+
+
+async def act_as_user(runtime: Runtime, claims: Claims, action: Callable[[Session, int, int], R],
+                      target: int, answer: Callable[[R], T]) -> T:
+    """``answer(action(session, user_id, target))`` through :func:`as_user`: the one way the
+    idempotent toggle routes (like, save, follow, block and their undos) are written."""
+    return await as_user(runtime, claims, lambda session, me: answer(action(session, me, target)))

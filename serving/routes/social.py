@@ -14,7 +14,15 @@ from platform_services import social
 from platform_services.auth import MAX_ID
 from platform_services.social import Reaction
 from platform_services.storage.social_models import ReportReason, ReportStatus, ReportTarget
-from serving.deps import ClaimsDep, CurrentUser, RuntimeDep, SessionDep, VideoIdPath, as_user
+from serving.deps import (
+    ClaimsDep,
+    CurrentUser,
+    RuntimeDep,
+    SessionDep,
+    VideoIdPath,
+    act_as_user,
+    as_user,
+)
 from serving.errors import error_responses
 
 router = APIRouter(tags=["social"], responses=error_responses(401, 404, 422, 429))
@@ -73,27 +81,25 @@ def _like_out(r: Reaction) -> LikeOut:
 @router.post("/videos/{video_id}/like")
 async def like(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> LikeOut:
     """Like (idempotent: liking twice counts once)."""
-    return await as_user(runtime, claims,
-                         lambda session, me: _like_out(social.like(session, me, video_id)))
+    return await act_as_user(runtime, claims, social.like, video_id, _like_out)
 
 
 @router.delete("/videos/{video_id}/like")
 async def unlike(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> LikeOut:
     """Unlike (idempotent: without a like it changes nothing; counts never go below 0)."""
-    return await as_user(runtime, claims, lambda session, me: _like_out(
-        social.unlike(session, me, video_id)))
+    return await act_as_user(runtime, claims, social.unlike, video_id, _like_out)
 
 
 @router.post("/videos/{video_id}/save")
 async def save(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> SaveOut:
-    return await as_user(runtime, claims, lambda session, me: SaveOut(
-        saved=True, changed=social.save(session, me, video_id)))
+    return await act_as_user(runtime, claims, social.save, video_id,
+                             lambda changed: SaveOut(saved=True, changed=changed))
 
 
 @router.delete("/videos/{video_id}/save")
 async def unsave(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> SaveOut:
-    return await as_user(runtime, claims, lambda session, me: SaveOut(
-        saved=False, changed=social.unsave(session, me, video_id)))
+    return await act_as_user(runtime, claims, social.unsave, video_id,
+                             lambda changed: SaveOut(saved=False, changed=changed))
 
 
 @router.post("/videos/{video_id}/share", status_code=201)

@@ -20,7 +20,7 @@ from serving.deps import (
     RuntimeDep,
     SessionDep,
     UserIdPath,
-    as_user,
+    act_as_user,
 )
 from serving.errors import error_responses
 
@@ -211,24 +211,24 @@ def set_role(user_id: UserIdPath, body: RoleIn, admin: AdminUser,
 @router.post("/users/{user_id}/follow", responses=error_responses(403, 404))
 async def follow(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> FollowOut:
     """Follow a creator (idempotent: a repeat changes nothing; yourself: 422)."""
-    return await as_user(runtime, claims, lambda session, me: FollowOut(
-        is_following=True, changed=social.follow(session, me, user_id)))
+    return await act_as_user(runtime, claims, social.follow, user_id,
+                             lambda changed: FollowOut(is_following=True, changed=changed))
 
 
 @router.delete("/users/{user_id}/follow")
 async def unfollow(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> FollowOut:
-    return await as_user(runtime, claims, lambda session, me: FollowOut(
-        is_following=False, changed=social.unfollow(session, me, user_id)))
+    return await act_as_user(runtime, claims, social.unfollow, user_id,
+                             lambda changed: FollowOut(is_following=False, changed=changed))
 
 
 @router.post("/users/{user_id}/block", responses=_404)
 async def block(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> BlockOut:
     """Block a user: follows end both ways; their videos and comments disappear for you."""
-    return await as_user(runtime, claims, lambda session, me: BlockOut(
-        is_blocking=True, changed=social.block(session, me, user_id)))
+    return await act_as_user(runtime, claims, social.block, user_id,
+                             lambda changed: BlockOut(is_blocking=True, changed=changed))
 
 
 @router.delete("/users/{user_id}/block")
 async def unblock(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> BlockOut:
-    return await as_user(runtime, claims, lambda session, me: BlockOut(
-        is_blocking=False, changed=social.unblock(session, me, user_id)))
+    return await act_as_user(runtime, claims, social.unblock, user_id,
+                             lambda changed: BlockOut(is_blocking=False, changed=changed))
