@@ -54,8 +54,8 @@ def _insert_new(session: Session, model: type, **values: int | str) -> bool:
     return session.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
-def _toggle(session: Session, model: type, on: bool, action: Action, actor_id: int, *,
-            video_id: int | None = None, author_id: int | None = None, **key: int) -> bool:
+def _toggle(session: Session, model: type, key: dict[str, int], on: bool, action: Action,
+            actor_id: int, *, video_id: int | None = None, author_id: int | None = None) -> bool:
     """Add (``on``) or remove the ``model`` row keyed by ``key``; ``True`` if this call
     changed it, and only a change emits ``action``. The one way every idempotent toggle
     (follow, block, like, save and their undos) is written."""
@@ -152,14 +152,14 @@ def follow(session: Session, follower_id: int, followee_id: int) -> bool:
     existing_user(session, followee_id)
     if blocked_either_way(session, follower_id, followee_id):
         raise Forbidden("a block is in place between you and this user")
-    return _toggle(session, Follow, True, Action.FOLLOW, follower_id, author_id=followee_id,
-                   follower_id=follower_id, followee_id=followee_id)
+    return _toggle(session, Follow, {"follower_id": follower_id, "followee_id": followee_id}, True,
+                   Action.FOLLOW, follower_id, author_id=followee_id)
 
 
 def unfollow(session: Session, follower_id: int, followee_id: int) -> bool:
     """Unfollow (idempotent); ``True`` if this call ended a follow."""
-    return _toggle(session, Follow, False, Action.UNFOLLOW, follower_id, author_id=followee_id,
-                   follower_id=follower_id, followee_id=followee_id)
+    return _toggle(session, Follow, {"follower_id": follower_id, "followee_id": followee_id}, False,
+                   Action.UNFOLLOW, follower_id, author_id=followee_id)
 
 
 def block(session: Session, blocker_id: int, blocked_id: int) -> bool:
@@ -168,17 +168,17 @@ def block(session: Session, blocker_id: int, blocked_id: int) -> bool:
     if blocker_id == blocked_id:
         raise Invalid("cannot block yourself", field="user_id")
     existing_user(session, blocked_id)
-    added = _toggle(session, Block, True, Action.BLOCK, blocker_id, author_id=blocked_id,
-                    blocker_id=blocker_id, blocked_id=blocked_id)
-    if added:
-        unfollow(session, blocker_id, blocked_id)
-        unfollow(session, blocked_id, blocker_id)
-    return added
+    # The follows end first, so consumers see the unfollows before the block; with a block
+    # already in place there are none (it forbids them), so a repeat emits nothing.
+    unfollow(session, blocker_id, blocked_id)
+    unfollow(session, blocked_id, blocker_id)
+    return _toggle(session, Block, {"blocker_id": blocker_id, "blocked_id": blocked_id}, True,
+                   Action.BLOCK, blocker_id, author_id=blocked_id)
 
 
 def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
-    return _toggle(session, Block, False, Action.UNBLOCK, blocker_id, author_id=blocked_id,
-                   blocker_id=blocker_id, blocked_id=blocked_id)
+    return _toggle(session, Block, {"blocker_id": blocker_id, "blocked_id": blocked_id}, False,
+                   Action.UNBLOCK, blocker_id, author_id=blocked_id)
 
 
 def blocked_ids(session: Session, blocker_id: int) -> list[int]:
@@ -217,29 +217,29 @@ def like(session: Session, user_id: int, video_id: int) -> Reaction:
     """Like (idempotent). ``total`` is the worker's count plus this call's change (the worker
     counts the like after the commit)."""
     owner, counted = _like_target(session, user_id, video_id)
-    added = _toggle(session, Like, True, Action.LIKE, user_id, video_id=video_id,
-                    author_id=owner, user_id=user_id)
+    added = _toggle(session, Like, {"user_id": user_id, "video_id": video_id}, True,
+                    Action.LIKE, user_id, video_id=video_id, author_id=owner)
     return Reaction(True, added, max(0, counted + int(added)))
 
 
 def unlike(session: Session, user_id: int, video_id: int) -> Reaction:
     owner, counted = _like_target(session, user_id, video_id)
-    removed = _toggle(session, Like, False, Action.UNLIKE, user_id, video_id=video_id,
-                      author_id=owner, user_id=user_id)
+    removed = _toggle(session, Like, {"user_id": user_id, "video_id": video_id}, False,
+                      Action.UNLIKE, user_id, video_id=video_id, author_id=owner)
     return Reaction(False, removed, max(0, counted - int(removed)))
 
 
 def save(session: Session, user_id: int, video_id: int) -> bool:
     video = visible_video(session, user_id, video_id)
-    return _toggle(session, Save, True, Action.SAVE, user_id, video_id=video_id,
-                   author_id=video.owner_id, user_id=user_id)
+    return _toggle(session, Save, {"user_id": user_id, "video_id": video_id}, True,
+                   Action.SAVE, user_id, video_id=video_id, author_id=video.owner_id)
 
 
 def unsave(session: Session, user_id: int, video_id: int) -> bool:
     # No visibility check: a saved video that went private can still be removed from saves.
     owner = session.scalar(select(Video.owner_id).where(Video.id == video_id))
-    return _toggle(session, Save, False, Action.UNSAVE, user_id, video_id=video_id,
-                   author_id=owner, user_id=user_id)
+    return _toggle(session, Save, {"user_id": user_id, "video_id": video_id}, False,
+                   Action.UNSAVE, user_id, video_id=video_id, author_id=owner)
 
 
 def share(session: Session, user_id: int, video_id: int, channel: str) -> int:
