@@ -194,6 +194,8 @@ class Settings(BaseSettings):
     # ``forwarded_allow_ips``). Empty: the header is never honoured and the per-IP rate limit
     # counts the connecting address, so a client cannot pick its own IP.
     api_trusted_proxies: str = ""
+    # Logins per account from any address (issue 14): guesses spread over many IPs still stop.
+    rate_limit_login_account: str = "20/hour"
 
     @field_validator(*_SCHEMES)
     @classmethod
@@ -208,7 +210,7 @@ class Settings(BaseSettings):
 
     @field_validator("rate_limit_user", "rate_limit_moderator", "rate_limit_admin",
                      "rate_limit_ip", "rate_limit_login", "rate_limit_signup",
-                     "rate_limit_for_you")
+                     "rate_limit_for_you", "rate_limit_login_account")
     @classmethod
     def _check_rate(cls, value: str) -> str:
         from limits import parse  # the library the limiter uses: one notation, one parser

@@ -38,7 +38,8 @@ def _client(request: Request) -> tuple[str, Claims | None]:
     return ip, claims if isinstance(claims, Claims) else None
 
 
-async def _check(limiter: RateLimiter, rule: str, *key: str) -> None:
+async def check(limiter: RateLimiter, rule: str, *key: str) -> None:
+    """Count one request against ``rule`` for ``key``; 429 with ``Retry-After`` if over."""
     decision = await limiter.hit(rule, *key)
     if not decision.allowed:
         raise HTTPException(
@@ -52,9 +53,9 @@ async def rate_limited(request: Request) -> None:
     settings: Settings = request.app.state.runtime.settings
     limiter: RateLimiter = request.app.state.rate_limiter
     ip, claims = _client(request)
-    await _check(limiter, settings.rate_limit_ip, "ip", ip)
+    await check(limiter, settings.rate_limit_ip, "ip", ip)
     if claims is not None:
-        await _check(limiter, _tier(settings, claims.role), "user", str(claims.user_id))
+        await check(limiter, _tier(settings, claims.role), "user", str(claims.user_id))
 
 
 class RateLimit:
@@ -68,7 +69,7 @@ class RateLimit:
         settings: Settings = request.app.state.runtime.settings
         ip, claims = _client(request)
         who = f"user:{claims.user_id}" if claims is not None else f"ip:{ip}"
-        await _check(request.app.state.rate_limiter,
+        await check(request.app.state.rate_limiter,
                      getattr(settings, f"rate_limit_{self.scope}"), self.scope, who)
 
 
