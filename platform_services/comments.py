@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     Select,
     Text,
+    any_,
     bindparam,
     func,
     select,
@@ -305,6 +306,14 @@ def _authors(session: Session, nodes: list[Node]) -> dict[int, Author]:
         n = stack.pop()
         ids.add(n.comment.author_id)
         stack += n.replies
-    rows = session.execute(select(User.id, User.username, User.display_name, User.avatar_url,
-                                  User.verified).where(User.id.in_(ids)))
+    if session.get_bind().dialect.name == "postgresql":  # one statement text for any count
+        rows = session.execute(_AUTHORS_PG, {"ids": list(ids)})
+    else:
+        rows = session.execute(_AUTHORS.where(User.id.in_(ids)))
     return {r.id: Author(*r) for r in rows}
+
+
+_AUTHORS = select(User.id, User.username, User.display_name, User.avatar_url, User.verified)
+# ``= ANY(array)``: an ``IN`` list's text changes with its length, and psycopg parses each
+# new text again (``_split_query``, several ms for a page's worth of ids).
+_AUTHORS_PG = _AUTHORS.where(User.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
