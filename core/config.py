@@ -188,6 +188,17 @@ class Settings(BaseSettings):
     # A/B experiments: how often an API process re-reads the running ones (a started or
     # stopped experiment takes effect within this).
     experiments_refresh_s: float = Field(default=10.0, gt=0)
+    # Database connections per process (issue 14 performance): as many as the worker threads
+    # that hold one at a time, so a burst neither waits for a connection nor opens and closes
+    # overflow ones per request (a new PostgreSQL connection forks a backend).
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+    database_max_overflow: int = Field(default=20, ge=0, le=500)
+    # Proxies whose X-Forwarded-For names the client (comma-separated IPs or CIDRs, as uvicorn's
+    # ``forwarded_allow_ips``). Empty: the header is never honoured and the per-IP rate limit
+    # counts the connecting address, so a client cannot pick its own IP.
+    api_trusted_proxies: str = ""
+    # Logins per account from any address (issue 14): guesses spread over many IPs still stop.
+    rate_limit_login_account: str = "20/hour"
 
     @field_validator(*_SCHEMES)
     @classmethod
@@ -202,7 +213,7 @@ class Settings(BaseSettings):
 
     @field_validator("rate_limit_user", "rate_limit_moderator", "rate_limit_admin",
                      "rate_limit_ip", "rate_limit_login", "rate_limit_signup",
-                     "rate_limit_for_you")
+                     "rate_limit_for_you", "rate_limit_login_account")
     @classmethod
     def _check_rate(cls, value: str) -> str:
         from limits import parse  # the library the limiter uses: one notation, one parser

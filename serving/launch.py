@@ -34,8 +34,19 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
         os.environ["REELRANK_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     try:
         uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n,
-                    limit_concurrency=settings.api_max_concurrency, log_level="warning")
+                    limit_concurrency=settings.api_max_concurrency, log_level="warning",
+                    **proxy_options(settings))
     finally:
         if ranker is not None:
             os.environ.pop("REELRANK_RAY_ADDRESS", None)
             ranker.shutdown()
+
+
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn's X-Forwarded-For handling: only from ``settings.api_trusted_proxies``, and
+    off when none are set (uvicorn's default trusts 127.0.0.1, so anything on the host could
+    choose the client IP the per-IP rate limit counts)."""
+    trusted = settings.api_trusted_proxies.strip()
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
