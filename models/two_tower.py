@@ -37,6 +37,9 @@ class TwoTowerConfig:
     recent: int = 5  # the last N history items get a pool of their own
     id_dropout: float = 0.1
     dropout: float = 0.0
+    # Spread of the initial id vectors: too small and every tower output starts out the same
+    # direction (the MLP biases dominate), so the in-batch loss sits at log(batch) for epochs.
+    embedding_std: float = 0.05
 
 
 @dataclass
@@ -65,7 +68,7 @@ class ItemTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig, item_ids: Tensor) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ids = IdEmbedding(item_ids, cfg.dim, cfg.item_oov_buckets)
+        self.ids = IdEmbedding(item_ids, cfg.dim, cfg.item_oov_buckets, cfg.embedding_std)
         width = cfg.dim
         if cfg.item_features:
             self.author = IdEmbedding([], cfg.dim, cfg.author_buckets)
