@@ -40,6 +40,11 @@ class TwoTowerConfig:
     # Spread of the initial id vectors: too small and every tower output starts out the same
     # direction (the MLP biases dominate), so the in-batch loss sits at log(batch) for epochs.
     embedding_std: float = 0.05
+    # Skip connections around the MLP heads (item: its id vector; user: the mean of the
+    # history's id vectors), so from the first step a score is also an item-item similarity
+    # in the shared id space, which co-occurrence shapes quickly, instead of waiting for two
+    # MLPs to break their symmetric start.
+    residual: bool = True
 
 
 @dataclass
@@ -64,6 +69,18 @@ class UserInputs:
     features: Tensor | None = None  # float [B, user_feature_dim]
 
 
+def _head(width: int, cfg: TwoTowerConfig) -> nn.Sequential:
+    """The tower's MLP; with ``residual`` its last layer starts at zero, so training starts
+    from the plain id-space similarity and the MLP learns what to add to it."""
+    head = mlp([width, cfg.hidden, cfg.dim], cfg.dropout)
+    if cfg.residual:
+        last = head[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    return head
+
+
 class ItemTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig, item_ids: Tensor) -> None:
         super().__init__()
@@ -78,10 +95,11 @@ class ItemTower(nn.Module):
             if cfg.content_dim:
                 self.content = ContentProjection(cfg.content_dim, cfg.dim)
                 width += cfg.dim
-        self.head = mlp([width, cfg.hidden, cfg.dim], cfg.dropout)
+        self.head = _head(width, cfg)
 
     def forward(self, x: ItemInputs) -> Tensor:
-        parts = [self.ids(x.item_id, self.cfg.id_dropout)]
+        own = self.ids(x.item_id, self.cfg.id_dropout)
+        parts = [own]
         if self.cfg.item_features:
             parts += [
                 self.author(x.author_id),
@@ -92,7 +110,8 @@ class ItemTower(nn.Module):
                 if x.content is None:
                     raise ValueError("this item tower needs content embeddings")
                 parts.append(self.content(x.content))
-        return F.normalize(self.head(torch.cat(parts, -1)), dim=-1)
+        out = self.head(torch.cat(parts, -1))
+        return F.normalize(out + own if self.cfg.residual else out, dim=-1)
 
 
 class UserTower(nn.Module):
@@ -111,7 +130,7 @@ class UserTower(nn.Module):
         if cfg.user_feature_dim:
             self.features = nn.Linear(cfg.user_feature_dim, cfg.dim)
             width += cfg.dim
-        self.head = mlp([width, cfg.hidden, cfg.dim], cfg.dropout)
+        self.head = _head(width, cfg)
 
     def forward(self, x: UserInputs) -> Tensor:
         valid = x.history >= 0
@@ -127,7 +146,8 @@ class UserTower(nn.Module):
             if x.features is None:
                 raise ValueError("this user tower needs user features")
             parts.append(self.features(x.features))
-        return F.normalize(self.head(torch.cat(parts, -1)), dim=-1)
+        out = self.head(torch.cat(parts, -1))
+        return F.normalize(out + pooled[:, 0] if self.cfg.residual else out, dim=-1)
 
 
 class TwoTower(nn.Module):
