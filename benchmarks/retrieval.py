@@ -280,7 +280,10 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
     if llo:
         ann_lines = _ann_of(llo[0], ann_items)
     config = (f"seeds {list(range(seeds))}, sections {','.join(sections_run)}, "
-              f"at most {epochs} two-tower epochs")
+              f"at most {epochs} two-tower epochs; data: "
+              + ", ".join(f"{k} {p}" for k, p in (("KuaiRand", kuairand),
+                                                   ("MicroLens", microlens))
+                          if any(x[0] in sections_run and x[3] == k.lower() for x in specs)))
     lines = [
         "# Retrieval benchmark", "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; "

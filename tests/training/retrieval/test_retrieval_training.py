@@ -14,6 +14,7 @@ from training.retrieval.baselines import Popularity, RandomScores
 from training.retrieval.metrics import evaluate
 from training.retrieval.pipeline import (
     Candidate,
+    content_knn_candidate,
     prepare,
     run,
     tuning_grid,
@@ -73,6 +74,10 @@ def test_cold_items_are_found_through_content(world: Dataset, tmp_path: Path) ->
     assert with_content["recall@20"] > 1.5 * id_only["recall@20"]
     assert with_content["ndcg@10"] > 1.8 * rnd["ndcg@10"]
     assert with_content["ndcg@10"] > 2 * id_only["ndcg@10"]
+    # ... and above nearest neighbours of the history in the same frozen text space.
+    knn = run(content_knn_candidate(), prep).test
+    assert knn["recall@20"] > 1.5 * max(rnd["recall@20"], 20 / len(fold.catalog))
+    assert with_content["recall@20"] > knn["recall@20"]
 
 
 def test_empty_training_set_is_a_clear_error(world: Dataset) -> None:
