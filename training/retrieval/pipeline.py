@@ -200,7 +200,9 @@ def tuning_grid(protocol: str, kind: str | None = None) -> SearchSpace:
         return SearchSpace({"temperature": _TEMPERATURES, "id_dropout": [0.1, 0.3, 0.5]},
                            joint=("temperature",), bounds={"id_dropout": (0.02, 0.9)})
     axes: dict[str, list[Any]] = {"temperature": _TEMPERATURES, "user_id": [False, True],
-                                  "history_len": [25, 50, 100]}
+                                  "history_len": [25, 50, 100],
+                                  "user_tower": ["pooled", "sequential"],
+                                  "random_negatives": [0, 256]}  # in-batch (+ uniform)
     if kind == "kuairand":  # long timelines; train on every positive or only strong ones
         axes.update(history_len=[50, 100, 200], strong_targets=[False, True])
     return SearchSpace(axes, joint=("temperature",), bounds={"history_len": (5, 400)})
