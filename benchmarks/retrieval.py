@@ -141,9 +141,9 @@ def quality(sections: list[Section]) -> list[str]:
                   "|---|---|---|---|---|---|"]
         for o in sec.outcomes:
             for k, values in o.tried.items():
-                shown_values = ", ".join(f"**{v}**" if v == o.params.get(k) else str(v)
-                                         for v in values)
-                lines.append(f"| {o.name} | {k} | {shown_values} | {o.params.get(k)} | "
+                shown_values = ", ".join(f"**{_value(v)}**" if v == o.params.get(k)
+                                         else _value(v) for v in values)
+                lines.append(f"| {o.name} | {k} | {shown_values} | {_value(o.params.get(k))} | "
                              f"{o.status.get(k, '')} | {o.valid[TUNE_METRIC]:.4f} |")
             extra = {k: v for k, v in o.params.items() if k not in o.tried}
             if extra:
@@ -179,6 +179,10 @@ def headline(sec: Section) -> list[str]:
         lines.append(f"- {m}: {tower.name} vs {best.name}: {ratio:.3f}x, difference "
                      f"{diff} -> {verdict}")
     return lines
+
+
+def _value(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _params(p: dict) -> str:

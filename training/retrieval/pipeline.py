@@ -197,7 +197,9 @@ def tuning_grid(protocol: str, kind: str | None = None) -> SearchSpace:
     decides the epochs. For held-out items what matters most is how often training hides the
     id, so the content path has to carry the item on its own."""
     if protocol == "cold-item":
-        return SearchSpace({"temperature": _TEMPERATURES, "id_dropout": [0.1, 0.3, 0.5]},
+        # the residual id path adds a held-out item's shared OOV row to its vector
+        return SearchSpace({"temperature": _TEMPERATURES, "id_dropout": [0.1, 0.3, 0.5],
+                            "residual": [True, False]},
                            joint=("temperature",), bounds={"id_dropout": (0.02, 0.9)})
     axes: dict[str, list[Any]] = {"temperature": _TEMPERATURES, "user_id": [False, True],
                                   "history_len": [25, 50, 100],
