@@ -190,6 +190,7 @@ TWO_TOWER_DEFAULTS: dict[str, dict[str, Any]] = {
     "kuairand": {"strong_targets": True, "history_len": 100},
 }
 _TEMPERATURES = [0.05, 0.1]
+_TEMPERATURE_BOUNDS = {"temperature": (0.01, 0.5)}
 
 
 def tuning_grid(protocol: str, kind: str | None = None) -> SearchSpace:
@@ -200,14 +201,16 @@ def tuning_grid(protocol: str, kind: str | None = None) -> SearchSpace:
         # the residual id path adds a held-out item's shared OOV row to its vector
         return SearchSpace({"temperature": _TEMPERATURES, "id_dropout": [0.1, 0.3, 0.5],
                             "residual": [True, False]},
-                           joint=("temperature",), bounds={"id_dropout": (0.02, 0.9)})
+                           joint=("temperature",),
+                           bounds={"id_dropout": (0.02, 0.9), **_TEMPERATURE_BOUNDS})
     axes: dict[str, list[Any]] = {"temperature": _TEMPERATURES, "user_id": [False, True],
                                   "history_len": [25, 50, 100],
                                   "user_tower": ["pooled", "sequential"],
                                   "random_negatives": [0, 256]}  # in-batch (+ uniform)
     if kind == "kuairand":  # long timelines; train on every positive or only strong ones
         axes.update(history_len=[50, 100, 200], strong_targets=[False, True])
-    return SearchSpace(axes, joint=("temperature",), bounds={"history_len": (5, 400)})
+    return SearchSpace(axes, joint=("temperature",),
+                       bounds={"history_len": (5, 400), **_TEMPERATURE_BOUNDS})
 
 
 def two_tower_configs(kind: str, **params: Any) -> tuple[TwoTowerConfig, TrainConfig]:
