@@ -67,6 +67,11 @@ def bench_retrieval(
     ann_items: Annotated[int, typer.Option(min=1000)] = 1_000_000,
     threads: Annotated[int | None, typer.Option()] = None,
     quick: Annotated[bool, typer.Option(help="Few epochs, no grids: a smoke run.")] = False,
+    seeds: Annotated[int, typer.Option(min=1, max=10, help="Refit seeds per model.")] = 3,
+    sections: Annotated[str, typer.Option(help="Comma-separated: kuairand,microlens,cold.")]
+    = "kuairand,microlens,cold",
+    max_epochs: Annotated[int | None, typer.Option(min=1, max=100, help="Two-tower epochs "
+                                                   "at most (default 20).")] = None,
 ) -> None:
     """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
     from benchmarks.retrieval import bench
@@ -75,7 +80,9 @@ def bench_retrieval(
     set_threads(threads)
     with retrieval_errors():
         path = bench(kuairand, microlens, out, ann_items, threads or os.cpu_count() or 1, quick,
-                     cache_dir=get_settings().path("content"))
+                     cache_dir=get_settings().path("content"), seeds=seeds,
+                     sections_run=tuple(x.strip() for x in sections.split(",") if x.strip()),
+                     max_epochs=max_epochs)
         typer.echo(f"wrote {path}")
 
 
