@@ -67,6 +67,11 @@ def bench_retrieval(
     ann_items: Annotated[int, typer.Option(min=1000)] = 1_000_000,
     threads: Annotated[int | None, typer.Option()] = None,
     quick: Annotated[bool, typer.Option(help="Few epochs, no grids: a smoke run.")] = False,
+    seeds: Annotated[int, typer.Option(min=1, max=10, help="Refit seeds per model.")] = 3,
+    sections: Annotated[str, typer.Option(help="Comma-separated: kuairand,microlens,cold.")]
+    = "kuairand,microlens,cold",
+    max_epochs: Annotated[int | None, typer.Option(min=1, max=100, help="Two-tower epochs "
+                                                   "at most (default 20).")] = None,
 ) -> None:
     """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
     from benchmarks.retrieval import bench
@@ -75,7 +80,9 @@ def bench_retrieval(
     set_threads(threads)
     with retrieval_errors():
         path = bench(kuairand, microlens, out, ann_items, threads or os.cpu_count() or 1, quick,
-                     cache_dir=get_settings().path("content"))
+                     cache_dir=get_settings().path("content"), seeds=seeds,
+                     sections_run=tuple(x.strip() for x in sections.split(",") if x.strip()),
+                     max_epochs=max_epochs)
         typer.echo(f"wrote {path}")
 
 
@@ -83,18 +90,22 @@ def bench_serve(
     out: Annotated[Path, typer.Option(help="Report file.")] = Path("benchmarks/results/serve.md"),
     videos: Annotated[int, typer.Option(min=1000, help="Catalog size.")] = 100_000,
     users: Annotated[int, typer.Option(min=100)] = 20_000,
-    rates: Annotated[str, typer.Option(help="Comma-separated request rates (req/s).")]
-    = "10,25,50,100,200",
+    rates: Annotated[str, typer.Option(
+        help="Comma-separated first-page rates (req/s); cached pages at 5x.")]
+    = "25,50,100,200,300",
     seconds: Annotated[float, typer.Option(help="Seconds per rate.")] = 10.0,
     quick: Annotated[bool, typer.Option(help="A small catalog and short runs (smoke).")]
     = False,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="API worker processes (default: the API's own default, the cores).")]
+    = None,
 ) -> None:
     """Load-test GET /api/v1/feed/for-you with the real models -> benchmarks/results/serve.md."""
     from benchmarks.serve import run_bench
 
     path = run_bench(out, videos=videos, users=users,
                      rates=[int(r) for r in rates.split(",") if r.strip()],
-                     seconds=seconds, quick=quick)
+                     seconds=seconds, quick=quick, workers=workers)
     typer.echo(f"wrote {path}")
 
 
@@ -162,6 +173,19 @@ def bench_transcode(
     typer.echo(f"wrote {path}")
 
 
+def bench_ray_hop(
+    calls: Annotated[int, typer.Option(min=10, help="Timed calls per path and round.")] = 200,
+    candidates: Annotated[int, typer.Option(min=1)] = 500,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds per path.")] = 3,
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/ray_hop.md"),
+) -> None:
+    """Cost of one ranker call through Ray Serve per handle path -> ray_hop.md."""
+    from benchmarks.ray_hop import run_bench
+
+    typer.echo(f"wrote {run_bench(calls, candidates, rounds, out)}")
+
+
 def bench_social(
     out: Annotated[Path, typer.Option(help="Report file.")] = Path(
         "benchmarks/results/social.md"),
@@ -213,6 +237,7 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("comments")(bench_comments)
     bench.command("features")(bench_features)
     bench.command("ranker")(bench_ranker)
+    bench.command("ray-hop")(bench_ray_hop)
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
     bench.command("experiments-analysis")(bench_experiments_analysis)

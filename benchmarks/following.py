@@ -118,7 +118,7 @@ def bench_following_reads(url: str, sessions, redis_url: str, reads: int,  # noq
             body = feed.page(s, viewer, 20, cursor if i % 2 else None, Trace())
             (later if i % 2 else first).append(time.perf_counter() - t)
             cursor = body["next_cursor"] if not i % 2 else None
-            assert len(body["items"]) == 20
+            assert len(body["videos"]) == 20
     svc.redis.close()
     svc.pool.shutdown()
     return {"first_p50": _pct(first, 50), "first_p99": _pct(first, 99),

@@ -76,7 +76,8 @@ async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: flo
             status, headers, body = await _get(session, base, tokens[u], params, timeout_s)
             rec |= {"status": status, "degraded": headers.get("x-reelrank-degraded", ""),
                     "timing": parse_timing(headers.get("server-timing", "")),
-                    "items": len(body.get("items", []))}
+                    "ranked": int(headers.get("x-reelrank-ranked", -1)),
+                    "items": len(body.get("videos", []))}
             if mode == "cached" and body.get("next_cursor"):
                 cursors[u] = body["next_cursor"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,21 +20,27 @@ import numpy as np
 
 from benchmarks.report import machine as machine_line
 from candidate_gen.faiss_index import IndexSpec, ItemIndex, exact_search, latency, recall_at_k
+from core.dataset_schema import DataError
 from training.retrieval.baselines import RandomScores
-from training.retrieval.metrics import METRICS
+from training.retrieval.intervals import over_seeds, paired_difference
+from training.retrieval.metrics import HEADLINE, METRICS
 from training.retrieval.pipeline import (
+    TUNE_METRIC,
     Candidate,
     Outcome,
     Prepared,
     TwoTowerRecommender,
     baseline_candidates,
+    content_knn_candidate,
     load_data,
     prepare,
     run,
     tuning_grid,
     two_tower_candidate,
     two_tower_configs,
+    variant_name,
 )
+from training.retrieval.search import SearchSpace, select
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +68,50 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def candidates(prep: Prepared, threads: int, quick: bool, cold: bool) -> list[Candidate]:
-    model_cfg, train_cfg = two_tower_configs(prep.kind, epochs=3 if quick else 20,
+def _ann_of(sec: Section, ann_items: int) -> list[str]:
+    """ANN search over synthetic vectors around the MicroLens content tower's real ones."""
+    from training.retrieval.trainer import item_embeddings, user_embeddings
+
+    tower = next(o for o in sec.outcomes if o.name == variant_name("content"))
+    assert isinstance(tower.model, TwoTowerRecommender)
+    bundle_model, data = tower.model.result.model, sec.prep.final
+    items = item_embeddings(bundle_model, data.items).numpy()
+    users = user_embeddings(bundle_model, data, np.arange(min(data.n_users, 1000)),
+                            tower.model.train_cfg.history_len).numpy()
+    return ann(items, users, ann_items)
+
+
+def candidates(prep: Prepared, threads: int, quick: bool, cold: bool,
+               epochs: int = 20) -> list[Candidate]:
+    model_cfg, train_cfg = two_tower_configs(prep.kind, epochs=epochs,
                                              progress=False, threads=threads)
-    grid = [{}] if quick else tuning_grid(prep.protocol.name)
-    towers = [two_tower_candidate(v, model_cfg, train_cfg, grid) for v in ("id", "content")]
+    has_content = prep.ids.content is not None
+    grid = [{}] if quick else tuning_grid(prep.protocol.name, prep.kind)
+    towers = [two_tower_candidate(v, model_cfg, train_cfg, grid, has_content=has_content)
+              for v in ("id", "content")]
     timed = prep.protocol.name == "temporal"
     if cold:  # item-item and factor models give held-out items no score at all
-        base = [Candidate("random", RandomScores)] + [
+        base = [Candidate("random", RandomScores, seeded=True)] + [
             c for c in baseline_candidates(threads, timed) if c.name == "popularity"]
+        if has_content:
+            base.append(content_knn_candidate())
     else:
         base = baseline_candidates(threads, timed)
-        if quick:
-            base = [Candidate(c.name, c.make, c.grid[:1]) for c in base]
+    if quick:
+        base = [replace(c, grid=c.grid.start()[:1] if isinstance(c.grid, SearchSpace)
+                        else c.grid[:1]) for c in base]
     return base + towers
+
+
+def is_tower(o: Outcome) -> bool:
+    return o.name.startswith("two-tower")
+
+
+def best_by_validation(outcomes: list[Outcome], metric: str = TUNE_METRIC) -> Outcome:
+    """The outcome with the best *validation* ``metric``: only validation numbers reach the
+    selection (a test checks it), so "best two-tower" and "best baseline" are not test picks."""
+    params, _ = select([({"name": o.name}, o.valid) for o in outcomes], metric)
+    return next(o for o in outcomes if o.name == params["name"])
 
 
 def quality(sections: list[Section]) -> list[str]:
@@ -85,11 +121,12 @@ def quality(sections: list[Section]) -> list[str]:
         shown = COLD_SHOWN if cold else SHOWN
         ref = next(o for o in sec.outcomes if o.name == "popularity").test
         fold = sec.prep.protocol.final
+        seeds = sec.outcomes[0].seeds
         lines += [f"### {sec.title}", "",
                   f"{len(fold.test):,} test positives of {int(ref.get('users', 0)):,} users; "
                   f"training rows {len(sec.prep.final.item):,}; catalog "
                   f"{len(fold.catalog) if fold.catalog is not None else sec.prep.final.n_items:,}"
-                  " items ranked.", "",
+                  f" items ranked. Test metrics are means over seeds {seeds}.", "",
                   "| model | " + " | ".join(shown) + " | R@50 / pop | NDCG@10 / pop |",
                   "|---" * (len(shown) + 3) + "|"]
         for o in sec.outcomes:
@@ -97,22 +134,55 @@ def quality(sections: list[Section]) -> list[str]:
                       ("recall@50", "ndcg@10")]
             lines.append(f"| {o.name} | " + " | ".join(f"{o.test[m]:.4f}" for m in shown)
                          + " | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
-        base = [o for o in sec.outcomes if not o.name.startswith("two-tower")]
-        tower = max((o for o in sec.outcomes if o.name.startswith("two-tower")),
-                    key=lambda o: o.test["recall@50"])
-        vs = []
-        for m in ("recall@50", "ndcg@10"):  # each metric against its own best baseline
-            best = max(base, key=lambda o, m=m: o.test[m])
-            vs.append(f"{m} {_rel(tower.test[m], best.test[m])} vs {best.name}")
-        lines += ["", f"Best two-tower ({tower.name}) against the best baseline on each metric: "
-                  + ", ".join(vs) + ".", "",
-                  "Chosen settings (validation Recall@50): " + "; ".join(
-                      f"{o.name} {_params(o.params)}" for o in sec.outcomes), ""]
+        lines += ["", *headline(sec), "", "Search on validation Recall@50 (every value tried "
+                  "per axis, the chosen one in bold; an edge value is extended one step "
+                  "while it stays chosen, up to its bound):", "",
+                  "| model | parameter | tried | chosen | position | valid R@50 |",
+                  "|---|---|---|---|---|---|"]
+        for o in sec.outcomes:
+            for k, values in o.tried.items():
+                shown_values = ", ".join(f"**{_value(v)}**" if v == o.params.get(k)
+                                         else _value(v) for v in values)
+                lines.append(f"| {o.name} | {k} | {shown_values} | {_value(o.params.get(k))} | "
+                             f"{o.status.get(k, '')} | {o.valid[TUNE_METRIC]:.4f} |")
+            extra = {k: v for k, v in o.params.items() if k not in o.tried}
+            if extra:
+                lines.append(f"| {o.name} | (from validation) | | {_params(extra)} | | |")
+        lines.append("")
     return lines
 
 
-def _rel(a: float, b: float) -> str:
-    return f"{(a / b - 1) * 100:+.1f}%" if b else "n/a"
+def headline(sec: Section) -> list[str]:
+    """Mean and 95 % t-interval over seeds per model, then best two-tower (by validation)
+    against the best baseline (by validation) per metric, bootstrapped over users."""
+    cold = sec.prep.protocol.name == "cold-item"
+    lines = ["| model | Recall@50 (95 % CI over seeds) | NDCG@10 (95 % CI over seeds) |",
+             "|---|---|---|"]
+    for o in sec.outcomes:
+        cells = [str(over_seeds([t[m] for t in o.seed_tests])) for m in HEADLINE]
+        lines.append(f"| {o.name} | " + " | ".join(cells) + " |")
+    towers = [o for o in sec.outcomes if is_tower(o)]
+    base = [o for o in sec.outcomes if not is_tower(o)
+            and (not cold or o.name == "content-knn" or "content-knn" not in
+                 {x.name for x in sec.outcomes})]
+    tower = best_by_validation(towers)
+    lines += ["", f"Best two-tower by validation: {tower.name}. Against the best baseline "
+              "by validation on each metric (difference of means, 95 % bootstrap interval "
+              "over users of the seed-averaged per-user difference; a win only when it "
+              "excludes 0):", ""]
+    for m in HEADLINE:
+        best = best_by_validation(base, m)
+        diff = paired_difference(tower.per_user, best.per_user, m)
+        ratio = tower.test[m] / best.test[m] if best.test[m] else float("inf")
+        verdict = ("win" if diff.low > 0 else "loss" if diff.high < 0 else
+                   "no significant difference")
+        lines.append(f"- {m}: {tower.name} vs {best.name}: {ratio:.3f}x, difference "
+                     f"{diff} -> {verdict}")
+    return lines
+
+
+def _value(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _params(p: dict) -> str:
@@ -174,44 +244,57 @@ def ann(base: np.ndarray, queries: np.ndarray, n: int, k: int = 100,
     return lines
 
 
+SECTIONS = ("kuairand", "microlens", "cold")
+
+
 def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000,
           threads: int = 2, quick: bool = False, cache_dir: Path | None = None,
-          kuairand_train_end: str | None = "2022-04-29") -> Path:
+          kuairand_train_end: str | None = "2022-04-29", seeds: int = 3,
+          sections_run: tuple[str, ...] = SECTIONS, max_epochs: int | None = None) -> Path:
+    """Every section in ``sections_run`` (tuned once on validation, refitted and tested once
+    per seed), the ANN part when the MicroLens leave-last-out section ran."""
     started, load_before = time.perf_counter(), os.getloadavg()
-    specs = [("KuaiRand (temporal: train 04-25..04-28 + history, test 04-29..04-30)",
-              "KuaiRand", "kuairand", kuairand, "temporal"),
-             ("MicroLens-50K (leave-last-out)", "MicroLens LLO", "microlens", microlens,
-              "leave-last-out"),
-             ("MicroLens-50K (cold-item: 20% of items held out of training, 10% for test)",
-              "MicroLens cold", "microlens", microlens, "cold-item")]
+    specs = [("kuairand", "KuaiRand (temporal: train 04-25..04-28 + history, test "
+              "04-29..04-30)", "KuaiRand", "kuairand", kuairand, "temporal"),
+             ("microlens", "MicroLens-50K (leave-last-out)", "MicroLens LLO", "microlens",
+              microlens, "leave-last-out"),
+             ("cold", "MicroLens-50K (cold-item: 20% of items held out of training, 10% for "
+              "test)", "MicroLens cold", "microlens", microlens, "cold-item")]
+    unknown = set(sections_run) - set(SECTIONS)
+    if unknown:
+        raise DataError(f"unknown sections {sorted(unknown)} (use {','.join(SECTIONS)})")
+    epochs = 3 if quick else (max_epochs or 20)
     sections, loaded = [], {}
-    for title, short, kind, path, protocol in specs:
+    for key, title, short, kind, path, protocol in specs:
+        if key not in sections_run:
+            continue
         if kind not in loaded:
             loaded[kind] = load_data(kind, path)
         train_end = kuairand_train_end if kind == "kuairand" else None
         prep = prepare(loaded[kind], kind, train_end, protocol, cache_dir=cache_dir)
         sec = Section(title, short, prep)
-        for cand in candidates(prep, threads, quick, cold=protocol == "cold-item"):
+        for cand in candidates(prep, threads, quick, cold=protocol == "cold-item",
+                               epochs=epochs):
             log.info("bench %s: %s", title, cand.name)
-            sec.outcomes.append(run(cand, prep))
+            sec.outcomes.append(run(cand, prep, seeds=tuple(range(seeds))))
         sections.append(sec)
         log.info("%s done after %.0f s", title, time.perf_counter() - started)
-    tower = next(o for o in sections[1].outcomes if o.name == "two-tower (id + content)")
-    assert isinstance(tower.model, TwoTowerRecommender)
-    bundle_model, data = tower.model.result.model, sections[1].prep.final
-    from training.retrieval.trainer import item_embeddings, user_embeddings
-
-    items = item_embeddings(bundle_model, data.items).numpy()
-    users = user_embeddings(bundle_model, data, np.arange(min(data.n_users, 1000)),
-                            tower.model.train_cfg.history_len).numpy()
-    ann_lines = ann(items, users, ann_items)
+    ann_lines = ["(not run: the MicroLens leave-last-out section was not part of this run)"]
+    llo = [s for s in sections if s.prep.protocol.name == "leave-last-out"]
+    if llo:
+        ann_lines = _ann_of(llo[0], ann_items)
+    config = (f"seeds {list(range(seeds))}, sections {','.join(sections_run)}, "
+              f"at most {epochs} two-tower epochs; data: "
+              + ", ".join(f"{k} {p}" for k, p in (("KuaiRand", kuairand),
+                                                   ("MicroLens", microlens))
+                          if any(x[0] in sections_run and x[3] == k.lower() for x in specs)))
     lines = [
         "# Retrieval benchmark", "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; "
         f"{time.perf_counter() - started:,.0f} s in all; load average {load_before[0]:.1f} at "
         f"the start, {os.getloadavg()[0]:.1f} at the end (the machine is shared: timings are "
         "upper bounds). Produced by `reelrank bench retrieval`"
-        + (" --quick (smoke run: not representative)" if quick else "") + ".", "",
+        + (" --quick (smoke run: not representative)" if quick else "") + f" ({config}).", "",
         "Data: KuaiRand-Pure (Gao et al., CIKM 2022, CC BY-SA 4.0) and MicroLens-50K (Ni et al."
         " 2023, research use), read from their directories, never copied.", "",
         "Positives (targets and hits): a KuaiRand impression that was clicked and long-viewed, "
@@ -221,8 +304,11 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
         "Every model is tuned on validation (KuaiRand: 04-28; MicroLens: each user's "
         "second-to-last item; cold-item: half of the held-out items) by Recall@50, then "
         "refitted with the chosen settings on train + validation (the two-tower for its "
-        "early-stopped epoch count) and evaluated once on the test part. Ratios are against "
-        "the popularity baseline of the same run.", "",
+        "early-stopped epoch count) once per seed (the deterministic baselines once) and "
+        "evaluated on the test part; the test part chooses nothing (best two-tower and best "
+        "baseline are picked by validation too). Ratios are against the popularity baseline "
+        "of the same run. Intervals: `training/retrieval/intervals.py` (t over seeds for "
+        "each model; bootstrap over users, scipy.stats.bootstrap, for differences).", "",
         "## Quality", "", *quality(sections),
         "## Training cost", "", *training_cost(sections), "",
         "## ANN search", "", *ann_lines, "",

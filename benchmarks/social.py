@@ -60,6 +60,7 @@ ROOT = Path("var/bench-social")
 PORT = 8024
 CREATORS = 50
 THREADS = 1_000
+CPU_COLUMN = "CPU ms/req api/workers/db"
 GOALS = {"likes_per_s": 500, "likes_p99_ms": 50, "thread_p99_ms": 20}
 
 
@@ -155,8 +156,8 @@ def drain(port: int, limit_s: float = 90.0) -> None:
 
 
 @contextmanager
-def services(root: Path, env: dict[str, str], port: int) -> Iterator[None]:
-    """The API, the relay and the counters worker, each its own process."""
+def services(root: Path, env: dict[str, str], port: int) -> Iterator[dict[str, int]]:
+    """The API, the relay and the counters worker, each its own process: their pids."""
     full_env = os.environ | env
     cli = [sys.executable, "-c", "from core.cli import main; main()", "worker"]
     started = []
@@ -168,7 +169,7 @@ def services(root: Path, env: dict[str, str], port: int) -> Iterator[None]:
                           env=full_env)
         started.append(api)
         procs.wait_until(lambda: _healthy(port), api, what="API", log=api_log, timeout_s=120)
-        yield
+        yield {"api": api.pid, "relay": started[0].pid, "counters": started[1].pid}
     finally:
         for p in reversed(started):
             procs.stop(p, signal.SIGTERM, timeout_s=30)
@@ -261,19 +262,56 @@ def catch_up(engine: Engine, limit_s: float = 60.0) -> tuple[int, float]:
     return bad, time.monotonic() - t0
 
 
+# --- CPU ------------------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its descendants, live or reaped (Linux ``/proc``): a server's
+    children (PostgreSQL backends, the API's embedded Redis) are charged to it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (st := _stat(int(name))):
+            parents.setdefault(int(st[1]), []).append(int(name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if st := _stat(p):  # utime, stime, then the reaped children's cutime, cstime
+            total += sum(int(x) for x in st[11:15]) / tick
+            todo += parents.get(p, [])
+    return total
+
+
+def cpu_per_request(pids: dict[str, int], before: dict[str, float], n: int) -> str:
+    """``api/workers/db`` CPU ms per request since ``before`` (``{name: cpu_seconds}``)."""
+    ms = {k: (cpu_seconds(p) - before[k]) * 1000 / max(1, n) for k, p in pids.items()}
+    workers = ms.get("relay", 0.0) + ms.get("counters", 0.0)
+    db = f"/{ms['db']:.2f}" if "db" in ms else "/-"
+    return f"{ms['api']:.2f}/{workers:.2f}{db}"
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
 @contextmanager
-def database(backend: str, root: Path) -> Iterator[str]:
+def database(backend: str, root: Path) -> Iterator[tuple[str, int | None]]:
+    """The database URL and the pid of its server (``None`` for SQLite, in-process)."""
     if backend == "sqlite":
-        yield f"sqlite:///{root.resolve()}/reelrank.db"
+        yield f"sqlite:///{root.resolve()}/reelrank.db", None
         return
     # A temporary directory: when run as root, postgres runs as ``nobody``, who must reach it.
     pg_root = Path(tempfile.mkdtemp(prefix="reelrank-pg-"))
     pg = start_postgres(pg_root)
     try:
-        yield pg.create_database("social")
+        yield pg.create_database("social"), pg.proc.pid
     finally:
         procs.stop(pg.proc, signal.SIGINT)
         shutil.rmtree(pg_root, ignore_errors=True)
@@ -291,7 +329,7 @@ def bench_backend(backend: str, size: Size, root: Path, port: int, results: list
     settings = load_settings(jwt_secret=secret)
     tokens = [issue_token(settings, u, ttl_s=3600) for u in range(1, size.users + 1)]
     rng = random.Random(11)
-    with database(backend, root) as url:
+    with database(backend, root) as (url, db_pid):
         migrate(url)
         engine = make_engine(url)
         try:
@@ -299,30 +337,38 @@ def bench_backend(backend: str, size: Size, root: Path, port: int, results: list
             with engine.connect() as conn:
                 roots = list(conn.scalars(select(Comment.id).where(
                     Comment.video_id == big, Comment.parent_id.is_(None))))
-            with services(root, _env(root, url, secret), port):
+            with services(root, _env(root, url, secret), port) as pids:
+                if db_pid is not None:
+                    pids = pids | {"db": db_pid}
                 warm = write_plan(size, "likes", 20, big, roots, rng)[:40]
                 load(root, port, tokens, warm, 20)  # connections, caches: not reported
                 for kind in ("likes", "follows"):
                     for rate in size.rates:
                         drain(port)
                         loads.append(os.getloadavg()[0])
-                        run = load(root, port, tokens,
-                                   write_plan(size, kind, rate, big, roots, rng), rate)
+                        plan = write_plan(size, kind, rate, big, roots, rng)
+                        before = {k: cpu_seconds(p) for k, p in pids.items()}
+                        run = load(root, port, tokens, plan, rate)
                         bad, waited = catch_up(engine)
+                        cpu = cpu_per_request(pids, before, len(plan))
                         s = summarize(run)
                         results.append([backend, kind, rate, s["throughput"], s["p50"],
                                         s["p95"], s["p99"], s["errors"],
-                                        "yes" if bad == 0 else f"no ({bad} rows)", waited])
+                                        "yes" if bad == 0 else f"no ({bad} rows)", waited, cpu,
+                                        f"{loads[-1]:.1f}"])
                         print(results[-1], flush=True)
                 drain(port)
                 loads.append(os.getloadavg()[0])
-                run = load(root, port, tokens,
-                           write_plan(size, "threads", size.thread_rate, big, roots, rng),
-                           size.thread_rate)
+                plan = write_plan(size, "threads", size.thread_rate, big, roots, rng)
+                before = {k: cpu_seconds(p) for k, p in pids.items()}
+                run = load(root, port, tokens, plan, size.thread_rate)
+                cpu = cpu_per_request(pids, before, len(plan))
                 for kinds in ({"first page"}, {"cursor page"}, {"first page", "cursor page"}):
                     s = summarize(run, kinds)
                     threads.append([backend, " + ".join(sorted(kinds)), size.thread_rate,
-                                    s["requests"], s["p50"], s["p95"], s["p99"], s["errors"]])
+                                    s["requests"], s["p50"], s["p95"], s["p99"], s["errors"],
+                                    cpu if len(kinds) > 1 else "",
+                                    f"{loads[-1]:.1f}"])
                 print(threads[-1], flush=True)
         finally:
             engine.dispose()
@@ -377,16 +423,21 @@ def _body(size: Size, results: list, threads: list, loads: list[float]) -> str:
         "",
         "80 % do (`POST`), 20 % undo (`DELETE`), random pairs, repeats included. `exact`: "
         "every video's and user's counters equal what the `likes` and `follows` rows say once "
-        "the workers caught up; `catch-up s`: how long after the run that took.",
+        "the workers caught up; `catch-up s`: how long after the run that took. "
+        f"`{CPU_COLUMN}`: CPU time per request of the API process (its embedded Redis "
+        "included), of the relay and counters workers together, and of the PostgreSQL "
+        "server (SQLite runs inside the processes), catch-up included: unlike wall-clock "
+        "percentiles it hardly depends on what else the machine runs. `load`: the 1-minute "
+        "load average when the run started.",
         "",
         table(["db", "endpoint", "offered/s", "served/s", "p50 ms", "p95 ms", "p99 ms",
-               "errors", "exact", "catch-up s"], results),
+               "errors", "exact", "catch-up s", CPU_COLUMN, "load"], results),
         "",
         f"## Comment threads of the {size.comments:,}-comment video",
         "",
         "`GET /api/v1/videos/{id}/comments?page_size=20&replies=50`: first pages, and pages "
         "after a random thread cursor.",
         "",
-        table(["db", "pages", "req/s", "requests", "p50 ms", "p95 ms", "p99 ms", "errors"],
-              threads),
+        table(["db", "pages", "req/s", "requests", "p50 ms", "p95 ms", "p99 ms", "errors",
+               CPU_COLUMN, "load"], threads),
     ])

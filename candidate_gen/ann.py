@@ -107,9 +107,11 @@ class AnnRetriever:
             return np.zeros(0, np.int64)
         return items[indptr[pos] : indptr[pos + 1]]
 
-    def search(self, user_id: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` (ids, scores) for the user, without their training history."""
-        seen = self.history(user_id)
+    def search(self, user_id: int, k: int, exclude_history: bool = True
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (ids, scores) for the user, without their training history unless
+        ``exclude_history`` is off (a caller that filters it with the rest of what is seen)."""
+        seen = self.history(user_id) if exclude_history else np.zeros(0, np.int64)
         query = self.user_vector(user_id)
         with self._lock:  # FAISS reads must not overlap an add / remove
             scores, ids = self.index.search(query, k + min(len(seen), k))

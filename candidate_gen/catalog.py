@@ -7,6 +7,9 @@ one when :meth:`Catalog.refresh` finds videos changed since the last look (by th
 ``updated_at``); counters are re-read every ``stats_every_s``. Readers take ``catalog.snapshot``
 once per request and see one consistent version. A video becomes eligible (or stops being)
 within one refresh period of its row changing, i.e. of ``video.processed`` / ``video.deleted``.
+The media pipeline's rendition ladder (``video_media.renditions``, written with the ready
+status) is kept as :data:`LADDER` / :data:`QUALITIES` bits; creators' profiles (display name,
+avatar, badge) are re-read with the counters, so an edit shows within ``stats_every_s``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import now_ms
+from platform_services.media.delivery import QUALITIES
+from platform_services.media.models import VideoMedia
 from platform_services.storage.models import (
     Moderation,
     User,
@@ -30,12 +35,37 @@ from platform_services.storage.models import (
     Visibility,
 )
 
+# ``Snapshot.renditions`` bits: a stored HLS ladder, then each design quality it has (a rung
+# below them all, from a source under 360p, is named in ``Snapshot.small_rungs``).
+LADDER = 1  # quality i of QUALITIES: bit 1 << (i + 1)
+
 VISIBILITY = (Visibility.PUBLIC.value, Visibility.FOLLOWERS.value, Visibility.PRIVATE.value)
 PUBLIC, FOLLOWERS, PRIVATE = range(3)
 # Smoothed engagement rate: (likes + 2 shares + prior) / (views + strength).
 _PRIOR_RATE, _PRIOR_STRENGTH = 0.05, 20.0
 EXPLORE_TOP_SHARE = 0.2  # the exploration pool: the best fifth by engagement rate
 NEWEST = 5_000  # the fresh source's pool: the newest ready public videos
+
+
+@dataclass(frozen=True)
+class Creator:
+    """What a feed item shows of a video's creator."""
+
+    username: str
+    display_name: str
+    profile_image_url: str | None = None
+    verified: bool = False
+
+
+def _rendition_bits(renditions: list[dict] | None) -> tuple[int, str | None]:
+    """A ladder (``video_media.renditions``: dicts with ``name``) as bits, and the name of a
+    rung below the design's qualities if it has one."""
+    if not renditions:
+        return 0, None
+    names = [r["name"] for r in renditions]
+    bits = LADDER | sum(1 << (i + 1) for i, q in enumerate(QUALITIES) if q in names)
+    small = next((n for n in names if n not in QUALITIES), None)
+    return bits, small
 
 
 @dataclass(frozen=True)
@@ -53,7 +83,10 @@ class Snapshot:
     shares: np.ndarray
     titles: list[str | None]
     topics: list[str]
-    usernames: dict[int, str]
+    creators: dict[int, Creator]
+    comments: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    renditions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # see LADDER
+    small_rungs: dict[int, str] = field(default_factory=dict)  # video id: rung under 360p
     quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     by_owner: dict[int, np.ndarray] = field(default_factory=dict)  # ready ids, newest first
     explore_pool: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -120,7 +153,7 @@ class Catalog:
             visibility=np.zeros(0, np.uint8), topic=np.zeros(0, np.int16),
             created_ms=np.zeros(0, np.int64), duration_ms=np.zeros(0, np.int64),
             views=np.zeros(0, np.int64), likes=np.zeros(0, np.int64),
-            shares=np.zeros(0, np.int64), titles=[], topics=[], usernames={}))
+            shares=np.zeros(0, np.int64), titles=[], topics=[], creators={}))
         self._watermark: datetime | None = None
         self._recent: dict[int, datetime] = {}  # rows of the last read, by id: updated_at
         self._stats_at = 0.0
@@ -133,7 +166,8 @@ class Catalog:
             since = self._watermark
             q = select(Video.id, Video.owner_id, Video.status, Video.visibility, Video.category,
                        Video.created_at, Video.duration_ms, Video.title, Video.updated_at,
-                       Video.moderation)
+                       Video.moderation, VideoMedia.renditions) \
+                .outerjoin(VideoMedia, VideoMedia.video_id == Video.id)
             if since is not None:
                 # Rows committed late with an earlier updated_at are caught by the overlap.
                 q = q.where(Video.updated_at >= since - timedelta(seconds=5))
@@ -162,7 +196,9 @@ class Catalog:
         vis, topic = _grow(s.visibility, n, PRIVATE), _grow(s.topic, n, -1)
         created, dur = _grow(s.created_ms, n, 0), _grow(s.duration_ms, n, -1)
         views, likes, shares = (_grow(a, n, 0) for a in (s.views, s.likes, s.shares))
+        comments, rend = _grow(s.comments, n, 0), _grow(s.renditions, n, 0)
         titles = s.titles + [None] * (len(owner) - len(s.titles))
+        small_rungs = dict(s.small_rungs)
         topics, codes = list(s.topics), {t: i for i, t in enumerate(s.topics)}
         for r in rows:
             owner[r.id] = r.owner_id
@@ -175,22 +211,44 @@ class Catalog:
             topic[r.id] = codes.get(r.category, -1)
             created[r.id], dur[r.id] = _ms(r.created_at), r.duration_ms or -1
             titles[r.id] = r.title
-        names = dict(s.usernames)
-        missing = {r.owner_id for r in rows} - names.keys()
+            rend[r.id], small = _rendition_bits(r.renditions)
+            small_rungs.pop(r.id, None)
+            if small is not None:
+                small_rungs[r.id] = small
+        creators = dict(s.creators)
+        missing = {r.owner_id for r in rows} - creators.keys()
         if missing:
-            names |= dict(session.execute(select(User.id, User.username)
-                                          .where(User.id.in_(missing))).all())
+            creators |= _creators(session, missing)
         return replace(s, owner=owner, ready=ready, visibility=vis, topic=topic,
                        created_ms=created, duration_ms=dur, views=views, likes=likes,
-                       shares=shares, titles=titles, topics=topics, usernames=names)
+                       shares=shares, comments=comments, renditions=rend,
+                       small_rungs=small_rungs, titles=titles, topics=topics, creators=creators)
 
     @staticmethod
     def _apply_stats(session: Session, s: Snapshot) -> Snapshot:
-        views, likes, shares = (np.zeros(s.capacity, np.int64) for _ in range(3))
+        views, likes, shares, comments = (np.zeros(s.capacity, np.int64) for _ in range(4))
         rows = session.execute(select(VideoStats.video_id, VideoStats.views, VideoStats.likes,
-                                      VideoStats.shares)).all()
+                                      VideoStats.shares, VideoStats.comments)).all()
         if rows:
             a = np.array(rows, np.int64)
             a = a[(a[:, 0] >= 0) & (a[:, 0] < s.capacity)]
             views[a[:, 0]], likes[a[:, 0]], shares[a[:, 0]] = a[:, 1], a[:, 2], a[:, 3]
-        return replace(s, views=views, likes=likes, shares=shares)
+            comments[a[:, 0]] = a[:, 4]
+        creators = _creators(session, set(s.creators)) if s.creators else {}
+        return replace(s, views=views, likes=likes, shares=shares, comments=comments,
+                       creators=creators)
+
+
+_IN_CHUNK = 5_000  # ids per ``IN (...)``: under every backend's bound-parameter limit
+
+
+def _creators(session: Session, ids: set[int]) -> dict[int, Creator]:
+    """Profiles of the creators ``ids`` (the display name falls back to the username)."""
+    ordered, out = sorted(ids), {}
+    for i in range(0, len(ordered), _IN_CHUNK):
+        rows = session.execute(select(User.id, User.username, User.display_name,
+                                      User.avatar_url, User.verified)
+                               .where(User.id.in_(ordered[i:i + _IN_CHUNK])))
+        out |= {r.id: Creator(r.username, r.display_name or r.username, r.avatar_url,
+                              bool(r.verified)) for r in rows}
+    return out

@@ -70,33 +70,47 @@ def trending_ids(r: redis.Redis, ctx: SourceContext, n: int, window: str = "24h"
 
 
 def ann(retriever: AnnRetriever, ctx: SourceContext, n: int) -> np.ndarray:
-    return retriever.search(ctx.user_id, n)[0]
+    """The ``n`` nearest videos to the user's vector, the user's training history included
+    (the feed filters everything seen in one pass)."""
+    return retriever.search(ctx.user_id, n, exclude_history=False)[0]
 
 
 def blend(lists: dict[str, np.ndarray], quotas: dict[str, float],
           total: int) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, source codes)``: each source up to ``round(share * total)`` of its best ids
-    (sources earlier in :data:`SOURCES` win duplicates), then unused room goes to the
-    sources with ids left, in priority order."""
-    shares = sum(quotas.get(s, 0.0) for s in lists) or 1.0
-    taken: dict[int, int] = {}
-    rest: dict[str, list[int]] = {}
-    for name in sorted(lists, key=CODE.__getitem__):
-        quota = round(quotas.get(name, 0.0) / shares * total)
-        left = []
-        for v in lists[name].tolist():
-            if v in taken:
-                continue
-            if quota > 0 and len(taken) < total:
-                taken[v] = CODE[name]
-                quota -= 1
-            else:
-                left.append(v)
-        rest[name] = left
-    for name, left in rest.items():
-        for v in left:
-            if len(taken) >= total:
-                break
-            taken.setdefault(v, CODE[name])
-    ids = np.fromiter(taken.keys(), np.int64, len(taken))
-    return ids, np.fromiter(taken.values(), np.uint8, len(taken))
+    (sources earlier in :data:`SOURCES` win duplicates), then unused room goes to the other
+    sources with ids left, in priority order, and to exploration only when none has any: a
+    dry source's share is not exploration's."""
+    names = sorted(lists, key=CODE.__getitem__)
+    shares = sum(quotas.get(s, 0.0) for s in names) or 1.0
+    taken: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    rest: dict[str, np.ndarray] = {}
+    used = np.zeros(0, np.int64)
+    count = 0
+    for name in names:
+        ids = _first_seen(np.asarray(lists[name], np.int64))
+        ids = ids[~np.isin(ids, used)]
+        quota = max(0, min(round(quotas.get(name, 0.0) / shares * total), total - count))
+        take, rest[name] = ids[:quota], ids[quota:]
+        used = np.concatenate([used, take])
+        taken.append(take)
+        codes.append(np.full(len(take), CODE[name], np.uint8))
+        count += len(take)
+    for name in sorted(rest, key=lambda s: (s == "explore", CODE[s])):
+        if count >= total:
+            break
+        more = rest[name][~np.isin(rest[name], used)][: total - count]
+        used = np.concatenate([used, more])
+        taken.append(more)
+        codes.append(np.full(len(more), CODE[name], np.uint8))
+        count += len(more)
+    if not taken:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    return np.concatenate(taken), np.concatenate(codes)
+
+
+def _first_seen(ids: np.ndarray) -> np.ndarray:
+    """``ids`` without repeats, in their order."""
+    _, first = np.unique(ids, return_index=True)
+    return ids[np.sort(first)] if len(first) < len(ids) else ids

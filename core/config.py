@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     ranker_backend: Literal["ray", "local"] = "ray"
     ranker_model: str = "reelrank-ranker"
     retrieval_model: str = "reelrank-retrieval"
-    ranker_replicas: int = Field(default=1, ge=1)
+    ranker_replicas: int | None = Field(default=None, ge=1)  # unset: one per Ray CPU
     ranker_num_cpus: float = Field(default=1.0, gt=0)
     ranker_max_batch_size: int = Field(default=8, ge=1)
     ranker_batch_wait_ms: float = Field(default=0.5, ge=0)
@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Requests (any endpoint) one API process holds at once; past it uvicorn answers 503 at
     # once, so an overload sheds instead of building a backlog that times every request out.
     api_max_concurrency: int = Field(default=256, ge=1)
+    # API worker processes of ``reelrank serve api`` and the demo (unset: the machine's cores);
+    # each holds its own catalog, ANN index and item features.
+    api_workers: int | None = Field(default=None, ge=1)
     # Shares of ``feed_candidates`` per source (ANN's share goes to popularity without an index).
     feed_quotas: dict[str, float] = Field(
         default_factory=lambda: {
@@ -190,6 +193,17 @@ class Settings(BaseSettings):
     # A/B experiments: how often an API process re-reads the running ones (a started or
     # stopped experiment takes effect within this).
     experiments_refresh_s: float = Field(default=10.0, gt=0)
+    # Database connections per process (issue 14 performance): as many as the worker threads
+    # that hold one at a time, so a burst neither waits for a connection nor opens and closes
+    # overflow ones per request (a new PostgreSQL connection forks a backend).
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+    database_max_overflow: int = Field(default=20, ge=0, le=500)
+    # Proxies whose X-Forwarded-For names the client (comma-separated IPs or CIDRs, as uvicorn's
+    # ``forwarded_allow_ips``). Empty: the header is never honoured and the per-IP rate limit
+    # counts the connecting address, so a client cannot pick its own IP.
+    api_trusted_proxies: str = ""
+    # Logins per account from any address (issue 14): guesses spread over many IPs still stop.
+    rate_limit_login_account: str = "20/hour"
 
     @field_validator(*_SCHEMES)
     @classmethod
@@ -204,7 +218,7 @@ class Settings(BaseSettings):
 
     @field_validator("rate_limit_user", "rate_limit_moderator", "rate_limit_admin",
                      "rate_limit_ip", "rate_limit_login", "rate_limit_signup",
-                     "rate_limit_for_you")
+                     "rate_limit_for_you", "rate_limit_login_account")
     @classmethod
     def _check_rate(cls, value: str) -> str:
         from limits import parse  # the library the limiter uses: one notation, one parser

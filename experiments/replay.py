@@ -39,7 +39,7 @@ def popularity_pages(pop: Population, page_size: int = 10, pages: int = 5) -> li
     """The page log: the world's videos by views, most viewed first, as the feed's items."""
     order = pop.item_views.sort_values(ascending=False, kind="stable")
     duration = pop.duration.reindex(order.index)
-    items = [{"video": {"id": int(v), "duration_ms": None if np.isnan(d) else int(d)},
+    items = [{"video_id": int(v), "duration": None if np.isnan(d) else d / 1000,
               "stats": {"views": float(n)}, "position": p}
              for p, (v, n, d) in enumerate(zip(order.index, order.to_numpy(),
                                               duration.to_numpy(np.float64), strict=True))]

@@ -152,9 +152,9 @@ def features_of(visitors: list[Visitor], pop: Population,
     (plus each video's ``topic`` and ``duration_ms``)."""
     flat = [it for items in pages for it in items]
     owner = np.repeat(np.arange(len(visitors)), [len(items) for items in pages])
-    topics = pd.Series([it["video"]["id"] for it in flat]).map(
+    topics = pd.Series([it["video_id"] for it in flat]).map(
         pop.topic).fillna("?").to_numpy()
-    duration = np.array([it["video"].get("duration_ms") or 0 for it in flat], np.float64)
+    duration = np.array([(it.get("duration") or 0) * 1000 for it in flat], np.float64)
     views = np.array([it["stats"]["views"] for it in flat], np.float64)
 
     def per_visitor(value: Callable[[Visitor], float]) -> np.ndarray:
@@ -227,7 +227,7 @@ def page_events(items: list[dict], seen: pd.DataFrame, request_id: str) -> list[
     """The telemetry the app posts to ``/events`` for the videos of a page the user went
     through: a ``watch`` or a ``skip`` each (likes have their own endpoint: :func:`liked`)."""
     return [
-        {"video_id": it["video"]["id"], "position": it["position"], "request_id": request_id,
+        {"video_id": it["video_id"], "position": it["position"], "request_id": request_id,
          "action": "watch" if row.clicked > 0 else "skip", "watch_ms": int(row.watch_ms)}
         for it, row in zip(items, seen.itertuples(index=False), strict=False)
     ]
@@ -235,7 +235,7 @@ def page_events(items: list[dict], seen: pd.DataFrame, request_id: str) -> list[
 
 def liked(items: list[dict], seen: pd.DataFrame) -> list[int]:
     """The ids of the page's videos the user liked, in page order."""
-    return [it["video"]["id"] for it, row in zip(items, seen.itertuples(index=False),
+    return [it["video_id"] for it, row in zip(items, seen.itertuples(index=False),
                                                   strict=False) if row.liked > 0]
 
 
@@ -268,21 +268,22 @@ async def visit(client: httpx.AsyncClient, token: str, visitor: Visitor, pop: Po
             out.errors += 1
             break
         page = r.json()
-        if not page["items"]:
+        items = page["videos"]
+        if not items:
             break
-        seen, left = answer_page(visitor, pop, model, page["items"], rng)
+        seen, left = answer_page(visitor, pop, model, items, rng)
         out.pages += 1
         out.seen += len(seen)
         out.clicks += int((seen["clicked"] > 0).sum())
         out.likes += int((seen["liked"] > 0).sum())
         out.watch_ms += int(seen["watch_ms"].sum())
-        events = page_events(page["items"], seen, page["request_id"])
+        events = page_events(items, seen, items[0]["request_id"])
         r = await _call(client, "POST", EVENTS, cfg, json={"events": events}, headers=headers)
         statuses[f"events {r.status_code}"] += 1
         if r.status_code != 202:
             out.errors += 1
             break
-        for video_id in liked(page["items"], seen):
+        for video_id in liked(items, seen):
             r = await _call(client, "POST", LIKE.format(video_id), cfg, headers=headers)
             statuses[f"like {r.status_code}"] += 1
             if r.status_code != 200:

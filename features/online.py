@@ -154,13 +154,13 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, timeout_s: float | None = None) -> None:
         from feast.infra.online_stores.helpers import _mmh3
         from feast.protos.feast.types.Value_pb2 import Value
 
         # The platform's one Redis factory: the same URL handling and socket timeouts as every
         # other connection (a Redis that stops answering costs a read its budget, no more).
-        timeout_s = max(settings.feature_read_timeout_ms / 1000.0, 0.25)
+        timeout_s = timeout_s or max(settings.feature_read_timeout_ms / 1000.0, 0.25)
         self.client = redis_client(
             online_url(settings), socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -199,6 +199,14 @@ class RedisBackend:
         """All requests in one pipelined write of raw ``HMGET`` commands and one read of the
         replies (hiredis): ~1 µs of Python per entity instead of redis-py's ~10 µs per
         pipelined command object."""
+        return self.read_with(requests)[0]
+
+    def read_with(
+        self, requests: list[Request], extra: Sequence[Sequence[Any]] = ()
+    ) -> tuple[list[Raw], list[Any]]:
+        """:meth:`read`, plus the ``extra`` commands (``("ZRANGE", key, 0, -1)``, ...) in the
+        same round trip; their replies come second, in order. For a caller whose own keys
+        live on this Redis (the feed's seen set): one round trip where there would be two."""
         commands: list[bytes] = []
         plan: list[tuple[int, list[str], list[int] | None, int]] = []
         for req, (refs, rows) in enumerate(requests):
@@ -218,7 +226,10 @@ class RedisBackend:
                 tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
                 commands += [b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail) for k in unique]
                 plan.append((req, group, where, len(unique)))
+        n_features = len(commands)
+        commands += [_resp(*cmd) for cmd in extra]
         replies = self._pipeline(commands)
+        extra_replies, replies = replies[n_features:], replies[:n_features]
         results: list[Raw] = [{} for _ in requests]
         pos = 0
         for req, group, where, n in plan:
@@ -227,7 +238,7 @@ class RedisBackend:
             for j, ref in enumerate(group):
                 values = self._decode([row[j] for row in rows_got])
                 results[req][ref] = values if where is None else [values[i] for i in where]
-        return results
+        return results, extra_replies
 
     def _pipeline(self, commands: list[bytes]) -> list[Any]:
         if not commands:
@@ -236,12 +247,44 @@ class RedisBackend:
         conn = pool.get_connection()
         try:
             conn.send_packed_command([b"".join(commands)])
-            return [conn.read_response() for _ in commands]
+            return _read_replies(conn, len(commands))
         except BaseException:
             conn.disconnect()  # a half-read reply stream must not go back to the pool
             raise
         finally:
             pool.release(conn)
+
+
+def _read_replies(conn: Any, n: int) -> list[Any]:
+    """``n`` replies off ``conn``. With hiredis, straight from its reader: redis-py's
+    ``read_response`` costs a few µs of Python per reply, and a for-you read has ~800."""
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if reader is None or not hasattr(parser, "read_from_socket"):
+        return [conn.read_response() for _ in range(n)]
+    from redis._parsers import hiredis
+
+    pending = getattr(hiredis, "NOT_ENOUGH_DATA", False)  # the reader's "need more bytes"
+    out: list[Any] = []
+    gets, fill = reader.gets, parser.read_from_socket
+    while len(out) < n:
+        reply = gets()
+        if reply is pending:
+            fill()
+            continue
+        if isinstance(reply, Exception):
+            raise reply
+        out.append(reply)
+    return out
+
+
+def _resp(*args: Any) -> bytes:
+    """One command in the Redis protocol (RESP2)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(parts)
 
 
 def redis_keys(join_keys: Sequence[str], rows: dict[str, list[int]]) -> list[bytes]:
@@ -251,20 +294,32 @@ def redis_keys(join_keys: Sequence[str], rows: dict[str, list[int]]) -> list[byt
     columns = [rows[k] for k in sorted(join_keys)]
     if len(columns) == 1:
         return [prefix + struct.pack("<IIq", 4, 8, v) + project for v in columns[0]]
-    return [
-        prefix + b"".join(struct.pack("<IIq", 4, 8, v) for v in vs) + project
-        for vs in zip(*columns, strict=True)
-    ]
+    # Several join keys (user x creator): every row's values packed at once by numpy, then
+    # sliced (a third of the per-row ``struct`` + ``join`` cost, ~0.5 ms a for-you page).
+    n = len(columns[0])
+    packed = np.empty((n, len(columns)), _ENTITY_VALUE)
+    packed["kind"], packed["size"] = 4, 8
+    for j, col in enumerate(columns):
+        packed["value"][:, j] = col
+    raw, width = packed.tobytes(), _ENTITY_VALUE.itemsize * len(columns)
+    return [prefix + raw[i : i + width] + project for i in range(0, n * width, width)]
 
 
-def open_backend(settings: Settings, backend: Backend = "auto") -> OnlineBackend:
-    """The raw reader for ``settings``' online store (``auto``: direct on Redis, else Feast)."""
+# One serialized int64 entity value: its type tag (4: int64), its size, the value.
+_ENTITY_VALUE = np.dtype([("kind", "<u4"), ("size", "<u4"), ("value", "<i8")])
+
+
+def open_backend(
+    settings: Settings, backend: Backend = "auto", timeout_s: float | None = None
+) -> OnlineBackend:
+    """The raw reader for ``settings``' online store (``auto``: direct on Redis, else Feast);
+    ``timeout_s``: the Redis socket timeout (default: the read budget, at least 250 ms)."""
     kind = online_kind(settings)
     if backend == "auto":
         backend = "redis" if kind == "redis" else "feast"
     if backend == "redis" and kind != "redis":
         raise FeatureStoreError("backend 'redis' needs the Redis online store")
-    return RedisBackend(settings) if backend == "redis" else FeastBackend(settings)
+    return RedisBackend(settings, timeout_s) if backend == "redis" else FeastBackend(settings)
 
 
 # --- the reader ------------------------------------------------------------------------------
@@ -341,9 +396,13 @@ class FeatureReader:
     """Online features for serving; thread-safe, one per process. See the module docstring."""
 
     def __init__(
-        self, settings: Settings, backend: Backend = "auto", timeout_ms: int | None = None
+        self,
+        settings: Settings,
+        backend: Backend = "auto",
+        timeout_ms: int | None = None,
+        socket_timeout_s: float | None = None,
     ) -> None:
-        self.backend = open_backend(settings, backend)
+        self.backend = open_backend(settings, backend, socket_timeout_s)
         self.timeout_s = (timeout_ms or settings.feature_read_timeout_ms) / 1000.0
         self._settings = settings
         self._meta_path = repo_dir(settings) / "meta.json"

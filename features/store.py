@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 META_FILE = "meta.json"
+MATERIALIZED_FILE = "materialized.json"  # rewritten by every materialize: serving reloads
 
 
 class FeatureStoreError(ValueError):
@@ -171,3 +172,10 @@ def materialize_batch(
 
     record_materialization(settings, end)
     return rows
+
+
+def materialized_mark(settings: Settings) -> str:
+    """What the last materialization left (changes with each one); ``""`` before any. Processes
+    that hold batch values in memory reload them when it changes."""
+    marker = repo_dir(settings) / MATERIALIZED_FILE
+    return marker.read_text() if marker.is_file() else ""

@@ -25,7 +25,8 @@ class IdEmbedding(nn.Module):
     features beside them) to stand in for an id the model has never seen.
     """
 
-    def __init__(self, known_ids: Sequence[int] | Tensor, dim: int, oov_buckets: int) -> None:
+    def __init__(self, known_ids: Sequence[int] | Tensor, dim: int, oov_buckets: int,
+                 init_std: float = 0.05) -> None:
         super().__init__()
         if oov_buckets < 1:
             raise ValueError("oov_buckets must be at least 1")
@@ -33,7 +34,7 @@ class IdEmbedding(nn.Module):
         self.register_buffer("known", known, persistent=True)
         self.oov_buckets = oov_buckets
         self.table = nn.Embedding(1 + oov_buckets + len(known), dim, padding_idx=0)
-        nn.init.normal_(self.table.weight, std=0.05)
+        nn.init.normal_(self.table.weight, std=init_std)
         with torch.no_grad():
             self.table.weight[0].zero_()
 

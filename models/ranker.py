@@ -163,7 +163,9 @@ class Ranker(nn.Module):
     def predict(self, categorical: Tensor, numeric: Tensor) -> tuple[Tensor, Tensor]:
         """``(score [B], predictions [B, tasks])`` in eval mode."""
         was = self.training
-        self.eval()
+        if was:  # a served model is in eval mode already: no module walk per call (~0.5 ms)
+            self.eval()
         preds = self.to_predictions(self(categorical, numeric))
-        self.train(was)
+        if was:
+            self.train()
         return self.score(preds), preds

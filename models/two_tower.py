@@ -37,6 +37,19 @@ class TwoTowerConfig:
     recent: int = 5  # the last N history items get a pool of their own
     id_dropout: float = 0.1
     dropout: float = 0.0
+    # Spread of the initial id vectors: too small and every tower output starts out the same
+    # direction (the MLP biases dominate), so the in-batch loss sits at log(batch) for epochs.
+    embedding_std: float = 0.05
+    # Skip connections around the MLP heads (item: its id vector; user: the mean of the
+    # history's id vectors), so from the first step a score is also an item-item similarity
+    # in the shared id space, which co-occurrence shapes quickly, instead of waiting for two
+    # MLPs to break their symmetric start.
+    residual: bool = True
+    # "pooled": four masked means of the history; "sequential": self-attention over it with
+    # action-type and time-gap embeddings (SASRec-style), read out by a query token.
+    user_tower: str = "pooled"
+    seq_layers: int = 1
+    seq_heads: int = 2
 
 
 @dataclass
@@ -59,13 +72,33 @@ class UserInputs:
     long: Tensor  # bool [B, L] long-watched
     liked: Tensor  # bool [B, L]
     features: Tensor | None = None  # float [B, user_feature_dim]
+    # int64 [B, L]: log2-hours bucket (1..GAP_BUCKETS-1) from each history item to the query
+    # time; 0 when unknown (untimed history, padding). None: all unknown.
+    gap: Tensor | None = None
+
+
+GAP_BUCKETS = 18
+
+
+def _head(width: int, cfg: TwoTowerConfig) -> nn.Sequential:
+    """The tower's MLP; with ``residual`` its last layer starts at a tenth of its usual scale,
+    so training starts near the plain id-space similarity and the MLP learns what to add to
+    it (never exactly zero: every input, content included, moves the output from the start,
+    and a user with no history and no features still gets a unit vector)."""
+    head = mlp([width, cfg.hidden, cfg.dim], cfg.dropout)
+    if cfg.residual:
+        last = head[-1]
+        assert isinstance(last, nn.Linear)
+        with torch.no_grad():
+            last.weight.mul_(0.1)
+    return head
 
 
 class ItemTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig, item_ids: Tensor) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ids = IdEmbedding(item_ids, cfg.dim, cfg.item_oov_buckets)
+        self.ids = IdEmbedding(item_ids, cfg.dim, cfg.item_oov_buckets, cfg.embedding_std)
         width = cfg.dim
         if cfg.item_features:
             self.author = IdEmbedding([], cfg.dim, cfg.author_buckets)
@@ -75,10 +108,11 @@ class ItemTower(nn.Module):
             if cfg.content_dim:
                 self.content = ContentProjection(cfg.content_dim, cfg.dim)
                 width += cfg.dim
-        self.head = mlp([width, cfg.hidden, cfg.dim], cfg.dropout)
+        self.head = _head(width, cfg)
 
     def forward(self, x: ItemInputs) -> Tensor:
-        parts = [self.ids(x.item_id, self.cfg.id_dropout)]
+        own = self.ids(x.item_id, self.cfg.id_dropout)
+        parts = [own]
         if self.cfg.item_features:
             parts += [
                 self.author(x.author_id),
@@ -89,7 +123,8 @@ class ItemTower(nn.Module):
                 if x.content is None:
                     raise ValueError("this item tower needs content embeddings")
                 parts.append(self.content(x.content))
-        return F.normalize(self.head(torch.cat(parts, -1)), dim=-1)
+        out = self.head(torch.cat(parts, -1))
+        return F.normalize(out + own if self.cfg.residual else out, dim=-1)
 
 
 class UserTower(nn.Module):
@@ -108,7 +143,7 @@ class UserTower(nn.Module):
         if cfg.user_feature_dim:
             self.features = nn.Linear(cfg.user_feature_dim, cfg.dim)
             width += cfg.dim
-        self.head = mlp([width, cfg.hidden, cfg.dim], cfg.dropout)
+        self.head = _head(width, cfg)
 
     def forward(self, x: UserInputs) -> Tensor:
         valid = x.history >= 0
@@ -124,7 +159,58 @@ class UserTower(nn.Module):
             if x.features is None:
                 raise ValueError("this user tower needs user features")
             parts.append(self.features(x.features))
-        return F.normalize(self.head(torch.cat(parts, -1)), dim=-1)
+        out = self.head(torch.cat(parts, -1))
+        return F.normalize(out + pooled[:, 0] if self.cfg.residual else out, dim=-1)
+
+
+class SequentialUserTower(nn.Module):
+    """Self-attention over the history: each position is the item's id vector (shared with
+    the item tower) plus embeddings of its action type (plain, long view, like, both), of
+    its time gap to the query and of its position; a learned query token appended last
+    attends over all of it and its output is the user's vector (plus the history mean, so the
+    id-space similarity path stays as in the pooled tower)."""
+
+    def __init__(self, cfg: TwoTowerConfig, user_ids: Tensor, item_embedding: IdEmbedding,
+                 max_len: int = 512):
+        super().__init__()
+        self.cfg = cfg
+        self.items = item_embedding
+        self.action = nn.Embedding(4, cfg.dim)
+        self.gap = nn.Embedding(GAP_BUCKETS, cfg.dim)
+        self.position = nn.Embedding(max_len + 1, cfg.dim)
+        self.query = nn.Parameter(torch.zeros(cfg.dim))
+        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.seq_heads, cfg.hidden, cfg.dropout,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.seq_layers, enable_nested_tensor=False)
+        width = cfg.dim
+        if cfg.user_id:
+            self.ids = IdEmbedding(user_ids, cfg.dim, cfg.user_oov_buckets)
+            width += cfg.dim
+        if cfg.user_feature_dim:
+            self.features = nn.Linear(cfg.user_feature_dim, cfg.dim)
+            width += cfg.dim
+        self.head = _head(width, cfg)
+
+    def forward(self, x: UserInputs) -> Tensor:
+        b, length = x.history.shape
+        valid = x.history >= 0
+        items = self.items(x.history)
+        action = x.long.long() + 2 * x.liked.long()
+        gap = x.gap if x.gap is not None else torch.zeros_like(x.history)
+        start = self.position.num_embeddings - 1 - length  # right-aligned positions
+        pos = torch.arange(start, start + length + 1, device=items.device)
+        seq = items + (self.action(action) + self.gap(gap)) * valid.unsqueeze(-1)
+        seq = torch.cat([seq, self.query.expand(b, 1, -1)], 1) + self.position(pos)
+        pad = torch.cat([~valid, torch.zeros(b, 1, dtype=torch.bool, device=valid.device)], 1)
+        parts = [self.encoder(seq, src_key_padding_mask=pad)[:, -1]]
+        if self.cfg.user_id:
+            parts.append(self.ids(x.user_id, self.cfg.id_dropout))
+        if self.cfg.user_feature_dim:
+            if x.features is None:
+                raise ValueError("this user tower needs user features")
+            parts.append(self.features(x.features))
+        out = self.head(torch.cat(parts, -1))
+        return F.normalize(out + masked_mean(items, valid) if self.cfg.residual else out, dim=-1)
 
 
 class TwoTower(nn.Module):
@@ -134,7 +220,10 @@ class TwoTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.item = ItemTower(cfg, item_ids)
-        self.user = UserTower(cfg, user_ids, self.item.ids)
+        if cfg.user_tower not in ("pooled", "sequential"):
+            raise ValueError(f"unknown user tower {cfg.user_tower!r} (use pooled|sequential)")
+        tower = SequentialUserTower if cfg.user_tower == "sequential" else UserTower
+        self.user: UserTower | SequentialUserTower = tower(cfg, user_ids, self.item.ids)
 
     def forward(self, users: UserInputs, items: ItemInputs) -> Tensor:
         return self.user(users) @ self.item(items).T

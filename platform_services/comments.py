@@ -20,9 +20,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from sqlalchemy import select, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Integer,
+    Select,
+    Text,
+    any_,
+    bindparam,
+    func,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.orm import Session, aliased
 
 from core.clock import utcnow
 from core.events import Action, UserInteraction
@@ -57,10 +70,25 @@ class Node:
     more_replies_after: str | None = None  # a cursor for /replies when the thread was cut
 
 
+@dataclass(frozen=True)
+class Author:
+    """What a comment shows of its author."""
+
+    id: int
+    username: str
+    display_name: str | None
+    avatar_url: str | None
+    verified: bool
+
+    @classmethod
+    def of(cls, user: User) -> Author:
+        return cls(user.id, user.username, user.display_name, user.avatar_url, user.verified)
+
+
 @dataclass
 class Page:
     threads: list[Node]
-    authors: dict[int, User]
+    authors: dict[int, Author]
     next_cursor: str | None
 
 
@@ -141,21 +169,58 @@ def get(session: Session, viewer_id: int, comment_id: int) -> Comment:
 # --- reading trees ---------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=64)
+def _ranges_union(n: int) -> Select[tuple[Comment]]:
+    """SQLite: ``n`` index ranges of ``(root_id, path)`` as a UNION ALL of ``LIMIT``-ed range
+    scans, the comments in thread and display order. Built once per ``n`` with bound
+    parameters (building 20 ranges anew per request cost more CPU than running them)."""
+    parts = [
+        select(Comment).where(Comment.root_id == bindparam(f"root{i}"),
+                              Comment.path > bindparam(f"after{i}"),
+                              Comment.path < bindparam(f"below{i}"))
+        .order_by(Comment.path).limit(bindparam("limit", type_=Integer)).subquery().select()
+        for i in range(n)
+    ]
+    found = union_all(*parts).subquery()
+    return select(aliased(Comment, found)).order_by(found.c.root_id, found.c.path)
+
+
+def _ranges_lateral() -> Select[tuple[Comment]]:
+    """PostgreSQL: the same ranges from arrays, one ``LATERAL`` range scan per element. A
+    UNION of 20 ranges took PostgreSQL 10 ms to plan for 0.5 ms of execution (and its generic
+    plan was never chosen); this statement's plan is small and its text the same for any
+    number of ranges, so psycopg prepares it once per connection."""
+    ranges = func.unnest(bindparam("roots", type_=ARRAY(BigInteger)),
+                         bindparam("afters", type_=ARRAY(Text)),
+                         bindparam("belows", type_=ARRAY(Text))
+                         ).table_valued("root", "after", "below").render_derived(name="ranges")
+    found = (select(Comment).where(Comment.root_id == ranges.c.root,
+                                   Comment.path > ranges.c.after,
+                                   Comment.path < ranges.c.below)
+             .order_by(Comment.path).limit(bindparam("limit", type_=Integer)).lateral())
+    return (select(aliased(Comment, found)).select_from(ranges).join(found, true())
+            .order_by(found.c.root_id, found.c.path))
+
+
+_RANGES_LATERAL = _ranges_lateral()
+
+
 def _subtrees(session: Session, ranges: list[tuple[int, str, str]], limit: int
               ) -> dict[int, list[Comment]]:
     """For each ``(root_id, after, below)``: up to ``limit`` comments with
-    ``after < path < below`` in path order, all in one statement (a UNION of index ranges)."""
+    ``after < path < below`` in path order, all in one statement."""
     if not ranges:
         return {}
-    parts = [
-        select(Comment.id).where(Comment.root_id == root, Comment.path > after,
-                                 Comment.path < below)
-        .order_by(Comment.path).limit(limit).subquery().select()
-        for root, after, below in ranges
-    ]
-    ids = list(session.scalars(union_all(*parts)))
+    if session.get_bind().dialect.name == "postgresql":
+        roots, afters, belows = (list(column) for column in zip(*ranges, strict=True))
+        stmt = _RANGES_LATERAL
+        params: dict = {"roots": roots, "afters": afters, "belows": belows, "limit": limit}
+    else:
+        stmt, params = _ranges_union(len(ranges)), {"limit": limit}
+        for i, (root, after, below) in enumerate(ranges):
+            params |= {f"root{i}": root, f"after{i}": after, f"below{i}": below}
     out: dict[int, list[Comment]] = {}
-    for c in session.scalars(select(Comment).where(Comment.id.in_(ids)).order_by(Comment.path)):
+    for c in session.scalars(stmt, params):
         out.setdefault(c.root_id, []).append(c)
     return out
 
@@ -234,11 +299,21 @@ def replies(session: Session, viewer_id: int, comment_id: int, after: str | None
     return Page(nodes, _authors(session, nodes), cursor)
 
 
-def _authors(session: Session, nodes: list[Node]) -> dict[int, User]:
+def _authors(session: Session, nodes: list[Node]) -> dict[int, Author]:
     ids: set[int] = set()
     stack = list(nodes)
     while stack:
         n = stack.pop()
         ids.add(n.comment.author_id)
         stack += n.replies
-    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))}
+    if session.get_bind().dialect.name == "postgresql":  # one statement text for any count
+        rows = session.execute(_AUTHORS_PG, {"ids": list(ids)})
+    else:
+        rows = session.execute(_AUTHORS.where(User.id.in_(ids)))
+    return {r.id: Author(*r) for r in rows}
+
+
+_AUTHORS = select(User.id, User.username, User.display_name, User.avatar_url, User.verified)
+# ``= ANY(array)``: an ``IN`` list's text changes with its length, and psycopg parses each
+# new text again (``_split_query``, several ms for a page's worth of ids).
+_AUTHORS_PG = _AUTHORS.where(User.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))

@@ -29,7 +29,8 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
+                             max_overflow=settings.database_max_overflow)
         return cls(
             settings, engine, session_factory(engine), open_bus(settings.event_bus_url, engine)
         )

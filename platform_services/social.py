@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, literal_column, or_, select, union
+from sqlalchemy import and_, bindparam, delete, literal, literal_column, or_, select, union
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from core.events import Action, UserInteraction
 from platform_services.bus.outbox import emit
@@ -50,22 +50,43 @@ def _event(session: Session, user_id: int, action: Action, video_id: int | None 
 def _insert_new(session: Session, model: type, **values: int | str) -> bool:
     """Insert unless the primary key exists; ``True`` if this call added the row."""
     # RETURNING, not rowcount: psycopg reports -1 for an ORM-entity INSERT ... ON CONFLICT.
-    stmt = upsert_insert(session, model).values(**values).on_conflict_do_nothing()
+    stmt = upsert_insert(session, model.__table__).values(**values).on_conflict_do_nothing()
     return session.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
-def _delete(session: Session, model: type, *where: object) -> bool:
-    return session.execute(delete(model).where(*where)).rowcount > 0
+def _toggle(session: Session, model: type, key: dict[str, int], on: bool, action: Action,
+            actor_id: int, *, video_id: int | None = None, author_id: int | None = None) -> bool:
+    """Add (``on``) or remove the ``model`` row keyed by ``key``; ``True`` if this call
+    changed it, and only a change emits ``action``. The one way every idempotent toggle
+    (follow, block, like, save and their undos) is written."""
+    if on:
+        changed = _insert_new(session, model, **key)
+    else:
+        changed = session.execute(delete(model.__table__).filter_by(**key)).rowcount > 0
+    if changed:
+        _event(session, actor_id, action, video_id=video_id, author_id=author_id)
+    return changed
 
 
 # --- who may see what ------------------------------------------------------------------------
 
 
+def blocked_either_way_ids(user_id: int | BindParameter[int]) -> Any:
+    """The rule: a subquery of the users who blocked ``user_id`` or whom ``user_id`` blocked.
+    Such a pair sees nothing of each other (videos, comments, feeds, search); the two
+    helpers below run this subquery, so the rule is written once."""
+    return union(select(Block.blocked_id).where(Block.blocker_id == user_id),
+                 select(Block.blocker_id).where(Block.blocked_id == user_id))
+
+
+def blocked_users_either_way(session: Session, user_id: int) -> set[int]:
+    """:func:`blocked_either_way_ids` as a set (for filtering rows in Python)."""
+    return set(session.scalars(blocked_either_way_ids(user_id)))
+
+
 def blocked_either_way(session: Session, a: int, b: int) -> bool:
-    return bool(session.scalar(select(exists().where(or_(
-        and_(Block.blocker_id == a, Block.blocked_id == b),
-        and_(Block.blocker_id == b, Block.blocked_id == a),
-    )))))  # fmt: skip
+    """Whether a block stands between ``a`` and ``b`` (:func:`blocked_either_way_ids`)."""
+    return bool(session.scalar(select(literal(b).in_(blocked_either_way_ids(a)))))
 
 
 def follows(session: Session, follower: int, followee: int) -> bool:
@@ -76,10 +97,7 @@ def visible_videos(session: Session, viewer_id: int, video_ids: set[int]) -> dic
     """Of ``video_ids``, the videos ``viewer_id`` may see (:func:`visible_to`), in 3 queries."""
     videos = list(session.scalars(select(Video).where(Video.id.in_(video_ids))))
     owners = {v.owner_id for v in videos} - {viewer_id}
-    blocked = set(session.scalars(select(Block.blocked_id).where(
-        Block.blocker_id == viewer_id, Block.blocked_id.in_(owners)))) | set(session.scalars(
-        select(Block.blocker_id).where(Block.blocked_id == viewer_id,
-                                       Block.blocker_id.in_(owners))))
+    blocked = blocked_users_either_way(session, viewer_id) & owners if owners else set()
     followed = set(session.scalars(select(Follow.followee_id).where(
         Follow.follower_id == viewer_id, Follow.followee_id.in_(owners))))
     return {v.id: v for v in videos if v.owner_id == viewer_id or (
@@ -88,13 +106,7 @@ def visible_videos(session: Session, viewer_id: int, video_ids: set[int]) -> dic
              or (v.visibility == Visibility.FOLLOWERS and v.owner_id in followed)))}
 
 
-def blocked_either_way_ids(viewer_id: int) -> Any:
-    """A subquery of the users who blocked ``viewer_id`` or whom ``viewer_id`` blocked."""
-    return union(select(Block.blocked_id).where(Block.blocker_id == viewer_id),
-                 select(Block.blocker_id).where(Block.blocked_id == viewer_id))
-
-
-def visible_to(viewer_id: int) -> ColumnElement[bool]:
+def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
     """Who may see a video, as SQL over ``Video`` rows (the feed's rule, ``serving/feed/
     filters.py``): its owner always; others if it is ready, public or followers-only from a
     creator they follow, and no block stands between them either way."""
@@ -107,10 +119,16 @@ def visible_to(viewer_id: int) -> ColumnElement[bool]:
     ))  # fmt: skip
 
 
+# Built once, bound per call (building ``visible_to`` and its cache key anew per request cost
+# more CPU than the database spends on it): every video route checks visibility.
+_VISIBLE_VIDEO = select(Video).where(Video.id == bindparam("video_id"),
+                                     visible_to(bindparam("viewer_id")))
+
+
 def visible_video(session: Session, viewer_id: int, video_id: int) -> Video:
     """The video if ``viewer_id`` may see it; :class:`NotFound` otherwise (whether it exists
     or not, so ids of private videos leak nothing). One query."""
-    video = session.scalar(select(Video).where(Video.id == video_id, visible_to(viewer_id)))
+    video = session.scalar(_VISIBLE_VIDEO, {"video_id": video_id, "viewer_id": viewer_id})
     if video is None:
         raise NotFound("no such video")
     return video
@@ -134,19 +152,14 @@ def follow(session: Session, follower_id: int, followee_id: int) -> bool:
     existing_user(session, followee_id)
     if blocked_either_way(session, follower_id, followee_id):
         raise Forbidden("a block is in place between you and this user")
-    added = _insert_new(session, Follow, follower_id=follower_id, followee_id=followee_id)
-    if added:
-        _event(session, follower_id, Action.FOLLOW, author_id=followee_id)
-    return added
+    return _toggle(session, Follow, {"follower_id": follower_id, "followee_id": followee_id}, True,
+                   Action.FOLLOW, follower_id, author_id=followee_id)
 
 
 def unfollow(session: Session, follower_id: int, followee_id: int) -> bool:
     """Unfollow (idempotent); ``True`` if this call ended a follow."""
-    removed = _delete(session, Follow, Follow.follower_id == follower_id,
-                      Follow.followee_id == followee_id)
-    if removed:
-        _event(session, follower_id, Action.UNFOLLOW, author_id=followee_id)
-    return removed
+    return _toggle(session, Follow, {"follower_id": follower_id, "followee_id": followee_id}, False,
+                   Action.UNFOLLOW, follower_id, author_id=followee_id)
 
 
 def block(session: Session, blocker_id: int, blocked_id: int) -> bool:
@@ -155,25 +168,17 @@ def block(session: Session, blocker_id: int, blocked_id: int) -> bool:
     if blocker_id == blocked_id:
         raise Invalid("cannot block yourself", field="user_id")
     existing_user(session, blocked_id)
-    added = _insert_new(session, Block, blocker_id=blocker_id, blocked_id=blocked_id)
-    if added:
-        unfollow(session, blocker_id, blocked_id)
-        unfollow(session, blocked_id, blocker_id)
-        _event(session, blocker_id, Action.BLOCK, author_id=blocked_id)
-    return added
+    # The follows end first, so consumers see the unfollows before the block; with a block
+    # already in place there are none (it forbids them), so a repeat emits nothing.
+    unfollow(session, blocker_id, blocked_id)
+    unfollow(session, blocked_id, blocker_id)
+    return _toggle(session, Block, {"blocker_id": blocker_id, "blocked_id": blocked_id}, True,
+                   Action.BLOCK, blocker_id, author_id=blocked_id)
 
 
 def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
-    removed = _delete(session, Block, Block.blocker_id == blocker_id,
-                      Block.blocked_id == blocked_id)
-    if removed:
-        _event(session, blocker_id, Action.UNBLOCK, author_id=blocked_id)
-    return removed
-
-
-def blocked_users_either_way(session: Session, user_id: int) -> set[int]:
-    """Everyone ``user_id`` blocked or is blocked by: hidden from each other's feeds/search."""
-    return set(session.scalars(blocked_either_way_ids(user_id)))
+    return _toggle(session, Block, {"blocker_id": blocker_id, "blocked_id": blocked_id}, False,
+                   Action.UNBLOCK, blocker_id, author_id=blocked_id)
 
 
 def blocked_ids(session: Session, blocker_id: int) -> list[int]:
@@ -190,12 +195,19 @@ class Reaction:
     total: int  # the video's count, with this call's change in it
 
 
-def _visible_with_likes(session: Session, viewer_id: int, video_id: int) -> tuple[Video, int]:
-    """The video (as :func:`visible_video`) and its counted likes, in one query: a like is
-    the hottest write, and each round trip counts (``benchmarks/social.py``)."""
-    row = session.execute(
-        select(Video, VideoStats.likes).outerjoin(VideoStats, VideoStats.video_id == Video.id)
-        .where(Video.id == video_id, visible_to(viewer_id))).first()
+# Built once, bound per call: a like is the hottest write, and building this statement (and
+# its cache key) anew cost more CPU than PostgreSQL spends running it (``benchmarks/social.py``).
+_LIKE_TARGET = (
+    select(Video.owner_id, VideoStats.likes)
+    .outerjoin(VideoStats, VideoStats.video_id == Video.id)
+    .where(Video.id == bindparam("video_id"), visible_to(bindparam("viewer_id")))
+)
+
+
+def _like_target(session: Session, viewer_id: int, video_id: int) -> tuple[int, int]:
+    """The video's owner and counted likes if ``viewer_id`` may see it (as
+    :func:`visible_video`), in one query; :class:`NotFound` otherwise."""
+    row = session.execute(_LIKE_TARGET, {"video_id": video_id, "viewer_id": viewer_id}).first()
     if row is None:
         raise NotFound("no such video")
     return row[0], row[1] or 0
@@ -204,36 +216,30 @@ def _visible_with_likes(session: Session, viewer_id: int, video_id: int) -> tupl
 def like(session: Session, user_id: int, video_id: int) -> Reaction:
     """Like (idempotent). ``total`` is the worker's count plus this call's change (the worker
     counts the like after the commit)."""
-    video, counted = _visible_with_likes(session, user_id, video_id)
-    added = _insert_new(session, Like, user_id=user_id, video_id=video_id)
-    if added:
-        _event(session, user_id, Action.LIKE, video_id=video_id, author_id=video.owner_id)
+    owner, counted = _like_target(session, user_id, video_id)
+    added = _toggle(session, Like, {"user_id": user_id, "video_id": video_id}, True,
+                    Action.LIKE, user_id, video_id=video_id, author_id=owner)
     return Reaction(True, added, max(0, counted + int(added)))
 
 
 def unlike(session: Session, user_id: int, video_id: int) -> Reaction:
-    video, counted = _visible_with_likes(session, user_id, video_id)
-    removed = _delete(session, Like, Like.user_id == user_id, Like.video_id == video_id)
-    if removed:
-        _event(session, user_id, Action.UNLIKE, video_id=video_id, author_id=video.owner_id)
+    owner, counted = _like_target(session, user_id, video_id)
+    removed = _toggle(session, Like, {"user_id": user_id, "video_id": video_id}, False,
+                      Action.UNLIKE, user_id, video_id=video_id, author_id=owner)
     return Reaction(False, removed, max(0, counted - int(removed)))
 
 
 def save(session: Session, user_id: int, video_id: int) -> bool:
     video = visible_video(session, user_id, video_id)
-    added = _insert_new(session, Save, user_id=user_id, video_id=video_id)
-    if added:
-        _event(session, user_id, Action.SAVE, video_id=video_id, author_id=video.owner_id)
-    return added
+    return _toggle(session, Save, {"user_id": user_id, "video_id": video_id}, True,
+                   Action.SAVE, user_id, video_id=video_id, author_id=video.owner_id)
 
 
 def unsave(session: Session, user_id: int, video_id: int) -> bool:
     # No visibility check: a saved video that went private can still be removed from saves.
-    removed = _delete(session, Save, Save.user_id == user_id, Save.video_id == video_id)
-    if removed:
-        owner = session.scalar(select(Video.owner_id).where(Video.id == video_id))
-        _event(session, user_id, Action.UNSAVE, video_id=video_id, author_id=owner)
-    return removed
+    owner = session.scalar(select(Video.owner_id).where(Video.id == video_id))
+    return _toggle(session, Save, {"user_id": user_id, "video_id": video_id}, False,
+                   Action.UNSAVE, user_id, video_id=video_id, author_id=owner)
 
 
 def share(session: Session, user_id: int, video_id: int, channel: str) -> int:

@@ -22,24 +22,19 @@ def serving_threads() -> None:
 def serve_api(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="API worker processes (default: api_workers, else the cores).")] = None,
 ) -> None:
     """Serve /api/v1 (feeds included) until Ctrl-C; the ranker runs as configured
-    (``REELRANK_RANKER_BACKEND=ray|local``)."""
-    import uvicorn
-
+    (``REELRANK_RANKER_BACKEND=ray|local``), one Ray Serve deployment for all workers."""
     from core.config import get_settings
     from platform_services.storage.db import migrate
+    from serving.launch import run_api
 
     settings = get_settings()
-    if workers > 1 and settings.ranker_backend == "ray" and not settings.ray_address:
-        typer.echo("error: several workers would each start their own local Ray; start one "
-                   "(`ray start --head`) and set REELRANK_RAY_ADDRESS", err=True)
-        raise typer.Exit(2)
     migrate(settings.database_url)
     serving_threads()
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                limit_concurrency=settings.api_max_concurrency, log_level="warning")
+    run_api(settings, host, port, workers)
 
 
 def deploy(

@@ -100,12 +100,12 @@ def _announce(base: str, token: str, ready: threading.Event) -> None:
 
 
 def serve() -> None:
-    """Workers + API (at ``api_base_url``) with the ranker on Ray Serve, until Ctrl-C."""
-    import uvicorn
-
+    """Workers + API (at ``api_base_url``, ``api_workers`` processes) with the ranker on Ray
+    Serve, until Ctrl-C."""
     from core.cli import WORKERS  # imported here: importing it registers every command
     from platform_services.auth import issue_token
     from serving.cli import serving_threads
+    from serving.launch import run_api
 
     settings = get_settings()
     url = urlsplit(settings.api_base_url)
@@ -117,9 +117,7 @@ def serve() -> None:
     threading.Thread(target=_announce, args=(f"http://{host}:{port}", token, threading.Event()),
                      daemon=True).start()
     try:
-        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port,
-                    limit_concurrency=settings.api_max_concurrency,
-                    log_level="warning")  # returns after Ctrl-C and a clean lifespan shutdown
+        run_api(settings, host, port)  # returns after Ctrl-C and a clean lifespan shutdown
     finally:
         for p in workers:
             p.send_signal(signal.SIGTERM)

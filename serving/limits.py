@@ -15,9 +15,10 @@ from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
-from platform_services.auth import AuthError, decode_token
+from platform_services.auth import Claims
 from platform_services.ratelimit import RateLimiter
 from platform_services.storage.models import Role
+from serving.deps import request_claims
 from serving.errors import error_body
 
 
@@ -26,20 +27,19 @@ def _tier(settings: Settings, role: Role) -> str:
             Role.ADMIN: settings.rate_limit_admin}[role]
 
 
-def _client(request: Request) -> tuple[str, str | None]:
-    """(client IP, user id from a valid bearer token or ``None``)."""
+def _client(request: Request) -> tuple[str, Claims | None]:
+    """(client IP, the claims of a valid bearer token or ``None``)."""
     ip = request.client.host if request.client else "unknown"
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return ip, None
-    try:
-        return ip, str(decode_token(request.app.state.runtime.settings, token.strip()).user_id)
-    except AuthError:
-        return ip, None
+    claims = request_claims(request, token.strip())
+    return ip, claims if isinstance(claims, Claims) else None
 
 
-async def _check(limiter: RateLimiter, rule: str, *key: str) -> None:
+async def check(limiter: RateLimiter, rule: str, *key: str) -> None:
+    """Count one request against ``rule`` for ``key``; 429 with ``Retry-After`` if over."""
     decision = await limiter.hit(rule, *key)
     if not decision.allowed:
         raise HTTPException(
@@ -52,12 +52,10 @@ async def rate_limited(request: Request) -> None:
     """The limits every route has: per IP, and per user at their role's tier."""
     settings: Settings = request.app.state.runtime.settings
     limiter: RateLimiter = request.app.state.rate_limiter
-    ip, user = _client(request)
-    await _check(limiter, settings.rate_limit_ip, "ip", ip)
-    if user is not None:
-        header = request.headers["authorization"].partition(" ")[2].strip()
-        role = decode_token(settings, header).role
-        await _check(limiter, _tier(settings, role), "user", user)
+    ip, claims = _client(request)
+    await check(limiter, settings.rate_limit_ip, "ip", ip)
+    if claims is not None:
+        await check(limiter, _tier(settings, claims.role), "user", str(claims.user_id))
 
 
 class RateLimit:
@@ -69,9 +67,9 @@ class RateLimit:
 
     async def __call__(self, request: Request) -> None:
         settings: Settings = request.app.state.runtime.settings
-        ip, user = _client(request)
-        who = f"user:{user}" if user is not None else f"ip:{ip}"
-        await _check(request.app.state.rate_limiter,
+        ip, claims = _client(request)
+        who = f"user:{claims.user_id}" if claims is not None else f"ip:{ip}"
+        await check(request.app.state.rate_limiter,
                      getattr(settings, f"rate_limit_{self.scope}"), self.scope, who)
 
 

@@ -60,9 +60,12 @@ class PlaylistSigner:
         return left
 
 
-def variant_paths(renditions: list[dict]) -> dict[str, str]:
-    """Rendition name (``720p``) -> its playlist path under the token."""
-    return {r["name"]: f"{r['name']}/index.m3u8" for r in renditions}
+QUALITIES = ("360p", "720p", "1080p")  # the design's rendition names (``video_urls`` keys)
+
+
+def variant_path(name: str) -> str:
+    """A rendition's (``720p``) playlist path under the token."""
+    return f"{name}/index.m3u8"
 
 
 def render_playlist(blobs: BlobStore, prefix: str, path: str, ttl_s: int) -> str:

@@ -24,6 +24,7 @@ DEGRADED = Counter("reelrank_feed_degraded", "Feed responses served without a co
 STAGE = Histogram("reelrank_feed_stage_seconds", "Time per for-you pipeline stage", ["stage"],
                   buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
 HEADER = "X-Reelrank-Degraded"
+RANKED_HEADER = "X-Reelrank-Ranked"  # candidates the first page ranked (benchmarks count them)
 LOG_EVERY_S = 60.0  # an outage is logged once a minute per component, not once per request
 _last_log: dict[str, float] = {}
 
@@ -40,6 +41,7 @@ def _warn(component: str, why: object) -> None:
 class Trace:
     degraded: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)  # seconds
+    ranked: int | None = None  # candidates scored for a first page
     started: float = field(default_factory=time.perf_counter)
 
     def elapsed_ms(self) -> float:
@@ -69,4 +71,6 @@ class Trace:
                                           for k, v in self.stages.items())}
         if self.degraded:
             out[HEADER] = ",".join(self.degraded)
+        if self.ranked is not None:
+            out[RANKED_HEADER] = str(self.ranked)
         return out

@@ -23,10 +23,12 @@ from platform_services.bus.outbox import emit
 from platform_services.signing import TokenError, sign, unsign
 from platform_services.social import blocked_users_either_way
 from platform_services.storage.models import User
+from serving.feed.context import UnknownUser
+from serving.feed.cursor import CursorError
 from serving.feed.degrade import Trace
 from serving.feed.filters import Viewer, visible
-from serving.feed.pipeline import Feeds
-from serving.feed.render import render
+from serving.feed.render import MediaUrls, render
+from serving.feed.services import FeedServices
 
 KIND = "following"
 MODEL_VERSION = "following:newest"
@@ -35,22 +37,32 @@ MODEL_VERSION = "following:newest"
 class FollowingFeed:
     """Pages of one viewer's following feed over a process's feed services."""
 
-    def __init__(self, feeds: Feeds) -> None:
-        self.svc, self.urls = feeds.svc, feeds.urls
-        self.cfg = fanout.FanoutConfig.from_settings(feeds.svc.settings)
+    def __init__(self, svc: FeedServices, urls: MediaUrls) -> None:
+        self.svc, self.urls = svc, urls
+        self.cfg = fanout.FanoutConfig.from_settings(svc.settings)
 
-    def page(self, session: Session, user: User, size: int, cursor: str | None,
-             trace: Trace) -> dict:
-        """One page; raises :class:`~platform_services.signing.TokenError` for a bad cursor."""
+    def page(self, user_id: int, size: int, cursor: str | None, trace: Trace) -> dict:
+        """One page; raises :class:`~serving.feed.cursor.CursorError` for a bad cursor."""
         secret = self.svc.settings.signing_secret
         assert secret is not None
         before, offset = None, 0
         if cursor:
-            body = unsign(secret, KIND, user.id, cursor)
             try:
+                body = unsign(secret, KIND, user_id, cursor)
                 before, offset = (int(body["t"]), int(body["v"])), int(body["o"])
-            except (KeyError, TypeError, ValueError):
-                raise TokenError("malformed cursor") from None
+            except (TokenError, KeyError, TypeError, ValueError) as exc:
+                raise CursorError(str(exc) if isinstance(exc, TokenError)
+                                  else "malformed cursor") from None
+        with self.svc.sessions() as session:
+            user = session.get(User, user_id)
+            if user is None:
+                raise UnknownUser(user_id)
+            return self._page(session, user, size, before, offset, trace)
+
+    def _page(self, session: Session, user: User, size: int, before: tuple[int, int] | None,
+              offset: int, trace: Trace) -> dict:
+        secret = self.svc.settings.signing_secret
+        assert secret is not None
         with trace.stage("candidates"):
             followees, big = fanout.followees_split(session, user.id, self.cfg.threshold)
             follows = set(followees)
@@ -63,15 +75,15 @@ class FollowingFeed:
             ids = np.fromiter((i.video_id for i in picked), np.int64, len(picked))
             pos = np.arange(offset, offset + len(ids), dtype=np.int64)
             sources = np.full(len(ids), CODE["following"], np.uint8)
-            items = render(self.svc.catalog.snapshot, ids, sources, pos, self.urls)
+            request_id = self._log_exposure(session, user, ids, offset)
+            videos = render(self.svc.catalog.snapshot, ids, sources, pos, self.urls,
+                            MODEL_VERSION, request_id)
             token = None
             if more and picked:
                 last = picked[-1]
                 token = sign(secret, KIND, user.id,
                              {"t": last.ts_ms, "v": last.video_id, "o": offset + len(ids)})
-            request_id = self._log_exposure(session, user, ids, offset)
-        return {"items": items, "next_cursor": token, "has_more": token is not None,
-                "request_id": request_id, "model_version": MODEL_VERSION}
+        return {"videos": videos, "next_cursor": token, "has_more": token is not None}
 
     def _collect(self, session: Session, user_id: int, follows: set[int], big: set[int],
                  viewer: Viewer, before: tuple[int, int] | None, size: int,

@@ -2,8 +2,11 @@
 
 A first page ranks a few hundred candidates but shows twenty; the rest of the list is kept for
 ``feed_cache_ttl_s`` under a random id, so the next pages are a Redis read instead of a
-re-rank, and pages of one list can never repeat a video. The seen set is a sorted set by
-exposure time, capped at ``feed_seen_max``, that later first pages filter against.
+re-rank, and pages of one list can never repeat a video. The list keeps the viewer's follows
+and blocks as they were when it was built, so a next page re-checks visibility without asking
+the database again (a block takes effect from the viewer's next first page). The seen set is
+a sorted set by exposure time, capped at ``feed_seen_max``, that later first pages filter
+against; it is read whole, in the first page's one read round trip.
 """
 
 from __future__ import annotations
@@ -36,19 +39,36 @@ class RankedList:
     variant: str | None = None
     experiment: str | None = None
     degraded: tuple[str, ...] = field(default_factory=tuple)
+    followees: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     arms: tuple[tuple[str, str], ...] = ()  # (experiment, variant) the list was made for
 
 
-def save(r: redis.Redis, list_id: str, ranked: RankedList, ttl_s: int) -> None:
-    meta = {"u": ranked.user_id, "m": ranked.model_version, "v": ranked.variant,
-            "e": ranked.experiment, "d": list(ranked.degraded), "a": list(ranked.arms)}
-    key = _list_key(list_id)
+def _i8(a: np.ndarray) -> bytes:
+    return np.asarray(a, "<i8").tobytes()
+
+
+def write(r: redis.Redis, user_id: int, shown: np.ndarray, now_ms: int, keep: int,
+          saved: tuple[str, RankedList, int] | None = None) -> None:
+    """One round trip: mark ``shown`` seen (the newest ``keep`` remembered) and, for a first
+    page, ``saved = (list_id, ranked, ttl_s)``: the rest of the list behind its cursor."""
     pipe = r.pipeline(transaction=False)
-    pipe.hset(key, mapping={"meta": json.dumps(meta),
-                            "ids": np.asarray(ranked.ids, "<i8").tobytes(),
-                            "src": np.asarray(ranked.sources, np.uint8).tobytes()})
-    pipe.expire(key, ttl_s)
-    pipe.execute()
+    if saved is not None:
+        list_id, ranked, ttl_s = saved
+        meta = {"u": ranked.user_id, "m": ranked.model_version, "v": ranked.variant,
+                "e": ranked.experiment, "d": list(ranked.degraded), "a": list(ranked.arms)}
+        key = _list_key(list_id)
+        pipe.hset(key, mapping={"meta": json.dumps(meta), "ids": _i8(ranked.ids),
+                                "src": np.asarray(ranked.sources, np.uint8).tobytes(),
+                                "fol": _i8(ranked.followees), "blk": _i8(ranked.blocked)})
+        pipe.expire(key, ttl_s)
+    if len(shown) and keep > 0:
+        key = _seen_key(user_id)
+        pipe.zadd(key, dict.fromkeys(np.asarray(shown).tolist(), now_ms))
+        pipe.zremrangebyrank(key, 0, -keep - 1)
+        pipe.expire(key, SEEN_TTL_S)
+    if len(pipe):
+        pipe.execute()
 
 
 def load(r: redis.Redis, list_id: str) -> RankedList | None:
@@ -58,27 +78,23 @@ def load(r: redis.Redis, list_id: str) -> RankedList | None:
     meta = json.loads(got[b"meta"])
     return RankedList(int(meta["u"]), np.frombuffer(got[b"ids"], "<i8"),
                       np.frombuffer(got[b"src"], np.uint8), meta["m"], meta["v"], meta["e"],
-                      tuple(meta["d"]), tuple(map(tuple, meta.get("a", ()))))
+                      tuple(meta["d"]), np.frombuffer(got.get(b"fol", b""), "<i8"),
+                      np.frombuffer(got.get(b"blk", b""), "<i8"),
+                      tuple(map(tuple, meta.get("a", ()))))
 
 
 def mark_seen(r: redis.Redis, user_id: int, ids: np.ndarray, now_ms: int, keep: int) -> None:
-    if not len(ids) or keep <= 0:
-        return
-    key = _seen_key(user_id)
-    pipe = r.pipeline(transaction=False)
-    pipe.zadd(key, {int(v): now_ms for v in ids})
-    pipe.zremrangebyrank(key, 0, -keep - 1)
-    pipe.expire(key, SEEN_TTL_S)
-    pipe.execute()
+    write(r, user_id, ids, now_ms, keep)
 
 
-def seen_count(r: redis.Redis, user_id: int) -> int:
-    return int(r.zcard(_seen_key(user_id)))
+def seen_command(user_id: int) -> tuple[str, str, int, int]:
+    """The read of the whole seen set, to send in a caller's pipeline."""
+    return ("ZRANGE", _seen_key(user_id), 0, -1)
 
 
-def seen_mask(r: redis.Redis, user_id: int, ids: np.ndarray) -> np.ndarray:
-    """True where the user has been shown the video before."""
-    if not len(ids):
-        return np.zeros(0, bool)
-    scores = r.zmscore(_seen_key(user_id), [int(v) for v in ids])
-    return np.fromiter((s is not None for s in scores), bool, len(ids))
+def parse_seen(members: list[bytes]) -> np.ndarray:
+    return np.asarray(list(map(int, members)), np.int64)
+
+
+def read_seen(r: redis.Redis, user_id: int) -> np.ndarray:
+    return parse_seen(r.execute_command(*seen_command(user_id)))

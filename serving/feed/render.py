@@ -1,8 +1,10 @@
-"""Feed items as clients get them: video, creator, media URLs, counters, source, position.
+"""Feed items as clients get them (:class:`serving.feed.schemas.FeedItem`, the shared
+:class:`serving.video_card.VideoCard` plus source, position, model version, request id).
 
-Media keys follow the transcoder's layout (``videos/<id>/hls/master.m3u8``, a poster and a
-thumbnail beside it); URLs are pre-signed by the blob store, so they work for S3 and for the
-local store alike and stay valid for at least half of ``URL_TTL_S``.
+Playback URLs follow the media pipeline (:func:`serving.video_card.playback_urls`): the signed
+playlist route for ``hls`` and each rendition the ladder has, the blob store's pre-signed GET
+for the thumbnail; a video without a stored ladder has neither. They are cached per video and
+re-signed once half their life is gone, so they always have at least half of it left.
 """
 
 from __future__ import annotations
@@ -12,67 +14,74 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from candidate_gen.catalog import Snapshot
+from candidate_gen.catalog import LADDER, QUALITIES, Creator, Snapshot
 from candidate_gen.sources import SOURCES
 from platform_services.media.delivery import PlaylistSigner
 from platform_services.storage.blobs import BlobStore
+from serving.video_card import playback_urls
 
-URL_TTL_S = 3600
 _CACHE_MAX = 50_000
+_NO_MEDIA: dict[str, str] = {}
 
 
 class MediaUrls:
-    """Pre-signed media URLs per video, re-signed once half their life is gone: signing is
-    ~15 us a URL, three per item, and a page should cost less than that."""
+    """Playback URLs per video: signing is ~15 us a URL, up to five per item, and a page
+    should cost less than that."""
 
-    def __init__(self, blobs: BlobStore, ttl_s: int = URL_TTL_S,
-                 playlists: PlaylistSigner | None = None) -> None:
-        self.blobs, self.ttl_s = blobs, ttl_s
-        # HLS goes through the signed playlist route (relative segment URIs cannot carry a
-        # per-file signature); without a signer, the stored master's pre-signed URL.
-        self.playlists = playlists
-        self._cache: dict[int, tuple[float, dict[str, str]]] = {}
+    def __init__(self, blobs: BlobStore, playlists: PlaylistSigner) -> None:
+        self.blobs, self.playlists = blobs, playlists
+        self.ttl_s = playlists.ttl_s
+        self._cache: dict[int, tuple[float, int, dict[str, str]]] = {}
 
-    def get(self, video_id: int) -> dict[str, str]:
+    def get(self, video_id: int, renditions: int = LADDER, small_rung: str | None = None
+            ) -> dict[str, str]:
+        """``hls``, ``thumbnail`` and a playlist per rendition in the ``renditions`` bits
+        (:data:`candidate_gen.catalog.LADDER`) and ``small_rung``; nothing without a ladder."""
+        if not renditions & LADDER:
+            return _NO_MEDIA
         now = time.time()
         hit = self._cache.get(video_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        urls = {k: self.blobs.presign_get(key, self.ttl_s)
-                for k, key in media_keys(video_id).items()}
-        if self.playlists is not None:
-            urls["hls"] = self.playlists.url(video_id)
+        if hit is not None and hit[0] > now and hit[1] == renditions:
+            return hit[2]
+        names = [q for i, q in enumerate(QUALITIES) if renditions >> (i + 1) & 1]
+        urls = playback_urls(self.playlists, self.blobs, video_id,
+                             names + ([small_rung] if small_rung else []), self.ttl_s)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[video_id] = (now + self.ttl_s / 2, urls)
+        self._cache[video_id] = (now + self.ttl_s / 2, renditions, urls)
         return urls
 
 
-def media_keys(video_id: int) -> dict[str, str]:
-    base = f"videos/{video_id}"
-    return {"hls": f"{base}/hls/master.m3u8", "poster": f"{base}/poster.jpg",
-            "thumbnail": f"{base}/thumbnail.jpg"}
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def render(snap: Snapshot, ids: np.ndarray, sources: np.ndarray, positions: np.ndarray,
-           urls: MediaUrls) -> list[dict]:
+           urls: MediaUrls, model_version: str, request_id: str) -> list[dict]:
     """One item per id; ``positions`` are the items' places in their ranked list."""
     out = []
-    for v, s, p in zip(ids.tolist(), sources.tolist(), positions.tolist(), strict=True):
-        owner = int(snap.owner[v])
-        media = urls.get(v)
-        duration = int(snap.duration_ms[v])
+    cols = (ids.tolist(), sources.tolist(), positions.tolist(), snap.owner[ids].tolist(),
+            snap.duration_ms[ids].tolist(), snap.created_ms[ids].tolist(),
+            snap.renditions[ids].tolist(), snap.views[ids].tolist(), snap.likes[ids].tolist(),
+            snap.comments[ids].tolist(), snap.shares[ids].tolist())
+    for v, s, p, owner, dur, created, rend, views, likes, comments, shares in zip(
+            *cols, strict=True):
+        media = urls.get(v, rend, snap.small_rungs.get(v))
+        c = snap.creators.get(owner) or Creator(str(owner), str(owner))
         out.append({
-            "video": {"id": v, "title": snap.titles[v] or "",
-                      "duration_ms": duration if duration >= 0 else None,
-                      "created_at": datetime.fromtimestamp(snap.created_ms[v] / 1000, UTC)
-                      .isoformat().replace("+00:00", "Z")},
-            "user": {"id": owner, "username": snap.usernames.get(owner, "")},
-            "urls": {"hls": media["hls"], "poster": media["poster"]},
-            "thumbnail": media["thumbnail"],
-            "stats": {"views": int(snap.views[v]), "likes": int(snap.likes[v]),
-                      "shares": int(snap.shares[v])},
+            "video_id": v,
+            "user": {"user_id": owner, "username": c.username, "display_name": c.display_name,
+                     "profile_image_url": c.profile_image_url, "verified": c.verified},
+            "title": snap.titles[v] or "",
+            "video_urls": {"hls": media.get("hls")}
+            | {k: u for k, u in media.items() if k not in ("hls", "thumbnail")},
+            "thumbnail_url": media.get("thumbnail"),
+            "duration": dur / 1000 if dur >= 0 else None,
+            "stats": {"views": views, "likes": likes, "comments": comments, "shares": shares},
+            "created_at": _iso(created),
             "source": SOURCES[s],
             "position": p,
+            "model_version": model_version,
+            "request_id": request_id,
         })
     return out

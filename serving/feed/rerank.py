@@ -2,11 +2,19 @@
 
 The ranker scores videos one at a time; a page is judged as a whole. So, greedily, position by
 position: take the best remaining video (by rank, plus a boost that decays with the video's
-age so fresh uploads get a chance) such that its creator is not the previous video's creator
-and its topic does not already fill half of the last ``topic_window`` positions. Every
-``1 / explore_slots``-th position goes to the best remaining exploration candidate. When no
-candidate within a look-ahead satisfies the rules they are relaxed (topic first, then the
-creator rule), so the list never loses a video.
+age so fresh uploads get a chance) such that
+
+- its **source** keeps to its quota: every source's count over the positions so far stays
+  within one of its share (``quotas``, re-divided among the sources that still have
+  candidates when one runs dry: a dry source's share goes to the others, never to
+  exploration); a source that fell a whole video behind is served first;
+- every ``1 / explore_slots``-th position goes to the best remaining exploration candidate,
+  and exploration takes no other position while any other candidate is left;
+- its creator is not the previous video's creator, and its topic does not already fill half
+  of the last ``topic_window`` positions.
+
+When no candidate within a look-ahead satisfies the rules they are relaxed (topic first, then
+the creator rule, then the quotas), so the list never loses a video.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 LOOKAHEAD = 64
+EXPLORE = -1  # the exploration source's key when callers give no source codes
 
 
 @dataclass(frozen=True)
@@ -36,34 +45,88 @@ def adjusted_order(scores: np.ndarray, age_hours: np.ndarray, cfg: RerankConfig)
 
 
 def rerank(scores: np.ndarray, owners: np.ndarray, topics: np.ndarray, age_hours: np.ndarray,
-           explore: np.ndarray, cfg: RerankConfig) -> np.ndarray:
-    """A permutation of the candidates (indices into the inputs) in feed order."""
-    queue = adjusted_order(scores, age_hours, cfg).tolist()
-    owner, topic, is_explore = owners.tolist(), topics.tolist(), explore.tolist()
+           explore: np.ndarray, cfg: RerankConfig, sources: np.ndarray | None = None,
+           quotas: dict[int, float] | None = None) -> np.ndarray:
+    """A permutation of the candidates (indices into the inputs) in feed order. ``sources`` /
+    ``quotas``: each candidate's source code and each source's configured share (without
+    them every non-exploration candidate counts as one source)."""
+    order = adjusted_order(scores, age_hours, cfg)
+    n = len(order)
+    codes = np.zeros(n, np.int64) if sources is None else np.asarray(sources, np.int64)
+    codes = np.where(explore, EXPLORE, codes)
+    quotas = quotas or {0: 1.0}
+    keys = sorted(set(codes[codes != EXPLORE].tolist()) | {k for k in quotas if k != EXPLORE})
+    share = [max(0.0, quotas.get(k, 0.0)) for k in keys]  # a source without one only fills in
+    slot_of = {k: j for j, k in enumerate(keys)}
+    x = len(keys)  # the exploration queue's slot
+    # Per-source queues of candidate indices, best first; rank[i]: i's place in ``order``.
+    per = np.array([slot_of.get(c, x) for c in codes.tolist()], np.int64)[order]
+    left = [order[per == j].tolist() for j in range(x + 1)]
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    rank_l, owner, topic = rank.tolist(), owners.tolist(), topics.tolist()
+    taken = [0] * x
+    active = [j for j in range(x) if left[j]]
+    total = sum(share[j] for j in active)
     every = round(1 / cfg.explore_slots) if cfg.explore_slots > 0 else 0
     max_same = (cfg.topic_window + 1) // 2
     recent: list[int] = []  # topics of the last topic_window - 1 positions
     out: list[int] = []
     last_owner = None
-    while queue:
-        slot = every and (len(out) + 1) % every == 0
+    for k in range(n):
+        slot = bool(every) and (k + 1) % every == 0
         pick = None
-        for relax in (0, 1, 2):
-            for j, i in enumerate(queue[:LOOKAHEAD]):
-                if slot and relax == 0 and not is_explore[i]:
-                    continue
-                if relax < 2 and owner[i] == last_owner:
-                    continue
-                if relax < 1 and topic[i] >= 0 and recent.count(topic[i]) >= max_same:
-                    continue
-                pick = j
-                break
+        for relax in (0, 1, 2, 3):
+            if slot and relax == 0 and left[x]:
+                allowed = [x]
+            else:
+                allowed = _allowed(share, taken, active, total, relax < 3) if active \
+                    else [x]
+            best_rank = n
+            for j in allowed:
+                queue = left[j]
+                for pos in range(min(len(queue), LOOKAHEAD)):  # the first that fits
+                    i = queue[pos]
+                    if relax < 2 and owner[i] == last_owner:
+                        continue
+                    if relax < 1 and topic[i] >= 0 and recent.count(topic[i]) >= max_same:
+                        continue
+                    if rank_l[i] < best_rank:
+                        best_rank, pick = rank_l[i], (j, pos)
+                    break
             if pick is not None:
                 break
-        i = queue.pop(pick or 0)
+        if pick is None:  # every look-ahead empty of allowed picks: the best one left
+            pick = min(((j, 0) for j in range(x + 1) if left[j]),
+                       key=lambda p: rank_l[left[p[0]][0]])
+        j, pos = pick
+        i = left[j].pop(pos)
+        if j < x:
+            taken[j] += 1
+            if not left[j]:  # ran dry: its share goes to the others (never to exploration)
+                active.remove(j)
+                total = sum(share[a] for a in active)
         out.append(i)
         last_owner = owner[i]
         recent.append(topic[i])
         if len(recent) >= cfg.topic_window:
             recent.pop(0)
     return np.asarray(out, np.int64)
+
+
+def _allowed(share: list[float], taken: list[int], active: list[int], total: float,
+             strict: bool) -> list[int]:
+    """Queues allowed at the next position (``active``: sources with candidates left, whose
+    shares sum to ``total``): only the most-behind one when a source is a whole video behind
+    its share of the non-exploration positions, else every source not a whole video ahead."""
+    if not strict or total <= 0:
+        return active
+    n = (sum(taken) + 1) / total
+    best, best_due, allowed = -1, 1.0, []
+    for j in active:
+        due = share[j] * n - taken[j]
+        if due >= best_due:
+            best, best_due = j, due
+        if due > -1.0:
+            allowed.append(j)
+    return [best] if best >= 0 else allowed

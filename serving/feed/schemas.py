@@ -1,49 +1,29 @@
-"""The feed page: the feed routes' ``response_model``, so every body is checked against it
-and the OpenAPI spec describes what clients get."""
+"""The feed page in the product design's shape (its API section, ``GET /api/v1/feed/for-you``).
+
+``{"videos": [item...], "next_cursor", "has_more"}``; one item shape for every list of videos
+(for you, trending, following, later search): the shared
+:class:`~serving.video_card.VideoCard` (also ``GET /api/v1/videos/{id}``'s base) plus our
+additions ``source``, ``position``, ``model_version``, ``request_id``.
+
+These are the routes' return types, so FastAPI checks every body against them and the OpenAPI
+spec is what clients get.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel
 
-
-class FeedVideo(BaseModel):
-    id: int
-    title: str
-    duration_ms: int | None
-    created_at: datetime
+from serving.video_card import VideoCard
 
 
-class FeedUser(BaseModel):
-    id: int
-    username: str
-
-
-class FeedUrls(BaseModel):
-    hls: str
-    poster: str
-
-
-class FeedStats(BaseModel):
-    views: int
-    likes: int
-    shares: int
-
-
-class FeedItem(BaseModel):
-    video: FeedVideo
-    user: FeedUser
-    urls: FeedUrls
-    thumbnail: str
-    stats: FeedStats
+class FeedItem(VideoCard):
     source: str  # following | ann | fresh | trending | explore | popular
     position: int  # place in the ranked list, 0-based, across pages
+    model_version: str  # the ranker version, or how the list was ordered without one
+    request_id: str  # echo it with interactions (``POST /events``) to join them to exposures
 
 
 class FeedPage(BaseModel):
-    items: list[FeedItem]
+    videos: list[FeedItem]
     next_cursor: str | None  # opaque; pass back as ?cursor= for the next page
     has_more: bool
-    request_id: str  # echo it with interactions (``POST /events``) to join them to exposures
-    model_version: str  # the ranker version, or how the list was ordered without one

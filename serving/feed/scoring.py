@@ -17,8 +17,7 @@ import numpy as np
 from candidate_gen.catalog import Snapshot
 from candidate_gen.sources import CODE
 from core.clock import HOUR_MS
-from features.online import OnlineFeatures
-from features.schema import USER_COLUMNS
+from features.ranking_read import CandidateFeatures
 from serving.ranking.backends import RankRequest
 
 
@@ -39,13 +38,14 @@ def cheap_scores(snap: Snapshot, ids: np.ndarray, sources: np.ndarray, now_ms: i
 
 
 def rank_request(user_id: int, ids: np.ndarray, snap: Snapshot, now_ms: int,
-                 feats: OnlineFeatures | None) -> RankRequest:
-    """The ranker's input for the candidates ``ids`` (in order)."""
+                 feats: CandidateFeatures | None) -> RankRequest:
+    """The ranker's input for the candidates ``ids`` (in order): the feature read's arrays
+    as they are."""
     items: dict[str, np.ndarray] = {"video_id": np.asarray(ids, np.int64)}
     user: dict[str, object] = {"user_id": user_id}
     if feats is not None:
-        items |= {c: feats.items[c].to_numpy() for c in feats.items.columns}
-        user |= {c: feats.user[c] for c in USER_COLUMNS if c in feats.user}
+        items |= feats.items
+        user |= feats.user
     else:
         when = datetime.fromtimestamp(now_ms / 1000, UTC)
         dur = snap.duration_ms[ids]

@@ -1,25 +1,28 @@
 """Everything the feed needs, built once per API process and kept fresh in the background.
 
 :meth:`FeedServices.start` loads the catalog, the retrieval champion and its FAISS index, the
-online feature reader and the ranker backend (Ray Serve or in-process). Any of them may be
-missing (a fresh install, a dependency down): the feed then serves degraded and the loaders
-keep retrying. A background thread refreshes the catalog every ``catalog_refresh_s`` and
-brings each loaded ANN index in step with it (new uploads in, with the vectors the embed worker
-stored; removed / private videos out).
+online feature reader with its in-memory item features, and the ranker backend (Ray Serve or
+in-process). Any of them may be missing (a fresh install, a dependency down): the feed then
+serves degraded and the loaders keep retrying. A background thread refreshes the catalog
+every ``catalog_refresh_s``, brings each loaded ANN index in step with it (new uploads in,
+with the vectors the embed worker stored; removed / private videos out) and the item features
+with the catalog and the last materialization. Each API worker process has its own copy of
+all of it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -37,7 +40,7 @@ from serving.ranking.backends import LocalRanker, RankerBackend
 from serving.ranking.models import AliasModels, ModelUnavailable
 
 if TYPE_CHECKING:
-    from features.online import FeatureReader
+    from features.ranking_read import RankingFeatures
 
 log = logging.getLogger(__name__)
 # A Redis that stops answering must cost a request a bounded time, not hang it.
@@ -47,13 +50,14 @@ REDIS_TIMEOUT_S = 0.25
 @dataclass
 class FeedServices:
     settings: Settings
+    sessions: sessionmaker[Session]
     catalog: Catalog
     redis: redis.Redis
     blobs: BlobStore
-    pool: ThreadPoolExecutor
     retrievers: AliasModels[AnnRetriever] = field(init=False)
     ranker: RankerBackend | None = None
-    features: FeatureReader | None = None
+    features: RankingFeatures | None = None
+    features_share_redis: bool = False  # the online store is the feed's Redis: one round trip
     assigner: Callable[[int, str | None], Assignment] = assign
     experiments: ExperimentAssigner | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -65,14 +69,18 @@ class FeedServices:
         from training import registry
 
         registry.connect(settings.mlflow_tracking_uri)
+        # Concurrent requests are CPU-bound Python threads; the threads that wait on I/O (the
+        # Ray router receiving a ranker reply, Redis replies) must get the GIL back within a
+        # millisecond, not the default 5, or a busy process misses its ranker budget.
+        sys.setswitchinterval(0.001)
         svc = cls(
             settings=settings,
+            sessions=sessions,
             catalog=Catalog(sessions),
             redis=redis_client(settings.redis_url, socket_timeout=REDIS_TIMEOUT_S,
                                socket_connect_timeout=REDIS_TIMEOUT_S,
                                retry=Retry(NoBackoff(), 0)),  # fail fast, then degrade
             blobs=open_blob_store(settings),
-            pool=ThreadPoolExecutor(max_workers=8, thread_name_prefix="feed"),
         )
         try:
             svc.catalog.refresh()
@@ -82,6 +90,9 @@ class FeedServices:
             settings.retrieval_model, svc._load_retriever, settings.model_poll_s,
             owner="feed: no ANN retrieval yet, serving popularity + following")
         svc.features = _feature_reader(settings)
+        svc.features_share_redis = (settings.feature_online_url or settings.redis_url) \
+            == settings.redis_url
+        svc.sync_features()
         svc.ranker = _ranker(settings)
         svc.experiments = ExperimentAssigner.started(sessions, settings.experiments_refresh_s,
                                                      svc.warm_aliases)
@@ -92,6 +103,8 @@ class FeedServices:
         return svc
 
     def assignment(self, user_id: int, region: str | None = None) -> Assignment:
+        """The experiment hook: the user's variants, so the aliases and parameters serving
+        them."""
         return self.assigner(user_id, region)
 
     def warm_aliases(self, ranker: set[str], retrieval: set[str]) -> None:
@@ -102,6 +115,21 @@ class FeedServices:
             for alias in aliases if models is not None else ():
                 with contextlib.suppress(ModelUnavailable):  # now wanted: the poller loads it
                     models.get(alias)
+
+    def sync_features(self) -> None:
+        """The in-memory item features in step with the catalog and the last materialization
+        (a full reload after a new one, else the new videos and creators only)."""
+        if self.features is None:
+            return
+        snap = self.catalog.snapshot
+        videos = np.flatnonzero(snap.owner >= 0)
+        try:
+            read = self.features.sync(videos, np.unique(snap.owner[videos]))
+        except Exception:
+            log.exception("feed: item features not refreshed; serving the previous ones")
+            return
+        if read:
+            log.info("item features: %d entities read from the online store", read)
 
     def _fresh_since(self) -> int:
         return now_ms() - int(self.settings.feed_fresh_hours * HOUR_MS)
@@ -133,6 +161,7 @@ class FeedServices:
             try:
                 self.catalog.refresh()
                 self.sync_indexes()
+                self.sync_features()
             except Exception:
                 log.exception("feed: catalog refresh failed; serving the previous snapshot")
             log.debug("feed refresh took %.3f s", time.perf_counter() - started)
@@ -146,15 +175,14 @@ class FeedServices:
             await self.ranker.close()
         if self.features is not None:
             self.features.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
         self.redis.close()
 
 
-def _feature_reader(settings: Settings) -> FeatureReader | None:
+def _feature_reader(settings: Settings) -> RankingFeatures | None:
     try:
-        from features.online import FeatureReader
+        from features.ranking_read import RankingFeatures
 
-        return FeatureReader(settings)
+        return RankingFeatures(settings)
     except Exception as exc:
         log.warning("feed: online features unavailable (%s); ranking on defaults", exc)
         return None

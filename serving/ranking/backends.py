@@ -1,24 +1,24 @@
-"""The ranker as the feed sees it: ``await backend.score(alias, request) -> (scores, version)``.
+"""The ranker as the feed sees it: ``backend.score(alias, request, timeout_s) -> (scores,
+version)``, called from the request's worker thread.
 
-Two backends with one contract: :class:`LocalRanker` scores in the API process (a thread, so
-the event loop keeps serving), :class:`~serving.ranking.ray_serve.RayRanker` sends the request
-to a Ray Serve deployment that micro-batches concurrent requests. Both load the model by alias
-through :class:`~serving.ranking.models.AliasModels` and follow alias moves.
+Two backends with one contract: :class:`LocalRanker` scores in the API process (the
+baseline), :class:`~serving.ranking.ray_serve.RayRanker` sends the request to a Ray Serve
+deployment that micro-batches concurrent requests of every API process. Both load the model
+by alias through :class:`~serving.ranking.models.AliasModels` and follow alias moves.
 
-A :class:`RankRequest` is columnar: numpy arrays per candidate column plus the user's scalars
-once. Ray ships numpy buffers without pickling them element by element, and requests with the
-same columns are concatenated column by column into one frame, one forward pass.
+A :class:`RankRequest` is columnar: one numpy array per candidate column plus the user's
+scalars once, from the feature read to the model's input, with no DataFrame in between. Ray
+ships numpy buffers without pickling them element by element, and requests with the same
+columns are concatenated column by column into one batch, one forward pass.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from serving.ranking.models import AliasModels, ModelUnavailable
 
@@ -39,28 +39,58 @@ class RankRequest:
     def columns(self) -> tuple[str, ...]:
         return (*self.items, *self.user)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """On the wire (to a Ray replica) the numeric columns travel as two matrices, one
+        float64 and one int64, instead of ~40 arrays each serialized on its own."""
+        groups: dict[str, list[str]] = {"f": [], "i": [], "o": []}
+        for c, v in self.items.items():
+            kind = v.dtype.kind
+            groups["f" if kind == "f" else "i" if kind in "iub" else "o"].append(c)
+        return {"user": self.user, "weights": self.weights, "names": groups,
+                "f": _stack(self.items, groups["f"], np.float64),
+                "i": _stack(self.items, groups["i"], np.int64),
+                "o": {c: self.items[c] for c in groups["o"]}}
 
-def to_frame(requests: list[RankRequest]) -> pd.DataFrame:
-    """Rows of all ``requests`` (same columns), user scalars repeated per row."""
-    cols: dict[str, np.ndarray] = {}
-    for c in requests[0].items:
-        parts = [r.items[c] for r in requests]
-        cols[c] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        items: dict[str, np.ndarray] = {}
+        for kind in ("f", "i"):
+            for j, c in enumerate(state["names"][kind]):
+                items[c] = state[kind][j]
+        items |= state["o"]
+        self.items = {c: items[c] for c in (*state["names"]["f"], *state["names"]["i"],
+                                            *state["names"]["o"]) if c in items}
+        self.user = state["user"]
+        self.weights = state["weights"]
+
+
+def _stack(items: dict[str, np.ndarray], names: list[str], dtype: type) -> np.ndarray:
+    """Columns ``names`` as rows of one contiguous matrix (row j: column names[j])."""
+    if not names:
+        return np.zeros((0, 0), dtype)
+    return np.stack([np.asarray(items[c], dtype) for c in names])
+
+
+def to_columns(requests: list[RankRequest]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(columns, scalars)`` of all ``requests`` (same columns): one request keeps its user
+    values as scalars; several get them repeated per row."""
+    if len(requests) == 1:
+        return requests[0].items, requests[0].user
+    cols = {c: np.concatenate([r.items[c] for r in requests]) for c in requests[0].items}
     for c in requests[0].user:
-        parts = [np.full(len(r), r.user[c]) for r in requests]
-        cols[c] = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return pd.DataFrame(cols, copy=False)
+        cols[c] = np.concatenate([np.full(len(r), r.user[c]) for r in requests])
+    return cols, {}
 
 
 class Scorer(Protocol):
     """A loaded ranker: one final score per row of raw feature columns."""
 
-    def score(self, frame: pd.DataFrame, *, weights: Mapping[str, float] | None = None,
-              ) -> np.ndarray: ...
+    def score(self, columns: Mapping[str, Any], user_features: Mapping[str, Any] | None = None,
+              *, weights: Mapping[str, float] | None = None) -> np.ndarray: ...
 
 
 class RankerBackend(Protocol):
-    async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]: ...
+    def score(self, alias: str, request: RankRequest, timeout_s: float
+              ) -> tuple[np.ndarray, str]: ...
 
     async def close(self) -> None: ...
 
@@ -69,7 +99,10 @@ def load_scorer(model_uri: str) -> Scorer:
     """The registered ranker behind ``model_uri`` (``training.ranker`` owns the format)."""
     from training.ranker.bundle import load_ranker
 
-    return load_ranker(model_uri)
+    scorer = load_ranker(model_uri)
+    # One pass on a few unknown rows: the first real request must not pay torch's warm-up.
+    scorer.score({"video_id": np.zeros(8, np.int64)}, {"user_id": 0})
+    return scorer
 
 
 Result = tuple[np.ndarray, str] | Exception
@@ -81,7 +114,7 @@ def score_many(models: AliasModels[Scorer], requests: list[tuple[str, RankReques
     micro-batch). A request whose alias cannot be served gets its exception in place of a
     result, not its neighbours'."""
     out: list[Result | None] = [None] * len(requests)
-    groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    groups: dict[tuple[str, tuple[str, ...], tuple[tuple[str, float], ...]], list[int]] = {}
     for i, (alias, req) in enumerate(requests):
         weights = tuple(sorted(req.weights.items())) if req.weights else ()
         groups.setdefault((alias, req.columns(), weights), []).append(i)
@@ -89,9 +122,7 @@ def score_many(models: AliasModels[Scorer], requests: list[tuple[str, RankReques
         reqs = [requests[i][1] for i in idx]
         try:
             loaded = models.get(alias)
-            frame = to_frame(reqs)
-            scores = np.asarray(loaded.model.score(frame, weights=dict(weights)) if weights
-                                else loaded.model.score(frame))
+            scores = np.asarray(loaded.model.score(*to_columns(reqs), weights=dict(weights)))
         except Exception as exc:
             for i in idx:
                 out[i] = exc
@@ -116,10 +147,10 @@ class LocalRanker:
         self.models: AliasModels[Scorer] = AliasModels.started(model_name, loader, poll_s, warm,
                                                                owner="ranker")
 
-    async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]:
-        self.models.get(alias)  # raises at once when not loaded
-        return result((await asyncio.to_thread(score_many, self.models,
-                                               [(alias, request)]))[0])
+    def score(self, alias: str, request: RankRequest, timeout_s: float
+              ) -> tuple[np.ndarray, str]:
+        """On the caller's thread (a forward pass is a few ms: no budget to enforce)."""
+        return result(score_many(self.models, [(alias, request)])[0])
 
     async def close(self) -> None:
         self.models.stop()

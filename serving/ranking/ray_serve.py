@@ -35,12 +35,18 @@ class RankerDeployment:
 
     def __init__(self, model_name: str, tracking_uri: str, poll_s: float, threads: int,
                  warm_aliases: tuple[str, ...] = ("champion",)) -> None:
+        import sys
+
         import torch
 
         from training import registry
 
         registry.connect(tracking_uri)
         torch.set_num_threads(threads)
+        # A new version loads on the poller thread (Python-heavy: registry, artifacts); hand
+        # the GIL back to the scoring thread every 1 ms, not 5, so a reload does not stall
+        # the requests in flight past their budget.
+        sys.setswitchinterval(0.001)
         # A missing model is not fatal: the API falls back until it loads.
         self.models: AliasModels[Scorer] = AliasModels.started(
             model_name, load_scorer, poll_s, warm_aliases, owner="ranker replica")
@@ -56,16 +62,22 @@ class RankerDeployment:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0005)
     async def _batch(self, requests: list[tuple[str, RankRequest]]) -> list[Result]:
-        # Off the replica's event loop, which meanwhile queues the next batch.
-        return await asyncio.to_thread(score_many, self.models, requests)
+        # On the replica's loop: a forward pass is a few ms, and every hand-off between
+        # threads or processes costs a scheduling delay on a busy machine; requests arriving
+        # meanwhile queue for the next batch.
+        return score_many(self.models, requests)
 
 
 class RayRanker:
     """The API's handle on the deployment."""
 
     def __init__(self, settings: Settings) -> None:
-        self.owns_ray = not ray.is_initialized()
-        if self.owns_ray:
+        # ``owns_ray``: this process started a local Ray (and stops it); ``connected``: it
+        # joined one (``ray_address``: a cluster, or the local Ray of ``reelrank serve api``'s
+        # parent process) and only disconnects.
+        self.connected = not ray.is_initialized()
+        self.owns_ray = self.connected and not settings.ray_address
+        if self.connected:
             if settings.ray_address:
                 ray.init(address=settings.ray_address, log_to_driver=False)
             else:
@@ -77,9 +89,15 @@ class RayRanker:
         self.owns_app = deploy and not settings.ray_address
         if deploy:
             serve.start(proxy_location="Disabled")
+            # Replicas sized to the cores: one replica scores one batch at a time on one thread,
+            # so concurrent first pages of several API processes need as many as there are CPUs.
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            replicas = settings.ranker_replicas or max(1, int(cpus // settings.ranker_num_cpus))
             deployment = RankerDeployment.options(
-                num_replicas=settings.ranker_replicas,
-                ray_actor_options={"num_cpus": settings.ranker_num_cpus},
+                num_replicas=replicas,
+                ray_actor_options={"num_cpus": settings.ranker_num_cpus, "runtime_env": {
+                    # The replica's user code on its main loop: one thread hop less a call.
+                    "env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}},
                 user_config={"max_batch_size": settings.ranker_max_batch_size,
                              "batch_wait_ms": settings.ranker_batch_wait_ms},
             )
@@ -87,14 +105,31 @@ class RayRanker:
             serve.run(deployment.bind(settings.ranker_model, settings.mlflow_tracking_uri,
                                       settings.model_poll_s, threads),
                       name=APP, route_prefix=None)
-        self.handle = serve.get_app_handle(APP)
+        # The cheapest handle path (measured in benchmarks/ray_hop.py): the request goes
+        # by value over the replica's gRPC port with plain pickle, instead of as a Ray task
+        # through the object store with cloudpickle; it costs the API process about half
+        # the CPU per call. The payload is numpy matrices (RankRequest's wire form).
+        self.handle = serve.get_app_handle(APP).options(
+            _by_reference=False, request_serialization="pickle",
+            response_serialization="pickle")
+        self._warm()
 
-    async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]:
+    def _warm(self) -> None:
+        """One call through the handle before the first request: setting up its router and
+        reaching a replica must not be charged to a user's time budget."""
+        with contextlib.suppress(Exception):
+            probe = RankRequest({"video_id": np.zeros(1, np.int64)}, {"user_id": 0})
+            self.handle.score.remote("champion", probe).result(timeout_s=60)
+
+    def score(self, alias: str, request: RankRequest, timeout_s: float
+              ) -> tuple[np.ndarray, str]:
+        """From the request's worker thread; past ``timeout_s`` the call is cancelled (the
+        replica's slot freed) and ``TimeoutError`` raised."""
         response = self.handle.score.remote(alias, request)
         try:
-            return result(await response)
-        except asyncio.CancelledError:
-            response.cancel()  # the caller's time budget ran out: free the replica's slot
+            return result(response.result(timeout_s=timeout_s))
+        except TimeoutError:
+            response.cancel()
             raise
 
     async def close(self) -> None:
@@ -106,6 +141,7 @@ class RayRanker:
                 serve.delete(APP)
             if self.owns_ray:
                 serve.shutdown()
+            if self.connected:
                 ray.shutdown()
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from platform_services import tokens
 from platform_services.auth import ConflictError, authenticate, register_user
 from serving.deps import CurrentUser, SessionDep, SettingsDep
 from serving.errors import error_responses
-from serving.limits import RateLimit
+from serving.limits import RateLimit, check
 
 router = APIRouter(tags=["auth"])
 MIN_PASSWORD = 8
@@ -73,8 +73,17 @@ def register(body: RegisterIn, session: SessionDep) -> UserOut:
     return UserOut.model_validate(user, from_attributes=True)
 
 
+async def _per_account(body: LoginIn, request: Request) -> None:
+    """Logins per account from any address (``rate_limit_login_account``): a password
+    guessed from many IPs is cut off although each IP stays under the per-IP login limit.
+    Counted for unknown names too, so a 429 says nothing about who exists."""
+    settings = request.app.state.runtime.settings
+    await check(request.app.state.rate_limiter, settings.rate_limit_login_account,
+                "login-account", body.username.lower())
+
+
 @router.post("/auth/token", responses=error_responses(401, 422, 429),
-             dependencies=[Depends(RateLimit("login"))])
+             dependencies=[Depends(RateLimit("login")), Depends(_per_account)])
 def token(body: LoginIn, session: SessionDep, settings: SettingsDep) -> TokenOut:
     """Log in: a 15-minute access token and a 7-day refresh token (a new login family)."""
     user = authenticate(session, body.username, body.password)

@@ -11,8 +11,16 @@ from pydantic import BaseModel, Field, field_validator
 
 from platform_services import comments
 from platform_services.auth import MAX_ID
-from platform_services.storage.models import Role, User
-from serving.deps import ClaimsDep, CommentIdPath, CurrentUser, SessionDep, VideoIdPath
+from platform_services.storage.models import Role
+from serving.deps import (
+    ClaimsDep,
+    CommentIdPath,
+    CurrentUser,
+    RuntimeDep,
+    SessionDep,
+    VideoIdPath,
+    as_user,
+)
 from serving.errors import error_responses
 
 router = APIRouter(tags=["comments"], responses=error_responses(401, 404, 422, 429))
@@ -71,12 +79,12 @@ ReplyCursor = Annotated[str | None, Query(max_length=2048, pattern=r"^[0-9a-z]+$
                                           description="replies_cursor or next_cursor.")]
 
 
-def _user(u: User) -> CommentUser:
+def _user(u: comments.Author) -> CommentUser:
     return CommentUser(user_id=u.id, username=u.username, display_name=u.display_name,
                        profile_image_url=u.avatar_url, verified=u.verified)
 
 
-def _out(node: comments.Node, authors: dict[int, User]) -> CommentOut:
+def _out(node: comments.Node, authors: dict[int, comments.Author]) -> CommentOut:
     c = node.comment
     deleted = c.deleted_at is not None
     author = authors.get(c.author_id)
@@ -101,25 +109,26 @@ def post_comment(video_id: VideoIdPath, body: CommentIn, user: CurrentUser,
     """Comment on a video, or reply to one of its comments (``parent_comment_id``)."""
     c = comments.add(session, user.id, video_id, body.content, body.parent_comment_id)
     session.commit()
-    return _out(comments.Node(c), {user.id: user})
+    return _out(comments.Node(c), {user.id: comments.Author.of(user)})
 
 
 @router.get("/videos/{video_id}/comments")
-def list_threads(video_id: VideoIdPath, user: CurrentUser, session: SessionDep,
-                 cursor: ThreadCursor = None, page_size: PageSize = 20,
-                 replies: Annotated[int, Query(ge=0, le=200)] = 50) -> CommentPage:
+async def list_threads(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep,
+                       cursor: ThreadCursor = None, page_size: PageSize = 20,
+                       replies: Annotated[int, Query(ge=0, le=200)] = 50) -> CommentPage:
     """A video's threads, newest first, each with up to ``replies`` replies in display order
     (depth first, oldest first); comments of users you blocked are left out."""
-    page = comments.threads(session, user.id, video_id, int(cursor) if cursor else None,
-                            page_size, replies)
-    return _page(page)
+    # One transaction and one thread hop (``as_user``): the goal is a 20 ms p99.
+    return await as_user(runtime, claims, lambda session, me: _page(comments.threads(
+        session, me, video_id, int(cursor) if cursor else None, page_size, replies)))
 
 
 @router.get("/comments/{comment_id}/replies")
-def list_replies(comment_id: CommentIdPath, user: CurrentUser, session: SessionDep,
-                 cursor: ReplyCursor = None, page_size: PageSize = 50) -> CommentPage:
+async def list_replies(comment_id: CommentIdPath, claims: ClaimsDep, runtime: RuntimeDep,
+                       cursor: ReplyCursor = None, page_size: PageSize = 50) -> CommentPage:
     """All replies under a comment (any depth) in display order, a page at a time."""
-    return _page(comments.replies(session, user.id, comment_id, cursor, page_size))
+    return await as_user(runtime, claims, lambda session, me: _page(
+        comments.replies(session, me, comment_id, cursor, page_size)))
 
 
 @router.patch("/comments/{comment_id}", responses=error_responses(403))
@@ -128,7 +137,7 @@ def edit_comment(comment_id: CommentIdPath, body: CommentEditIn, user: CurrentUs
     """Edit your comment (only its author may)."""
     c = comments.edit(session, user.id, comment_id, body.content)
     session.commit()
-    return _out(comments.Node(c), {user.id: user})
+    return _out(comments.Node(c), {user.id: comments.Author.of(user)})
 
 
 @router.delete("/comments/{comment_id}", status_code=204, response_class=Response,

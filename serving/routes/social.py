@@ -14,7 +14,15 @@ from platform_services import social
 from platform_services.auth import MAX_ID
 from platform_services.social import Reaction
 from platform_services.storage.social_models import ReportReason, ReportStatus, ReportTarget
-from serving.deps import CurrentUser, SessionDep, VideoIdPath
+from serving.deps import (
+    ClaimsDep,
+    CurrentUser,
+    RuntimeDep,
+    SessionDep,
+    VideoIdPath,
+    act_as_user,
+    as_user,
+)
 from serving.errors import error_responses
 
 router = APIRouter(tags=["social"], responses=error_responses(401, 404, 422, 429))
@@ -69,43 +77,37 @@ def _like_out(r: Reaction) -> LikeOut:
     return LikeOut(liked=r.active, changed=r.changed, total_likes=r.total)
 
 
+# Each action is one transaction in one thread hop (``as_user``): these are the hottest writes.
 @router.post("/videos/{video_id}/like")
-def like(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> LikeOut:
+async def like(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> LikeOut:
     """Like (idempotent: liking twice counts once)."""
-    out = _like_out(social.like(session, user.id, video_id))
-    session.commit()
-    return out
+    return await act_as_user(runtime, claims, social.like, video_id, _like_out)
 
 
 @router.delete("/videos/{video_id}/like")
-def unlike(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> LikeOut:
+async def unlike(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> LikeOut:
     """Unlike (idempotent: without a like it changes nothing; counts never go below 0)."""
-    out = _like_out(social.unlike(session, user.id, video_id))
-    session.commit()
-    return out
+    return await act_as_user(runtime, claims, social.unlike, video_id, _like_out)
 
 
 @router.post("/videos/{video_id}/save")
-def save(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> SaveOut:
-    changed = social.save(session, user.id, video_id)
-    session.commit()
-    return SaveOut(saved=True, changed=changed)
+async def save(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> SaveOut:
+    return await act_as_user(runtime, claims, social.save, video_id,
+                             lambda changed: SaveOut(saved=True, changed=changed))
 
 
 @router.delete("/videos/{video_id}/save")
-def unsave(video_id: VideoIdPath, user: CurrentUser, session: SessionDep) -> SaveOut:
-    changed = social.unsave(session, user.id, video_id)
-    session.commit()
-    return SaveOut(saved=False, changed=changed)
+async def unsave(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> SaveOut:
+    return await act_as_user(runtime, claims, social.unsave, video_id,
+                             lambda changed: SaveOut(saved=False, changed=changed))
 
 
 @router.post("/videos/{video_id}/share", status_code=201)
-def share(video_id: VideoIdPath, body: ShareIn, user: CurrentUser,
-          session: SessionDep) -> ShareOut:
+async def share(video_id: VideoIdPath, body: ShareIn, claims: ClaimsDep,
+                runtime: RuntimeDep) -> ShareOut:
     """Record a share (each one counts)."""
-    share_id = social.share(session, user.id, video_id, body.channel.value)
-    session.commit()
-    return ShareOut(share_id=share_id)
+    return await as_user(runtime, claims, lambda session, me: ShareOut(
+        share_id=social.share(session, me, video_id, body.channel.value)))
 
 
 @router.post("/reports", status_code=201, responses={200: {"model": ReportOut,

@@ -13,7 +13,15 @@ from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 from platform_services import accounts, social, users
 from platform_services.auth import verify_password
 from platform_services.storage.models import Role, User
-from serving.deps import AdminUser, CurrentUser, SessionDep, UserIdPath
+from serving.deps import (
+    AdminUser,
+    ClaimsDep,
+    CurrentUser,
+    RuntimeDep,
+    SessionDep,
+    UserIdPath,
+    act_as_user,
+)
 from serving.errors import error_responses
 
 router = APIRouter(tags=["users"], responses=error_responses(401, 422, 429))
@@ -199,31 +207,28 @@ def set_role(user_id: UserIdPath, body: RoleIn, admin: AdminUser,
     return _me(session, user)
 
 
+# Each action is one transaction in one thread hop (``as_user``), as the reactions on videos.
 @router.post("/users/{user_id}/follow", responses=error_responses(403, 404))
-def follow(user_id: UserIdPath, user: CurrentUser, session: SessionDep) -> FollowOut:
+async def follow(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> FollowOut:
     """Follow a creator (idempotent: a repeat changes nothing; yourself: 422)."""
-    changed = social.follow(session, user.id, user_id)
-    session.commit()
-    return FollowOut(is_following=True, changed=changed)
+    return await act_as_user(runtime, claims, social.follow, user_id,
+                             lambda changed: FollowOut(is_following=True, changed=changed))
 
 
 @router.delete("/users/{user_id}/follow")
-def unfollow(user_id: UserIdPath, user: CurrentUser, session: SessionDep) -> FollowOut:
-    changed = social.unfollow(session, user.id, user_id)
-    session.commit()
-    return FollowOut(is_following=False, changed=changed)
+async def unfollow(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> FollowOut:
+    return await act_as_user(runtime, claims, social.unfollow, user_id,
+                             lambda changed: FollowOut(is_following=False, changed=changed))
 
 
 @router.post("/users/{user_id}/block", responses=_404)
-def block(user_id: UserIdPath, user: CurrentUser, session: SessionDep) -> BlockOut:
+async def block(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> BlockOut:
     """Block a user: follows end both ways; their videos and comments disappear for you."""
-    changed = social.block(session, user.id, user_id)
-    session.commit()
-    return BlockOut(is_blocking=True, changed=changed)
+    return await act_as_user(runtime, claims, social.block, user_id,
+                             lambda changed: BlockOut(is_blocking=True, changed=changed))
 
 
 @router.delete("/users/{user_id}/block")
-def unblock(user_id: UserIdPath, user: CurrentUser, session: SessionDep) -> BlockOut:
-    changed = social.unblock(session, user.id, user_id)
-    session.commit()
-    return BlockOut(is_blocking=False, changed=changed)
+async def unblock(user_id: UserIdPath, claims: ClaimsDep, runtime: RuntimeDep) -> BlockOut:
+    return await act_as_user(runtime, claims, social.unblock, user_id,
+                             lambda changed: BlockOut(is_blocking=False, changed=changed))

@@ -8,7 +8,6 @@ respects visibility, and a video the caller may not see is a 404 like one that n
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -17,11 +16,12 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from platform_services.media import uploads
-from platform_services.media.delivery import SPRITE_VTT, PlaylistSigner, variant_paths
+from platform_services.media.delivery import SPRITE_VTT, PlaylistSigner
 from platform_services.media.models import VideoMedia
 from platform_services.storage.blobs import BlobStore
 from platform_services.storage.models import User, Video, VideoStats, Visibility
 from serving.deps import CurrentUser, SessionDep, SettingsDep
+from serving.video_card import VideoCard, card_fields
 
 router = APIRouter(prefix="/videos", tags=["videos"])
 
@@ -97,40 +97,14 @@ class DeleteOut(BaseModel):
     message: str
 
 
-class VideoUser(BaseModel):
-    user_id: int
-    username: str
-    display_name: str
-    profile_image_url: str | None
-    verified: bool
-
-
-class VideoUrls(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    hls: str | None = None  # the adaptive master playlist
-    q360: str | None = Field(default=None, alias="360p")
-    q720: str | None = Field(default=None, alias="720p")
-    q1080: str | None = Field(default=None, alias="1080p")
-    source: str | None = Field(default=None, description="A source below 360p: its own size.")
-
-
-class VideoStatsOut(BaseModel):
-    views: int
-    likes: int
-    comments: int
-    shares: int
-
-
 class UserInteraction(BaseModel):
     liked: bool | None  # None until likes and saves are stored (the social issue)
     saved: bool | None
 
 
-class VideoOut(BaseModel):
-    video_id: int
-    user: VideoUser
-    title: str
+class VideoOut(VideoCard):
+    """The shared :class:`~serving.video_card.VideoCard` and what only this route shows."""
+
     description: str
     tags: list[str]
     category: str | None
@@ -138,16 +112,11 @@ class VideoOut(BaseModel):
     status: str  # processing | ready | failed
     moderation: str  # pending | approved | needs_review | blocked
     failure_reason: str | None  # shown to the owner only
-    video_urls: VideoUrls
-    thumbnail_url: str | None
     poster_url: str | None
     sprite_url: str | None  # a WebVTT of thumbnail tiles for scrubbing
-    duration: float | None  # seconds
     width: int | None
     height: int | None
-    stats: VideoStatsOut
     user_interaction: UserInteraction
-    created_at: datetime
 
 
 @router.post("/upload", status_code=201, responses=errors(401, 415, 422))
@@ -209,34 +178,19 @@ async def delete_video(video_id: VideoId, user: CurrentUser, session: SessionDep
 def _video_out(video: Video, owner: User, media: VideoMedia | None, stats: VideoStats | None,
                *, viewer_id: int, blobs: BlobStore, signer: PlaylistSigner,
                ttl_s: int) -> VideoOut:
-    ready = video.status.value == "ready"
+    card = card_fields(video, owner, media, stats, signer, blobs)
     probe = (media.probe if media is not None else None) or {}
-    urls = VideoUrls()
-    poster = thumbnail = sprite = None
-    if ready and media is not None and media.renditions:
-        urls.hls = signer.url(video.id)
-        for name, path in variant_paths(media.renditions).items():
-            attr = {"360p": "q360", "720p": "q720", "1080p": "q1080"}.get(name, "source")
-            setattr(urls, attr, signer.url(video.id, path))
-        own = uploads.video_prefix(video.id)
-        poster = blobs.presign_get(f"{own}poster.jpg", ttl_s)
-        thumbnail = blobs.presign_get(f"{own}thumbnail.jpg", ttl_s)
+    poster = sprite = None
+    if card["video_urls"].hls is not None:
+        poster = blobs.presign_get(f"{uploads.video_prefix(video.id)}poster.jpg", ttl_s)
         sprite = signer.url(video.id, SPRITE_VTT)
-    duration = video.duration_ms / 1000 if video.duration_ms is not None else None
     return VideoOut(
-        video_id=video.id,
-        user=VideoUser(user_id=owner.id, username=owner.username, display_name=owner.username,
-                       profile_image_url=None, verified=False),
-        title=video.title, description=video.description or "",
+        **card, description=video.description or "",
         tags=list(media.tags) if media is not None else [], category=video.category,
         visibility=video.visibility.value, status=video.status.value,
         moderation=video.moderation.value,
         failure_reason=media.failure_reason if media and viewer_id == owner.id else None,
-        video_urls=urls, thumbnail_url=thumbnail, poster_url=poster, sprite_url=sprite,
-        duration=duration, width=probe.get("display_width"), height=probe.get("display_height"),
-        stats=VideoStatsOut(views=stats.views if stats else 0, likes=stats.likes if stats else 0,
-                            comments=stats.comments if stats else 0,
-                            shares=stats.shares if stats else 0),
+        poster_url=poster, sprite_url=sprite,
+        width=probe.get("display_width"), height=probe.get("display_height"),
         user_interaction=UserInteraction(liked=None, saved=None),
-        created_at=video.created_at,
     )

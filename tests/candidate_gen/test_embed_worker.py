@@ -156,7 +156,7 @@ def _for_you(api: TestClient, headers: dict[str, str]) -> dict[int, str]:
         r = api.get("/api/v1/feed/for-you", headers=headers,
                     params={"page_size": 50} | ({"cursor": cursor} if cursor else {}))
         assert r.status_code == 200, r.text
-        shown |= {it["video"]["id"]: it["source"] for it in r.json()["items"]}
+        shown |= {it["video_id"]: it["source"] for it in r.json()["videos"]}
         cursor = r.json()["next_cursor"]
         if cursor is None:
             return shown

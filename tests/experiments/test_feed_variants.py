@@ -4,8 +4,9 @@ exposure."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
-import pandas as pd
 import redis
 
 from experiments.assignment import Arm, Assignment
@@ -19,10 +20,10 @@ class TwoTasks:
 
     weights = {"click": 1.0, "like": 0.0}
 
-    def score(self, frame: pd.DataFrame, *, weights: dict[str, float] | None = None,
-              ) -> np.ndarray:
+    def score(self, columns: Mapping[str, np.ndarray], user: Mapping | None = None, *,
+              weights: dict[str, float] | None = None) -> np.ndarray:
         w = {**self.weights, **(weights or {})}
-        return w["click"] * frame["a"].to_numpy() + w["like"] * frame["b"].to_numpy()
+        return w["click"] * np.asarray(columns["a"]) + w["like"] * np.asarray(columns["b"])
 
 
 def test_score_weights_reach_the_ranker_per_request() -> None:
@@ -38,8 +39,8 @@ def test_ranked_list_keeps_its_arms(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
     arms = (("exp-a", "treatment"), ("exp-b", "control"))
     ranked = page_cache.RankedList(7, np.array([3, 4]), np.array([0, 1], np.uint8), "m/1",
-                                   "treatment", "exp-a", ("ranker",), arms)
-    page_cache.save(r, "list-1", ranked, 60)
+                                   "treatment", "exp-a", ("ranker",), arms=arms)
+    page_cache.write(r, 7, np.zeros(0, np.int64), 0, 0, ("list-1", ranked, 60))
     back = page_cache.load(r, "list-1")
     assert back is not None and back.arms == arms and back.degraded == ("ranker",)
 

@@ -13,6 +13,7 @@ from core.config import Settings
 from core.events import decode
 from platform_services.auth import issue_token
 from platform_services.bus.models import OutboxRow
+from platform_services.media.delivery import PlaylistSigner
 from platform_services.storage.blobs import open_blob_store
 from platform_services.storage.models import Video, VideoStatus
 from serving.feed.render import MediaUrls
@@ -101,17 +102,17 @@ def test_events_go_to_the_outbox_atomically(client: TestClient, settings: Settin
 def test_feed_media_urls_resolve_on_the_local_store(client: TestClient, settings: Settings) -> None:
     """The URLs a feed item carries are served by the app itself when blobs are local."""
     store = open_blob_store(settings)
-    store.put("videos/7/poster.jpg", b"poster bytes", "image/jpeg")
-    urls = MediaUrls(store)
+    store.put("videos/7/thumbnail.jpg", b"thumbnail bytes", "image/jpeg")
+    urls = MediaUrls(store, PlaylistSigner.from_settings(settings))
 
     def fetch(url: str) -> httpx.Response:
         u = urlsplit(url)  # pre-signed for ``api_base_url``; the test client is that server
         return client.get(f"{u.path}?{u.query}")
 
-    r = fetch(urls.get(7)["poster"])
-    assert r.status_code == 200 and r.content == b"poster bytes"
+    r = fetch(urls.get(7)["thumbnail"])  # the design's item has a thumbnail, no poster
+    assert r.status_code == 200 and r.content == b"thumbnail bytes"
     assert r.headers["content-type"] == "image/jpeg"
-    r = fetch(urls.get(8)["hls"])
+    r = fetch(urls.get(8)["hls"])  # the signed playlist route: no ladder stored for video 8
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 

@@ -86,3 +86,33 @@ def test_blend_respects_quotas_priority_and_fills_from_the_rest() -> None:
     # ANN had 25 slots, trending 10; the room following/explore left goes ANN first.
     assert len(by["ann"]) >= 25 and len(by["trending"]) >= 10
     assert len(by["ann"]) + len(by["trending"]) == 44
+
+
+def test_rerank_pages_follow_source_quotas_and_a_dry_source_leaves_its_share_to_others(
+) -> None:
+    rng = np.random.default_rng(1)
+    quotas = {CODE["ann"]: 0.5, CODE["following"]: 0.15, CODE["trending"]: 0.15,
+              CODE["fresh"]: 0.1, CODE["explore"]: 0.1}
+    n = 400
+    sources = rng.choice(list(quotas), n, p=[0.5, 0.1, 0.15, 0.15, 0.1]).astype(np.uint8)
+    sources[:n][sources == CODE["following"]] = CODE["ann"]
+    sources[:6] = CODE["following"]  # following runs dry after six videos
+    scores = rng.random(n) + 2.0 * (sources == CODE["explore"])  # the ranker loves explore
+    explore = sources == CODE["explore"]
+    order = rerank(scores, rng.integers(0, 80, n), rng.integers(0, 6, n), rng.random(n) * 100,
+                   explore, RerankConfig(explore_slots=0.1), sources, quotas)
+    assert sorted(order.tolist()) == list(range(n))
+    pages = sources[order][:200].reshape(10, 20)
+    for page in pages:
+        count = {name: int((page == code).sum()) for name, code in CODE.items()}
+        assert count["explore"] == 2, count  # its slots, however high it scores
+    first = {name: int((pages[0] == code).sum()) for name, code in CODE.items()}
+    assert abs(first["ann"] - 10) <= 1 and abs(first["trending"] - 3) <= 1, first
+    assert abs(first["following"] - 3) <= 1 and abs(first["fresh"] - 2) <= 1, first
+    # Once following is dry its share goes to ann, trending and fresh in proportion.
+    later = sources[order][60:200]
+    assert not (later == CODE["following"]).any()
+    share = {name: float((later == code).mean()) for name, code in CODE.items()}
+    assert abs(share["ann"] - 0.9 * 0.5 / 0.75) < 0.05, share
+    assert abs(share["trending"] - 0.9 * 0.15 / 0.75) < 0.05, share
+    assert abs(share["explore"] - 0.1) < 0.01, share

@@ -175,8 +175,8 @@ def pages(client: TestClient, headers: dict, size: int, stop_after: int | None =
         r = client.get(FEED, headers=headers, params=params)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert len(body["items"]) <= size and body["has_more"] == (body["next_cursor"] is not None)
-        ids += [it["video"]["id"] for it in body["items"]]
+        assert len(body["videos"]) <= size and body["has_more"] == (body["next_cursor"] is not None)
+        ids += [it["video_id"] for it in body["videos"]]
         cursor, n = body["next_cursor"], n + 1
         if between is not None and n == stop_after:
             between()

@@ -9,8 +9,10 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -19,11 +21,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from candidate_gen.sources import SOURCES
+from core.clock import utcnow
 from core.config import Settings, get_settings
 from core.events import ExperimentExposure, VideoProcessed, decode
 from platform_services.auth import issue_token
 from platform_services.bus.models import OutboxRow
 from platform_services.bus.outbox import emit
+from platform_services.media.models import VideoMedia
+from platform_services.storage.blobs import open_blob_store
 from platform_services.storage.db import make_engine, migrate, session_factory
 from platform_services.storage.models import Block, Follow, Video, VideoStatus, Visibility
 from serving import demo
@@ -52,8 +57,7 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "DATABASE_URL": f"sqlite:///{root}/reelrank.db", "REDIS_URL": url,
         "BLOB_URL": f"file://{root}/blobs", "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
         "RANKER_BACKEND": "ray", "RAY_NUM_CPUS": "2", "MODEL_POLL_S": "0.5",
-        "CATALOG_REFRESH_S": "0.3", "RANKER_TIMEOUT_MS": "10000",
-        "FEATURE_READ_TIMEOUT_MS": "5000",
+        "CATALOG_REFRESH_S": "0.3",  # ranker and feature budgets: the production defaults
     }
     with pytest.MonkeyPatch.context() as mp:
         for name in [n for n in os.environ if n.startswith("REELRANK_")]:
@@ -67,11 +71,72 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         write_dataset(demo.DATASET, generate(cfg), "synth", root=settings.data_dir)
         migrate(settings.database_url)
         load_world(settings, load_dataset(demo.DATASET, settings.data_dir))
+        store_ladders(settings)
         demo.train_retrieval(epochs=2, variant="id")
         demo.build_features()
         demo.train_ranker(epochs=2)
         yield settings
         get_settings.cache_clear()
+
+
+def ladder(video_id: int) -> list[str]:
+    """The renditions the test world's video has; every tenth has no stored media (a video
+    imported from a data set)."""
+    if video_id % 10 == 0:
+        return []
+    return ["360p", "720p", "1080p"][: 1 + video_id % 3]
+
+
+MASTER = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360\n360p/index.m3u8\n"
+
+
+def store_ladders(settings: Settings) -> None:
+    """What the transcoder leaves for each ready video (:func:`ladder`): the ``video_media``
+    row and, in the blob store, the master playlist, one playlist per rendition and the
+    thumbnail, in its layout (``videos/<id>/hls/...``)."""
+    blobs, engine = open_blob_store(settings), make_engine(settings.database_url)
+    with session_factory(engine).begin() as s:
+        for vid in s.scalars(select(Video.id).where(Video.status == VideoStatus.READY)):
+            if not ladder(vid):
+                continue
+            prefix = f"videos/{vid}/"
+            s.add(VideoMedia(video_id=vid, content_type="video/mp4",
+                             source_key=f"uploads/{vid}/source", upload_expires_at=utcnow(),
+                             media_prefix=prefix, renditions=[{"name": q} for q in ladder(vid)]))
+            blobs.put(f"{prefix}hls/master.m3u8", MASTER.encode(), "application/x-mpegURL")
+            for q in ladder(vid):
+                blobs.put(f"{prefix}hls/{q}/index.m3u8",
+                          b"#EXTM3U\n#EXTINF:2.0,\nseg_00000.ts\n#EXT-X-ENDLIST\n")
+                blobs.put(f"{prefix}hls/{q}/seg_00000.ts", f"ts {vid} {q}".encode(), "video/mp2t")
+            blobs.put(f"{prefix}thumbnail.jpg", b"\xff\xd8 thumbnail %d" % vid, "image/jpeg")
+    engine.dispose()
+
+
+def check_media(client: TestClient, item: dict, fetch: bool) -> None:
+    """The item's playback URLs are the media pipeline's: the signed playlist route for the
+    master and each rendition the video has (only those), a pre-signed thumbnail; none for a
+    video without stored media. ``fetch``: also play them through the app."""
+    vid, urls, want = item["video_id"], item["video_urls"], ladder(item["video_id"])
+    if not want:
+        assert urls == {"hls": None} and item["thumbnail_url"] is None, item
+        return
+    assert set(urls) == {"hls", *want}, (vid, urls)
+    base, name = urls["hls"].rsplit("/", 1)
+    assert name == "master.m3u8"
+    assert re.fullmatch(rf"/api/v1/media/{vid}/\d+/[0-9a-f]{{32}}", urlsplit(base).path), base
+    assert all(urls[q] == f"{base}/{q}/index.m3u8" for q in want)
+    if not fetch:
+        return
+    r = client.get(urlsplit(urls["hls"]).path)
+    assert r.status_code == 200 and r.text == MASTER
+    r = client.get(urlsplit(urls[want[-1]]).path)
+    assert r.status_code == 200, r.text
+    segment = urlsplit(r.text.splitlines()[2])  # made a pre-signed GET on the way out
+    r = client.get(f"{segment.path}?{segment.query}")
+    assert r.status_code == 200 and r.content == f"ts {vid} {want[-1]}".encode()
+    thumb = urlsplit(item["thumbnail_url"])
+    r = client.get(f"{thumb.path}?{thumb.query}")
+    assert r.status_code == 200 and r.content == b"\xff\xd8 thumbnail %d" % vid
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +173,7 @@ def all_pages(client: TestClient, path: str, headers: dict, **params: object) ->
         r = client.get(path, headers=headers, params=q)
         assert r.status_code == 200, r.text
         pages.append(r.json() | {"_headers": dict(r.headers)})
+        assert r.json()["videos"] or cursor is None, "an empty page before the end"
         cursor = r.json()["next_cursor"]
         assert r.json()["has_more"] == (cursor is not None)
         if cursor is None:
@@ -128,34 +194,43 @@ def test_pages_never_repeat_and_are_logged(client: TestClient, world: Settings, 
     user = 11
     pages = all_pages(client, FEED, auth(world, user), page_size=25)
     first = pages[0]
-    assert HEADER not in first["_headers"], first["_headers"].get(HEADER)
-    assert first["model_version"].startswith("reelrank-ranker/")
+    assert HEADER.lower() not in first["_headers"], first["_headers"].get(HEADER.lower())
+    item = first["videos"][0]
+    assert item["model_version"].startswith("reelrank-ranker/")
     assert "ranking;dur=" in first["_headers"]["server-timing"]
-    ids = [it["video"]["id"] for p in pages for it in p["items"]]
+    ids = [it["video_id"] for p in pages for it in p["videos"]]
     assert len(pages) > 5 and len(ids) == len(set(ids)), "a video repeated across pages"
-    positions = [it["position"] for p in pages for it in p["items"]]
+    positions = [it["position"] for p in pages for it in p["videos"]]
     assert positions == sorted(positions) and positions[0] == 0
-    item = first["items"][0]
-    assert set(item) == {"video", "user", "urls", "thumbnail", "stats", "source", "position"}
-    assert set(item["video"]) == {"id", "title", "duration_ms", "created_at"}
-    # HLS goes through the signed playlist route: /media/{video}/{expiry}/{signature}/master.m3u8
-    hls = f"/api/v1/media/{item['video']['id']}/"
-    assert hls in item["urls"]["hls"] and "sig=" in item["thumbnail"]
-    assert re.search(r"/\d+/[0-9a-f]{32}/master\.m3u8$", item["urls"]["hls"]), item["urls"]
-    assert {it["source"] for p in pages for it in p["items"]} <= set(SOURCES)
-    assert len({it["source"] for p in pages for it in p["items"]}) >= 3
+    # The design's item shape (plus our created_at, source, position, model_version and
+    # request_id), the same in every page of the list.
+    assert set(first) - {"_headers"} == {"videos", "next_cursor", "has_more"}
+    assert set(item) == {"video_id", "user", "title", "video_urls", "thumbnail_url", "duration",
+                         "stats", "created_at", "source", "position", "model_version",
+                         "request_id"}
+    assert set(item["user"]) == {"user_id", "username", "display_name", "profile_image_url",
+                                 "verified"}
+    assert set(item["stats"]) == {"views", "likes", "comments", "shares"}
+    items = [it for p in pages for it in p["videos"]]
+    for it in items:
+        check_media(client, it, fetch=False)
+    for wanted in (lambda v: not ladder(v), lambda v: len(ladder(v)) == 3):
+        check_media(client, next(it for it in items if wanted(it["video_id"])), fetch=True)
+    assert {it["request_id"] for p in pages for it in p["videos"]} == {item["request_id"]}
+    assert {it["source"] for p in pages for it in p["videos"]} <= set(SOURCES)
+    assert len({it["source"] for p in pages for it in p["videos"]}) >= 3
     # One exposure event per page, with positions, sources, model version.
     with db() as s:
         events = [decode(r.value) for r in s.scalars(
             select(OutboxRow).where(OutboxRow.topic == "experiment.exposure"))]
     mine = [e for e in events if isinstance(e, ExperimentExposure) and e.user_id == user
-            and e.request_id == first["request_id"]]
-    assert [e.video_ids for e in mine] == [[it["video"]["id"] for it in p["items"]]
-                                          for p in pages if p["items"]]
-    assert mine[0].model_version == first["model_version"] and mine[1].first_position == 25
+            and e.request_id == item["request_id"]]
+    assert [e.video_ids for e in mine] == [[it["video_id"] for it in p["videos"]]
+                                          for p in pages if p["videos"]]
+    assert mine[0].model_version == item["model_version"] and mine[1].first_position == 25
     # A new first page leaves out everything already shown.
     again = client.get(FEED, headers=auth(world, user)).json()
-    assert not {it["video"]["id"] for it in again["items"]} & set(ids)
+    assert not {it["video_id"] for it in again["videos"]} & set(ids)
 
 
 def test_privacy_rules_hold_in_every_feed(client: TestClient, world: Settings, db) -> None:
@@ -173,7 +248,7 @@ def test_privacy_rules_hold_in_every_feed(client: TestClient, world: Settings, d
         for path, params in ((FEED, {"page_size": 50}), ("/api/v1/feed/following", {}),
                              ("/api/v1/feed/trending", {"time_range": "30d"})):
             for page in all_pages(client, path, auth(world, user), **params):
-                shown += [it["video"]["id"] for it in page["items"]]
+                shown += [it["video_id"] for it in page["videos"]]
         for vid in shown:
             v = videos[vid]
             assert v.status == VideoStatus.READY, f"{vid} is {v.status}"
@@ -186,12 +261,12 @@ def test_privacy_rules_hold_in_every_feed(client: TestClient, world: Settings, d
 
     # Blocking a creator removes them from every feed at once.
     top = client.get("/api/v1/feed/trending", headers=auth(world, 3),
-                     params={"time_range": "30d"}).json()["items"][0]["user"]["id"]
+                     params={"time_range": "30d"}).json()["videos"][0]["user"]["user_id"]
     with db.begin() as s:
         s.add(Block(blocker_id=3, blocked_id=top))
     for path in (FEED, "/api/v1/feed/trending"):
         for page in all_pages(client, path, auth(world, 3), page_size=50):
-            assert top not in {it["user"]["id"] for it in page["items"]}
+            assert top not in {it["user"]["user_id"] for it in page["videos"]}
 
 
 def test_new_upload_is_searchable_within_seconds(client: TestClient, world: Settings,
@@ -216,9 +291,9 @@ def test_new_upload_is_searchable_within_seconds(client: TestClient, world: Sett
     vec = retriever._vectors(svc.catalog.snapshot, np.array([video.id]))
     assert retriever.index.search(vec, 1)[1][0, 0] == video.id
     user = next(u for u in range(200, 300) if u not in followees(db, u) | {creator})
-    shown = {it["video"]["id"]: it["source"]
+    shown = {it["video_id"]: it["source"]
              for p in all_pages(client, FEED, auth(world, user), page_size=50)
-             for it in p["items"]}
+             for it in p["videos"]}
     assert shown.get(video.id) in {"fresh", "ann"}, f"new upload not in the feed: {shown}"
 
 
@@ -236,8 +311,8 @@ def test_hot_reload_under_concurrent_requests(client: TestClient, world: Setting
     def hammer(user: int) -> None:
         while not stop.is_set():
             r = client.get(FEED, headers=auth(world, user), params={"page_size": 5})
-            body = r.json() if r.status_code == 200 else {}
-            results.append((r.status_code, body.get("model_version", ""),
+            videos = r.json()["videos"] if r.status_code == 200 else []
+            results.append((r.status_code, videos[0]["model_version"] if videos else "",
                             r.headers.get(HEADER, "")))
 
     threads = [threading.Thread(target=hammer, args=(u,)) for u in range(100, 106)]
@@ -258,7 +333,8 @@ def test_hot_reload_under_concurrent_requests(client: TestClient, world: Setting
         move_alias("ranker", "champion", str(v1.version))
     versions = [v for _, v, _ in results]
     assert all(code == 200 for code, _, _ in results), {c for c, _, _ in results}
-    assert not [d for _, _, d in results if "ranker" in d], "a request lost the ranker"
+    lost = [d for _, _, d in results if "ranker" in d]
+    assert not lost, f"{len(lost)} of {len(results)} requests lost the ranker"
     assert f"{world.ranker_model}/{v1.version}" in versions
     assert sum(v == f"{world.ranker_model}/{v2.version}" for v in versions) >= 10
     first_new = versions.index(f"{world.ranker_model}/{v2.version}")
@@ -289,11 +365,11 @@ def test_degraded_but_never_failing(case: str, world: Settings, ray_serve: RayRa
             assert r.status_code == 200, r.text
             assert expected <= set(r.headers[HEADER].split(",")), r.headers[HEADER]
             body = r.json()
-            assert len(body["items"]) == 20
+            assert len(body["videos"]) == 20
             if "ranker" in expected:
-                assert body["model_version"].startswith("fallback")
+                assert body["videos"][0]["model_version"].startswith("fallback")
             if "ann" in expected:
-                assert "ann" not in {it["source"] for it in body["items"]}
+                assert "ann" not in {it["source"] for it in body["videos"]}
             if case == "redis-down":
                 assert body["next_cursor"] is None  # nowhere to keep the rest: one page
         for path in ("/api/v1/feed/trending", "/api/v1/feed/following"):
@@ -308,14 +384,14 @@ def test_trending_and_following_feeds(client: TestClient, world: Settings, db) -
     h = auth(world, 30)
     for window in ("24h", "7d", "30d"):
         r = client.get("/api/v1/feed/trending", headers=h, params={"time_range": window})
-        assert r.status_code == 200 and r.json()["items"], window
+        assert r.status_code == 200 and r.json()["videos"], window
     pets = all_pages(client, "/api/v1/feed/trending", h, time_range="30d", category="pets")
-    assert pets[0]["items"] and all(videos[it["video"]["id"]].category == "pets"
-                                    for p in pets for it in p["items"])
+    assert pets[0]["videos"] and all(videos[it["video_id"]].category == "pets"
+                                     for p in pets for it in p["videos"])
     follows = followees(db, 30)
-    items = [it for p in all_pages(client, "/api/v1/feed/following", h) for it in p["items"]]
-    assert items and {it["user"]["id"] for it in items} <= follows
-    created = [it["video"]["created_at"] for it in items]
+    items = [it for p in all_pages(client, "/api/v1/feed/following", h) for it in p["videos"]]
+    assert items and {it["user"]["user_id"] for it in items} <= follows
+    created = [it["created_at"] for it in items]
     assert created == sorted(created, reverse=True), "newest first"
 
 
@@ -331,7 +407,8 @@ def test_bad_input_is_4xx_never_5xx(client: TestClient, world: Settings) -> None
         assert r.status_code == 401
     payload, mac = good.split(".")
     assert world.signing_secret is not None
-    expired = cursors.encode(world.signing_secret, cursors.Cursor(first["request_id"], 12, 5,
+    list_id = first["videos"][0]["request_id"]
+    expired = cursors.encode(world.signing_secret, cursors.Cursor(list_id, 12, 5,
                                                                   int(time.time()) - 1))
     bad_cursors = {
         "tampered": payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + mac,
@@ -348,7 +425,7 @@ def test_bad_input_is_4xx_never_5xx(client: TestClient, world: Settings) -> None
         assert r.status_code == 400, (name, r.status_code, r.text)
         assert "cursor" in r.json()["error"]["message"]
     svc = client.app.state.feeds.svc
-    svc.redis.delete(f"feed:list:{first['request_id']}")  # evicted before its TTL
+    svc.redis.delete(f"feed:list:{list_id}")  # evicted before its TTL
     r = client.get(FEED, headers=h, params={"cursor": good})
     assert r.status_code == 400 and "expired" in r.json()["error"]["message"]
 
@@ -397,9 +474,53 @@ def test_heavy_viewer_still_gets_personalised_candidates(client: TestClient,
     svc, user = client.app.state.feeds.svc, 17
     top = svc.retrievers.get("champion").model.search(user, world.feed_candidates)[0]
     page_cache.mark_seen(svc.redis, user, top, int(time.time() * 1000), world.feed_seen_max)
-    items = client.get(FEED, headers=auth(world, user), params={"page_size": 50}).json()["items"]
-    assert not {it["video"]["id"] for it in items} & set(top.tolist())
+    items = client.get(FEED, headers=auth(world, user), params={"page_size": 50}).json()["videos"]
+    assert not {it["video_id"] for it in items} & set(top.tolist())
     assert any(it["source"] == "ann" for it in items), [it["source"] for it in items]
+
+
+def test_five_first_pages_follow_the_source_quotas(client: TestClient, world: Settings,
+                                                    db) -> None:
+    """The demo's user (the one who follows the most creators) asks for five first pages in a
+    row: each page's mix follows the configured quotas, exploration keeps to its slots (10 %)
+    however well the ranker scores it, and a source that runs dry leaves its share to the
+    other sources, not to exploration."""
+    from sqlalchemy import func
+
+    with db() as s:
+        user = s.scalar(select(Follow.follower_id).group_by(Follow.follower_id)
+                        .order_by(func.count().desc()).limit(1))
+    quotas = world.feed_quotas
+    size = 20
+    slots = round(size * world.feed_explore_slots)
+    for n in range(5):
+        r = client.get(FEED, headers=auth(world, user), params={"page_size": size})
+        assert r.status_code == 200 and HEADER not in r.headers, r.headers.get(HEADER)
+        mix = Counter(it["source"] for it in r.json()["videos"])
+        assert sum(mix.values()) == size
+        assert mix["explore"] <= slots, (n, mix)
+        present = {s for s in mix if s != "explore"}
+        share = sum(quotas.get(s, 0.0) for s in present)
+        for source in present:  # each within two of its share of the non-exploration places
+            want = quotas.get(source, 0.0) / share * (size - mix["explore"])
+            assert abs(mix[source] - want) <= 2, (n, source, dict(mix))
+        assert mix["ann"] >= quotas["ann"] * size - 2, (n, dict(mix))
+
+
+def test_openapi_describes_the_feed_page(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path in ("/api/v1/feed/for-you", "/api/v1/feed/trending", "/api/v1/feed/following"):
+        ok = spec["paths"][path]["get"]["responses"]
+        assert ok["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/FeedPage")
+        assert {"400", "401", "422", "503"} <= set(ok), path
+    assert set(schemas["FeedPage"]["properties"]) == {"videos", "next_cursor", "has_more"}
+    assert {"video_id", "user", "title", "video_urls", "thumbnail_url", "duration", "stats",
+            "source", "position", "model_version", "request_id"} <= \
+        set(schemas["FeedItem"]["properties"])
+    # The design's keys, and issue 16's ``source`` (the one rung of a source under 360p).
+    assert set(schemas["VideoUrls"]["properties"]) == {"hls", "360p", "720p", "1080p", "source"}
+    assert schemas["VideoUrls"]["required"] == ["hls"]
 
 
 def test_experiment_variants_are_served_and_logged(client: TestClient, world: Settings,
@@ -426,8 +547,8 @@ def test_experiment_variants_are_served_and_logged(client: TestClient, world: Se
         for user in range(20, 60):
             body = client.get(FEED, headers=auth(world, user), params={"page_size": 20}).json()
             want = assign_user([arms], user).variant
-            requests[body["request_id"]] = want
-            sources = [it["source"] for it in body["items"]]
+            requests[body["videos"][0]["request_id"]] = want
+            sources = [it["source"] for it in body["videos"]]
             shares[want].append(sources.count("explore") / max(len(sources), 1))
         assert all(shares.values()), {k: len(v) for k, v in shares.items()}
         assert np.mean(shares["explore"]) > np.mean(shares["control"]) + 0.15, shares
@@ -445,4 +566,5 @@ def test_experiment_variants_are_served_and_logged(client: TestClient, world: Se
     with db() as s:
         last = [decode(r.value) for r in s.scalars(select(OutboxRow).where(
             OutboxRow.topic == "experiment.exposure").order_by(OutboxRow.id.desc()).limit(1))]
-    assert last[0].request_id == body["request_id"] and last[0].experiment is None
+    assert last[0].request_id == body["videos"][0]["request_id"]
+    assert last[0].experiment is None

@@ -68,12 +68,14 @@ class RankerBundle:
     @torch.no_grad()
     def predict(
         self,
-        candidates: pd.DataFrame,
+        candidates: pd.DataFrame | Mapping[str, np.ndarray],
         user_features: Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``(scores [N], {task: predictions [N]})`` for the candidates (see module doc)."""
-        if "video_id" not in candidates and candidates.index.name == "video_id":
+        """``(scores [N], {task: predictions [N]})`` for the candidates (see module doc); a
+        mapping of equal-length column arrays works like a frame (serving passes one)."""
+        if isinstance(candidates, pd.DataFrame) and "video_id" not in candidates \
+                and candidates.index.name == "video_id":
             candidates = candidates.reset_index()
         cat, num = self.featurizer.encode(candidates, {**(user_features or {}), **(context or {})})
         score, preds = self.model.predict(torch.from_numpy(cat), torch.from_numpy(num))
@@ -89,7 +91,8 @@ class RankerBundle:
                     np.zeros(len(cat), np.float32))
         return np.asarray(score, np.float32), per_task
 
-    def score(self, frame: pd.DataFrame, user_features: Mapping[str, Any] | None = None,
+    def score(self, frame: pd.DataFrame | Mapping[str, np.ndarray],
+              user_features: Mapping[str, Any] | None = None,
               context: Mapping[str, Any] | None = None, *,
               weights: Mapping[str, float] | None = None) -> np.ndarray:
         """The final score per row (the feed's ranker contract); ``weights`` replace the

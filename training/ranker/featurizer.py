@@ -38,6 +38,10 @@ def _floats(v: Any) -> np.ndarray | float:
         return x.to_numpy(np.float64) if np.ndim(v) else float(x.iloc[0])
 
 
+def _rows(columns: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
 @dataclass
 class Featurizer:
     """Column lists, vocabularies and numeric scales learned from the training frame."""
@@ -104,13 +108,16 @@ class Featurizer:
         return tuple(len(self.vocab[c]) + 1 for c in self.categorical)
 
     def encode(
-        self, frame: pd.DataFrame, scalars: Mapping[str, Any] | None = None
+        self,
+        frame: pd.DataFrame | Mapping[str, np.ndarray],
+        scalars: Mapping[str, Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(categorical int64 [N, F], numeric float32 [N, D])`` for the rows of ``frame``;
-        ``scalars`` (one value for every row: the user's features, the request context) take
-        precedence over the frame's columns. Absent columns are unknown (index 0 / the mean)."""
+        """``(categorical int64 [N, F], numeric float32 [N, D])`` for the rows of ``frame`` (a
+        DataFrame, or columns as equal-length arrays: serving's form); ``scalars`` (one value
+        for every row: the user's features, the request context) take precedence over the
+        frame's columns. Absent columns are unknown (index 0 / the mean)."""
         scalars = scalars or {}
-        n = len(frame)
+        n = len(frame) if isinstance(frame, pd.DataFrame) else _rows(frame)
         cat = np.zeros((n, len(self.categorical)), np.int64)
         for j, c in enumerate(self.categorical):
             if c in scalars or c in frame:
@@ -118,6 +125,8 @@ class Featurizer:
         x = np.full((n, len(self.numeric)), np.nan)
         block = [j for j, c in enumerate(self.numeric) if c not in scalars and c in frame]
         try:  # one conversion for all of the frame's numeric columns
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError("columns")
             x[:, block] = frame[[self.numeric[j] for j in block]].to_numpy(np.float64,
                                                                            na_value=np.nan)
         except (TypeError, ValueError):

@@ -152,7 +152,8 @@ class Bundle:
         data = TrainData(ids, items, now=now,
                          **{k: a[f"timeline_{k}"] for k in _TIMELINE})
         state = torch.load(path / "model.pt", weights_only=True)
-        cfg = TwoTowerConfig(**config["model"])
+        # bundles written before the residual towers existed were trained without them
+        cfg = TwoTowerConfig(**{"residual": False, **config["model"]})
         empty = torch.zeros(0, dtype=torch.int64)
         model = TwoTower(cfg, user_ids=state.get("user.ids.known", empty),
                          item_ids=state["item.ids.known"])

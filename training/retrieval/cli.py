@@ -151,7 +151,7 @@ def train_retrieval(
             logq=logq, random_negatives=random_negatives, dim=dim, user_id=user_id, seed=seed,
             progress=progress)
         candidate = two_tower_candidate(variant, model_cfg, train_cfg,
-                                        tuning_grid(prep.protocol.name) if tune else None,
+                                        tuning_grid(prep.protocol.name, dataset) if tune else None,
                                         _epoch_logger)
         registry.configure(get_settings(), EXPERIMENT)
         final = prep.protocol.final

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from core.clock import DAY_MS
-from models.two_tower import ItemInputs, UserInputs
+from models.two_tower import GAP_BUCKETS, ItemInputs, UserInputs
 
 MAX_TAGS = 8
 RECENT_DAYS = 1.0  # window of the "trending" item feature
@@ -243,12 +243,16 @@ class TrainData:
         return np.bincount(self.item[keep], minlength=self.n_items)
 
     def user_inputs(self, users: np.ndarray, history_len: int) -> UserInputs:
-        """Each user's last ``history_len`` timeline items (the whole training history)."""
+        """Each user's last ``history_len`` timeline items (the whole training history);
+        time gaps are counted to ``now`` (the cut), or to the last timed item without one."""
         ends = self.indptr[users + 1]
-        return self.context(users, ends, history_len)
+        query = np.full(len(users), self.now.value / 1e6 if self.now is not None else np.nan)
+        return self.context(users, ends, history_len, query)
 
-    def context(self, users: np.ndarray, ends: np.ndarray, history_len: int) -> UserInputs:
-        """The timeline items before position ``ends`` (exclusive), right-aligned."""
+    def context(self, users: np.ndarray, ends: np.ndarray, history_len: int,
+                query_ts: np.ndarray | None = None) -> UserInputs:
+        """The timeline items before position ``ends`` (exclusive), right-aligned; gaps to
+        ``query_ts`` (ms; default: the timestamp at ``ends``, i.e. the training target's)."""
         starts = np.maximum(self.indptr[users], ends - history_len)
         offsets = ends[:, None] - history_len + np.arange(history_len)[None, :]
         valid = offsets >= starts[:, None]
@@ -261,6 +265,13 @@ class TrainData:
                 np.concatenate([self.liked, pad]),
             )
         item, long, liked = (a[offsets] for a in self.cache["padded"])
+        ts = np.concatenate([self.ts, [np.nan]])
+        if query_ts is None:
+            query_ts = ts[np.minimum(ends, len(self.ts))]
+        hist_ts = np.where(valid, ts[offsets], np.nan)
+        last = np.max(np.where(np.isnan(hist_ts), -np.inf, hist_ts), axis=1, initial=-np.inf)
+        last[np.isinf(last)] = np.nan  # no timed history either: gaps unknown
+        query_ts = np.where(np.isnan(query_ts), last, query_ts)
         raw = np.where(valid, self.ids.item_ids[item], -1)
         long, liked = valid & long, valid & liked
         feats = self.ids.user_features
@@ -270,7 +281,17 @@ class TrainData:
             long=torch.from_numpy(long),
             liked=torch.from_numpy(liked),
             features=None if feats is None else torch.from_numpy(feats[users]),
+            gap=torch.from_numpy(gap_buckets(hist_ts, query_ts)),
         )
+
+
+def gap_buckets(hist_ts: np.ndarray, query_ts: np.ndarray) -> np.ndarray:
+    """1 + floor(log2(1 + hours)) from each history time to its row's query time, capped;
+    0 where either time is unknown."""
+    hours = np.clip((query_ts[:, None] - hist_ts) / 3.6e6, 0, None)
+    known = np.isfinite(hours)
+    bucket = 1 + np.floor(np.log2(1 + np.where(known, hours, 0)))
+    return np.where(known, np.minimum(bucket, GAP_BUCKETS - 1), 0).astype(np.int64)
 
 
 def encode(ids: IdSpace, rows: pd.DataFrame, now: pd.Timestamp | None) -> TrainData:

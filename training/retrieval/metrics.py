@@ -37,6 +37,7 @@ METRICS = (
     *(f"cold_recall@{k}" for k in COLD_KS),
 )
 
+HEADLINE = ("recall@50", "ndcg@10")  # kept per user on request, for paired intervals
 ScoreFn = Callable[[np.ndarray], np.ndarray | torch.Tensor]  # user indices -> [b, n_items]
 
 
@@ -62,8 +63,12 @@ def evaluate(
     max_users: int | None = None,
     seed: int = 0,
     batch_size: int = 512,
+    per_user: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Ranking metrics of ``score`` on ``fold.test``, excluding each user's training items."""
+    """Ranking metrics of ``score`` on ``fold.test``, excluding each user's training items.
+
+    ``per_user``, when given, is filled with the evaluated user indices ("user") and each
+    :data:`HEADLINE` metric per user, so two models can be compared user by user."""
     users, bounds, target_items = _targets(data, fold)
     picked = np.arange(len(users))
     if max_users is not None and len(users) > max_users:
@@ -83,6 +88,7 @@ def evaluate(
     sums = dict.fromkeys(METRICS, 0.0)
     n_cold_users = 0
     covered = np.zeros(data.n_items, bool)
+    each = {m: np.zeros(len(picked)) for m in HEADLINE}
     for s in range(0, len(picked), batch_size):
         chunk = picked[s : s + batch_size]
         u = users[chunk]
@@ -101,12 +107,17 @@ def evaluate(
             hit = np.isin(top[row], targets)
             cum = np.cumsum(hit)
             n = len(targets)
+            user: dict[str, float] = {}
             for k in RECALL_KS:
-                sums[f"recall@{k}"] += cum[min(k, k_max) - 1] / n
+                user[f"recall@{k}"] = cum[min(k, k_max) - 1] / n
             for k in NDCG_KS:
                 kk = min(k, k_max)
                 ideal = discounts[: min(n, kk)].sum()
-                sums[f"ndcg@{k}"] += (hit[:kk] * discounts[:kk]).sum() / ideal
+                user[f"ndcg@{k}"] = (hit[:kk] * discounts[:kk]).sum() / ideal
+            for m, v in user.items():
+                sums[m] += v
+            for m in HEADLINE:
+                each[m][s + row] = user[m]
             sums[f"hit@{HIT_K}"] += float(cum[min(HIT_K, k_max) - 1] > 0)
             covered[top[row, : min(COVERAGE_K, k_max)]] = True
             cold_targets = targets[cold[targets]]
@@ -121,4 +132,6 @@ def evaluate(
     if n_cold_users:
         out.update({f"cold_recall@{k}": sums[f"cold_recall@{k}"] / n_cold_users for k in COLD_KS})
     out["users"] = float(len(picked))
+    if per_user is not None:
+        per_user.update(user=users[picked], **each)
     return out

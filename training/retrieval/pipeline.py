@@ -30,6 +30,7 @@ from training.retrieval import DATASET_KINDS
 from training.retrieval.data import Fold, Protocol, cold_items, leave_last_out, temporal, timeline
 from training.retrieval.inputs import IdSpace, TrainData, build_id_space, encode
 from training.retrieval.metrics import evaluate
+from training.retrieval.search import SearchResult, SearchSpace, search, select
 from training.retrieval.trainer import TrainConfig, TrainResult, scorer, train
 
 log = logging.getLogger(__name__)
@@ -183,27 +184,33 @@ def apply_params(model_cfg: TwoTowerConfig, train_cfg: TrainConfig,
             replace(train_cfg, **{k: v for k, v in params.items() if k not in model_keys}))
 
 
-# Chosen on KuaiRand's validation days: its pre-period history is mostly plain watches (the
-# test counts long views and likes) and its timelines run past 50 items.
+# Where tuning starts when it does not run (``train retrieval`` without ``--tune``); the
+# benchmark and ``--tune`` search history length and the positive definition on validation.
 TWO_TOWER_DEFAULTS: dict[str, dict[str, Any]] = {
     "kuairand": {"strong_targets": True, "history_len": 100},
 }
-# What tuning searches (``--tune`` and the benchmark); validation also decides the epochs.
-TWO_TOWER_GRID: list[dict[str, Any]] = [
-    {"user_id": False, "temperature": 0.05},
-    {"user_id": False, "temperature": 0.1},
-    {"user_id": True, "temperature": 0.1},
-]
-# For held-out items what matters is how often training hides the id (so the content path
-# has to carry the item on its own).
-COLD_GRID: list[dict[str, Any]] = [
-    {"temperature": 0.1, "id_dropout": 0.1},
-    {"temperature": 0.1, "id_dropout": 0.5},
-]
+_TEMPERATURES = [0.05, 0.1]
+_TEMPERATURE_BOUNDS = {"temperature": (0.01, 0.5)}
 
 
-def tuning_grid(protocol: str) -> list[dict[str, Any]]:
-    return COLD_GRID if protocol == "cold-item" else TWO_TOWER_GRID
+def tuning_grid(protocol: str, kind: str | None = None) -> SearchSpace:
+    """What tuning searches on validation (``--tune`` and the benchmark); validation also
+    decides the epochs. For held-out items what matters most is how often training hides the
+    id, so the content path has to carry the item on its own."""
+    if protocol == "cold-item":
+        # the residual id path adds a held-out item's shared OOV row to its vector
+        return SearchSpace({"temperature": _TEMPERATURES, "id_dropout": [0.1, 0.3, 0.5],
+                            "residual": [True, False]},
+                           joint=("temperature",),
+                           bounds={"id_dropout": (0.02, 0.9), **_TEMPERATURE_BOUNDS})
+    axes: dict[str, list[Any]] = {"temperature": _TEMPERATURES, "user_id": [False, True],
+                                  "history_len": [25, 50, 100],
+                                  "user_tower": ["pooled", "sequential"],
+                                  "random_negatives": [0, 256]}  # in-batch (+ uniform)
+    if kind == "kuairand":  # long timelines; train on every positive or only strong ones
+        axes.update(history_len=[50, 100, 200], strong_targets=[False, True])
+    return SearchSpace(axes, joint=("temperature",),
+                       bounds={"history_len": (5, 400), **_TEMPERATURE_BOUNDS})
 
 
 def two_tower_configs(kind: str, **params: Any) -> tuple[TwoTowerConfig, TrainConfig]:
@@ -214,13 +221,22 @@ def two_tower_configs(kind: str, **params: Any) -> tuple[TwoTowerConfig, TrainCo
 
 @dataclass
 class Candidate:
+    """A model to tune: ``grid`` is a list of settings tried as they are, or a
+    :class:`SearchSpace` searched with edge extension; ``seeded``: ``make`` takes a ``seed``
+    (the others are deterministic and are refitted once for all seeds)."""
+
     name: str
     make: Callable[..., Recommender]
-    grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    grid: list[dict[str, Any]] | SearchSpace = field(default_factory=lambda: [{}])
+    seeded: bool = False
 
 
 @dataclass
 class Outcome:
+    """A tuned candidate: chosen ``params`` (validation), ``valid`` metrics of that choice,
+    ``test`` metrics (mean over ``seeds``; one dict per seed in ``seed_tests``, per-user
+    headline metrics in ``per_user``), every tuning trial and what each axis tried."""
+
     name: str
     params: dict[str, Any]
     valid: dict[str, float]
@@ -228,6 +244,11 @@ class Outcome:
     fit_seconds: float
     model: Recommender
     tuning: list[tuple[dict[str, Any], dict[str, float]]] = field(default_factory=list)
+    tried: dict[str, list[Any]] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    seed_tests: list[dict[str, float]] = field(default_factory=list)
+    per_user: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
 Trial = Callable[[str, dict[str, Any]], AbstractContextManager[Callable[[dict], None]]]
@@ -238,14 +259,19 @@ def _no_trial(phase: str, params: dict[str, Any]) -> Iterator[Callable[[dict], N
     yield lambda metrics: None
 
 
-def run(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial) -> Outcome:
-    """Tune ``candidate`` on validation, refit the best setting, evaluate it on the test fold.
+@dataclass
+class Tuned:
+    result: SearchResult
+    model: Recommender  # the fit of the chosen setting on the tuning fold
+    seconds: float
 
-    ``trial(phase, params)`` wraps each fit ("tune" or "refit") and receives its metrics; the
-    CLI uses it to give every fit a nested MLflow run.
-    """
-    tuning, best, best_model, fit_seconds = [], None, None, 0.0
-    for params in candidate.grid:
+
+def tune(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial) -> Tuned:
+    """Fit every setting the grid or search asks for on the tuning fold and pick the best by
+    validation :data:`TUNE_METRIC`; the test fold is not touched here."""
+    kept: dict[str, Any] = {}
+
+    def fit_one(params: dict[str, Any]) -> dict[str, float]:
         with trial("tune", params) as record:
             started = time.perf_counter()
             model = candidate.make(**params)
@@ -255,38 +281,91 @@ def run(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial) -> Outco
             record({**metrics, "fit_seconds": seconds})
         log.info("%s %s: valid %s %.4f (fit %.0f s)", candidate.name, params, TUNE_METRIC,
                  metrics[TUNE_METRIC], seconds)
-        tuning.append((params, {**metrics, "fit_seconds": seconds}))
-        if best is None or metrics[TUNE_METRIC] > best[1][TUNE_METRIC]:
-            best, best_model, fit_seconds = (params, metrics), model, seconds
-    assert best is not None and best_model is not None
-    params = {**best[0], **getattr(best_model, "refit_params", dict)()}
-    final_model, test = best_model, {}
-    with trial("refit", params) as record:
-        if prep.final is not prep.tune:
-            started = time.perf_counter()
-            final_model = candidate.make(**params)
-            final_model.fit(prep.final)
-            fit_seconds = time.perf_counter() - started
-        if not prep.protocol.final.test.empty:
-            test = evaluate(final_model.score, prep.final, prep.protocol.final)
-        record({**test, "fit_seconds": fit_seconds})
-    return Outcome(candidate.name, params, best[1], test, fit_seconds, final_model, tuning)
+        if "best" not in kept or metrics[TUNE_METRIC] > kept["best"][TUNE_METRIC]:
+            kept.update(best=metrics, model=model, seconds=seconds)
+        return {**metrics, "fit_seconds": seconds}
+
+    grid = candidate.grid
+    if isinstance(grid, SearchSpace):
+        result = search(grid, fit_one, TUNE_METRIC)
+    else:
+        trials = [(params, fit_one(params)) for params in grid]
+        best, metrics = select(trials, TUNE_METRIC)
+        values = {k: sorted({repr(p.get(k)) for p, _ in trials}) for k in best}
+        result = SearchResult(best, metrics, trials, values,
+                              {k: "given" for k in best})
+    return Tuned(result, kept["model"], kept["seconds"])
+
+
+def run(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial,
+        seeds: tuple[int, ...] = (0,)) -> Outcome:
+    """Tune ``candidate`` on validation, refit the chosen setting once per seed (the
+    deterministic baselines once), evaluate each refit on the test fold.
+
+    ``trial(phase, params)`` wraps each fit ("tune" or "refit") and receives its metrics; the
+    CLI uses it to give every fit a nested MLflow run.
+    """
+    tuned = tune(candidate, prep, trial)
+    chosen = tuned.result.best
+    params = {**chosen, **getattr(tuned.model, "refit_params", dict)()}
+    out = Outcome(candidate.name, params, dict(tuned.result.metrics), {}, tuned.seconds,
+                  tuned.model, tuned.result.trials, tuned.result.tried, tuned.result.status)
+    tune_seed = getattr(getattr(tuned.model, "train_cfg", tuned.model), "seed", 0)
+    fits: dict[int | None, tuple[Recommender, float]] = {}
+    for seed in seeds:
+        key = seed if candidate.seeded else None
+        seeded = {"seed": seed} if candidate.seeded else {}
+        users: dict[str, np.ndarray] = {}
+        with trial("refit", {**params, **seeded}) as record:
+            if key in fits:
+                pass
+            elif prep.final is prep.tune and (not candidate.seeded or seed == tune_seed):
+                fits[key] = (tuned.model, tuned.seconds)  # same data, same seed: same fit
+            else:
+                started = time.perf_counter()
+                fitted = candidate.make(**params, **seeded)
+                fitted.fit(prep.final)
+                fits[key] = (fitted, time.perf_counter() - started)
+            model, seconds = fits[key]
+            test = ({} if prep.protocol.final.test.empty else
+                    evaluate(model.score, prep.final, prep.protocol.final, per_user=users))
+            record({**test, "fit_seconds": seconds})
+        out.seeds.append(seed)
+        out.seed_tests.append(test)
+        out.per_user.append(users)
+        if len(out.seeds) == 1:
+            out.model, out.fit_seconds = model, seconds
+    if out.seed_tests and out.seed_tests[0]:
+        out.test = {m: float(np.mean([t[m] for t in out.seed_tests]))
+                    for m in out.seed_tests[0]}
+    return out
 
 
 VARIANTS = {"content": True, "id": False}  # two-tower item tower: id + content/features, id only
+
+
+def variant_name(variant: str, has_content: bool = True) -> str:
+    """The row name says what the item tower reads: KuaiRand has no titles, so its feature
+    tower reads author, tags and numbers but no content."""
+    if not VARIANTS[variant]:
+        return "two-tower (id only)"
+    return "two-tower (id + content)" if has_content else "two-tower (id + item features)"
 
 
 def two_tower_candidate(
     variant: str = "content",
     model_cfg: TwoTowerConfig | None = None,
     train_cfg: TrainConfig | None = None,
-    grid: list[dict[str, Any]] | None = None,
+    grid: list[dict[str, Any]] | SearchSpace | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    has_content: bool = True,
 ) -> Candidate:
     if variant not in VARIANTS:
         raise ValueError(f"unknown two-tower variant {variant!r} (use {'|'.join(VARIANTS)})")
     base = replace(model_cfg or TwoTowerConfig(), item_features=VARIANTS[variant])
-    name = f"two-tower ({'id + content' if VARIANTS[variant] else 'id only'})"
+    name = variant_name(variant, has_content)
+    if not VARIANTS[variant] and isinstance(grid, SearchSpace):  # id dropout is forced to 0
+        grid = replace(grid, axes={k: v for k, v in grid.axes.items() if k != "id_dropout"})
 
     def make(**params: Any) -> TwoTowerRecommender:
         if not VARIANTS[variant]:  # nothing but the id to fall back on: never hide it
@@ -294,20 +373,38 @@ def two_tower_candidate(
         return TwoTowerRecommender.make(base, train_cfg or TrainConfig(), name, on_epoch,
                                         **params)
 
-    return Candidate(name, make, grid or [{}])
+    return Candidate(name, make, grid or [{}], seeded=True)
 
 
 def baseline_candidates(threads: int = 0, timed: bool = True) -> list[Candidate]:
-    """The baselines with their validation grids (the popularity window needs a clock)."""
+    """The baselines with their validation search spaces (the popularity window needs a
+    clock); every numeric axis is extended while its chosen value sits on an edge."""
     from training.retrieval import baselines as b
 
     windows: list[float | None] = [0.25, 0.5, 1.0, 2.0, None] if timed else [None]
     return [
-        Candidate("popularity", b.Popularity, [{"window_days": w} for w in windows]),
-        Candidate("itemknn", b.ItemKNN,
-                  [{"neighbors": k, "shrink": s}
-                   for k in (100, 300, 1000) for s in (5.0, 20.0, 100.0)]),
-        Candidate("ease", b.EASE, [{"l2": v} for v in (50.0, 150.0, 500.0, 1500.0)]),
-        Candidate("als", lambda **p: b.ALS(threads=threads, **p),
-                  [{"factors": f, "alpha": a} for f in (64, 128, 256) for a in (3.0, 10.0, 30.0)]),
+        Candidate("popularity", b.Popularity,
+                  SearchSpace({"window_days": windows}, joint=("window_days",))),
+        Candidate("itemknn", b.ItemKNN, SearchSpace(
+            {"neighbors": [100, 300, 1000], "shrink": [5.0, 20.0, 100.0]},
+            joint=("neighbors", "shrink"),
+            bounds={"neighbors": (10, 5000), "shrink": (0.5, 2000.0)})),
+        Candidate("ease", b.EASE, SearchSpace(
+            {"l2": [50.0, 150.0, 500.0, 1500.0]}, joint=("l2",), bounds={"l2": (1.0, 1e5)})),
+        Candidate("als", lambda **p: b.ALS(threads=threads, **p), SearchSpace(
+            {"factors": [64, 128, 256], "alpha": [3.0, 10.0, 30.0],
+             "regularization": [0.01, 0.05, 0.25], "iterations": [10, 15, 25]},
+            joint=("factors", "alpha"),
+            bounds={"factors": (8, 1024), "alpha": (0.3, 300.0),
+                    "regularization": (1e-4, 100.0), "iterations": (3, 60)}), seeded=True),
     ]
+
+
+def content_knn_candidate() -> Candidate:
+    """Nearest neighbours of the user's history in the text-embedding space (the frozen
+    encoder the two-tower's content path reads): the content baseline for cold items."""
+    from training.retrieval.baselines import ContentKNN
+
+    return Candidate("content-knn", ContentKNN, SearchSpace(
+        {"history_len": [10, 25, 50], "aggregate": ["mean", "max"]},
+        joint=("aggregate",), bounds={"history_len": (1, 400)}))

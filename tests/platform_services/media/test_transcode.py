@@ -151,6 +151,7 @@ def test_same_bytes_reuse_the_ladder(api: TestClient, media_settings: Settings,
 def test_feed_media_urls_resolve_after_transcode(api: TestClient, media_settings: Settings,
                                                  tmp_path: Path) -> None:
     """Every URL a feed item carries for a transcoded video plays (local store and S3)."""
+    from candidate_gen.catalog import Catalog
     from platform_services.media.delivery import PlaylistSigner
     from serving.feed.render import MediaUrls
 
@@ -158,14 +159,19 @@ def test_feed_media_urls_resolve_after_transcode(api: TestClient, media_settings
     data = cut(clip("carphone_distorted.mp4"), 2.5, tmp_path / "c.mp4").read_bytes()
     vid = upload(api, headers, data)
     run_transcodes(media_settings, _done(api, vid))
-    urls = MediaUrls(api.app.state.blobs,
-                     playlists=PlaylistSigner.from_settings(media_settings)).get(vid)
+    catalog = Catalog(api.app.state.runtime.sessions)  # what the feed knows of the ladder
+    catalog.refresh()
+    snap = catalog.snapshot
+    urls = MediaUrls(api.app.state.blobs, playlists=PlaylistSigner.from_settings(
+        media_settings)).get(vid, int(snap.renditions[vid]), snap.small_rungs.get(vid))
+    assert set(urls) == {"hls", "source", "thumbnail"}, "a 176x144 source: one small rung"
     assert _probe_ladder(api, {"video_urls": {"hls": urls["hls"]}}, tmp_path) == {
         "144p": ("h264", 176, 144, None)}
-    for kind in ("poster", "thumbnail"):
-        r = http(api, "GET", urls[kind])
-        assert r.status_code == 200 and r.content[:2] == b"\xff\xd8", kind
+    r = http(api, "GET", urls["source"])
+    assert r.status_code == 200 and "#EXTINF" in r.text
+    r = http(api, "GET", urls["thumbnail"])
+    assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
     if media_settings.blob_url.startswith("file://"):  # the local route: ranges, CDN caching
-        r = http(api, "GET", urls["poster"], headers={"Range": "bytes=0-9"})
+        r = http(api, "GET", urls["thumbnail"], headers={"Range": "bytes=0-9"})
         assert r.status_code == 206 and len(r.content) == 10
         assert "max-age" in r.headers["cache-control"]

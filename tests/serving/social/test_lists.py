@@ -88,17 +88,22 @@ def test_saved_videos_page_and_hide_what_the_saver_may_not_see(api: TestClient) 
     followers_only = make_video(api, ann, Visibility.FOLLOWERS)
     for v in [*videos, followers_only]:
         assert api.post(f"{V1}/videos/{v}/save", headers=bob.headers).status_code == 200
-    items = _all_pages(api, bob, "users/me/saved", "items", 2)
-    assert [i["video"]["id"] for i in items] == [followers_only, *reversed(videos)]
+    items = _all_pages(api, bob, "users/me/saved", "videos", 2)
+    assert [i["video_id"] for i in items] == [followers_only, *reversed(videos)]
     item = items[0]
-    assert item["user"] == {"id": ann.id, "username": "ann"}
-    assert item["urls"]["hls"].startswith("http") and "thumbnail" in item["thumbnail"]
-    assert item["stats"] == {"views": 0, "likes": 0, "shares": 0} and item["saved_at"]
+    assert item["user"] == {"user_id": ann.id, "username": "ann", "display_name": "ann",
+                            "profile_image_url": None, "verified": False}
+    # A ready video without a stored ladder (this row never went through the transcoder) has
+    # no playback URLs rather than URLs that 404 (the media tests cover videos with media).
+    assert item["video_urls"] == {"hls": None} and item["thumbnail_url"] is None
+    assert item["duration"] == 15.0 and item["title"] == "a video"
+    assert item["stats"] == {"views": 0, "likes": 0, "comments": 0, "shares": 0}
+    assert item["saved_at"]
 
-    assert api.get(f"{V1}/users/me/saved", headers=ann.headers).json()["items"] == []
+    assert api.get(f"{V1}/users/me/saved", headers=ann.headers).json()["videos"] == []
     api.delete(f"{V1}/videos/{videos[0]}/save", headers=bob.headers)
     api.delete(f"{V1}/users/{ann.id}/follow", headers=bob.headers)
-    items = _all_pages(api, bob, "users/me/saved", "items", 10)
-    assert [i["video"]["id"] for i in items] == list(reversed(videos[1:]))
+    items = _all_pages(api, bob, "users/me/saved", "videos", 10)
+    assert [i["video_id"] for i in items] == list(reversed(videos[1:]))
     api.post(f"{V1}/users/{ann.id}/block", headers=bob.headers)
-    assert api.get(f"{V1}/users/me/saved", headers=bob.headers).json()["items"] == []
+    assert api.get(f"{V1}/users/me/saved", headers=bob.headers).json()["videos"] == []

@@ -169,7 +169,7 @@ def test_hidden_videos_are_invisible_in_every_list_count_and_thread(
         assert api.post(f"{V1}/videos/{v}/save", headers=fan.headers).status_code == 200
 
     def sees(who: Account) -> dict[str, object]:
-        saved = api.get(f"{V1}/users/me/saved", headers=who.headers).json()["items"]
+        saved = api.get(f"{V1}/users/me/saved", headers=who.headers).json()["videos"]
         return {
             "count": api.get(f"{V1}/users/{ann.id}", headers=who.headers)
             .json()["stats"]["videos"],
@@ -179,7 +179,7 @@ def test_hidden_videos_are_invisible_in_every_list_count_and_thread(
             "replies": {c for c in (c_fol, c_priv)
                         if api.get(f"{V1}/comments/{c}/replies",
                                    headers=who.headers).status_code == 200},
-            "saved": {i["video"]["id"] for i in saved},
+            "saved": {i["video_id"] for i in saved},
         }
 
     assert sees(stranger) == {"count": 1, "threads": {public}, "replies": set(), "saved": set()}

@@ -1,0 +1,110 @@
+"""``reelrank bench ray-hop``: what one call to the ranker's Ray Serve deployment costs beyond
+the scoring itself, per handle path.
+
+A stand-in deployment with the ranker's shape (``score(alias, request)`` through
+``@serve.batch``, replicas on the Ray CPUs, user code on the replica's loop) returns zeros, so
+the figures are the hop alone: the caller's wall time and the API process's CPU per call (its
+request thread and Serve's router thread together), for a first page's request of 500
+candidates with the ranker's real columns, sent one after another from a worker thread as
+the feed does. Paths: the default handle (a Ray actor task, arguments through the object
+store, cloudpickle) and by value over the replica's gRPC port (``_by_reference=False``),
+with cloudpickle or plain pickle.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report import table, write_report
+from serving.ranking.backends import RankRequest
+
+APP = "reelrank-bench-hop"
+PATHS = {
+    "by reference (Ray task), cloudpickle": {},
+    "by value (gRPC), cloudpickle": {"_by_reference": False},
+    "by value (gRPC), pickle": {"_by_reference": False, "request_serialization": "pickle",
+                                "response_serialization": "pickle"},
+}
+
+
+def first_page_request(n: int, seed: int = 0) -> RankRequest:
+    """A request shaped like a first page's: every ranker column, ``n`` candidates."""
+    from features import schema
+
+    rng = np.random.default_rng(seed)
+    items: dict[str, np.ndarray] = {"video_id": rng.integers(0, 100_000, n)}
+    for c in schema.ITEM_COLUMNS:
+        items[c] = rng.random(n)
+    return RankRequest(items, {c: 1.0 for c in schema.USER_COLUMNS} | {"user_id": 5})
+
+
+def _deploy(cpus: int):  # noqa: ANN202 - a DeploymentHandle
+    from ray import serve
+
+    @serve.deployment(max_ongoing_requests=64)
+    class Echo:
+        async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]:
+            return await self._batch((alias, request))
+
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0005)
+        async def _batch(self, requests: list) -> list:
+            return [(np.zeros(len(r), np.float32), "stand-in/1") for _, r in requests]
+
+    serve.start(proxy_location="Disabled")
+    env = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+    return serve.run(Echo.options(num_replicas=cpus, ray_actor_options={
+        "num_cpus": 1, "runtime_env": {"env_vars": env}}).bind(), name=APP, route_prefix=None)
+
+
+def _measure(call, calls: int) -> tuple[float, float, float, float]:  # noqa: ANN001
+    """(p50, p99 wall ms, mean wall ms, caller CPU ms) per call after a warm-up."""
+    for _ in range(20):
+        call()
+    walls = np.empty(calls)
+    cpu0 = time.process_time()
+    for i in range(calls):
+        t = time.perf_counter()
+        call()
+        walls[i] = time.perf_counter() - t
+    cpu = (time.process_time() - cpu0) / calls
+    w = walls * 1000
+    return float(np.median(w)), float(np.quantile(w, 0.99)), float(w.mean()), cpu * 1000
+
+
+def run_bench(calls: int, candidates: int, rounds: int, out: Path) -> Path:
+    import ray
+
+    cpus = os.cpu_count() or 1
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        handle = _deploy(cpus)
+        request = first_page_request(candidates)
+        rows: dict[str, list[tuple[float, float, float, float]]] = {p: [] for p in PATHS}
+        for _ in range(rounds):  # interleaved, so a noisy spell hits every path alike
+            for name, options in PATHS.items():
+                method = handle.options(**options).score
+                rows[name].append(_measure(
+                    lambda m=method: m.remote("champion", request).result(timeout_s=10), calls))
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+    load = os.getloadavg()
+    body = [
+        f"{calls} sequential calls per path and round, {rounds} rounds interleaved; a request "
+        f"of {candidates} candidates with the ranker's columns; stand-in replicas that return "
+        f"zeros (the hop alone). Median over rounds; caller CPU = the API-side process's CPU "
+        f"time per call (request + router threads). Load average at the end: "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {cpus} cores.",
+        "",
+        table(["handle path", "wall p50 ms", "wall p99 ms", "wall mean ms", "caller CPU ms"],
+              [[name, *(float(np.median([r[k] for r in got])) for k in range(4))]
+               for name, got in rows.items()]),
+    ]
+    return write_report(out.stem, "Ray Serve hop: cost per ranker call by handle path",
+                        "\n".join(body), out.parent)

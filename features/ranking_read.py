@@ -1,0 +1,128 @@
+"""The for-you request's feature read: the user once, then only what changes per request.
+
+Split in two so the feed can filter between them:
+
+1. :meth:`RankingFeatures.user_request` / :meth:`RankingFeatures.read_user`: the user's
+   profile and real-time fields (its seen set included, which the feed filters on). The feed
+   sends this in the same round trip as its own Redis reads when both live on one Redis.
+2. :meth:`RankingFeatures.for_candidates`: for the candidates left after filtering, the
+   real-time counters and new-upload metadata (``video_realtime``, ``video_fresh``) and the
+   user x creator history, in one pipelined read; the batch video and creator features come
+   from the in-memory :class:`~features.item_table.ItemTable`.
+
+The columns are made by :func:`features.schema.assemble`, the function training uses, and
+come back as one array per column (no DataFrame): the ranker's input as it is.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+
+from core.config import Settings
+from features import schema
+from features.item_table import ItemTable
+from features.online import FeatureReader, Raw, RedisBackend, Request
+from features.store import materialized_mark
+from features.windows import minute_of, window_sums
+
+LIVE_REFS = schema.VIDEO_LIVE_REFS + schema.PAIR_REFS
+
+
+@dataclass(frozen=True)
+class CandidateFeatures:
+    """The ranker's input columns: ``items`` one array per column (a row per candidate),
+    ``user`` the user's scalars (sent once)."""
+
+    items: dict[str, np.ndarray]
+    user: dict[str, Any]
+    timed_out: bool = False
+
+
+class RankingFeatures:
+    """One per serving process: the reader, its in-memory item table, the time budget."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.budget_s = settings.feature_read_timeout_ms / 1000
+        # The socket timeout is the budget itself: a read runs inline in the request's thread.
+        self.reader = FeatureReader(settings, socket_timeout_s=self.budget_s)
+        self.backend = self.reader.backend
+        self.settings = settings
+        self.table = ItemTable(self.backend, lambda: self.reader.defaults)
+
+    @property
+    def direct(self) -> RedisBackend | None:
+        """The Redis backend when the online store is Redis (other reads may share its trip)."""
+        return self.backend if isinstance(self.backend, RedisBackend) else None
+
+    def sync(self, video_ids: np.ndarray, creator_ids: np.ndarray) -> int:
+        """Keep the item table in step with the catalog and the last materialization."""
+        self.reader._refresh_meta()  # a new build's defaults (global rates) count as a change
+        mark = (materialized_mark(self.settings), self.reader._meta_mtime)
+        return self.table.sync(mark, {"video_stats": video_ids, "creator_stats": creator_ids})
+
+    @staticmethod
+    def user_request(user_id: int) -> Request:
+        return (schema.USER_REFS, {"user_id": [int(user_id)]})
+
+    def read_user(self, user_id: int) -> Raw:
+        return self._read([self.user_request(user_id)])[0]
+
+    def seen(self, user_raw: Raw) -> np.ndarray:
+        """The videos the feature stream saw the user watch (``user_realtime:seen``)."""
+        got = (user_raw.get(schema.USER_LISTS["u_seen"]) or [None])[0]
+        return np.asarray(got or (), np.int64)
+
+    def for_candidates(self, user_id: int, user_raw: Raw, video_ids: np.ndarray,
+                       creator_ids: np.ndarray, now_ms: int) -> CandidateFeatures:
+        """The candidates' columns as of ``now_ms``; defaults (``timed_out``) past the budget."""
+        n = len(video_ids)
+        creators = creator_ids.tolist()
+        live_req: list[Request] = [
+            (schema.VIDEO_LIVE_REFS, {"video_id": video_ids.tolist()}),
+            (schema.PAIR_REFS, {"user_id": [int(user_id)] * n, "creator_id": creators}),
+        ]
+        timed_out = False
+        try:
+            live, pairs = self._read(live_req)
+        except (FutureTimeout, redis.TimeoutError):  # other failures: the caller degrades
+            live, pairs, timed_out = {}, {}, True
+        return self._assemble(user_raw, live | pairs, video_ids, creator_ids, now_ms, timed_out)
+
+    def _read(self, requests: list[Request]) -> list[Raw]:
+        if self.direct is not None:
+            return self.backend.read(requests)
+        # Feast's own read path cannot be interrupted: bound it on the reader's pool.
+        future = self.reader._pool.submit(self.backend.read, requests)
+        return future.result(timeout=self.budget_s)
+
+    def _assemble(self, user_raw: Raw, live_raw: Raw, video_ids: np.ndarray,
+                  creator_ids: np.ndarray, now_ms: int, timed_out: bool) -> CandidateFeatures:
+        n = len(video_ids)
+        rows = max(n, 1)
+        column = self.reader._column
+        full: dict[str, Any] = {}
+        for ref in schema.USER_REFS:  # one value, repeated for the per-row derivations
+            col = column(user_raw, ref, 1)
+            full[ref] = col * rows if isinstance(col, list) else np.repeat(col, rows)
+        batch, _ = self.table.gather(video_ids, creator_ids)
+        full |= batch
+        for ref in LIVE_REFS:
+            full[ref] = column(live_raw, ref, rows)
+        now_minute = minute_of(now_ms / 1000)
+        heads = full["video_realtime:head_minute"]
+        for kind in ("view", "like"):
+            sums = window_sums(full[f"video_realtime:{kind}_buckets"], heads, now_minute)
+            for w, values in sums.items():
+                full[f"v_rt_{kind}s_{w}"] = values
+        cols = schema.assemble(full, np.full(rows, now_ms, np.int64))
+        user = {c: cols[c][0].item() for c in schema.USER_COLUMNS}
+        items = {c: cols[c][:n] for c in schema.ITEM_COLUMNS}
+        return CandidateFeatures(items, user, timed_out)
+
+    def close(self) -> None:
+        self.reader.close()

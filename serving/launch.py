@@ -1,0 +1,52 @@
+"""The API as a server: uvicorn with ``api_workers`` processes (default: the machine's cores).
+
+Each worker process builds its own feed services (catalog, ANN index, item features). The
+ranker stays one Ray Serve deployment: with a local Ray (no ``ray_address``) and several
+workers, this process starts Ray and the deployment once, before the workers, and hands them
+its address, so every worker's requests reach the same replicas and are micro-batched
+together; at the end it stops what it started. With one worker the API process starts Ray
+itself, as before.
+"""
+
+from __future__ import annotations
+
+import os
+
+from core.config import Settings
+
+
+def workers_for(settings: Settings, workers: int | None = None) -> int:
+    return workers or settings.api_workers or os.cpu_count() or 1
+
+
+def run_api(settings: Settings, host: str, port: int, workers: int | None = None) -> None:
+    """Serve until SIGINT / SIGTERM (uvicorn then shuts every worker's lifespan down)."""
+    import uvicorn
+
+    n = workers_for(settings, workers)
+    ranker = None
+    if n > 1 and settings.ranker_backend == "ray" and not settings.ray_address:
+        import ray
+
+        from serving.ranking.ray_serve import RayRanker
+
+        ranker = RayRanker(settings)
+        os.environ["REELRANK_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    try:
+        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n,
+                    limit_concurrency=settings.api_max_concurrency, log_level="warning",
+                    **proxy_options(settings))
+    finally:
+        if ranker is not None:
+            os.environ.pop("REELRANK_RAY_ADDRESS", None)
+            ranker.shutdown()
+
+
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn's X-Forwarded-For handling: only from ``settings.api_trusted_proxies``, and
+    off when none are set (uvicorn's default trusts 127.0.0.1, so anything on the host could
+    choose the client IP the per-IP rate limit counts)."""
+    trusted = settings.api_trusted_proxies.strip()
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}

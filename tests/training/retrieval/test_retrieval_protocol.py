@@ -1,0 +1,122 @@
+"""The protocol: choices are made on validation only, grids grow until the choice is interior,
+intervals say when a difference is real, and content-kNN scores items nobody has consumed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.datasets.store import Dataset
+from training.retrieval import pipeline
+from training.retrieval import search as search_module
+from training.retrieval.baselines import ContentKNN
+from training.retrieval.data import timeline
+from training.retrieval.inputs import build_id_space, encode
+from training.retrieval.intervals import over_seeds, paired_difference
+from training.retrieval.pipeline import Candidate, Outcome, baseline_candidates, prepare, run
+from training.retrieval.search import SearchSpace, next_value, search
+
+
+def test_edge_values_are_extended_until_the_choice_is_interior() -> None:
+    # A validation curve peaking at factors=512 and alpha=1: both beyond the listed grid.
+    def valid(p: dict) -> dict[str, float]:
+        return {"r": -abs(np.log2(p["factors"] / 512)) - abs(np.log10(p["alpha"])) - p["flag"]}
+
+    space = SearchSpace({"factors": [64, 128, 256], "alpha": [3.0, 10.0, 30.0],
+                         "flag": [0, 1]}, joint=("factors", "alpha"),
+                        bounds={"factors": (8, 4096), "alpha": (0.01, 300.0)})
+    res = search(space, valid, "r")
+    # alpha steps geometrically down from 3 (x 3/10): 0.9 is nearest 1, 0.27 beyond it
+    assert res.best["factors"] == 512 and res.best["alpha"] == pytest.approx(0.9)
+    assert res.status["factors"] == "interior" and res.status["alpha"] == "interior"
+    assert res.tried["factors"][-1] == 1024 and res.tried["alpha"][0] == pytest.approx(0.27)
+    assert res.status["flag"] == "edge"  # an axis without bounds is reported, not extended
+    # The bound stops the extension and says so.
+    capped = search(SearchSpace({"factors": [64, 128]}, bounds={"factors": (8, 256)}),
+                    lambda p: {"r": p["factors"]}, "r")
+    assert capped.best["factors"] == 256 and capped.status["factors"] == "edge (bound)"
+    assert next_value([10, 20], upward=True, bound=30) == 30
+    assert next_value([0.1, 0.3], upward=False, bound=0.02) == pytest.approx(1 / 30)
+
+
+def test_selection_never_receives_test_data(world: Dataset, monkeypatch) -> None:
+    """Every call of the selection function happens before the test fold is evaluated and
+    receives only metrics computed on the validation fold."""
+    prep = prepare(world, "synth", content=False)
+    events: list[tuple[str, object]] = []
+    valid_results: list[dict] = []
+    real_evaluate, real_select = pipeline.evaluate, search_module.select
+
+    def spy_evaluate(score, data, fold, **kw):  # noqa: ANN001, ANN202 - test spy
+        out = real_evaluate(score, data, fold, **kw)
+        events.append(("evaluate", fold.name))
+        if fold is prep.protocol.tune:
+            valid_results.append(out)
+        return out
+
+    def spy_select(trials, metric):  # noqa: ANN001, ANN202 - test spy
+        events.append(("select", [m for _, m in trials]))
+        return real_select(trials, metric)
+
+    monkeypatch.setattr(pipeline, "evaluate", spy_evaluate)
+    monkeypatch.setattr(search_module, "select", spy_select)
+    monkeypatch.setattr(pipeline, "select", spy_select)
+    knn = next(c for c in baseline_candidates(timed=True) if c.name == "itemknn")
+    small = SearchSpace({"neighbors": [20, 50], "shrink": [5.0]}, joint=("neighbors",),
+                        bounds={"neighbors": (10, 100)})
+    out = run(Candidate("itemknn", knn.make, small), prep, seeds=(0, 1))
+    first_test = next(i for i, e in enumerate(events) if e == ("evaluate", "test"))
+    selects = [i for i, e in enumerate(events) if e[0] == "select"]
+    assert selects and max(selects) < first_test
+    for i in selects:
+        for metrics in events[i][1]:
+            # the selection got the very metric dicts computed on the validation fold
+            assert any(metrics == {**v, "fit_seconds": metrics["fit_seconds"]}
+                       for v in valid_results)
+    assert out.test and out.seeds == [0, 1] and len(out.per_user) == 2
+    assert set(out.tried) == {"neighbors", "shrink"} and out.params["neighbors"] in (10, 20, 50,
+                                                                                    100)
+
+    # The benchmark's "best two-tower" and "best baseline" are picked the same way.
+    from benchmarks.retrieval import best_by_validation
+
+    def outcome(name: str, valid: float, test: float) -> Outcome:
+        return Outcome(name, {}, {"recall@50": valid}, {"recall@50": test}, 0.0, None)  # type: ignore[arg-type]
+
+    picked = best_by_validation([outcome("a", 0.3, 0.9), outcome("b", 0.4, 0.1)])
+    assert picked.name == "b"
+
+
+def test_content_knn_scores_unseen_items_by_their_content() -> None:
+    frame = pd.DataFrame({"user_id": [0, 0, 1], "item_id": [0, 1, 2], "event": "view",
+                          "ts": pd.NaT, "seq": [0, 1, 0]})
+    rows = timeline(frame)
+    content = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [1, 0.05, 0], [0, 0.9, 0.1],
+                        [0, 0, 0]], np.float32)  # items 3, 4 unseen; item 5 has no content
+    ids = build_id_space(pd.DataFrame({"item_id": np.arange(6)}),
+                         pd.DataFrame({"user_id": [0, 1]}), rows, content)
+    data = encode(ids, rows, None)
+    for aggregate in ("mean", "max"):
+        knn = ContentKNN(history_len=5, aggregate=aggregate)
+        knn.fit(data)
+        scores = knn.score(np.array([0, 1]))
+        assert scores[0, 3] > scores[0, 4] and scores[1, 4] > scores[1, 3]
+        assert scores[0, 5] == 0
+    with pytest.raises(ValueError, match="content"):
+        ContentKNN().fit(encode(build_id_space(pd.DataFrame({"item_id": np.arange(6)}),
+                                               pd.DataFrame({"user_id": [0, 1]}), rows, None),
+                                rows, None))
+
+
+def test_intervals_over_seeds_and_paired_over_users() -> None:
+    iv = over_seeds([0.30, 0.31, 0.32])
+    assert iv.low < 0.31 < iv.high and np.isnan(over_seeds([0.3]).low)
+    rng = np.random.default_rng(0)
+    users = np.arange(2000)
+    base = rng.random(2000)
+    a = [{"user": users, "m": base + 0.05 + rng.normal(0, 0.1, 2000)} for _ in range(3)]
+    b = [{"user": users, "m": base} for _ in range(3)]
+    same = [{"user": users, "m": base + rng.normal(0, 0.1, 2000)} for _ in range(3)]
+    assert paired_difference(a, b, "m").excludes_zero()
+    assert not paired_difference(same, b, "m").excludes_zero()
