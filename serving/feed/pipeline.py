@@ -97,6 +97,8 @@ class Feeds:
             assignment = self.svc.assignment(user.id, user.region)
             with trace.stage("viewer"):
                 state = read_user_state(self.svc, user.id, trace)
+            for view in self.svc.stale_features:  # defaults would be as good: say so
+                trace.degrade("features", f"batch view {view} is older than its TTL")
             snap, now = self.svc.catalog.snapshot, now_ms()
             c = cands.gather(self.svc, self.trending_lists, viewer, state,
                              assignment.retrieval_alias, assignment.quotas, snap, now, trace)

@@ -34,6 +34,7 @@ from candidate_gen.fresh_items import load_stored
 from core.clock import HOUR_MS, now_ms
 from core.config import Settings
 from experiments.assignment import Assignment, ExperimentAssigner, assign
+from features.freshness import export_ages, stale_views
 from platform_services.storage.blobs import BlobStore, open_blob_store
 from platform_services.storage.cache import redis_client
 from serving.ranking.backends import LocalRanker, RankerBackend
@@ -60,6 +61,7 @@ class FeedServices:
     features_share_redis: bool = False  # the online store is the feed's Redis: one round trip
     assigner: Callable[[int, str | None], Assignment] = assign
     experiments: ExperimentAssigner | None = None
+    stale_features: tuple[str, ...] = ()  # batch views served past their TTL (degraded)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -130,6 +132,16 @@ class FeedServices:
             return
         if read:
             log.info("item features: %d entities read from the online store", read)
+        try:
+            export_ages(self.settings)  # the per-view age gauge on this process's /metrics
+            stale = tuple(stale_views(self.settings))
+        except Exception:
+            log.exception("feed: batch feature ages unreadable")
+            return
+        if stale != self.stale_features:
+            log.warning("feed: batch features older than their TTL: %s", ", ".join(stale) or
+                        "none any more")
+        self.stale_features = stale
 
     def _fresh_since(self) -> int:
         return now_ms() - int(self.settings.feed_fresh_hours * HOUR_MS)

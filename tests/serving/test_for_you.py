@@ -568,3 +568,31 @@ def test_experiment_variants_are_served_and_logged(client: TestClient, world: Se
             OutboxRow.topic == "experiment.exposure").order_by(OutboxRow.id.desc()).limit(1))]
     assert last[0].request_id == body["videos"][0]["request_id"]
     assert last[0].experiment is None
+
+
+def test_batch_features_past_their_ttl_degrade_the_page(client: TestClient,
+                                                       world: Settings) -> None:
+    """Batch views whose newest online snapshot is older than their TTL are as good as
+    defaults: the page says so (``features`` degraded) until a materialization catches up."""
+    import json
+
+    from features.freshness import _state_path
+
+    svc, path = client.app.state.feeds.svc, _state_path(world)
+    fresh = path.read_text()
+    state = json.loads(fresh)
+    assert state["snapshots_ms"], "the world's materialization recorded its snapshots"
+    assert not svc.stale_features
+    old = {view: ms - 30 * 86_400_000 for view, ms in state["snapshots_ms"].items()}
+    try:
+        path.write_text(json.dumps({**state, "snapshots_ms": old}))
+        svc.sync_features()
+        assert svc.stale_features
+        r = client.get(FEED, headers=auth(world, 31), params={"page_size": 5})
+        assert r.status_code == 200 and "features" in r.headers[HEADER].split(","), r.headers
+    finally:
+        path.write_text(fresh)
+        svc.sync_features()
+    assert not svc.stale_features
+    r = client.get(FEED, headers=auth(world, 32), params={"page_size": 5})
+    assert r.status_code == 200 and HEADER not in r.headers, r.headers.get(HEADER)
