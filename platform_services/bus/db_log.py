@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from core.clock import now_ms
@@ -32,6 +32,8 @@ from platform_services.bus.base import (
 )
 from platform_services.bus.models import BusMember, BusOffset, BusPartition, BusRecord
 from platform_services.storage.db import upsert_insert
+
+IDLE_POLL_MAX_S = 0.25  # an idle consumer's longest wait between polls (new events: sooner)
 
 
 def insert_ignore(conn: Connection | Session, model: type, rows: list[dict[str, Any]]) -> None:
@@ -92,29 +94,26 @@ class DbConsumer(Consumer):
         self._positions = {tp: self._positions.get(tp, committed.get(tp, 0)) for tp in mine}
 
     def _poll(self, max_records: int) -> list[Record]:
+        """Up to ``max_records`` from this member's partitions in (topic, partition, offset)
+        order, in one indexed query: an idle consumer polls often, and a query per partition
+        made ten idle workers cost a core between them."""
         self._heartbeat()
-        out: list[Record] = []
+        if not self._positions:
+            return []
         with self._bus.engine.connect() as conn:
-            for (topic, part), pos in sorted(self._positions.items()):
-                if len(out) >= max_records:
-                    break
-                rows = conn.execute(
-                    select(BusRecord)
-                    .where(
-                        BusRecord.topic == topic,
-                        BusRecord.partition == part,
-                        BusRecord.offset >= pos,
-                    )
-                    .order_by(BusRecord.offset)
-                    .limit(max_records - len(out))
-                ).all()
-                out.extend(
-                    Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp_ms)
-                    for r in rows
-                )
-                if rows:
-                    self._positions[(topic, part)] = rows[-1].offset + 1
-        return out
+            rows = conn.execute(
+                select(BusRecord)
+                .where(or_(*(
+                    and_(BusRecord.topic == topic, BusRecord.partition == part,
+                         BusRecord.offset >= pos)
+                    for (topic, part), pos in self._positions.items())))
+                .order_by(BusRecord.topic, BusRecord.partition, BusRecord.offset)
+                .limit(max_records)
+            ).all()
+        for r in rows:
+            self._positions[(r.topic, r.partition)] = r.offset + 1
+        return [Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp_ms)
+                for r in rows]
 
     async def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         deadline = time.monotonic() + timeout_ms / 1000
@@ -125,7 +124,7 @@ class DbConsumer(Consumer):
             if records or remaining <= 0:
                 return records
             await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.1)
+            delay = min(delay * 2, IDLE_POLL_MAX_S)
 
     async def commit(self, records: Sequence[Record]) -> None:
         offsets = next_offsets(records)
