@@ -16,9 +16,10 @@ transcode worker builds the one ``media_frame_moderator`` names (:func:`default`
   like those objects, misses explicit content without them, and flags beach videos. It
   therefore never blocks, it only holds a video for a person (``needs_review``).
 
-An NSFW detector such as the ``nudenet`` wheel (AGPL, so never a default dependency) plugs in
-the same way: a class with ``review(title, description, tags, frames) -> Verdict`` named by
-``media_frame_moderator``.
+* :class:`NudeNetDetector` (:func:`nudenet`): the NSFW detector in the ``nudenet`` wheel
+  (exposed-region detections, its ONNX model inside the wheel), opted into with
+  ``media_frame_moderator = "training.frame_moderation:nudenet"`` and the ``nsfw`` extra
+  (AGPL, so never a default dependency).
 """
 
 from __future__ import annotations
@@ -108,14 +109,58 @@ class ClipZeroShot:
         worst = float(unsafe.max())
         frame = int(unsafe.argmax())
         prompt = self.unsafe[int(probs[frame, : len(self.unsafe)].argmax())]
-        scores = {"clip:unsafe": worst}
-        if worst >= self.block_at:
-            return Verdict(Moderation.BLOCKED, f"frame classifier: {prompt!r} "
-                                               f"(p={worst:.2f})", scores)
-        if worst >= self.review_at:
-            return Verdict(Moderation.NEEDS_REVIEW, f"frame classifier: {prompt!r} "
-                                                    f"(p={worst:.2f})", scores)
-        return Verdict(Moderation.APPROVED, None, scores)
+        return verdict_of(worst, repr(prompt), self.review_at, self.block_at,
+                          {"clip:unsafe": worst})
+
+
+# NudeNet's classes for exposed intimate regions (its covered/face classes are not signals).
+NUDENET_EXPOSED = frozenset({
+    "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED",
+    "ANUS_EXPOSED", "BUTTOCKS_EXPOSED"})
+
+
+@dataclass
+class NudeNetDetector:
+    """NudeNet's detector (its ONNX model ships inside the ``nudenet`` wheel: AGPL, so the
+    optional extra ``nsfw``): the most confident exposed-region detection on any frame
+    ``>= block_at`` blocks, ``>= review_at`` holds for a person."""
+
+    detector: object  # nudenet.NudeDetector
+    review_at: float = 0.5
+    # High on purpose: a Big Buck Bunny frame (a cartoon) scores FEMALE_BREAST_EXPOSED 0.79,
+    # so below this a detection only holds the video for a person.
+    block_at: float = 0.9
+
+    def review(self, title: str, description: str, tags: list[str],
+               frames: list[Path]) -> Verdict:
+        worst, label = 0.0, None
+        for frame in frames:
+            if not frame.is_file():
+                continue
+            for hit in self.detector.detect(str(frame)):  # type: ignore[attr-defined]
+                if hit["class"] in NUDENET_EXPOSED and hit["score"] > worst:
+                    worst, label = float(hit["score"]), hit["class"]
+        return verdict_of(worst, label, self.review_at, self.block_at, {"nudenet:exposed": worst})
+
+
+def verdict_of(worst: float, label: str | None, review_at: float, block_at: float,
+               scores: dict[str, float]) -> Verdict:
+    """The verdict for the worst frame's score against the two thresholds."""
+    why = f"frame classifier: {label} (p={worst:.2f})"
+    if worst >= block_at:
+        return Verdict(Moderation.BLOCKED, why, scores)
+    if worst >= review_at:
+        return Verdict(Moderation.NEEDS_REVIEW, why, scores)
+    return Verdict(Moderation.APPROVED, None, scores)
+
+
+def nudenet(settings: Settings) -> Moderator:
+    """:class:`NudeNetDetector`: set ``media_frame_moderator`` to
+    ``training.frame_moderation:nudenet`` after ``pip install 'reelrank[nsfw]'`` (AGPL, so
+    a deployment opts in)."""
+    from nudenet import NudeDetector
+
+    return NudeNetDetector(NudeDetector())
 
 
 def default(settings: Settings) -> Moderator:

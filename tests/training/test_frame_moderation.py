@@ -15,6 +15,7 @@ import torch
 from core.config import Settings
 from platform_services.media.probe import probe
 from platform_services.media.transcode import ladder, transcode
+from platform_services.media.worker import moderators
 from platform_services.storage.models import Moderation
 from tests.platform_services.media.conftest import clip
 from training import frame_moderation
@@ -87,3 +88,46 @@ def test_clip_zero_shot_thresholds_decide(tiny_clip: Path, settings: Settings) -
     mod.block_at = p - 0.005
     assert mod.review("", "", [], [HOPPER]).status == Moderation.BLOCKED
     assert isinstance(frame_moderation.default(settings), frame_moderation.ImageNetRule)
+
+
+class _Detections:
+    """NudeNet's ``detect`` answer for every frame, fixed (the thresholds are under test)."""
+
+    def __init__(self, hits: list[dict]) -> None:
+        self.hits = hits
+
+    def detect(self, path: str) -> list[dict]:
+        return self.hits
+
+
+def test_nudenet_thresholds_count_only_exposed_regions() -> None:
+    frames = [HOPPER]
+    covered = [{"class": "FEMALE_BREAST_COVERED", "score": 0.99}, {"class": "FACE_FEMALE",
+                                                                      "score": 0.95}]
+    assert frame_moderation.NudeNetDetector(_Detections(covered)).review(
+        "", "", [], frames).status == Moderation.APPROVED
+    exposed = [*covered, {"class": "FEMALE_BREAST_EXPOSED", "score": 0.5}]
+    held = frame_moderation.NudeNetDetector(_Detections(exposed)).review("", "", [], frames)
+    assert held.status == Moderation.NEEDS_REVIEW and "FEMALE_BREAST_EXPOSED" in held.reason
+    assert held.scores == {"nudenet:exposed": 0.5}
+    blocked = frame_moderation.NudeNetDetector(_Detections(exposed), review_at=0.4, block_at=0.45)
+    assert blocked.review("", "", [], frames).status == Moderation.BLOCKED
+
+
+@pytest.mark.parametrize("name", ["10034.mp4", "bigbuckbunny.mp4", "carphone_distorted.mp4"])
+def test_nudenet_detector_never_blocks_the_real_clips(settings: Settings, tmp_path: Path,
+                                                      name: str) -> None:
+    """The real detector (its ONNX model from the wheel), chosen by name as a deployment would,
+    over the frames the transcoder samples. None of these clips is explicit; the cartoon
+    gets a confident false 'exposed' detection (0.79), which may hold it for a person but
+    must not block it: the two live-action clips pass outright."""
+    text, mod = moderators(settings.model_copy(update={
+        "media_frame_moderator": "training.frame_moderation:nudenet"}))
+    assert isinstance(mod, frame_moderation.NudeNetDetector)
+    p = probe(clip(name))
+    out = transcode(clip(name), tmp_path / "out", p, ladder(p, [360])[:1], 3.0, "ultrafast",
+                    frames_dir=tmp_path / "frames")
+    v = mod.review("", "", [], out.frames)
+    assert v.status != Moderation.BLOCKED and 0.0 <= v.scores["nudenet:exposed"] < 0.9, v
+    if name != "bigbuckbunny.mp4":
+        assert v.status == Moderation.APPROVED, v
