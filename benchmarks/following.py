@@ -80,7 +80,7 @@ def bench_following_reads(url: str, sessions, redis_url: str, reads: int,  # noq
     """User 1 follows creators 2..2001; 2..11 are big (pulled). Pages of 20."""
     from serving.feed.degrade import Trace
     from serving.feed.following import FollowingFeed
-    from serving.feed.pipeline import Feeds
+    from serving.feed.render import MediaUrls
     from serving.feed.services import FeedServices
 
     _users(sessions, 2001)
@@ -100,27 +100,23 @@ def bench_following_reads(url: str, sessions, redis_url: str, reads: int,  # noq
         s.execute(insert(Video), rows)
     settings = load_settings(database_url=url, redis_url=redis_url, var_dir=str(tmp / "var"),
                              blob_url=f"file://{tmp}/blobs", ranker_backend="local")
-    from concurrent.futures import ThreadPoolExecutor
-
     from candidate_gen.catalog import Catalog
+    from platform_services.media.delivery import PlaylistSigner
     from platform_services.storage.blobs import open_blob_store
 
-    svc = FeedServices(settings, Catalog(sessions), redis_client(redis_url),
-                       open_blob_store(settings), ThreadPoolExecutor(1))
+    blobs = open_blob_store(settings)
+    svc = FeedServices(settings, sessions, Catalog(sessions), redis_client(redis_url), blobs)
     svc.catalog.refresh()
-    feed = FollowingFeed(Feeds(svc))
-    with sessions() as s:
-        viewer = s.get(User, 1)
-        feed.page(s, viewer, 20, None, Trace())  # builds feed:1 from the database once
-        first, later, cursor = [], [], None
-        for i in range(reads):
-            t = time.perf_counter()
-            body = feed.page(s, viewer, 20, cursor if i % 2 else None, Trace())
-            (later if i % 2 else first).append(time.perf_counter() - t)
-            cursor = body["next_cursor"] if not i % 2 else None
-            assert len(body["videos"]) == 20
+    feed = FollowingFeed(svc, MediaUrls(blobs, PlaylistSigner.from_settings(settings)))
+    feed.page(1, 20, None, Trace())  # builds feed:1 from the database once
+    first, later, cursor = [], [], None
+    for i in range(reads):
+        t = time.perf_counter()
+        body = feed.page(1, 20, cursor if i % 2 else None, Trace())
+        (later if i % 2 else first).append(time.perf_counter() - t)
+        cursor = body["next_cursor"] if not i % 2 else None
+        assert len(body["videos"]) == 20
     svc.redis.close()
-    svc.pool.shutdown()
     return {"first_p50": _pct(first, 50), "first_p99": _pct(first, 99),
             "next_p50": _pct(later, 50), "next_p99": _pct(later, 99), "reads": reads}
 
