@@ -19,8 +19,6 @@ from experiments.simulator_fit import ResponseModel, fit_kuairand
 from experiments.spec import parse_spec
 
 pytestmark = pytest.mark.timeout(900)
-needs_kuairand = pytest.mark.skipif(not (KUAIRAND / "video_features_basic_pure.csv.gz")
-                                    .exists(), reason="KuaiRand is not in ../shared/data")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,6 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> ResponseModel:
     return fit_kuairand(KUAIRAND, tmp_path_factory.mktemp("sim") / "response_model")
 
 
-@needs_kuairand
 def test_response_model_fits_the_held_out_day(fitted: ResponseModel, tmp_path: Path) -> None:
     fit = fitted.report
     assert fit["test_day"] == "2022-04-30" and "2022-04-30" not in fit["train_days"]
@@ -103,7 +100,6 @@ def platform_world(settings: Settings, redis_url: str, clean_env: pytest.MonkeyP
     get_settings.cache_clear()
 
 
-@needs_kuairand
 def test_offline_ab_test_end_to_end(platform_world: Settings, tmp_path: Path) -> None:
     from benchmarks.servers import free_port
     from experiments.models import Exposure, Interaction
@@ -144,7 +140,6 @@ def test_offline_ab_test_end_to_end(platform_world: Settings, tmp_path: Path) ->
     assert res.exit_code == 2 and "unknown preset" in res.output
 
 
-@needs_kuairand
 def test_aa_on_the_simulator_rejects_at_about_alpha(fitted: ResponseModel,
                                                     tmp_path: Path) -> None:
     """The issue's A/A test: simulated users (the KuaiRand-fitted model) answer a fixed
