@@ -26,16 +26,16 @@ from sqlalchemy import (
     ARRAY,
     BigInteger,
     Integer,
+    Row,
     Select,
     Text,
-    any_,
     bindparam,
     func,
     select,
     true,
     union_all,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.events import Action, UserInteraction
@@ -61,11 +61,25 @@ def segment(comment_id: int) -> str:
     return f"{len(digits):x}{digits}"
 
 
+# What a tree answer reads of a comment and its author, joined in the same statement: plain
+# rows, not ORM objects. A page holds up to ~1,000 comments; loading them as tracked entities
+# and then their authors with an IN list of hundreds of ids was most of its CPU.
+ROW = (*(Comment.__table__.c[name] for name in (
+    "id", "video_id", "author_id", "parent_id", "root_id", "depth", "path", "body",
+    "created_at", "edited_at", "deleted_at")),
+    User.username, User.display_name, User.avatar_url, User.verified)
+
+
+def _rows() -> Select:
+    return select(*ROW).join(User, User.id == Comment.author_id)
+
+
 @dataclass
 class Node:
-    """A comment in a tree answer; ``replies`` in display order."""
+    """A comment in a tree answer (a :data:`ROW` row, or the ``Comment`` just written);
+    ``replies`` in display order."""
 
-    comment: Comment
+    comment: Comment | Row
     replies: list[Node] = field(default_factory=list)
     more_replies_after: str | None = None  # a cursor for /replies when the thread was cut
 
@@ -170,22 +184,22 @@ def get(session: Session, viewer_id: int, comment_id: int) -> Comment:
 
 
 @lru_cache(maxsize=64)
-def _ranges_union(n: int) -> Select[tuple[Comment]]:
+def _ranges_union(n: int) -> Select:
     """SQLite: ``n`` index ranges of ``(root_id, path)`` as a UNION ALL of ``LIMIT``-ed range
     scans, the comments in thread and display order. Built once per ``n`` with bound
     parameters (building 20 ranges anew per request cost more CPU than running them)."""
     parts = [
-        select(Comment).where(Comment.root_id == bindparam(f"root{i}"),
-                              Comment.path > bindparam(f"after{i}"),
-                              Comment.path < bindparam(f"below{i}"))
+        _rows().where(Comment.root_id == bindparam(f"root{i}"),
+                      Comment.path > bindparam(f"after{i}"),
+                      Comment.path < bindparam(f"below{i}"))
         .order_by(Comment.path).limit(bindparam("limit", type_=Integer)).subquery().select()
         for i in range(n)
     ]
     found = union_all(*parts).subquery()
-    return select(aliased(Comment, found)).order_by(found.c.root_id, found.c.path)
+    return select(found).order_by(found.c.root_id, found.c.path)
 
 
-def _ranges_lateral() -> Select[tuple[Comment]]:
+def _ranges_lateral() -> Select:
     """PostgreSQL: the same ranges from arrays, one ``LATERAL`` range scan per element. A
     UNION of 20 ranges took PostgreSQL 10 ms to plan for 0.5 ms of execution (and its generic
     plan was never chosen); this statement's plan is small and its text the same for any
@@ -194,11 +208,11 @@ def _ranges_lateral() -> Select[tuple[Comment]]:
                          bindparam("afters", type_=ARRAY(Text)),
                          bindparam("belows", type_=ARRAY(Text))
                          ).table_valued("root", "after", "below").render_derived(name="ranges")
-    found = (select(Comment).where(Comment.root_id == ranges.c.root,
-                                   Comment.path > ranges.c.after,
-                                   Comment.path < ranges.c.below)
+    found = (_rows().where(Comment.root_id == ranges.c.root,
+                           Comment.path > ranges.c.after,
+                           Comment.path < ranges.c.below)
              .order_by(Comment.path).limit(bindparam("limit", type_=Integer)).lateral())
-    return (select(aliased(Comment, found)).select_from(ranges).join(found, true())
+    return (select(found).select_from(ranges).join(found, true())
             .order_by(found.c.root_id, found.c.path))
 
 
@@ -206,7 +220,7 @@ _RANGES_LATERAL = _ranges_lateral()
 
 
 def _subtrees(session: Session, ranges: list[tuple[int, str, str]], limit: int
-              ) -> dict[int, list[Comment]]:
+              ) -> dict[int, list[Row]]:
     """For each ``(root_id, after, below)``: up to ``limit`` comments with
     ``after < path < below`` in path order, all in one statement."""
     if not ranges:
@@ -219,8 +233,8 @@ def _subtrees(session: Session, ranges: list[tuple[int, str, str]], limit: int
         stmt, params = _ranges_union(len(ranges)), {"limit": limit}
         for i, (root, after, below) in enumerate(ranges):
             params |= {f"root{i}": root, f"after{i}": after, f"below{i}": below}
-    out: dict[int, list[Comment]] = {}
-    for c in session.scalars(stmt, params):
+    out: dict[int, list[Row]] = {}
+    for c in session.execute(stmt, params):
         out.setdefault(c.root_id, []).append(c)
     return out
 
@@ -243,7 +257,7 @@ def _hidden_comments(session: Session, roots: list[int], hidden_authors: set[int
         Comment.author_id.in_(hidden_authors), Comment.root_id.in_(roots))))
 
 
-def _tree(comments: list[Comment], hidden: set[int]) -> list[Node]:
+def _tree(comments: list[Row], hidden: set[int]) -> list[Node]:
     """Nest ``comments`` (path order) into nodes; a comment with a ``hidden`` comment on its
     path (itself or an ancestor, also one outside this page) is left out."""
     nodes: dict[int, Node] = {}
@@ -264,10 +278,10 @@ def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
     replies in display order."""
     visible_video(session, viewer_id, video_id)
     blocked = set(blocked_ids(session, viewer_id))
-    q = select(Comment).where(Comment.video_id == video_id, Comment.parent_id.is_(None))
+    q = _rows().where(Comment.video_id == video_id, Comment.parent_id.is_(None))
     if cursor is not None:
         q = q.where(Comment.id < cursor)
-    roots = [r for r in session.scalars(q.order_by(Comment.id.desc()).limit(page_size + 1))]
+    roots = session.execute(q.order_by(Comment.id.desc()).limit(page_size + 1)).all()
     next_cursor = str(roots[page_size - 1].id) if len(roots) > page_size else None
     roots = [r for r in roots[:page_size] if r.author_id not in blocked]
     hidden = _hidden_comments(session, [r.id for r in roots], blocked)
@@ -280,7 +294,7 @@ def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
         if len(found) > replies:
             node.more_replies_after = found[replies - 1].path
         out.append(node)
-    return Page(out, _authors(session, out), next_cursor)
+    return Page(out, _authors(out), next_cursor)
 
 
 def replies(session: Session, viewer_id: int, comment_id: int, after: str | None,
@@ -296,24 +310,17 @@ def replies(session: Session, viewer_id: int, comment_id: int, after: str | None
     found = subs.get(comment.root_id, [])
     cursor = found[limit - 1].path if len(found) > limit else None
     nodes = _tree(found[:limit], hidden)
-    return Page(nodes, _authors(session, nodes), cursor)
+    return Page(nodes, _authors(nodes), cursor)
 
 
-def _authors(session: Session, nodes: list[Node]) -> dict[int, Author]:
-    ids: set[int] = set()
+def _authors(nodes: list[Node]) -> dict[int, Author]:
+    """The authors of the comments in ``nodes`` (rows of :data:`ROW` carry them)."""
+    out: dict[int, Author] = {}
     stack = list(nodes)
     while stack:
         n = stack.pop()
-        ids.add(n.comment.author_id)
+        c = n.comment
+        out[c.author_id] = Author(c.author_id, c.username, c.display_name, c.avatar_url,
+                                  c.verified)
         stack += n.replies
-    if session.get_bind().dialect.name == "postgresql":  # one statement text for any count
-        rows = session.execute(_AUTHORS_PG, {"ids": list(ids)})
-    else:
-        rows = session.execute(_AUTHORS.where(User.id.in_(ids)))
-    return {r.id: Author(*r) for r in rows}
-
-
-_AUTHORS = select(User.id, User.username, User.display_name, User.avatar_url, User.verified)
-# ``= ANY(array)``: an ``IN`` list's text changes with its length, and psycopg parses each
-# new text again (``_split_query``, several ms for a page's worth of ids).
-_AUTHORS_PG = _AUTHORS.where(User.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+    return out

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import make_asgi_app
 
 from core.config import Settings, get_settings
+from core.heap import freeze_startup_heap
 from platform_services.media.delivery import PlaylistSigner
 from platform_services.ratelimit import RateLimiter
 from platform_services.runtime import Runtime
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
                 services = await asyncio.to_thread(
                     FeedServices.start, settings, app.state.runtime.sessions)
                 app.state.feeds = Feeds(services)
+            freeze_startup_heap()
             yield
         finally:
             if services is not None:
