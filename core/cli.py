@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from core.config import SettingsError, get_settings
+from core.heap import freeze_startup_heap
 from core.logging import configure_logging
 
 COMMANDS: tuple[str, ...] = (
@@ -123,6 +124,7 @@ def worker(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port)
+    freeze_startup_heap()  # the worker's libraries and module state: see core.heap
 
     async def main() -> None:
         stop = asyncio.Event()
