@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from core.clock import DAY_MS, utcnow
 from core.config import Settings
 from core.events import Action, Event, UserInteraction, VideoModerated, VideoProcessed
+from platform_services.social import blocked_either_way_ids
 from platform_services.storage.models import Follow, Moderation, Video, VideoStatus, Visibility
 from platform_services.storage.social_models import UserStats
 
@@ -97,14 +98,34 @@ def big_creators(session: Session, creator_ids: Iterable[int], threshold: int) -
     return out
 
 
-def followees_split(session: Session, user_id: int, threshold: int) -> tuple[list[int], set[int]]:
-    """Everyone ``user_id`` follows, and which of them are pulled (one indexed join, no
-    parameter list however many creators the user follows)."""
-    rows = session.execute(
-        select(Follow.followee_id, UserStats.followers)
-        .outerjoin(UserStats, UserStats.user_id == Follow.followee_id)
-        .where(Follow.follower_id == user_id)).all()
-    return [int(f) for f, _ in rows], {int(f) for f, n in rows if (n or 0) >= threshold}
+@dataclass(frozen=True)
+class ViewerGraph:
+    """What a following-feed page needs of the viewer's graph."""
+
+    followees: list[int]
+    big: set[int]  # followees at or above the push threshold: pulled at read time
+    blocked: set[int]  # users blocked either way
+
+
+def viewer_graph(session: Session, user_id: int, threshold: int) -> ViewerGraph:
+    """Everyone ``user_id`` follows with their follower counts, and the blocks either way, in
+    one statement (one round trip per page instead of two; no parameter list however many
+    creators the user follows)."""
+    follows = (select(Follow.followee_id, func.coalesce(UserStats.followers, 0),
+                      literal(False))
+               .outerjoin(UserStats, UserStats.user_id == Follow.followee_id)
+               .where(Follow.follower_id == user_id))
+    blocked = select(blocked_either_way_ids(user_id).subquery().c[0], literal(0),
+                     literal(True))
+    followees, big, blocks = [], set(), set()
+    for uid, followers, is_block in session.connection().execute(union_all(follows, blocked)):
+        if is_block:
+            blocks.add(int(uid))
+        else:
+            followees.append(int(uid))
+            if followers >= threshold:
+                big.add(int(uid))
+    return ViewerGraph(followees, big, blocks)
 
 
 def _feedable(video: Video | None) -> bool:

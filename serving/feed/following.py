@@ -21,7 +21,6 @@ from core.events import ExperimentExposure
 from platform_services import fanout
 from platform_services.bus.outbox import emit
 from platform_services.signing import TokenError, sign, unsign
-from platform_services.social import blocked_users_either_way
 from platform_services.storage.models import User
 from serving.feed.context import UnknownUser
 from serving.feed.cursor import CursorError
@@ -64,13 +63,12 @@ class FollowingFeed:
         secret = self.svc.settings.signing_secret
         assert secret is not None
         with trace.stage("candidates"):
-            followees, big = fanout.followees_split(session, user.id, self.cfg.threshold)
-            follows = set(followees)
-            viewer = Viewer(user.id, user.region, np.sort(np.asarray(followees, np.int64)),
-                            np.sort(np.fromiter(blocked_users_either_way(session, user.id),
-                                                np.int64)))
-            picked, more = self._collect(session, user.id, follows, big, viewer, before, size,
-                                         trace)
+            graph = fanout.viewer_graph(session, user.id, self.cfg.threshold)
+            follows = set(graph.followees)
+            viewer = Viewer(user.id, user.region, np.sort(np.asarray(graph.followees, np.int64)),
+                            np.sort(np.fromiter(graph.blocked, np.int64, len(graph.blocked))))
+            picked, more = self._collect(session, user.id, follows, graph.big, viewer, before,
+                                         size, trace)
         with trace.stage("page"):
             ids = np.fromiter((i.video_id for i in picked), np.int64, len(picked))
             pos = np.arange(offset, offset + len(ids), dtype=np.int64)
