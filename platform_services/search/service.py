@@ -89,10 +89,7 @@ class VideoSearch:
         """Candidates as video_id -> (normalised lexical, cosine), the lexical match count,
         and whether the semantic half ran."""
         words = check_query(q)
-        backend = lexical_backend(session)
-        lexical = backend.videos(session, words, f, self.candidates)
-        total = backend.count_videos(session, words, f) if len(lexical) >= self.candidates \
-            else len(lexical)
+        lexical, total = lexical_backend(session).videos(session, words, f, self.candidates)
         best = max((s for _, s in lexical), default=0.0) or 1.0
         out = {v: (s / best, 0.0) for v, s in lexical}
         qv = self._query_vector(q)
