@@ -94,10 +94,7 @@ def create(session: Session, spec: ExperimentSpec, aliases: AliasCheck) -> Exper
 
 def start(session: Session, name: str) -> Experiment:
     """Give a draft its slice of the layer and start assigning users to it."""
-    exp = get(session, name)
-    if exp.status != Status.DRAFT.value:
-        raise SpecError("status", f"{name} is {exp.status}; only a draft can start",
-                        conflict=True)
+    exp = _in_status(session, name, Status.DRAFT, "only a draft can start")
     exp.bucket_lo, exp.bucket_hi = _fits(session, exp)
     exp.status, exp.started_at = Status.RUNNING.value, utcnow()
     session.flush()
@@ -106,12 +103,17 @@ def start(session: Session, name: str) -> Experiment:
 
 def stop(session: Session, name: str) -> Experiment:
     """Stop assigning (within the API's refresh interval). Every logged exposure stays."""
-    exp = get(session, name)
-    if exp.status != Status.RUNNING.value:
-        raise SpecError("status", f"{name} is {exp.status}; only a running one can stop",
-                        conflict=True)
+    exp = _in_status(session, name, Status.RUNNING, "only a running one can stop")
     exp.status, exp.stopped_at = Status.STOPPED.value, utcnow()
     session.flush()
+    return exp
+
+
+def _in_status(session: Session, name: str, status: Status, why: str) -> Experiment:
+    """The experiment, if it is in ``status`` (a 409-style :class:`SpecError` otherwise)."""
+    exp = get(session, name)
+    if exp.status != status.value:
+        raise SpecError("status", f"{name} is {exp.status}; {why}", conflict=True)
     return exp
 
 

@@ -136,3 +136,15 @@ def settings(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[Settings
     finally:
         get_settings.cache_clear()
         stop_embedded_servers(under=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Small tensors and batches: a second OpenMP thread only spins against the other tests'
+    processes. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,13 +4,11 @@ leakage from after an impression into its score, and the CLI end to end on real 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow.models import get_model_info
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
@@ -35,13 +33,7 @@ from training.ranker.trainer import TrainConfig
 DAY = pd.Timedelta(days=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small batches: a second OpenMP thread only spins against the other tests' processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- metrics ----------------------------------------------------------------------------------

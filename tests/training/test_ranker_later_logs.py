@@ -7,14 +7,12 @@ A 6-day synthetic world is cut after day 4: the model trains on days 1-3 and tes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from core.config import Settings, get_settings
@@ -37,12 +35,7 @@ LATER_DAYS = 2
 MARGIN = 0.03  # GAUC the later span may lose against the in-period test day
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
