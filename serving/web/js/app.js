@@ -190,7 +190,7 @@ function main() {
   document.body.classList.toggle("debug-on", Boolean(sessionStorage.getItem(DEBUG_KEY)));
   $("toggle-debug").classList.toggle("on", debugOn());
   if (api.hasSession) showMain(); else showAuth();
-  window.reelrank = { api, events, feeds, setDebug }; // for the console and the browser tests
+  window.reelrank = { api, events, feeds, setDebug, refreshBadge }; // for the console and the browser tests
 }
 
 main();

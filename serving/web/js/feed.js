@@ -37,6 +37,7 @@ export class FeedView {
     this.players = new Map(); // index -> Playback
     this.clocks = [];
     this.current = -1;
+    this.resumeAt = -1;
     this.cursor = null;
     this.more = true;
     this.loading = null;
@@ -60,17 +61,20 @@ export class FeedView {
     this.players.clear();
     this.observer.disconnect();
     this.root.replaceChildren();
-    Object.assign(this, { items: [], slides: [], clocks: [], current: -1, cursor: null, more: true });
+    Object.assign(this, { items: [], slides: [], clocks: [], current: -1, resumeAt: -1,
+      cursor: null, more: true });
     await this.nextPage();
   }
 
   async start() {
     if (!this.items.length) await this.nextPage();
-    else if (this.current >= 0) this.players.get(this.current)?.play();
+    else if (this.current < 0 && this.resumeAt >= 0) this.activate(this.resumeAt);
   }
 
+  /** Another tab is shown: the current video stops (and reports its watch time). */
   stop() {
     this.leave();
+    if (this.current >= 0) this.resumeAt = this.current;
     this.current = -1;
   }
 

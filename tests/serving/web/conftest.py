@@ -9,6 +9,7 @@ debug overlay show that just the same.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from io import BytesIO
@@ -29,6 +31,7 @@ import uvicorn
 from PIL import Image, ImageDraw
 from sqlalchemy import select
 
+from core.cli import WORKERS, resolve
 from core.clock import utcnow
 from core.config import Settings, get_settings
 from platform_services.media.models import VideoMedia
@@ -119,6 +122,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+WORKER_NAMES = ("relay", "fanout", "notifications")  # what the page's follow/badge need
+
+
+@contextmanager
+def running_workers(settings: Settings, names: tuple[str, ...] = WORKER_NAMES) -> Iterator[None]:
+    """``reelrank worker NAME`` for each name, as tasks of one event loop on a thread (what
+    ``make demo`` runs as processes): the outbox relayed to the bus and consumed for real."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        await asyncio.gather(*(resolve(WORKERS[n])(settings, stop) for n in names))
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),),
+                              name="web-test-workers", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+
+
 @dataclass
 class LiveApi:
     """The API on a real port, and the settings it runs on."""
@@ -168,7 +195,8 @@ def live_api(redis_url: str) -> Iterator[LiveApi]:
             assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
             time.sleep(0.05)
         try:
-            yield LiveApi(base, settings)
+            with running_workers(settings):
+                yield LiveApi(base, settings)
         finally:
             server.should_exit = True
             thread.join(30)
