@@ -136,7 +136,7 @@ def test_search_comment_follow_and_debug_overlay(page, live_api: LiveApi) -> Non
     page.click("#panel-close")
 
     # Comment on and follow the creator of the first video.
-    first = page.locator(".slide[data-index='0']")
+    first = page.locator("#feed-for-you .slide[data-index='0']")
     video_id = int(first.get_attribute("data-video-id"))
     first.locator("button.comments").click()
     page.fill("#comment-form input[name=content]", "first comment from the browser")
@@ -144,7 +144,7 @@ def test_search_comment_follow_and_debug_overlay(page, live_api: LiveApi) -> Non
     page.wait_for_selector("#comments li:has-text('first comment from the browser')")
     page.click("#panel-close")
     first.locator("button.follow").click()
-    page.wait_for_selector(".slide[data-index='0'] button.follow.on")
+    page.wait_for_selector("#feed-for-you .slide[data-index='0'] button.follow.on")
     with sessions(live_api)() as s:
         user = s.scalar(select(User).where(User.username == name))
         owner = s.scalar(select(Video.owner_id).where(Video.id == video_id))
@@ -166,10 +166,11 @@ def test_search_comment_follow_and_debug_overlay(page, live_api: LiveApi) -> Non
 
     # The debug overlay: hidden, then (key "d") a fresh ?debug=true list whose cards show
     # their candidate source, score, model version and experiment arms.
-    assert not page.locator(".slide[data-index='0'] pre.debug").is_visible()
+    overlay = "#feed-for-you .slide[data-index='0'] pre.debug"
+    assert not page.locator(overlay).is_visible()
     page.locator("#feed-for-you").press("d")
-    page.wait_for_selector(".slide[data-index='0'] pre.debug:has-text('score')", timeout=30_000)
-    text = page.locator(".slide[data-index='0'] pre.debug").inner_text()
+    page.wait_for_selector(f"{overlay}:has-text('score')", timeout=30_000)
+    text = page.locator(overlay).inner_text()
     source = re.search(r"source (\w+)", text).group(1)
     assert source in SOURCES, text
     assert re.search(r"score (-|-?\d+\.\d{4})", text) and "model " in text, text
@@ -230,9 +231,11 @@ def test_upload_with_progress_and_unread_badge(page, live_api: LiveApi, tmp_path
     assert r.status_code == 200, r.text
     # The relay and the notifications worker (running beside the API) make the notification;
     # the badge polls for it (every 30 s; asked here at once until it shows).
-    page.wait_for_function("""async () => { await window.reelrank.refreshBadge();
-        return document.getElementById("unread-badge").textContent === "1"; }""",
-                           polling=300, timeout=30_000)
+    deadline = time.monotonic() + 30
+    while page.inner_text("#unread-badge") != "1":
+        assert time.monotonic() < deadline, "no unread notification reached the badge"
+        page.wait_for_timeout(300)
+        page.evaluate("window.reelrank.refreshBadge()")  # evaluate awaits its promise
     assert page.locator("#unread-badge").is_visible()
     page.click("#open-notifications")
     page.wait_for_selector(f"#notifications li:has-text('{other}')")
