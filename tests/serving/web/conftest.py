@@ -34,6 +34,8 @@ from sqlalchemy import select
 from core.cli import WORKERS, resolve
 from core.clock import utcnow
 from core.config import Settings, get_settings
+from experiments import store
+from experiments.spec import parse_spec
 from platform_services.media.models import VideoMedia
 from platform_services.media.probe import probe
 from platform_services.media.transcode import ladder, transcode
@@ -91,11 +93,11 @@ def poster(video_id: int, title: str) -> bytes:
     return buf.getvalue()
 
 
-def store_media(settings: Settings, work: Path) -> int:
-    """Transcode one generated clip with the platform's transcoder into a shared ladder and
-    point every ready video at it, each with its own thumbnail: what the transcode worker
-    leaves behind (``video_media`` row, playlists and segments, artwork)."""
-    src = make_clip(work / "clip.mp4")
+def store_media(settings: Settings, work: Path, source: Path | None = None) -> int:
+    """Transcode ``source`` (default: a generated clip) with the platform's transcoder into a
+    shared ladder and point every ready video at it, each with its own thumbnail: what the
+    transcode worker leaves behind (``video_media`` row, playlists and segments, artwork)."""
+    src = source or make_clip(work / "clip.mp4")
     p = probe(src)
     result = transcode(src, work / "out", p, ladder(p, [360]), 2.0, preset="ultrafast",
                        threads=1)
@@ -114,6 +116,21 @@ def store_media(settings: Settings, work: Path) -> int:
     reindex(session_factory(engine), None)  # lexical search documents (no encoder here)
     engine.dispose()
     return n
+
+
+EXPERIMENT = "web-explore"
+
+
+def start_experiment(settings: Settings) -> None:
+    """A running A/B test every new user is in (control, or more exploration slots), so the
+    debug overlay has an experiment variant to show."""
+    engine = make_engine(settings.database_url)
+    with session_factory(engine).begin() as s:
+        store.create(s, parse_spec({"name": EXPERIMENT, "variants": [
+            {"name": "control", "weight": 50},
+            {"name": "explore", "weight": 50, "explore_slots": 0.3}]}), lambda *_: None)
+        store.start(s, EXPERIMENT)
+    engine.dispose()
 
 
 def free_port() -> int:
@@ -186,6 +203,7 @@ def live_api(redis_url: str) -> Iterator[LiveApi]:
         migrate(settings.database_url)
         load_world(settings, load_dataset(demo.DATASET, settings.data_dir))
         store_media(settings, root)
+        start_experiment(settings)
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1",
                                                port=port, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, name="web-test-api", daemon=True)

@@ -22,7 +22,7 @@ from platform_services.notification_models import Notification
 from platform_services.storage.db import make_engine, session_factory
 from platform_services.storage.models import Follow, User, Video
 from platform_services.storage.social_models import Comment, Like
-from tests.serving.web.conftest import LiveApi, make_clip
+from tests.serving.web.conftest import EXPERIMENT, LiveApi, make_clip
 
 pytestmark = pytest.mark.timeout(300)
 PASSWORD = "correct horse battery"
@@ -174,7 +174,7 @@ def test_search_comment_follow_and_debug_overlay(page, live_api: LiveApi) -> Non
     source = re.search(r"source (\w+)", text).group(1)
     assert source in SOURCES, text
     assert re.search(r"score (-|-?\d+\.\d{4})", text) and "model " in text, text
-    assert "experiment " in text, text
+    assert re.search(rf"experiment {EXPERIMENT}=(control|explore)\b", text), text
     assert not page.errors, page.errors
 
 
@@ -191,7 +191,9 @@ def test_debug_flag_keeps_the_default_shape(page, live_api: LiveApi) -> None:  #
     for v in debug["videos"]:
         d = v["debug"]
         assert d["source"] == v["source"] and d["position"] == v["position"]
-        assert d["model_version"] == v["model_version"] and isinstance(d["arms"], list)
+        assert d["model_version"] == v["model_version"]
+        assert d["experiment"] == EXPERIMENT and d["variant"] in ("control", "explore")
+        assert d["arms"] == [{"experiment": EXPERIMENT, "variant": d["variant"]}]
         assert d["score"] is None or isinstance(d["score"], float)
     nxt = httpx.get(url, headers=headers, params={"cursor": debug["next_cursor"],
                                                   "debug": "true"}).json()
