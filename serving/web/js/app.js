@@ -187,6 +187,16 @@ function main() {
     else if (e.key === "Escape") panel.close();
   });
   setInterval(refreshBadge, NOTIFICATIONS_EVERY_MS);
+  // Hidden (another app, tab closed): stop and report the current watch now, not never.
+  document.addEventListener("visibilitychange", () => {
+    if ($("main").hidden) return;
+    if (document.visibilityState === "hidden") {
+      feeds[tab].stop();
+      events.flush(true);
+    } else {
+      feeds[tab].start();
+    }
+  });
   document.body.classList.toggle("debug-on", Boolean(sessionStorage.getItem(DEBUG_KEY)));
   $("toggle-debug").classList.toggle("on", debugOn());
   if (api.hasSession) showMain(); else showAuth();

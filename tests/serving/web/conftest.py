@@ -13,7 +13,6 @@ import asyncio
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -172,13 +171,13 @@ class LiveApi:
 
 
 @pytest.fixture(scope="module")
-def live_api(redis_url: str) -> Iterator[LiveApi]:
+def live_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     """World + media + uvicorn on a free port, for the module; stopped afterwards."""
     if chromium_path() is None:
         pytest.skip("no Chromium binary (chromium, chromium-browser, google-chrome on PATH, or "
                     "REELRANK_CHROMIUM): `make test` installs Debian's chromium package")
-    root = Path(tempfile.mkdtemp(prefix="reelrank-web-"))
-    url = redis_url + "?db=7"
+    root = tmp_path_factory.mktemp("web")  # kept to the end: the API's daemon threads read it
+    url = redis_url + "?db=12"  # a database no other test module uses
     redis.Redis.from_url(url).flushdb()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -219,7 +218,6 @@ def live_api(redis_url: str) -> Iterator[LiveApi]:
             server.should_exit = True
             thread.join(30)
             get_settings.cache_clear()
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
