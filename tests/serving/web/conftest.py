@@ -138,7 +138,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-WORKER_NAMES = ("relay", "fanout", "notifications")  # what the page's follow/badge need
+# What the page's upload, follow and badge need.
+WORKER_NAMES = ("relay", "transcode", "fanout", "notifications")
 
 
 @contextmanager
