@@ -106,6 +106,7 @@ function playInPanel(v) {
   const video = el("video", { controls: true, playsInline: true, muted: true, poster: v.thumbnail_url || "" });
   video.style.width = "100%";
   panel.open(v.title, video, el("p", { className: "sub", textContent: `@${v.user.username}` }));
+  events.view(v); // a search result played: a view without a feed list
   if (v.video_urls && v.video_urls.hls) {
     const p = new Playback(video, v.video_urls.hls);
     p.play();

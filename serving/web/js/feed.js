@@ -89,7 +89,13 @@ export class FeedView {
         for (const item of page.videos) this.add(item);
         if (!this.items.length) this.showEmpty();
       }).catch((e) => {
+        if (e.status === 400 && this.cursor) { // the cached list expired: rank a fresh one
+          this.cursor = null;
+          this.loading = null;
+          return this.nextPage();
+        }
         this.ctx.toast(`Could not load the feed: ${e.message}`);
+        return undefined;
       }).finally(() => { this.loading = null; });
     }
     return this.loading;
@@ -111,6 +117,7 @@ export class FeedView {
     const poster = slide.querySelector(".poster");
     if (item.thumbnail_url) {
       poster.src = item.thumbnail_url; // the poster first, before any video byte
+      poster.alt = item.title;
       video.poster = item.thumbnail_url;
     } else {
       poster.hidden = true;

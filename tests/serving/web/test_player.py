@@ -270,3 +270,15 @@ def test_refresh_token_rotates_and_a_reused_one_signs_out(page, live_api: LiveAp
     page.evaluate("window.reelrank.api.get('/users/me').catch(() => null)")
     page.wait_for_selector("#auth:not([hidden])")
     assert page.evaluate("sessionStorage.getItem('reelrank.refresh')") is None
+
+
+def test_an_expired_list_continues_with_a_fresh_one(page, live_api: LiveApi) -> None:  # noqa: ANN001
+    """A cursor the API refuses (its cached list expired) makes the feed rank a new list and
+    carry on below the cards already shown, with no error to the user."""
+    sign_up(page, f"web{uuid.uuid4().hex[:8]}")
+    before = page.locator("#feed-for-you .slide").count()
+    page.evaluate("""async () => { const f = window.reelrank.feeds["for-you"];
+        f.cursor = "expired"; f.more = true; await f.nextPage(); }""")
+    assert page.locator("#feed-for-you .slide").count() > before
+    assert page.inner_text("#toast") == ""
+    assert not page.errors, page.errors
