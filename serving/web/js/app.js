@@ -133,7 +133,7 @@ async function showMain() {
   $("auth").hidden = true;
   $("main").hidden = false;
   try {
-    $("logout").textContent = `@${(await api.get("/users/me")).username} · Log out`;
+    $("logout").title = `Signed in as @${(await api.get("/users/me")).username}: log out`;
   } catch (e) {
     if (!api.hasSession) return; // the refresh token was refused: back to the sign-in form
     toast(e.message);
