@@ -6,7 +6,7 @@ PIP := $(BIN)/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench install install-dev clean
+.PHONY: demo test lint bench install install-dev clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,17 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/reelrank demo
 
-test: install-dev
+test: install-dev chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The web player's tests drive Debian's chromium through Playwright (never a downloaded browser);
+# without apt they skip, saying so.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  echo "chromium not installed: tests/serving/web will be skipped"
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 
 from core.config import Settings, get_settings
@@ -31,6 +33,7 @@ from serving.routes import users as user_routes
 from serving.routes import videos as video_routes
 
 API_PREFIX = "/api/v1"
+WEB_DIR = Path(__file__).parent / "web"  # the web player (serving/web/README.md)
 
 
 def create_app(settings: Settings | None = None, feed_services: bool = True) -> FastAPI:
@@ -76,6 +79,8 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
         app.include_router(blob_router(blobs, max_upload_bytes=settings.upload_max_bytes),
                            responses=error_responses(429))
     app.mount("/metrics", make_asgi_app())
+    # The web player: static files, no auth to load; its data calls carry the JWT.
+    app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
     @app.get("/healthz", tags=["health"], responses=error_responses(429))
     def healthz() -> dict[str, str]:

@@ -42,6 +42,8 @@ class RankedList:
     followees: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     arms: tuple[tuple[str, str], ...] = ()  # (experiment, variant) the list was made for
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # per id;
+    # what the list was ordered by before re-ranking (empty for unscored lists): debug only
 
 
 def _i8(a: np.ndarray) -> bytes:
@@ -60,7 +62,8 @@ def write(r: redis.Redis, user_id: int, shown: np.ndarray, now_ms: int, keep: in
         key = _list_key(list_id)
         pipe.hset(key, mapping={"meta": json.dumps(meta), "ids": _i8(ranked.ids),
                                 "src": np.asarray(ranked.sources, np.uint8).tobytes(),
-                                "fol": _i8(ranked.followees), "blk": _i8(ranked.blocked)})
+                                "fol": _i8(ranked.followees), "blk": _i8(ranked.blocked),
+                                "sc": np.asarray(ranked.scores, "<f4").tobytes()})
         pipe.expire(key, ttl_s)
     if len(shown) and keep > 0:
         key = _seen_key(user_id)
@@ -80,7 +83,8 @@ def load(r: redis.Redis, list_id: str) -> RankedList | None:
                       np.frombuffer(got[b"src"], np.uint8), meta["m"], meta["v"], meta["e"],
                       tuple(meta["d"]), np.frombuffer(got.get(b"fol", b""), "<i8"),
                       np.frombuffer(got.get(b"blk", b""), "<i8"),
-                      tuple(map(tuple, meta.get("a", ()))))
+                      tuple(map(tuple, meta.get("a", ()))),
+                      np.frombuffer(got.get(b"sc", b""), "<f4"))
 
 
 def mark_seen(r: redis.Redis, user_id: int, ids: np.ndarray, now_ms: int, keep: int) -> None:

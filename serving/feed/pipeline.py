@@ -35,6 +35,7 @@ from serving.feed import candidates as cands
 from serving.feed import cursor as cursors
 from serving.feed import page_cache
 from serving.feed.context import TrendingCache, UnknownUser, read_user_state, read_viewer
+from serving.feed.debug import annotate
 from serving.feed.degrade import Trace
 from serving.feed.filters import Viewer, visible
 from serving.feed.following import FollowingFeed
@@ -83,12 +84,14 @@ class Feeds:
 
     # --- for you ----------------------------------------------------------------------------
 
-    def for_you(self, user_id: int, page_size: int, cursor: str | None = None) -> Page:
+    def for_you(self, user_id: int, page_size: int, cursor: str | None = None,
+                debug: bool = False) -> Page:
         """The next page of ``cursor``'s list, or a freshly ranked first page (also when the
-        cache is unreachable). :class:`~serving.feed.cursor.CursorError`: a bad cursor."""
+        cache is unreachable). :class:`~serving.feed.cursor.CursorError`: a bad cursor.
+        ``debug``: each item also carries how it got there (:mod:`serving.feed.debug`)."""
         trace = Trace()
         if cursor:
-            body = self.next_page(user_id, cursor, page_size, trace)
+            body = self.next_page(user_id, cursor, page_size, trace, debug)
             if body is not None:
                 return Page(body, trace.headers())
         with self.svc.sessions() as session, self._computing(trace):
@@ -114,8 +117,9 @@ class Feeds:
             ranked = page_cache.RankedList(
                 user.id, c.ids[order], c.sources[order], version, assignment.variant,
                 assignment.experiment, tuple(trace.degraded), viewer.followees, viewer.blocked,
-                tuple((a.experiment, a.variant) for a in assignment.arms))
-            body = self._first_page(session, ranked, page_size, trace, snap, viewer)
+                tuple((a.experiment, a.variant) for a in assignment.arms),
+                np.asarray(scores, np.float32)[order])
+            body = self._first_page(session, ranked, page_size, trace, snap, viewer, debug)
         return Page(body, trace.headers())
 
     @contextmanager
@@ -188,15 +192,16 @@ class Feeds:
     # --- pages ------------------------------------------------------------------------------
 
     def _first_page(self, session, ranked: page_cache.RankedList, page_size: int,  # noqa: ANN001
-                    trace: Trace, snap: Snapshot, viewer: Viewer) -> dict:
+                    trace: Trace, snap: Snapshot, viewer: Viewer, debug: bool = False) -> dict:
         """The first page of a fresh list; the rest cached behind a cursor."""
         list_id = uuid.uuid4().hex
         keep = len(ranked.ids) > page_size
         expires = int(time.time()) + self.s.feed_cache_ttl_s if keep else None
         return self._page(session, list_id, ranked, 0, page_size, expires, trace, snap, viewer,
-                          save=keep)
+                          save=keep, debug=debug)
 
-    def next_page(self, user_id: int, token: str, page_size: int, trace: Trace) -> dict | None:
+    def next_page(self, user_id: int, token: str, page_size: int, trace: Trace,
+                  debug: bool = False) -> dict | None:
         """The page after ``token``; None when the cache is unreachable (start afresh).
         Raises :class:`~serving.feed.cursor.CursorError` for a bad cursor."""
         assert self.s.signing_secret is not None
@@ -214,11 +219,11 @@ class Feeds:
         viewer = Viewer(user_id, None, ranked.followees, ranked.blocked)
         with self.svc.sessions() as session:
             return self._page(session, c.list_id, ranked, c.offset, page_size, c.expires_s,
-                              trace, self.svc.catalog.snapshot, viewer)
+                              trace, self.svc.catalog.snapshot, viewer, debug=debug)
 
     def _page(self, session, list_id: str, ranked: page_cache.RankedList,  # noqa: ANN001
               offset: int, page_size: int, expires_s: int | None, trace: Trace,
-              snap: Snapshot, viewer: Viewer, save: bool = False) -> dict:
+              snap: Snapshot, viewer: Viewer, save: bool = False, debug: bool = False) -> dict:
         """Up to ``page_size`` still-visible videos from ``offset``, logged and rendered; a
         cursor to the rest while ``expires_s`` (the cached list's life) is set."""
         with trace.stage("page"):
@@ -245,6 +250,8 @@ class Feeds:
                 token = cursors.encode(self.s.signing_secret,
                                        cursors.Cursor(list_id, viewer.user_id, end, expires_s))
             videos = render(snap, ids, sources, pos, self.urls, ranked.model_version, list_id)
+            if debug:
+                annotate(videos, ranked, pos, trace.degraded)
             return {"videos": videos, "next_cursor": token, "has_more": more}
 
     @staticmethod

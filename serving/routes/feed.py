@@ -61,6 +61,8 @@ async def admit(request: Request, feeds: FeedsDep) -> AsyncIterator[None]:
 Admitted = Annotated[None, Depends(admit)]
 PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="Default 20.")]
 CursorQ = Annotated[str | None, Query(max_length=512, description="next_cursor of a page.")]
+DebugQ = Annotated[bool, Query(description="Add each item's `debug`: candidate source, score, "
+                                           "model version, experiment variant.")]
 
 
 async def _serve(response: Response, work: Callable[..., Page], *args: object) -> dict:
@@ -79,10 +81,10 @@ async def _serve(response: Response, work: Callable[..., Page], *args: object) -
             dependencies=[Depends(RateLimit("for_you"))])
 async def for_you(_: Admitted, claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
                   response: Response, page_size: PageSize = None,
-                  cursor: CursorQ = None) -> dict:
+                  cursor: CursorQ = None, debug: DebugQ = False) -> dict:
     """The personalised feed; pass ``cursor`` for the next page of the same list."""
     return await _serve(response, feeds.for_you, claims.user_id,
-                        page_size or settings.feed_page_size, cursor)
+                        page_size or settings.feed_page_size, cursor, debug)
 
 
 @router.get("/trending", response_model=FeedPage)
