@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
         finally:
             if services is not None:
                 await services.close()
+            search_routes.close_engine(app)
             await app.state.runtime.close()
 
     # Every route is rate limited (per IP, and per user when signed in) and bodies are capped.

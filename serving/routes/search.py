@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -95,6 +95,7 @@ class _Engine:
         self.index = SemanticIndex(request.app.state.runtime.sessions, settings.search_refresh_s)
         self.search = VideoSearch(self.index, None, settings.search_lexical_weight,
                                   settings.search_candidates, settings.search_min_similarity)
+        self.stopped = threading.Event()
         self.loading = threading.Thread(target=self._load, name="search-encoder", daemon=True)
         self.loading.start()
 
@@ -110,7 +111,13 @@ class _Engine:
 
         self.index.refresh()
         self.search.encode = lambda texts: np.stack([one(t) for t in texts])
-        self.index.run(threading.Event())  # this daemon thread now keeps the index fresh
+        self.index.run(self.stopped)  # this daemon thread now keeps the index fresh
+
+
+def close_engine(app: FastAPI) -> None:
+    """Stop the app's index refresh (at shutdown: the database goes away next)."""
+    if (found := getattr(app.state, "search_engine", None)) is not None:
+        found.stopped.set()
 
 
 _engine_lock = threading.Lock()
