@@ -204,6 +204,20 @@ class Settings(BaseSettings):
     api_trusted_proxies: str = ""
     # Logins per account from any address (issue 14): guesses spread over many IPs still stop.
     rate_limit_login_account: str = "20/hour"
+    # Observability (issue 17). Log lines as JSON objects (for a log shipper) or key=value
+    # text (for a person at a terminal); unset: text in ``dev``, JSON in ``test`` and ``prod``.
+    log_format: Literal["json", "text"] | None = None
+    log_access: bool = True  # one access line per API request (method, route, status, ms)
+    # ``reelrank worker NAME`` serves Prometheus ``/metrics`` on this port plus the worker's
+    # index in ``core.cli.WORKERS`` (relay +0, counters +1, ...; ``--metrics-port`` overrides);
+    # 0: off. ``ops/prometheus.yml`` scrapes 9100-9110.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65_000)
+    worker_metrics_host: str = "127.0.0.1"
+
+    @property
+    def log_format_resolved(self) -> Literal["json", "text"]:
+        """The log format in effect (see ``log_format``)."""
+        return self.log_format or ("text" if self.env == "dev" else "json")
 
     @field_validator(*_SCHEMES)
     @classmethod

@@ -6,6 +6,12 @@ workers, this process starts Ray and the deployment once, before the workers, an
 its address, so every worker's requests reach the same replicas and are micro-batched
 together; at the end it stops what it started. With one worker the API process starts Ray
 itself, as before.
+
+Metrics: with several workers, ``PROMETHEUS_MULTIPROC_DIR`` (``<var_dir>/prometheus-api``,
+emptied at each start) is set for the worker processes only (after Ray has started, so Ray's
+own processes keep their metrics to themselves): each writes its samples there and whichever
+worker answers ``/metrics`` reports all of them (:mod:`core.metrics`). uvicorn's loggers go
+through the root logger, so its lines share the processes' format (JSON or text).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import os
 
 from core.config import Settings
+from core.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
 
 def workers_for(settings: Settings, workers: int | None = None) -> int:
@@ -32,11 +39,14 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
 
         ranker = RayRanker(settings)
         os.environ["REELRANK_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    if n > 1:
+        prepare_multiprocess_dir(settings.var_dir / "prometheus-api")
     try:
         uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n,
                     limit_concurrency=settings.api_max_concurrency, log_level="warning",
-                    **proxy_options(settings))
+                    log_config=None, **proxy_options(settings))
     finally:
+        os.environ.pop(MULTIPROC_ENV, None)
         if ranker is not None:
             os.environ.pop("REELRANK_RAY_ADDRESS", None)
             ranker.shutdown()
