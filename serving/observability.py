@@ -9,7 +9,9 @@ copy each body and cost a task per request). For every HTTP request it
   the request runs carries it) and echoes it in the response's ``X-Request-ID``;
 - observes the duration into ``reelrank_http_request_duration_seconds{method, route, status}``
   where ``route`` is the matched route's path template (``/api/v1/videos/{video_id}/like``,
-  never the raw path: one series per route, not per video) and ``status`` the class (``2xx``);
+  never the raw path: one series per route, not per video; ``/metrics/{path}`` for a mounted
+  app, ``<unmatched>`` for a 404 of no route or a 413 refused before routing) and ``status``
+  the class (``2xx``);
 - logs one access line (``reelrank.access``): method, route, status, duration in ms.
 """
 
@@ -21,7 +23,6 @@ import time
 import uuid
 
 from prometheus_client import Histogram
-from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.logging import kv, log_context
@@ -50,15 +51,27 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's path template; a mounted app (``/metrics``, ``/web``) by its
-    prefix."""
+def route_template(scope: Scope, root_path: str = "") -> str:
+    """The matched route's full path template, or a mounted app's prefix + ``/{path}``.
+
+    ``root_path``: the scope's before routing. A route of an included router may carry its
+    template without the router's prefix (FastAPI's own scope keys for it are private), so the
+    prefix is the part of the request path in front of what the route's pattern matches.
+    """
     route = scope.get("route")
-    if route is None:
-        return UNMATCHED
-    if isinstance(route, Mount):
-        return route.path or "/"
-    return str(getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED))
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if route is not None and template:
+        regex = getattr(route, "path_regex", None)
+        path = scope.get("path", "")
+        path = path[len(root_path):] if path.startswith(root_path) else path
+        if regex is None or regex.match(path):
+            return str(template)
+        for i in range(1, len(path)):
+            if path[i] == "/" and regex.match(path[i:]):
+                return path[:i] + str(template)
+        return str(template)
+    mounted = str(scope.get("root_path", ""))[len(root_path):]
+    return f"{mounted}/{{path}}" if mounted else UNMATCHED
 
 
 class RequestObservability:
@@ -72,6 +85,7 @@ class RequestObservability:
             await self.app(scope, receive, send)
             return
         request_id = request_id_from(scope.get("headers", []))
+        root_path = str(scope.get("root_path", ""))
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before answering
 
@@ -88,10 +102,10 @@ class RequestObservability:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                self._record(scope, status, time.perf_counter() - started)
+                self._record(scope, root_path, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        route, method = route_template(scope), scope.get("method", "")
+    def _record(self, scope: Scope, root_path: str, status: int, seconds: float) -> None:
+        route, method = route_template(scope, root_path), scope.get("method", "")
         REQUEST_SECONDS.labels(method, route, f"{status // 100}xx").observe(seconds)
         if self.access:
             access_log.info("request", extra=kv(method=method, route=route,
