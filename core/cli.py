@@ -113,8 +113,8 @@ def demo() -> None:
 def worker(
     name: str = typer.Argument(..., help="Worker name (its consumer group)."),
     metrics_port: int = typer.Option(
-        0, help="Serve Prometheus metrics on this port (0: settings.worker_metrics_port + the "
-        "worker's index, off when that is 0)."),
+        0, help="Serve Prometheus metrics on this port (0: settings.worker_metrics_port, "
+        "9100 unless env is test, + the worker's index; off when that is 0)."),
 ) -> None:
     """Run a named worker until SIGTERM/SIGINT: the in-flight batch finishes and commits."""
     if name not in WORKERS:
@@ -124,8 +124,8 @@ def worker(
         raise typer.Exit(2)
     run = resolve(WORKERS[name])
     settings = get_settings()
-    if not metrics_port and settings.worker_metrics_port:
-        metrics_port = settings.worker_metrics_port + list(WORKERS).index(name)
+    if not metrics_port and settings.worker_metrics_base_port:
+        metrics_port = settings.worker_metrics_base_port + list(WORKERS).index(name)
     serve_worker_metrics(metrics_port, settings.worker_metrics_host)
 
     async def main() -> None:

@@ -210,9 +210,17 @@ class Settings(BaseSettings):
     log_access: bool = True  # one access line per API request (method, route, status, ms)
     # ``reelrank worker NAME`` serves Prometheus ``/metrics`` on this port plus the worker's
     # index in ``core.cli.WORKERS`` (relay +0, counters +1, ...; ``--metrics-port`` overrides);
-    # 0: off. ``ops/prometheus.yml`` scrapes 9100-9110.
-    worker_metrics_port: int = Field(default=0, ge=0, le=65_000)
-    worker_metrics_host: str = "127.0.0.1"
+    # 0: off; unset: 9100 (what ``ops/prometheus.yml`` scrapes), off in ``test`` (parallel test
+    # workers would fight over the ports).
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65_000)
+    worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a Prometheus on another host
+
+    @property
+    def worker_metrics_base_port(self) -> int:
+        """The first worker's metrics port in effect (0: off); see ``worker_metrics_port``."""
+        if self.worker_metrics_port is not None:
+            return self.worker_metrics_port
+        return 0 if self.env == "test" else 9100
 
     @property
     def log_format_resolved(self) -> Literal["json", "text"]:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, multiprocess, start_http_server
 
@@ -64,15 +65,16 @@ def process_exited() -> None:
         multiprocess.mark_process_dead(os.getpid(), path)
 
 
-def serve_worker_metrics(port: int, host: str = "0.0.0.0") -> int | None:  # noqa: S104
-    """``/metrics`` of this worker process on ``port`` (0: off). A port in use (a second
-    member of the same group on one host) is logged, not fatal: the worker's job comes first."""
+def serve_worker_metrics(port: int, host: str = "127.0.0.1") -> WSGIServer | None:
+    """``/metrics`` of this worker process on ``port`` (0: off), from a daemon thread; the
+    server, to ``shutdown()`` when a caller needs the port back. A port in use (a second member
+    of the same group on one host) is logged, not fatal: the worker's job comes first."""
     if not port:
         return None
     try:
-        server, _thread = start_http_server(port, addr=host)
+        server, _thread = start_http_server(port, addr=host, registry=process_registry())
     except OSError as exc:
         log.warning("worker metrics not served: port %d: %s", port, exc)
         return None
     log.info("worker metrics on http://%s:%d/metrics", host, server.server_port)
-    return int(server.server_port)
+    return server

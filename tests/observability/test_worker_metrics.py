@@ -140,3 +140,21 @@ async def test_lag_gauge_counts_waiting_events(tmp_path: Path) -> None:
         assert max(seen) >= 10 and seen[1:] == sorted(seen[1:], reverse=True), seen
     finally:
         await rt.close()
+
+
+def test_worker_metrics_port_defaults_and_a_busy_port() -> None:
+    from core.metrics import serve_worker_metrics
+
+    assert load_settings(env="test", jwt_secret="t" * 32).worker_metrics_base_port == 0
+    assert load_settings(env="dev").worker_metrics_base_port == 9100
+    assert load_settings(env="dev", worker_metrics_port=0).worker_metrics_base_port == 0
+    port = BASE_PORT + 9
+    server = serve_worker_metrics(port)
+    assert server is not None and server.server_port == port
+    try:
+        assert serve_worker_metrics(port) is None, "a second member on the port: logged, no crash"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            assert b"reelrank_events_processed" in r.read()
+    finally:
+        server.shutdown()
+        server.server_close()
