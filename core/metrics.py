@@ -18,7 +18,14 @@ import shutil
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, multiprocess, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    multiprocess,
+    start_http_server,
+    values,
+)
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -36,6 +43,15 @@ def cache_lookups(cache: str, hits: int, misses: int) -> None:
 
 
 def multiprocess_dir() -> str | None:
+    """The sample directory when this process writes its samples to files, else ``None``.
+
+    The environment variable alone does not say it: ``prometheus_client`` picks file-backed
+    values once, when first imported, and libraries set the variable later on their own
+    (importing ``feast.metrics`` points it at a temporary directory, which Ray's processes
+    then inherit): a process that started without it keeps its in-memory registry.
+    """
+    if values.ValueClass is values.MutexValue:
+        return None
     return os.environ.get(MULTIPROC_ENV) or None
 
 
