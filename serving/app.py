@@ -39,8 +39,8 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     """The API. ``feed_services=False`` skips the feed's models, catalog and ranker (the feed
     routes then answer 503): for processes and tests that only need the platform routes."""
     settings = settings or get_settings()
-    # A uvicorn worker process starts without the CLI's logging: set it up here.
-    configure_logging(None if logging_configured() else "INFO", settings.log_format_resolved)
+    if logging_configured():  # the process's format follows these settings
+        configure_logging(None, settings.log_format_resolved)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -17,9 +17,14 @@ through the root logger, so its lines share the processes' format (JSON or text)
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from core.config import Settings
+from core.logging import configure_logging, logging_configured
 from core.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def workers_for(settings: Settings, workers: int | None = None) -> int:
@@ -42,7 +47,7 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
     if n > 1:
         prepare_multiprocess_dir(settings.var_dir / "prometheus-api")
     try:
-        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n,
+        uvicorn.run("serving.launch:worker_app", factory=True, host=host, port=port, workers=n,
                     limit_concurrency=settings.api_max_concurrency, log_level="warning",
                     log_config=None, **proxy_options(settings))
     finally:
@@ -50,6 +55,18 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
         if ranker is not None:
             os.environ.pop("REELRANK_RAY_ADDRESS", None)
             ranker.shutdown()
+
+
+def worker_app() -> FastAPI:
+    """The app of one uvicorn worker process: a spawned process starts without the CLI's
+    logging, so it is set up here (level INFO, the settings' format) before the app."""
+    from core.config import get_settings
+    from serving.app import create_app
+
+    settings = get_settings()
+    if not logging_configured():
+        configure_logging("INFO", settings.log_format_resolved)
+    return create_app(settings)
 
 
 def proxy_options(settings: Settings) -> dict[str, object]:

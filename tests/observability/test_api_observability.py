@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.config import Settings
+from core.logging import configure_logging
 from platform_services.storage.db import migrate
 from serving.app import create_app
 from tests.serving.conftest import signup
@@ -35,9 +36,19 @@ def count(samples: dict, route: str, method: str, status: str) -> float:
 
 
 @pytest.fixture
-def json_settings(settings: Settings) -> Settings:
+def json_settings(settings: Settings) -> Iterator[Settings]:
+    """Settings with JSON logs, and this process's logging set up as the CLI does (INFO, our
+    stderr handler), put back as it was afterwards."""
     migrate(settings.database_url)
-    return settings.model_copy(update={"log_format": "json", "rate_limit_signup": "3/minute"})
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    configure_logging("INFO", "json")
+    try:
+        yield settings.model_copy(update={"log_format": "json",
+                                          "rate_limit_signup": "3/minute"})
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 @pytest.fixture
