@@ -19,6 +19,7 @@ import typer
 from core.config import SettingsError, get_settings
 from core.heap import freeze_startup_heap
 from core.logging import configure_logging
+from core.metrics import serve_worker_metrics
 
 COMMANDS: tuple[str, ...] = (
     "platform_services.storage.cli:register",  # db
@@ -94,10 +95,11 @@ for _name, _help in GROUPS.items():
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     configure_logging("DEBUG" if verbose else "INFO")
     try:
-        get_settings()
+        settings = get_settings()
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    configure_logging(None, settings.log_format_resolved)
 
 
 @app.command()
@@ -111,7 +113,9 @@ def demo() -> None:
 @app.command()
 def worker(
     name: str = typer.Argument(..., help="Worker name (its consumer group)."),
-    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on this port (0: off)."),
+    metrics_port: int = typer.Option(
+        0, help="Serve Prometheus metrics on this port (0: settings.worker_metrics_port, "
+        "9100 unless env is test, + the worker's index; off when that is 0)."),
 ) -> None:
     """Run a named worker until SIGTERM/SIGINT: the in-flight batch finishes and commits."""
     if name not in WORKERS:
@@ -120,10 +124,10 @@ def worker(
         )
         raise typer.Exit(2)
     run = resolve(WORKERS[name])
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
+    settings = get_settings()
+    if not metrics_port and settings.worker_metrics_base_port:
+        metrics_port = settings.worker_metrics_base_port + list(WORKERS).index(name)
+    serve_worker_metrics(metrics_port, settings.worker_metrics_host)
     freeze_startup_heap()  # the worker's libraries and module state: see core.heap
 
     async def main() -> None:

@@ -204,6 +204,28 @@ class Settings(BaseSettings):
     api_trusted_proxies: str = ""
     # Logins per account from any address (issue 14): guesses spread over many IPs still stop.
     rate_limit_login_account: str = "20/hour"
+    # Observability (issue 17). Log lines as JSON objects (for a log shipper) or key=value
+    # text (for a person at a terminal); unset: text in ``dev``, JSON in ``test`` and ``prod``.
+    log_format: Literal["json", "text"] | None = None
+    log_access: bool = True  # one access line per API request (method, route, status, ms)
+    # ``reelrank worker NAME`` serves Prometheus ``/metrics`` on this port plus the worker's
+    # index in ``core.cli.WORKERS`` (relay +0, counters +1, ...; ``--metrics-port`` overrides);
+    # 0: off; unset: 9100 (what ``ops/prometheus.yml`` scrapes), off in ``test`` (parallel test
+    # workers would fight over the ports).
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65_000)
+    worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a Prometheus on another host
+
+    @property
+    def worker_metrics_base_port(self) -> int:
+        """The first worker's metrics port in effect (0: off); see ``worker_metrics_port``."""
+        if self.worker_metrics_port is not None:
+            return self.worker_metrics_port
+        return 0 if self.env == "test" else 9100
+
+    @property
+    def log_format_resolved(self) -> Literal["json", "text"]:
+        """The log format in effect (see ``log_format``)."""
+        return self.log_format or ("text" if self.env == "dev" else "json")
 
     @field_validator(*_SCHEMES)
     @classmethod

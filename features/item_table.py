@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from core.metrics import cache_lookups
 from features import schema
 from features.online import OnlineBackend, Raw
 from features.repo import VIEW_BY_NAME
@@ -122,6 +123,8 @@ class ItemTable:
                 out[ref] = col
             if view == "video_stats" and block.size:
                 found = block.found[pos] & inside
+            hits = int(np.count_nonzero(block.loaded[pos] & inside)) if block.size else 0
+            cache_lookups(f"item_features:{view}", hits, len(ids) - hits)
         return out, found
 
 

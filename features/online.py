@@ -39,6 +39,7 @@ from prometheus_client import Counter, Histogram
 
 from core.config import Settings
 from core.logging import kv
+from core.metrics import cache_lookups
 from features import schema
 from features.batch import prior_defaults
 from features.repo import PRIOR, PROJECT, VIEW_BY_NAME
@@ -349,7 +350,9 @@ class NearCache:
             entry = get((view, i))
             if entry is not None and entry[0] > now:
                 hits[i] = entry[1]
-        return hits, [i for i in dict.fromkeys(ids) if i not in hits]
+        missed = [i for i in dict.fromkeys(ids) if i not in hits]
+        cache_lookups(f"feature_near_cache:{view}", len(hits), len(missed))
+        return hits, missed
 
     def put(self, view: str, ids: list[int], columns: list[list[Any]]) -> None:
         if self.ttl_s <= 0 or not ids:

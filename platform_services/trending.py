@@ -31,6 +31,7 @@ from core import clock
 from core.clock import DAY_MS, HOUR_MS
 from core.config import Settings
 from core.events import Action, Event, UserInteraction
+from core.metrics import cache_lookups
 
 ALL = "all"
 WINDOWS: dict[str, tuple[str, int, int]] = {  # name -> (granularity, bucket ms, buckets)
@@ -112,7 +113,9 @@ class _LocalCache:
             load: Callable[[], list[tuple[int, float]]]) -> list[tuple[int, float]]:
         hit = self.entries.get(key)
         if hit is not None and hit.expires > time.monotonic():
+            cache_lookups("trending_local", 1, 0)
             return hit.value
+        cache_lookups("trending_local", 0, 1)  # this thread loads or waits for the one that does
         with self.guard:
             lock = self.locks[key]
         with lock:  # single flight: the first loads, the rest get its answer
@@ -155,6 +158,7 @@ def _top(r: redis.Redis, window: str, region: str | None, category: str | None, 
     pipe.exists(replica)
     pipe.zrevrange(replica, 0, n - 1, withscores=True)
     exists, got = pipe.execute()
+    cache_lookups("trending_union", bool(exists), not exists)
     if not exists:
         keys = [_key(gran, b, region, category) for b in range(latest - count + 1, latest + 1)]
         keys.append(f"{PREFIX}:empty")  # a union of nothing still leaves a key behind

@@ -14,6 +14,8 @@ from prometheus_client import make_asgi_app
 
 from core.config import Settings, get_settings
 from core.heap import freeze_startup_heap
+from core.logging import configure_logging, logging_configured
+from core.metrics import process_exited, process_registry
 from platform_services.media.delivery import PlaylistSigner
 from platform_services.ratelimit import RateLimiter
 from platform_services.runtime import Runtime
@@ -21,6 +23,7 @@ from platform_services.storage.blob_routes import blob_router
 from platform_services.storage.blobs import LocalBlobStore, open_blob_store
 from serving.errors import error_responses, install_error_handlers
 from serving.limits import BodySizeLimit, rate_limited
+from serving.observability import RequestObservability
 from serving.routes import auth, events, experiments, feed
 from serving.routes import comments as comment_routes
 from serving.routes import lists as list_routes
@@ -40,6 +43,8 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     """The API. ``feed_services=False`` skips the feed's models, catalog and ranker (the feed
     routes then answer 503): for processes and tests that only need the platform routes."""
     settings = settings or get_settings()
+    if logging_configured():  # the process's format follows these settings
+        configure_logging(None, settings.log_format_resolved)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,12 +67,15 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
                 await services.close()
             search_routes.close_engine(app)
             await app.state.runtime.close()
+            process_exited()
 
     # Every route is rate limited (per IP, and per user when signed in) and bodies are capped.
     app = FastAPI(title="reelrank", version="0.1.0", lifespan=lifespan,
                   dependencies=[Depends(rate_limited)])
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
                        exempt=("/blobs/",))  # the blob route caps uploads at upload_max_bytes
+    # Outermost: request id, latency by route and the access line cover every response.
+    app.add_middleware(RequestObservability, access=settings.log_access)
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router, user_routes.router,
                    social_routes.router, comment_routes.router, list_routes.router,
@@ -79,7 +87,7 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs
         app.include_router(blob_router(blobs, max_upload_bytes=settings.upload_max_bytes),
                            responses=error_responses(429))
-    app.mount("/metrics", make_asgi_app())
+    app.mount("/metrics", make_asgi_app(process_registry()))  # all API processes' samples
     # The web player: static files, no auth to load; its data calls carry the JWT.
     app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
 

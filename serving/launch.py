@@ -6,13 +6,25 @@ workers, this process starts Ray and the deployment once, before the workers, an
 its address, so every worker's requests reach the same replicas and are micro-batched
 together; at the end it stops what it started. With one worker the API process starts Ray
 itself, as before.
+
+Metrics: with several workers, ``PROMETHEUS_MULTIPROC_DIR`` (``<var_dir>/prometheus-api``,
+emptied at each start) is set for the worker processes only (after Ray has started, so Ray's
+own processes keep their metrics to themselves): each writes its samples there and whichever
+worker answers ``/metrics`` reports all of them (:mod:`core.metrics`). uvicorn's loggers go
+through the root logger, so its lines share the processes' format (JSON or text).
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from core.config import Settings
+from core.logging import configure_logging, logging_configured
+from core.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def workers_for(settings: Settings, workers: int | None = None) -> int:
@@ -32,14 +44,29 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
 
         ranker = RayRanker(settings)
         os.environ["REELRANK_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    if n > 1:
+        prepare_multiprocess_dir(settings.var_dir / "prometheus-api")
     try:
-        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n,
+        uvicorn.run("serving.launch:worker_app", factory=True, host=host, port=port, workers=n,
                     limit_concurrency=settings.api_max_concurrency, log_level="warning",
-                    **proxy_options(settings))
+                    log_config=None, **proxy_options(settings))
     finally:
+        os.environ.pop(MULTIPROC_ENV, None)
         if ranker is not None:
             os.environ.pop("REELRANK_RAY_ADDRESS", None)
             ranker.shutdown()
+
+
+def worker_app() -> FastAPI:
+    """The app of one uvicorn worker process: a spawned process starts without the CLI's
+    logging, so it is set up here (level INFO, the settings' format) before the app."""
+    from core.config import get_settings
+    from serving.app import create_app
+
+    settings = get_settings()
+    if not logging_configured():
+        configure_logging("INFO", settings.log_format_resolved)
+    return create_app(settings)
 
 
 def proxy_options(settings: Settings) -> dict[str, object]:

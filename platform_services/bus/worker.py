@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.events import Event, EventDecodeError, decode, dlq_topic
-from core.logging import kv
+from core.logging import kv, log_context
 from platform_services.bus.base import EventBus, Message, Record
 from platform_services.bus.models import ProcessedEvent
 
@@ -119,12 +119,22 @@ class Worker:
                 good.append((r, event))
             except EventDecodeError as exc:
                 dead.append((r, str(exc)))
-        if good and await self._apply_with_retries([e for _, e in good], attempts=1):
-            log.warning("batch failed; retrying events one by one", extra=kv(consumer=self.name))
-            for r, event in good:
-                reason = await self._apply_with_retries([event], self.config.max_attempts)
-                if reason:
-                    dead.append((r, reason))
+        # Every line the handlers log names the consumer, the topic(s) and the event (a batch of
+        # one, or each event when a failed batch is retried one by one).
+        context: dict[str, object] = {"consumer": self.name, "batch": len(good),
+                                      "topic": ",".join(sorted({r.topic for r in records}))}
+        if len(good) == 1:
+            context["event_id"] = str(good[0][1].event_id)
+        with log_context(**context):
+            if good and await self._apply_with_retries([e for _, e in good], attempts=1):
+                log.warning("batch failed; retrying events one by one",
+                            extra=kv(consumer=self.name))
+                for r, event in good:
+                    with log_context(event_id=str(event.event_id), topic=event.topic):
+                        reason = await self._apply_with_retries([event],
+                                                                self.config.max_attempts)
+                    if reason:
+                        dead.append((r, reason))
         if dead:
             await self._dead_letter(dead)
 

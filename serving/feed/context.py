@@ -23,6 +23,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from core.clock import now_ms
+from core.metrics import cache_lookups
 from features.online import Raw
 from platform_services import trending
 from platform_services.storage.models import User
@@ -99,7 +100,9 @@ class TrendingCache:
         key = (window, region)
         hit = self._lists.get(key)
         if hit is not None and hit[0] > time.monotonic() and hit[1] >= n:
+            cache_lookups("feed_trending_list", 1, 0)
             return hit[2][:n]
+        cache_lookups("feed_trending_list", 0, 1)
         got = trending.top(self.r, window, region, None, max(n, 1), now_ms=now_ms())
         ids = np.fromiter((v for v, _ in got), np.int64, len(got))
         with self._lock:

@@ -4,7 +4,8 @@ A failed or slow dependency never fails the request: the pipeline records the co
 :class:`Trace` and carries on with a fallback. The response then carries
 ``X-Reelrank-Degraded: ranker,features,...`` and ``Server-Timing`` (per stage, in ms), and the
 Prometheus counter ``reelrank_feed_degraded_total{component}`` and the histogram
-``reelrank_feed_stage_seconds{stage}`` count it for dashboards.
+``reelrank_feed_stage_seconds{feed, stage}`` (observed here only, in :meth:`Trace.add`) count
+it for dashboards.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ log = logging.getLogger(__name__)
 
 DEGRADED = Counter("reelrank_feed_degraded", "Feed responses served without a component",
                    ["component"])
-STAGE = Histogram("reelrank_feed_stage_seconds", "Time per for-you pipeline stage", ["stage"],
+STAGE = Histogram("reelrank_feed_stage_seconds", "Time per feed pipeline stage",
+                  ["feed", "stage"],
                   buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
+# Which model ranked each for-you first page (``version`` is ``name/version``, or the cheap
+# fallback's name when the ranker was down or late): the versions actually served, by alias.
+RANKED_BY = Counter("reelrank_feed_ranked_pages", "For-you first pages by ranker alias and version",
+                    ["alias", "version"])
 HEADER = "X-Reelrank-Degraded"
 RANKED_HEADER = "X-Reelrank-Ranked"  # candidates the first page ranked (benchmarks count them)
 LOG_EVERY_S = 60.0  # an outage is logged once a minute per component, not once per request
@@ -43,6 +49,7 @@ class Trace:
     stages: dict[str, float] = field(default_factory=dict)  # seconds
     ranked: int | None = None  # candidates scored for a first page
     started: float = field(default_factory=time.perf_counter)
+    feed: str = "for_you"  # which feed's pipeline (for_you, trending, following)
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request's trace began (exposures log it for guardrails)."""
@@ -64,7 +71,7 @@ class Trace:
 
     def add(self, name: str, seconds: float) -> None:
         self.stages[name] = self.stages.get(name, 0.0) + seconds
-        STAGE.labels(name).observe(seconds)
+        STAGE.labels(self.feed, name).observe(seconds)
 
     def headers(self) -> dict[str, str]:
         out = {"Server-Timing": ", ".join(f"{k};dur={v * 1000:.2f}"

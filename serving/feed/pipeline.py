@@ -28,6 +28,7 @@ from candidate_gen import sources as src
 from candidate_gen.catalog import Snapshot
 from core.clock import now_ms
 from core.events import ExperimentExposure
+from core.metrics import cache_lookups
 from platform_services import trending
 from platform_services.bus.outbox import emit
 from platform_services.media.delivery import PlaylistSigner
@@ -36,7 +37,7 @@ from serving.feed import cursor as cursors
 from serving.feed import page_cache
 from serving.feed.context import TrendingCache, UnknownUser, read_user_state, read_viewer
 from serving.feed.debug import annotate
-from serving.feed.degrade import Trace
+from serving.feed.degrade import RANKED_BY, Trace
 from serving.feed.filters import Viewer, visible
 from serving.feed.following import FollowingFeed
 from serving.feed.render import MediaUrls, render
@@ -108,6 +109,7 @@ class Feeds:
             c.request.weights = assignment.score_weights
             trace.ranked = len(c.ids)
             scores, version = self._rank(c, assignment.ranker_alias, snap, now, trace)
+            RANKED_BY.labels(assignment.ranker_alias, version).inc()
             cfg = self.rerank_cfg if assignment.explore_slots is None else replace(
                 self.rerank_cfg, explore_slots=assignment.explore_slots)
             with trace.stage("rerank"):
@@ -155,7 +157,7 @@ class Feeds:
                  page_size: int, cursor: str | None = None) -> Page:
         """Most engagement in ``window`` (by viewers of ``region``, videos of ``category``);
         without Redis, all-time views from the catalog."""
-        trace = Trace()
+        trace = Trace(feed="trending")
         body = self.next_page(user_id, cursor, page_size, trace) if cursor else None
         if body is not None:
             return Page(body, trace.headers())
@@ -178,7 +180,7 @@ class Feeds:
     def following_page(self, user_id: int, page_size: int, cursor: str | None = None) -> Page:
         """The newest visible videos of the creators the user follows (hybrid push/pull
         fan-out, :mod:`serving.feed.following`)."""
-        trace = Trace()
+        trace = Trace(feed="following")
         body = FollowingFeed(self.svc, self.urls).page(user_id, page_size, cursor, trace)
         return Page(body, trace.headers())
 
@@ -212,6 +214,8 @@ class Feeds:
             except redis.RedisError as exc:
                 trace.degrade("cache", exc)
                 return None
+        hit = ranked is not None and ranked.user_id == user_id
+        cache_lookups("feed_page", hit, not hit)
         if ranked is None or ranked.user_id != user_id:
             raise cursors.CursorError("cursor expired")
         for component in ranked.degraded:

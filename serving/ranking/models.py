@@ -6,7 +6,8 @@ for it. The poller thread (:meth:`AliasModels.start`) resolves every wanted alia
 ``poll_s``; when one points at a new version, the new model is loaded beside the old one and
 swapped in with one assignment. Requests in flight finish on the model they started with; the
 next ones get the new one. A version that fails to load leaves the old one serving and is
-retried at the next poll.
+retried at the next poll. ``reelrank_model_loaded{model, alias, version}`` is 1 for what each
+alias serves in this process (0 for the version it replaced).
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from prometheus_client import Gauge
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# ``livemax``: with several API processes (multiprocess mode) a version counts while any live
+# process serves it; a stopped process's samples go with it.
+LOADED = Gauge("reelrank_model_loaded", "1 for the model version each alias serves",
+               ["model", "alias", "version"], multiprocess_mode="livemax")
 
 
 class ModelUnavailable(LookupError):
@@ -93,6 +100,9 @@ class AliasModels(Generic[T]):
             raise ModelUnavailable(self._errors[alias]) from exc
         fresh = Loaded(model, self.name, version)
         self._loaded[alias] = fresh  # the swap: one reference assignment
+        if current is not None:
+            LOADED.labels(self.name, alias, current.version).set(0)
+        LOADED.labels(self.name, alias, version).set(1)
         self._errors.pop(alias, None)
         log.info("serving models:/%s/%s as @%s", self.name, version, alias)
         return fresh

@@ -1,0 +1,113 @@
+"""Per-request observability: the request id, the latency histogram by route, the access log.
+
+:class:`RequestObservability` is a plain ASGI middleware (no ``BaseHTTPMiddleware``: it would
+copy each body and cost a task per request). For every HTTP request it
+
+- takes the client's ``X-Request-ID`` when it is a safe token (1-128 characters of
+  ``A-Za-z0-9._:-``; anything else could forge log lines or blow up a log index) or makes one,
+  puts it in the logging context (:func:`core.logging.log_context`: every record logged while
+  the request runs carries it) and echoes it in the response's ``X-Request-ID``;
+- observes the duration into ``reelrank_http_request_duration_seconds{method, route, status}``
+  where ``route`` is the matched route's path template (``/api/v1/videos/{video_id}/like``,
+  never the raw path: one series per route, not per video; ``/metrics/{path}`` for a mounted
+  app, ``<unmatched>`` for a 404 of no route or a 413 refused before routing) and ``status``
+  the class (``2xx``);
+- logs one access line (``reelrank.access``): method, route, status, duration in ms.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from prometheus_client import Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.logging import kv, log_context
+
+HEADER = "X-Request-ID"
+_HEADER_KEY = HEADER.lower().encode()
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+UNMATCHED = "<unmatched>"  # 404s of unknown paths share one series
+
+REQUEST_SECONDS = Histogram(
+    "reelrank_http_request_duration_seconds", "API request latency by route template",
+    ["method", "route", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+access_log = logging.getLogger("reelrank.access")
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's request id if it is safe to log, else a new one."""
+    for key, value in headers:
+        if key == _HEADER_KEY:
+            text = value.decode("latin-1")
+            if _SAFE_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def route_template(scope: Scope, root_path: str = "") -> str:
+    """The matched route's full path template, or a mounted app's prefix + ``/{path}``.
+
+    ``root_path``: the scope's before routing. A route of an included router may carry its
+    template without the router's prefix (FastAPI's own scope keys for it are private), so the
+    prefix is the part of the request path in front of what the route's pattern matches.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if route is not None and template:
+        regex = getattr(route, "path_regex", None)
+        path = scope.get("path", "")
+        path = path[len(root_path):] if path.startswith(root_path) else path
+        if regex is None or regex.match(path):
+            return str(template)
+        for i in range(1, len(path)):
+            if path[i] == "/" and regex.match(path[i:]):
+                return path[:i] + str(template)
+        return str(template)
+    mounted = str(scope.get("root_path", ""))[len(root_path):]
+    return f"{mounted}/{{path}}" if mounted else UNMATCHED
+
+
+class RequestObservability:
+    """ASGI middleware: request id in and out, latency by route, one access log line."""
+
+    def __init__(self, app: ASGIApp, access: bool = True) -> None:
+        self.app, self.access = app, access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope.get("headers", []))
+        root_path = str(scope.get("root_path", ""))
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [(k, v) for k, v in message.get("headers", []) if k != _HEADER_KEY]
+                headers.append((_HEADER_KEY, request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with log_context(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self._record(scope, root_path, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, root_path: str, status: int, seconds: float) -> None:
+        route, method = route_template(scope, root_path), scope.get("method", "")
+        REQUEST_SECONDS.labels(method, route, f"{status // 100}xx").observe(seconds)
+        if self.access:
+            access_log.info("request", extra=kv(method=method, route=route,
+                                                path=scope.get("path", ""), status=status,
+                                                duration_ms=round(seconds * 1000, 3)))
