@@ -1,7 +1,7 @@
 """The reliability suite (issue 17): schemathesis against the OpenAPI spec, the soak, faults
 and security probes. Each test has a short form, which runs in CI with the rest of ``pytest``,
 and a long form that ``make reliability`` runs (``RELIABILITY_LONG=1``): more generated
-examples per operation, a 10-minute soak instead of a 1-minute one."""
+examples per operation, a 10-minute soak instead of a 20-second one, longer fault phases."""
 
 from __future__ import annotations
 
