@@ -6,7 +6,7 @@ PIP := $(BIN)/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench install install-dev clean
+.PHONY: demo test lint bench install install-dev clean reliability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: install
 test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The reliability suite's long forms (schemathesis with 300 examples per operation, a 10-minute
+# soak, 10-second fault phases); `make test` runs their short forms.
+reliability: install-dev
+	RELIABILITY_LONG=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

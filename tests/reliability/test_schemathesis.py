@@ -115,6 +115,7 @@ def _run_operation(operation: APIOperation, mode: GenerationMode, world: World) 
     check()
 
 
+@pytest.mark.timeout(int(form(600, 3600)))
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                          ids=["valid", "invalid"])
 def test_api_conforms_to_its_spec(world: World, mode: GenerationMode) -> None:

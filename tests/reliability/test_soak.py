@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from benchmarks.reliability import FLAT_MIB_PER_MIN, soak
 from tests.reliability.conftest import form
 
 SECONDS = float(os.environ.get("RELIABILITY_SOAK_S") or form(20, 600))
 
 
+@pytest.mark.timeout(int(SECONDS) + 600)
 def test_soak_has_no_errors_and_flat_memory(tmp_path: Path) -> None:
     result = soak(tmp_path / "soak", seconds=SECONDS, rate=20)
     s = result["summary"]
