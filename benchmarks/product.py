@@ -120,7 +120,7 @@ def _fault_rows(result: dict, disk: dict) -> list[list[object]]:
                             for k, n in sorted(p["answers"].items()))
         backlog = (f"; backlog at the end of the fault: {p['unpublished']} unpublished, "
                    f"{p['unapplied']} unapplied" if "unpublished" in p else "")
-        rows.append([p["fault"], f"API answered {answers}{backlog}", "see below"])
+        rows.append([p["fault"], f"API answered {answers}{backlog}", "see the last row"])
     lost = books["lost_writes"] + books["lost_events"] + books["counter_mismatches"]
     rows.append(["(reconciliation after recovery)",
                  f"{books['acknowledged']} acknowledged writes, {books['committed_events']} "
@@ -160,7 +160,7 @@ def _body(first: dict, s: dict, f: dict, d: dict, load: tuple[float, ...]) -> st
                 "after Ctrl-C " + ("processes were LEFT BEHIND" if first["left_behind"]
                                     else "no process of the demo was left") + ".")
     else:
-        demo = f"not measured: {first.get('skipped') or first.get('error')}"
+        demo = f"Not measured ({first.get('skipped') or first.get('error')})."
     slopes = ", ".join(f"{k} {v:+.2f}" for k, v in s["slopes"].items())
     return "\n".join([
         f"1-minute load average when the run started: {load[0]:.1f} on {os.cpu_count()} cores.",
