@@ -120,7 +120,7 @@ def _fault_rows(result: dict, disk: dict) -> list[list[object]]:
                             for k, n in sorted(p["answers"].items()))
         backlog = (f"; backlog at the end of the fault: {p['unpublished']} unpublished, "
                    f"{p['unapplied']} unapplied" if "unpublished" in p else "")
-        rows.append([p["fault"], f"API answered {answers}{backlog}", "see the last row"])
+        rows.append([p["fault"], f"API answered {answers}{backlog}", "see reconciliation"])
     lost = books["lost_writes"] + books["lost_events"] + books["counter_mismatches"]
     rows.append(["(reconciliation after recovery)",
                  f"{books['acknowledged']} acknowledged writes, {books['committed_events']} "
