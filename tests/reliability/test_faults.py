@@ -21,7 +21,7 @@ from tests.reliability.conftest import form
 
 
 def test_faults_lose_nothing_and_the_api_keeps_answering(tmp_path: Path) -> None:
-    result = faults(tmp_path / "faults", phase_s=form(2.5, 10))
+    result = faults(tmp_path / "faults", phase_s=form(1.5, 10))
     for phase in result["phases"]:
         answers = phase["answers"]
         assert answers and set(answers) == {200}, phase  # no 5xx, no dropped connection
