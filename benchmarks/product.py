@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from benchmarks.reliability import FLAT_MIB_PER_MIN, disk_full, faults, soak
+from benchmarks.reliability import FLAT_MIB_PER_MIN, NOISE_MIB, disk_full, faults, soak
 from benchmarks.report import table, write_report
 
 ROOT = Path("var/bench-product")
@@ -182,7 +182,8 @@ def _body(first: dict, s: dict, f: dict, d: dict, load: tuple[float, ...]) -> st
         f"Redis, db bus). {summary['requests']} requests, errors: {summary['errors']}; "
         f"latency p50 {summary['p50']:.1f} ms, p95 {summary['p95']:.1f} ms, p99 "
         f"{summary['p99']:.1f} ms. RSS slope over the last 80 % of the run (MiB/min): "
-        f"{slopes}; flat (|slope| <= {FLAT_MIB_PER_MIN} MiB/min for each): "
+        f"{slopes}; flat (|slope| <= {FLAT_MIB_PER_MIN} MiB/min, or under {NOISE_MIB} MiB "
+        "over the window, for each): "
         + ("yes" if s["flat"] else "NO") + ".",
         "",
         table(["minute", "API RSS MiB", "relay RSS MiB", "counters RSS MiB"],
