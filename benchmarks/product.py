@@ -8,7 +8,7 @@
    the demo gets Ctrl-C (``SIGINT``) and must exit leaving no process of its group behind.
 2. **Soak** (:func:`benchmarks.reliability.soak`): the steady mix for ``soak_s`` seconds;
    requests, errors, latency, the RSS of the API and the workers over time and its slope.
-3. **Faults** (:func:`benchmarks.reliability.faults`, :func:`~benchmarks.reliability.disk_full`):
+3. **Faults** (:func:`benchmarks.faults.faults`, :func:`~benchmarks.faults.disk_full`):
    what the API answered during each fault and what was lost once it recovered.
 """
 
@@ -26,7 +26,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from benchmarks.reliability import FLAT_MIB_PER_MIN, NOISE_MIB, disk_full, faults, soak
+from benchmarks.faults import disk_full, faults
+from benchmarks.reliability import FLAT_MIB_PER_MIN, NOISE_MIB, soak
 from benchmarks.report import table, write_report
 
 ROOT = Path("var/bench-product")

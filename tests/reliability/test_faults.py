@@ -1,5 +1,5 @@
 """Faults against the API, the outbox relay and the counters worker as real processes on the
-Kafka bus (tansu), with Redis as a real server (see :mod:`benchmarks.reliability`): a worker
+Kafka bus (tansu), with Redis as a real server (see :mod:`benchmarks.faults`): a worker
 killed with ``kill -9`` mid-stream, the broker unreachable, Redis stopped. The API answers
 every request throughout, and after recovery the books reconcile: nothing lost, nothing
 applied twice. Then a full blob disk: a 507, and nothing half-written.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.reliability import disk_full, faults
+from benchmarks.faults import disk_full, faults
 from tests.reliability.conftest import form
 
 
