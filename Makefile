@@ -6,7 +6,7 @@ PIP := $(BIN)/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench install install-dev clean chromium
+.PHONY: demo test lint bench install install-dev clean chromium reliability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ chromium:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "chromium not installed: tests/serving/web will be skipped"
+
+# The reliability suite's long forms (schemathesis with 300 examples per operation, a 10-minute
+# soak, 10-second fault phases); `make test` runs their short forms.
+reliability: install-dev
+	RELIABILITY_LONG=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -231,6 +231,21 @@ def bench_following(
     typer.echo(f"wrote {run_bench(quick, [b.strip() for b in backends.split(',')], out)}")
 
 
+def bench_product(
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/product.md"),
+    soak_s: Annotated[float, typer.Option(min=10, help="Soak length in seconds.")] = 600.0,
+    port: Annotated[int, typer.Option(help="First of the three ports used.")] = 8130,
+    demo: Annotated[bool, typer.Option(help="Time reelrank demo on a fresh clone (~5 min).")]
+    = True,
+) -> None:
+    """Fresh clone -> first for-you page, the soak's RSS over time, the fault table ->
+    benchmarks/results/product.md."""
+    from benchmarks.product import run_bench
+
+    typer.echo(f"wrote {run_bench(out, soak_s=soak_s, port=port, demo=demo)}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
@@ -246,3 +261,4 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("social")(bench_social)
     bench.command("search-synonyms")(bench_search_synonyms)
     bench.command("following")(bench_following)
+    bench.command("product")(bench_product)

@@ -85,7 +85,9 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     blobs = open_blob_store(settings)
     app.state.blobs, app.state.playlists = blobs, PlaylistSigner.from_settings(settings)
     if isinstance(blobs, LocalBlobStore):  # S3 serves its own pre-signed URLs
-        app.include_router(blob_router(blobs, max_upload_bytes=settings.upload_max_bytes),
+        app.include_router(blob_router(blobs, max_upload_bytes=settings.upload_max_bytes,
+                                       put_responses=error_responses(400, 403, 413, 507),
+                                       get_responses=error_responses(400, 403, 404)),
                            responses=error_responses(429))
     app.mount("/metrics", make_asgi_app(process_registry()))  # all API processes' samples
     # The web player: static files, no auth to load; its data calls carry the JWT.

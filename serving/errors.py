@@ -27,7 +27,11 @@ _CODES = {
     422: "invalid_request",
     429: "rate_limited",
     503: "unavailable",
+    507: "storage_full",
 }
+
+
+_UNPARSABLE_BODY = "There was an error parsing the body"  # fastapi.routing's detail
 
 
 class FieldError(BaseModel):
@@ -57,6 +61,7 @@ _DESCRIPTIONS = {
     422: "Invalid input; ``fields`` names each bad field.",
     429: "Rate limited; retry after ``Retry-After`` seconds.",
     503: "A backing service is unavailable; retry after ``Retry-After`` seconds.",
+    507: "The blob store is full; nothing was stored.",
 }
 
 
@@ -88,6 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+            # FastAPI's answer to a JSON body that is not UTF-8: invalid input like any other
+            # malformed body (422 naming ``body``), not an undocumented 400.
+            fields = [{"field": "body", "in": "body", "message": "body is not UTF-8 JSON"}]
+            return JSONResponse(error_body(422, "invalid body", fields), status_code=422)
         return JSONResponse(
             error_body(exc.status_code, str(exc.detail)),
             status_code=exc.status_code,

@@ -6,9 +6,11 @@ exactly as they would against S3, with a signed, expiring URL and no session.
 
 from __future__ import annotations
 
+import errno
 import mimetypes
 import tempfile
 import time
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
@@ -39,13 +41,37 @@ def _check(
         raise HTTPException(403, detail=str(exc)) from None
 
 
+# A full disk (or quota) is the storage's state, not a bug: 507 Insufficient Storage.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+async def _store(store: LocalBlobStore, key: str, request: Request, content_type: str,
+                 max_upload_bytes: int) -> int:
+    """Spool the request body (bounded) and put it; its size."""
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_upload_bytes:  # a chunked upload can lie by omission
+                raise HTTPException(413, detail=f"upload exceeds {max_upload_bytes} bytes")
+            body.write(chunk)
+        body.seek(0)
+        await run_in_threadpool(store.put, key, body, content_type)
+    return size
+
+
 def blob_router(
-    store: LocalBlobStore, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    store: LocalBlobStore, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    put_responses: dict[int | str, dict[str, Any]] | None = None,
+    get_responses: dict[int | str, dict[str, Any]] | None = None,
 ) -> APIRouter:
-    """``PUT``/``GET /blobs/{key}`` serving ``store``, refusing uploads over the size limit."""
+    """``PUT``/``GET /blobs/{key}`` serving ``store``, refusing uploads over the size limit
+    (413) and, when the store's disk is full, with 507 (the store writes a temp file and
+    renames it in, so nothing half-written is left). ``*_responses``: the OpenAPI entries of
+    each route's error statuses (the API's error body lives above this package)."""
     router = APIRouter(tags=["blobs"])
 
-    @router.put("/blobs/{key:path}")
+    @router.put("/blobs/{key:path}", responses=put_responses)
     async def put_blob(key: str, request: Request) -> dict[str, object]:
         signed_type = request.query_params.get("ct")
         _check(store, key, "put", request, signed_type)
@@ -55,18 +81,15 @@ def blob_router(
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_upload_bytes:
             raise HTTPException(413, detail=f"upload exceeds {max_upload_bytes} bytes")
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_upload_bytes:  # a chunked upload can lie by omission
-                    raise HTTPException(413, detail=f"upload exceeds {max_upload_bytes} bytes")
-                body.write(chunk)
-            body.seek(0)
-            await run_in_threadpool(store.put, key, body, content_type)
+        try:
+            size = await _store(store, key, request, content_type, max_upload_bytes)
+        except OSError as exc:  # the spool's or the store's disk
+            if exc.errno not in _FULL:
+                raise
+            raise HTTPException(507, detail="blob storage is full; retry later") from None
         return {"key": key, "size": size}
 
-    @router.get("/blobs/{key:path}")
+    @router.get("/blobs/{key:path}", responses=get_responses)
     async def get_blob(key: str, request: Request) -> FileResponse:
         _check(store, key, "get", request)
         path = store.path(key)

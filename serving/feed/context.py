@@ -36,13 +36,13 @@ TRENDING_TTL_S = 5.0
 
 
 class UnknownUser(LookupError):
-    """A valid token for a user that no longer exists: 401."""
+    """A valid token for a user that no longer exists (or whose account was deleted): 401."""
 
 
 def read_viewer(session: Session, user_id: int) -> tuple[User, Viewer]:
     """The user and their social context; the session's connection is released after."""
     user = session.get(User, user_id)
-    if user is None:
+    if user is None or user.deleted_at is not None:  # a deleted account's token: 401 at once
         session.rollback()
         raise UnknownUser(user_id)
     viewer = load_viewer(session, user)

@@ -54,7 +54,7 @@ class FollowingFeed:
                                   else "malformed cursor") from None
         with self.svc.sessions() as session:
             user = session.get(User, user_id)
-            if user is None:
+            if user is None or user.deleted_at is not None:
                 raise UnknownUser(user_id)
             return self._page(session, user, size, before, offset, trace)
 

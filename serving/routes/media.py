@@ -29,8 +29,16 @@ from serving.routes.videos import BlobsDep, SignerDep, errors
 router = APIRouter(prefix="/media", tags=["media"])
 
 
-@router.get("/{video_id}/{exp}/{sig}/{path:path}", response_class=PlainTextResponse,
-            responses={200: {"content": {PLAYLIST_TYPE: {}, "text/vtt": {}}},
+class _PlaylistResponse(PlainTextResponse):
+    """The route's documented response class: without a media type of its own (each 200 sets
+    its playlist or VTT type), so the spec documents the errors as the JSON they are."""
+
+    media_type = None
+
+
+@router.get("/{video_id}/{exp}/{sig}/{path:path}", response_class=_PlaylistResponse,
+            responses={200: {"content": {PLAYLIST_TYPE: {"schema": {"type": "string"}},
+                                         "text/vtt": {"schema": {"type": "string"}}}},
                        **errors(403, 404)})
 async def playlist(
     video_id: Annotated[int, Path(ge=0, le=2**62)],  # world video ids start at 0

@@ -596,3 +596,35 @@ def test_batch_features_past_their_ttl_degrade_the_page(client: TestClient,
     assert not svc.stale_features
     r = client.get(FEED, headers=auth(world, 32), params={"page_size": 5})
     assert r.status_code == 200 and HEADER not in r.headers, r.headers.get(HEADER)
+
+
+def _replicas() -> set[str]:
+    """The names of the ranker's live Serve replica actors (a replacement gets a new one)."""
+    import ray
+
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith("SERVE_REPLICA") and "Ranker" in a["name"]}
+
+
+def test_killed_ranker_replicas_degrade_then_recover(client: TestClient, world: Settings,
+                                                      ray_serve: RayRanker) -> None:
+    """Issue 17's fault: every replica of the ranker deployment killed (``ray.kill``, as a
+    crashed process): the feed keeps answering (the in-process fallback where the ranker
+    cannot be reached), Serve replaces the replicas, and ranked pages come back."""
+    import ray
+
+    before = _replicas()
+    assert before, "the ranker runs on Ray Serve replicas"
+    for name in before:
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    answers, deadline, recovered = [], time.monotonic() + 120, False
+    while time.monotonic() < deadline and not recovered:
+        r = client.get(FEED, headers=auth(world, 23 + len(answers) % 5))
+        answers.append(r.status_code)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["videos"]) == 20
+        recovered = "ranker" not in r.headers.get(HEADER, "").split(",") \
+            and not r.json()["videos"][0]["model_version"].startswith("fallback") \
+            and bool(_replicas()) and _replicas().isdisjoint(before)
+        time.sleep(0.2)
+    assert recovered, f"no ranked page within 120 s after the kill ({len(answers)} answers)"
