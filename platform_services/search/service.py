@@ -4,8 +4,9 @@ Relevance of a video = ``w * lexical / best lexical + (1 - w) * max(cosine, 0)``
 the engine matches (any query word, stemmed) plus documents whose MiniLM vector is within
 ``min_similarity`` of the query's, so "funny cat" also finds "hilarious kitten". ``w`` is
 ``search_lexical_weight`` (chosen on validation queries by ``benchmarks/search_synonyms.py``).
-Every hit is re-read from ``search_videos`` under the filters and without creators across a
-block, so what a page shows is what the index holds now. ``total_results`` counts the lexical
+Every hit is re-read from ``search_videos`` joined with its video, under the filters, the live
+visibility rule and without creators across a block, so a page shows what the index holds now
+and nothing that stopped being public since it was indexed. ``total_results`` counts the lexical
 matches plus the semantic-only hits.
 """
 
@@ -25,7 +26,14 @@ from platform_services.search.documents import Encoder
 from platform_services.search.models import SearchVideo
 from platform_services.search.semantic import SemanticIndex
 from platform_services.social import blocked_users_either_way
-from platform_services.storage.models import User, VideoStats
+from platform_services.storage.models import (
+    Moderation,
+    User,
+    Video,
+    VideoStats,
+    VideoStatus,
+    Visibility,
+)
 from platform_services.storage.social_models import UserStats
 
 # Short videos are the app's norm; "long" is past a minute.
@@ -68,6 +76,12 @@ def check_query(q: str) -> list[str]:
     if not words:
         raise Invalid("q must contain at least one letter or digit", field="q")
     return words
+
+
+# The live rule (``documents.searchable``) as SQL: a document written while its video was public
+# stays until the search worker hears of a change, so every hit is checked against the video.
+SEARCHABLE = (Video.status == VideoStatus.READY, Video.moderation == Moderation.APPROVED,
+              Video.visibility == Visibility.PUBLIC)
 
 
 class VideoSearch:
@@ -121,8 +135,9 @@ class VideoSearch:
         q = (select(SearchVideo.video_id, SearchVideo.owner_id, SearchVideo.title,
                     SearchVideo.duration_ms, SearchVideo.created_at, VideoStats.views,
                     VideoStats.likes, VideoStats.comments, VideoStats.shares)
+             .join(Video, Video.id == SearchVideo.video_id)
              .outerjoin(VideoStats, VideoStats.video_id == SearchVideo.video_id)
-             .where(SearchVideo.video_id.in_(list(cands))))
+             .where(SearchVideo.video_id.in_(list(cands)), *SEARCHABLE))
         if f.category is not None:
             q = q.where(SearchVideo.category == f.category)
         if f.min_ms is not None:

@@ -223,9 +223,6 @@ def test_hidden_videos_do_not_leak_through_feeds_or_pages(api: TestClient) -> No
     assert world["followers"] in following, "a follower sees followers-only videos"
 
 
-@pytest.mark.xfail(strict=True, reason="search trusts its documents: a video indexed while "
-                   "public stays findable after it turns private (reported to the lead: "
-                   "platform_services/search is being reworked)")
 def test_hidden_videos_do_not_leak_through_search(api: TestClient) -> None:
     world = _hide_after_indexing(api, "sam")
     who, hidden = world["stranger_sam"]
