@@ -214,6 +214,7 @@ class Settings(BaseSettings):
     demo_visits_per_min: float = Field(default=30.0, ge=0, le=6000)
     demo_data: Literal["synth", "kuairand"] = "synth"
     demo_data_path: Path | None = None
+    demo_kuairand_dir: Path = Path("../shared/data/kuairand")  # the simulated users' fit
 
     @field_validator(*_SCHEMES)
     @classmethod

@@ -133,8 +133,30 @@ def _mlflow(settings: Settings, logs: Path) -> tuple[subprocess.Popen, str]:
     return spawn(cmd, log=logs / "mlflow.log", start_new_session=True), f"http://{host}:{port}"
 
 
+class Children:
+    """The demo's child processes; once stopping, none is added (a late start is refused)."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def start(self, cmd: list[object], log: Path, **popen: object) -> subprocess.Popen | None:
+        with self.lock:
+            if self.stopping:
+                return None
+            self.procs.append(spawn(cmd, log=log, **popen))
+            return self.procs[-1]
+
+    def stop(self, timeout_s: float) -> list[int]:
+        """Every child, the last started first; the pids that had to be killed."""
+        with self.lock:
+            self.stopping = True
+        return stop_all(self.procs[::-1], timeout_s=timeout_s)
+
+
 def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id: int,
-                 children: list[subprocess.Popen], logs: Path) -> None:
+                 children: Children, logs: Path) -> None:
     """Once the API answers: the URLs, the simulated users, the real clips (a thread)."""
     from serving.demo_clips import upload_clips
 
@@ -144,9 +166,10 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
     typer.secho("\nreelrank is serving:\n", bold=True)
     typer.echo("\n".join(urls(base, mlflow, token)))
     if settings.demo_visits_per_min > 0:
-        children.append(spawn(
+        children.start(
             [sys.executable, "-m", "experiments.traffic", "--api", base, "--visits-per-min",
-             settings.demo_visits_per_min, "--dataset", dataset()], log=logs / "traffic.log"))
+             settings.demo_visits_per_min, "--dataset", dataset(), "--kuairand",
+             settings.demo_kuairand_dir], log=logs / "traffic.log")
         typer.echo(f"\n  simulated users: {settings.demo_visits_per_min:g} visits/min "
                    f"(log {logs / 'traffic.log'})")
     typer.echo(f"  logs of the workers and MLflow: {logs}")
@@ -169,7 +192,9 @@ def serve() -> None:
     logs = settings.path("demo", "logs", "x").parent
     user_id = _demo_user()
     token = issue_token(settings, user_id, ttl_s=24 * 3600)
-    children = [spawn([*CLI, "worker", w], log=logs / f"worker-{w}.log") for w in WORKERS]
+    children = Children()
+    for w in WORKERS:
+        children.start([*CLI, "worker", w], log=logs / f"worker-{w}.log")
     mlflow, mlflow_url = _mlflow(settings, logs)
     serving_threads()
     threading.Thread(target=_after_start, daemon=True,
@@ -178,7 +203,7 @@ def serve() -> None:
         run_api(settings, host, port)  # returns after Ctrl-C and a clean lifespan shutdown
     finally:
         typer.echo("stopping the traffic, the workers and MLflow ...")
-        killed = stop_all(children[::-1], timeout_s=30)
+        killed = children.stop(timeout_s=30)
         killed += stop_all([mlflow], timeout_s=15, group=True)
         typer.echo("stopped: API, Ray Serve, Ray, the workers, MLflow and the traffic"
                    + (f" ({len(killed)} killed after 30 s)" if killed else ""))

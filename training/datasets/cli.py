@@ -136,7 +136,7 @@ def demo_step() -> None:
         from training.datasets.kuairand_world import build
 
         with _clean_errors():
-            meta = build(settings.demo_data_path or Path("../shared/data/kuairand"), "kuairand",
+            meta = build(settings.demo_data_path or settings.demo_kuairand_dir, "kuairand",
                          settings.data_dir, KUAIRAND_DEMO_USERS)
         typer.echo(f"kuairand world: {meta['log_users']:,} sampled log users, creators as "
                    f"users from id {meta['creator_offset']:,}, shifted {meta['shift_days']} "
