@@ -174,7 +174,10 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
                    f"(log {logs / 'traffic.log'})")
     typer.echo(f"  logs of the workers and MLflow: {logs}")
     typer.echo("  Ctrl-C stops the API, Ray Serve, Ray, the workers, MLflow and the traffic.\n")
-    upload_clips(settings, base, user_id)
+    try:
+        upload_clips(settings, base, user_id)
+    except Exception as exc:  # noqa: BLE001 - a failed upload must not hide the serving API
+        typer.secho(f"  the real clips were not uploaded: {exc!r}", fg="red")
 
 
 def serve() -> None:
