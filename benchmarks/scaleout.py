@@ -13,10 +13,10 @@ ratio two/one on one machine is what a second machine adds, minus what the two c
    database read, signed media URLs, the response model: CPU-bound in the API) over random
    videos for ``seconds``. Reported: served/s, p50/p99, CPU ms per request of the API
    processes, the load average.
-2. **Workers**: ``events`` interactions are published to ``user.interaction`` (4 partitions) on
-   the ``db://`` bus of an embedded PostgreSQL, then 1, then 2 ``reelrank worker counters``
-   processes (one consumer group, each owning half the partitions) drain the backlog. The
-   rate is taken between 10 % and 90 % applied (start-up and the last rebalance left out).
+2. **Workers**: 1, then 2 ``reelrank worker counters`` processes (one consumer group) join
+   on the ``db://`` bus of an embedded PostgreSQL (``user.interaction``, 4 partitions: each
+   member owns half of them once the group settled), then ``events`` interactions are
+   published and drained. The rate is taken between 10 % and 90 % applied.
    Reported: events/s, CPU ms per 1,000 events of the workers and of PostgreSQL, load.
 """
 
@@ -181,6 +181,7 @@ def api_run(root: Path, video_ids: list[int], processes: int, seconds: float,
 
 
 async def _publish(db_url: str, events: int) -> None:
+    """``events`` likes on ``user.interaction`` (``events`` = 0: only create the topics)."""
     from core.events import Action, UserInteraction, encode
     from platform_services.bus import Message, open_bus
     from platform_services.storage.db import make_engine
@@ -217,6 +218,28 @@ def _spent(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
+def _all_joined(engine: object, workers: int, procs: list) -> None:
+    """Until every worker is a member of the group and has had one heartbeat since the last
+    joined (each recomputes its share of the partitions once a heartbeat, a third of the
+    session timeout): the backlog then meets the final assignment, not a rebalance."""
+    from sqlalchemy import func, select
+
+    from core.config import get_settings
+    from platform_services.bus.models import BusMember
+
+    deadline = time.monotonic() + 120
+    while True:
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            n = conn.execute(select(func.count()).select_from(BusMember)
+                             .where(BusMember.group == "counters")).scalar()
+        if n == workers:
+            break
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"{n} of {workers} workers joined the group")
+        time.sleep(0.1)
+    time.sleep(get_settings().bus_session_timeout_ms / 3000 + 1.0)
+
+
 def workers_run(server: object, workers: int, events: int) -> dict:
     """Events/s drained by ``workers`` counters workers of one group from a backlog."""
     from sqlalchemy import func, select
@@ -226,7 +249,7 @@ def workers_run(server: object, workers: int, events: int) -> dict:
 
     db_url = server.create_database()  # type: ignore[attr-defined]
     migrate(db_url)
-    asyncio.run(_publish(db_url, events))
+    asyncio.run(_publish(db_url, 0))
     env = os.environ | {"REELRANK_DATABASE_URL": db_url, "REELRANK_EVENT_BUS_URL": "db://",
                         "OMP_NUM_THREADS": "1"}
     root = Path(tempfile.mkdtemp(prefix="scaleout-workers-"))
@@ -237,6 +260,8 @@ def workers_run(server: object, workers: int, events: int) -> dict:
              for i in range(workers)]
     marks: dict[float, tuple[float, dict[int, float], dict[int, float]]] = {}
     try:
+        _all_joined(engine, workers, procs)
+        asyncio.run(_publish(db_url, events))
         deadline = time.monotonic() + 600
         while 0.9 not in marks:
             if time.monotonic() > deadline:
@@ -329,9 +354,9 @@ supervisor, the uvicorn workers, the embedded Redis they started) per request se
 
 ## Workers: one consumer group, 1 against 2 `reelrank worker counters`
 
-{events:,} `user.interaction` likes published first to the `db://` bus on an embedded PostgreSQL \
-(topic with 4 partitions keyed by user; the group's members split them), then the workers start \
-and drain the backlog; events/s between 10 % and 90 % applied (each event: the counters update \
+The workers join the group on the `db://` bus of an embedded PostgreSQL (`user.interaction`, \
+4 partitions keyed by user, split among the members) and settle; then {events:,} likes are \
+published and drained; events/s between 10 % and 90 % applied (each event: the counters update \
 and the processed-id insert in one transaction per batch). CPU per 1,000 events of the workers \
 and of the PostgreSQL server (all its backends).
 
