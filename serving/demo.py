@@ -134,12 +134,20 @@ def _mlflow(settings: Settings, logs: Path) -> tuple[subprocess.Popen, str]:
 
 
 class Children:
-    """The demo's child processes; once stopping, none is added (a late start is refused)."""
+    """The demo's child processes; once stopping, none is added (a late start is refused).
+
+    A child started from another thread gets its parent-death signal when *that thread* ends
+    (Linux ``PR_SET_PDEATHSIG`` follows the thread): such a thread calls :meth:`wait_stopped`
+    before it returns."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
         self.lock = threading.Lock()
         self.stopping = False
+        self.stopped = threading.Event()
+
+    def wait_stopped(self) -> None:
+        self.stopped.wait()
 
     def start(self, cmd: list[object], log: Path, **popen: object) -> subprocess.Popen | None:
         with self.lock:
@@ -152,7 +160,10 @@ class Children:
         """Every child, the last started first; the pids that had to be killed."""
         with self.lock:
             self.stopping = True
-        return stop_all(self.procs[::-1], timeout_s=timeout_s)
+        try:
+            return stop_all(self.procs[::-1], timeout_s=timeout_s)
+        finally:
+            self.stopped.set()
 
 
 def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id: int,
@@ -178,6 +189,7 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
         upload_clips(settings, base, user_id)
     except Exception as exc:  # noqa: BLE001 - a failed upload must not hide the serving API
         typer.secho(f"  the real clips were not uploaded: {exc!r}", fg="red")
+    children.wait_stopped()  # the traffic process dies with the thread that started it
 
 
 def serve() -> None:

@@ -28,7 +28,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def spawn(cmd: Sequence[object], *, log: Path, **popen: object) -> subprocess.Popen:
-    """Start ``cmd`` with stdout+stderr appended to ``log`` (a pipe could fill and block it)."""
+    """Start ``cmd`` with stdout+stderr appended to ``log`` (a pipe could fill and block it).
+
+    The parent-death signal fires when the *thread* that calls this ends, not the process:
+    call it from a thread that outlives the child (the main thread, or one that waits)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         preexec = _die_with_parent if _libc is not None else None

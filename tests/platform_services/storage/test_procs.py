@@ -61,3 +61,20 @@ def test_already_exited_children_are_just_reaped() -> None:
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait()
     assert stop_all([done], timeout_s=0.1) == []
+
+
+def test_a_child_dies_with_the_thread_that_spawned_it(tmp_path) -> None:
+    """Why the demo's start-up thread waits for the stop: PR_SET_PDEATHSIG follows threads."""
+    import threading
+
+    from platform_services.storage.procs import spawn
+
+    started: list[subprocess.Popen] = []
+    t = threading.Thread(target=lambda: started.append(
+        spawn([sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "c.log")))
+    t.start()
+    t.join()
+    try:
+        assert started[0].wait(10) == -15  # SIGTERM when its parent thread ended
+    finally:
+        stop_all(started, timeout_s=1)
