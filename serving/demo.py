@@ -218,7 +218,9 @@ def serve() -> None:
         run_api(settings, host, port)  # returns after Ctrl-C and a clean lifespan shutdown
     finally:
         typer.echo("stopping the traffic, the workers and MLflow ...")
+        named = {p.pid: " ".join(map(str, p.args[-2:])) for p in [*children.procs, mlflow]}
         killed = children.stop(timeout_s=30)
         killed += stop_all([mlflow], timeout_s=15, group=True)
         typer.echo("stopped: API, Ray Serve, Ray, the workers, MLflow and the traffic"
-                   + (f" ({len(killed)} killed after 30 s)" if killed else ""))
+                   + (f" (killed, too slow to stop: {', '.join(named[k] for k in killed)})"
+                      if killed else ""))
