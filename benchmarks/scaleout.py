@@ -291,11 +291,12 @@ def run_bench(*, users: int, videos: int, seconds: float, concurrency: int, even
     from benchmarks.servers import start_postgres
 
     load_start = os.getloadavg()
-    ids = prepare(ROOT, users, videos)
+    root = ROOT / f"{users}u-{videos}v"  # one world per size, reused by later runs
+    ids = prepare(root, users, videos)
     api = []
     for _ in range(repeats):
         for n in (1, 2):
-            api.append(api_run(ROOT, ids, n, seconds, concurrency, port))
+            api.append(api_run(root, ids, n, seconds, concurrency, port))
     pg_root = Path(tempfile.mkdtemp(prefix="reelrank-pg-"))
     server = start_postgres(pg_root)
     bus = []
