@@ -246,7 +246,7 @@ def bench_scaleout(
     from benchmarks.scaleout import run_bench
 
     if quick:
-        seconds, events, repeats = min(seconds, 5.0), min(events, 5000), 1
+        seconds, events, repeats = min(seconds, 5.0), min(events, 20_000), 1
     path = run_bench(users=users, videos=videos, seconds=seconds, concurrency=concurrency,
                      events=events, repeats=repeats, port=port)
     typer.echo(path.read_text())

@@ -181,7 +181,9 @@ def api_run(root: Path, video_ids: list[int], processes: int, seconds: float,
 
 
 async def _publish(db_url: str, events: int) -> None:
-    """``events`` likes on ``user.interaction`` (``events`` = 0: only create the topics)."""
+    """``events`` likes on ``user.interaction`` in one publish (one transaction on ``db://``:
+    the consumers see the whole backlog at once, not the publisher's pace); ``events`` = 0
+    only creates the topics."""
     from core.events import Action, UserInteraction, encode
     from platform_services.bus import Message, open_bus
     from platform_services.storage.db import make_engine
@@ -191,11 +193,11 @@ async def _publish(db_url: str, events: int) -> None:
     await bus.start()
     try:
         await bus.ensure_topics(["user.interaction", "user.interaction.dlq"], partitions=4)
-        for s in range(0, events, 2000):
-            msgs = []
-            for i in range(s, min(s + 2000, events)):
-                e = UserInteraction(user_id=i % 5000, action=Action.LIKE, video_id=i % 2000)
-                msgs.append(Message(e.topic, e.key, encode(e)))
+        msgs = []
+        for i in range(events):
+            e = UserInteraction(user_id=i % 5000, action=Action.LIKE, video_id=i % 2000)
+            msgs.append(Message(e.topic, e.key, encode(e)))
+        if msgs:  # one transaction: the whole backlog appears at once, as a backlog does
             await bus.publish(msgs)
     finally:
         await bus.stop()
@@ -357,7 +359,8 @@ supervisor, the uvicorn workers, the embedded Redis they started) per request se
 
 The workers join the group on the `db://` bus of an embedded PostgreSQL (`user.interaction`, \
 4 partitions keyed by user, split among the members) and settle; then {events:,} likes are \
-published and drained; events/s between 10 % and 90 % applied (each event: the counters update \
+published in one transaction (the whole backlog appears at once) and drained; events/s \
+between 10 % and 90 % applied (each event: the counters update \
 and the processed-id insert in one transaction per batch). CPU per 1,000 events of the workers \
 and of the PostgreSQL server (all its backends).
 
