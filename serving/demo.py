@@ -26,6 +26,7 @@ from core.config import Settings, get_settings
 from platform_services.storage.procs import spawn, stop_all
 
 CLI = [sys.executable, "-c", "from core.cli import main; main()"]
+DATASET = "synth"  # the generated world's data set name (tests and benchmarks write it)
 
 
 def dataset() -> str:
