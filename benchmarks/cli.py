@@ -246,6 +246,27 @@ def bench_product(
     typer.echo(f"wrote {run_bench(out, soak_s=soak_s, port=port, demo=demo)}")
 
 
+def bench_scaleout(
+    users: Annotated[int, typer.Option(min=10, max=100_000)] = 1000,
+    videos: Annotated[int, typer.Option(min=10, max=200_000)] = 2000,
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="Per API run.")] = 15.0,
+    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    events: Annotated[int, typer.Option(min=1000, max=10_000_000, help="Backlog per run.")]
+    = 30_000,
+    repeats: Annotated[int, typer.Option(min=1, max=10, help="Paired 1/2 runs.")] = 3,
+    port: Annotated[int, typer.Option(min=1024, max=65535)] = 8148,
+    quick: Annotated[bool, typer.Option(help="One pair of short runs: a smoke run.")] = False,
+) -> None:
+    """One process against two: API capacity, and a consumer group's drain rate -> scaleout.md."""
+    from benchmarks.scaleout import run_bench
+
+    if quick:
+        seconds, events, repeats = min(seconds, 5.0), min(events, 20_000), 1
+    path = run_bench(users=users, videos=videos, seconds=seconds, concurrency=concurrency,
+                     events=events, repeats=repeats, port=port)
+    typer.echo(path.read_text())
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
     bench.command("bus")(bench_bus)
@@ -262,3 +283,6 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("search-synonyms")(bench_search_synonyms)
     bench.command("following")(bench_following)
     bench.command("product")(bench_product)
+
+
+    bench.command("scaleout")(bench_scaleout)

@@ -33,6 +33,7 @@ import psutil
 
 from benchmarks.loadgen import PAGES_PER_USER
 from benchmarks.report import table, write_report
+from platform_services.storage.procs import stop, stop_all
 
 ROOT = Path("var/bench-serve")
 STAGES = ("viewer", "candidates", "ann", "filter", "features", "ranking", "rerank", "page")
@@ -175,14 +176,6 @@ def _server(root: Path, backend: str, port: int, workers: int | None) -> subproc
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError("API did not start within 300 s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()  # SIGTERM: uvicorn shuts the lifespan down (Ray Serve, Ray) cleanly
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def _load(port: int, tokens: Path, mode: str, rate: float, seconds: float) -> dict:
@@ -335,10 +328,10 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
                             stages[f"{backend} @ {rate} req/s"] = stage_rows(run)
                         report()
             finally:
-                _stop(proc)
+                # SIGTERM: uvicorn shuts the lifespan down (Ray Serve, Ray) cleanly
+                stop(proc, timeout_s=60)
     finally:
-        for p in background:
-            _stop(p)
+        stop_all(background, timeout_s=60)
     return report()
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmarks.report import table, write_report
+from platform_services.storage.procs import stop_all
 
 CLIPS = ("10034.mp4", "bigbuckbunny.mp4", "carphone_distorted.mp4")
 TARGET_SPEED = 1.0
@@ -187,13 +188,7 @@ def recommendable_runs(clips_dir: Path, preset: str, timeout_s: float = 300.0) -
                                              f"{name}: a trip to the sea")}
                         for name in CLIPS if (clips_dir / name).is_file()]
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_all(procs)
 
 
 def _head(src: Path, seconds: float, dst: Path) -> bytes:

@@ -103,10 +103,26 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    data: str = typer.Option("synth", help="synth (the generated world) or kuairand."),
+    path: str = typer.Argument(None, help="The data set's directory (--data kuairand)."),
+) -> None:
     """Run the main job on embedded defaults: world, models, index, then serve."""
-    for name, step in DEMO_STEPS:
-        typer.secho(f"== demo step {name}", bold=True)
+    import os
+    import time
+
+    if data not in ("synth", "kuairand") or (data == "kuairand") != bool(path):
+        typer.echo("error: --data synth, or --data kuairand PATH", err=True)
+        raise typer.Exit(2)
+    # The steps and the child processes read these settings.
+    os.environ["REELRANK_DEMO_DATA"] = data
+    if path:
+        os.environ["REELRANK_DEMO_DATA_PATH"] = path
+    get_settings.cache_clear()
+    started = time.monotonic()
+    for i, (name, step) in enumerate(DEMO_STEPS, 1):
+        typer.secho(f"== demo step {i}/{len(DEMO_STEPS)} {name} "
+                    f"(elapsed {time.monotonic() - started:.0f} s)", bold=True)
         resolve(step)()
 
 

@@ -204,6 +204,17 @@ class Settings(BaseSettings):
     api_trusted_proxies: str = ""
     # Logins per account from any address (issue 14): guesses spread over many IPs still stop.
     rate_limit_login_account: str = "20/hour"
+    # ``reelrank demo`` (issue 17): the MLflow UI it starts on the tracking store, the real
+    # clips it uploads through the media pipeline, the simulated users it sends (visits per
+    # minute; 0: none). ``demo_data`` / ``demo_data_path``: the world (synth or kuairand).
+    demo_mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    demo_clips_dir: Path = Path("../shared/data/videos")
+    demo_clips: list[str] = Field(default_factory=lambda: ["10034.mp4", "bigbuckbunny.mp4"],
+                                  max_length=20)
+    demo_visits_per_min: float = Field(default=30.0, ge=0, le=6000)
+    demo_data: Literal["synth", "kuairand"] = "synth"
+    demo_data_path: Path | None = None
+    demo_kuairand_dir: Path = Path("../shared/data/kuairand")  # the simulated users' fit
     # Observability (issue 17). Log lines as JSON objects (for a log shipper) or key=value
     # text (for a person at a terminal); unset: text in ``dev``, JSON in ``test`` and ``prod``.
     log_format: Literal["json", "text"] | None = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from core.config import Settings, get_settings
+from platform_services.storage.procs import stop_all
 
 KUAIRAND = Path("../shared/data/kuairand")
 PRESET_NAMES = ("two-tower-vs-popularity",)
@@ -113,13 +113,7 @@ def platform(settings: Settings, port: int) -> Iterator[str]:
         _wait_http(url, api, api_log)
         yield url
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs[::-1], timeout_s=60)
 
 
 def wait_for_logs(sessions, experiment: str, limit_s: float = 180.0,  # noqa: ANN001

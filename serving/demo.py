@@ -1,30 +1,41 @@
 """``reelrank demo`` steps after the world is loaded: train, index, deploy, serve.
 
 Each step is the CLI command a person would run, called in-process on the embedded defaults.
-The last one starts the workers and the API (the ranker on Ray Serve), prints a request to
-paste, and on Ctrl-C stops the API (which stops Ray Serve and Ray) and then the workers.
+The last one (:func:`serve`) runs the product: the workers, the MLflow UI on the tracking
+store and the API (the ranker on Ray Serve) as this process's children; once the API answers
+it prints the URLs (web player, API docs, MLflow) and a request to paste, uploads the real
+clips of ``demo_clips_dir`` through the media pipeline (:mod:`serving.demo_clips`) and starts
+the simulated users (:mod:`experiments.traffic`). Ctrl-C stops the API (which stops Ray Serve
+and Ray), then every child with :func:`platform_services.storage.procs.stop_all`.
 """
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import typer
 
-from core.config import get_settings
+from core.config import Settings, get_settings
+from platform_services.storage.procs import spawn, stop_all
 
-DATASET = "synth"
+CLI = [sys.executable, "-c", "from core.cli import main; main()"]
+DATASET = "synth"  # the generated world's data set name (tests and benchmarks write it)
+
+
+def dataset() -> str:
+    """The demo's data set: ``synth`` (the generated world) or ``kuairand`` (real logs)."""
+    return get_settings().demo_data
 
 
 def _data() -> Path:
-    return Path(get_settings().data_dir) / DATASET
+    return Path(get_settings().data_dir) / dataset()
 
 
 def train_retrieval(epochs: int = 10, variant: str = "content") -> None:
@@ -32,7 +43,7 @@ def train_retrieval(epochs: int = 10, variant: str = "content") -> None:
     from candidate_gen.retrieval_cli import index_build
     from training.retrieval.cli import train_retrieval as train
 
-    train(dataset=DATASET, data=_data(), epochs=epochs, variant=variant, progress=False)
+    train(dataset=dataset(), data=_data(), epochs=epochs, variant=variant, progress=True)
     index_build(model="models:/reelrank-retrieval/latest")
 
 
@@ -40,7 +51,7 @@ def build_features() -> None:
     """Batch feature snapshots of the world, registered and materialized online."""
     from features.cli import build, materialize
 
-    build(dataset=DATASET)
+    build(dataset=dataset())
     materialize()
 
 
@@ -50,8 +61,8 @@ def train_ranker(**options: object) -> None:
     single-task) are left to ``reelrank train ranker`` and the bench: the demo serves."""
     from training.ranker.cli import train_ranker as train
 
-    defaults = {"progress": False, "lightgbm": False, "single_task": ""}
-    train(dataset=DATASET, data=_data(), **(defaults | options))  # type: ignore[arg-type]
+    defaults = {"progress": True, "lightgbm": False, "single_task": ""}
+    train(dataset=dataset(), data=_data(), **(defaults | options))  # type: ignore[arg-type]
 
 
 def deploy_champions() -> None:
@@ -81,27 +92,110 @@ def _demo_user() -> int:
         engine.dispose()
 
 
-def _announce(base: str, token: str, ready: threading.Event) -> None:
-    for _ in range(600):
+def urls(base: str, mlflow: str, token: str) -> list[str]:
+    """What the demo prints once the API answers: where to look, and a request to paste."""
+    return [
+        f"  web player   {base}/web/",
+        f"  API docs     {base}/docs",
+        f"  MLflow UI    {mlflow}",
+        "",
+        "  the for-you feed of a demo user (a token valid for 24 h):",
+        f"  curl -s -H 'Authorization: Bearer {token}' \\",
+        f"    '{base}/api/v1/feed/for-you?page_size=5' | python3 -m json.tool",
+        "",
+        "  then pass the response's next_cursor as &cursor=... for the next page;",
+        "  also /api/v1/feed/trending?time_range=7d and /api/v1/feed/following.",
+    ]
+
+
+def wait_http(url: str, limit_s: float = 300.0) -> bool:
+    """Until ``url`` answers (any status below 500); False after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1):
-                break
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return True
         except OSError:
-            time.sleep(0.5)
-    else:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _mlflow(settings: Settings, logs: Path) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` on the tracking store, in its own session (its workers stop with
+    it: :func:`stop_all` signals the group)."""
+    host = urlsplit(settings.api_base_url).hostname or "127.0.0.1"
+    port = settings.demo_mlflow_port
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+           settings.mlflow_tracking_uri, "--host", host, "--port", port, "--workers", 1]
+    return spawn(cmd, log=logs / "mlflow.log", start_new_session=True), f"http://{host}:{port}"
+
+
+class Children:
+    """The demo's child processes; once stopping, none is added (a late start is refused).
+
+    A child started from another thread gets its parent-death signal when *that thread* ends
+    (Linux ``PR_SET_PDEATHSIG`` follows the thread): such a thread calls :meth:`wait_stopped`
+    before it returns."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.stopped = threading.Event()
+
+    def wait_stopped(self) -> None:
+        self.stopped.wait()
+
+    def start(self, cmd: list[object], log: Path, **popen: object) -> subprocess.Popen | None:
+        with self.lock:
+            if self.stopping:
+                return None
+            self.procs.append(spawn(cmd, log=log, **popen))
+            return self.procs[-1]
+
+    def stop(self, timeout_s: float) -> list[int]:
+        """Every child, the last started first; the pids that had to be killed."""
+        with self.lock:
+            self.stopping = True
+        try:
+            return stop_all(self.procs[::-1], timeout_s=timeout_s)
+        finally:
+            self.stopped.set()
+
+
+def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id: int,
+                 children: Children, logs: Path) -> None:
+    """Once the API answers: the URLs, the simulated users, the real clips (a thread)."""
+    from serving.demo_clips import upload_clips
+
+    if not wait_http(f"{base}/healthz"):
+        typer.secho("the API did not answer within 300 s; see its output above", fg="red")
         return
-    ready.set()
-    typer.secho("\nreelrank is serving. Try the for-you feed:\n", bold=True)
-    typer.echo(f"  curl -s -H 'Authorization: Bearer {token}' \\\n"
-               f"    '{base}/api/v1/feed/for-you?page_size=5' | python3 -m json.tool\n")
-    typer.echo("Then pass the response's next_cursor as &cursor=... for the next page.")
-    typer.echo("Also /api/v1/feed/trending?time_range=7d and /api/v1/feed/following.")
-    typer.echo("Ctrl-C stops the API, Ray Serve, Ray and the workers.\n")
+    typer.secho("\nreelrank is serving:\n", bold=True)
+    typer.echo("\n".join(urls(base, mlflow, token)))
+    if settings.demo_visits_per_min > 0:
+        children.start(
+            [sys.executable, "-m", "experiments.traffic", "--api", base, "--visits-per-min",
+             settings.demo_visits_per_min, "--dataset", dataset(), "--kuairand",
+             settings.demo_kuairand_dir], log=logs / "traffic.log")
+        typer.echo(f"\n  simulated users: {settings.demo_visits_per_min:g} visits/min "
+                   f"(log {logs / 'traffic.log'})")
+    typer.echo(f"  logs of the workers and MLflow: {logs}")
+    typer.echo("  Ctrl-C stops the API, Ray Serve, Ray, the workers, MLflow and the traffic.\n")
+    try:
+        upload_clips(settings, base, user_id)
+    except Exception as exc:  # noqa: BLE001 - a failed upload must not hide the serving API
+        typer.secho(f"  the real clips were not uploaded: {exc!r}", fg="red")
+    children.wait_stopped()  # the traffic process dies with the thread that started it
 
 
 def serve() -> None:
-    """Workers + API (at ``api_base_url``, ``api_workers`` processes) with the ranker on Ray
-    Serve, until Ctrl-C."""
+    """Workers, MLflow UI and the API (at ``api_base_url``, ``api_workers`` processes) with
+    the ranker on Ray Serve; then the clips and the traffic; until Ctrl-C."""
     from core.cli import WORKERS  # imported here: importing it registers every command
     from platform_services.auth import issue_token
     from serving.cli import serving_threads
@@ -110,20 +204,24 @@ def serve() -> None:
     settings = get_settings()
     url = urlsplit(settings.api_base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 8000
-    exe = [sys.executable, "-c", "from core.cli import main; main()"]
-    workers = [subprocess.Popen([*exe, "worker", w]) for w in WORKERS]
-    token = issue_token(settings, _demo_user(), ttl_s=24 * 3600)
+    base = f"http://{host}:{port}"
+    logs = settings.path("demo", "logs", "x").parent
+    user_id = _demo_user()
+    token = issue_token(settings, user_id, ttl_s=24 * 3600)
+    children = Children()
+    for w in WORKERS:
+        children.start([*CLI, "worker", w], log=logs / f"worker-{w}.log")
+    mlflow, mlflow_url = _mlflow(settings, logs)
     serving_threads()
-    threading.Thread(target=_announce, args=(f"http://{host}:{port}", token, threading.Event()),
-                     daemon=True).start()
+    threading.Thread(target=_after_start, daemon=True,
+                     args=(settings, base, mlflow_url, token, user_id, children, logs)).start()
     try:
         run_api(settings, host, port)  # returns after Ctrl-C and a clean lifespan shutdown
     finally:
-        for p in workers:
-            p.send_signal(signal.SIGTERM)
-        for p in workers:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        typer.echo("stopped: API, Ray Serve, Ray and the workers")
+        typer.echo("stopping the traffic, the workers and MLflow ...")
+        named = {p.pid: " ".join(map(str, p.args[-2:])) for p in [*children.procs, mlflow]}
+        killed = children.stop(timeout_s=30)
+        killed += stop_all([mlflow], timeout_s=15, group=True)
+        typer.echo("stopped: API, Ray Serve, Ray, the workers, MLflow and the traffic"
+                   + (f" (killed, too slow to stop: {', '.join(named[k] for k in killed)})"
+                      if killed else ""))

@@ -7,7 +7,9 @@ killed outright, Linux's parent-death signal still takes the child down, so no s
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -26,7 +28,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def spawn(cmd: Sequence[object], *, log: Path, **popen: object) -> subprocess.Popen:
-    """Start ``cmd`` with stdout+stderr appended to ``log`` (a pipe could fill and block it)."""
+    """Start ``cmd`` with stdout+stderr appended to ``log`` (a pipe could fill and block it).
+
+    The parent-death signal fires when the *thread* that calls this ends, not the process:
+    call it from a thread that outlives the child (the main thread, or one that waits)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         preexec = _die_with_parent if _libc is not None else None
@@ -61,10 +66,37 @@ def wait_until(
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
     """Ask politely with ``sig``, then kill; always reaps the child."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
+    stop_all([proc], sig, timeout_s)
+
+
+def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
+    """``sig`` to the child, or to its whole process group (a child started with
+    ``start_new_session=True`` leads one: its own children, e.g. a server's workers, too)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+
+
+def stop_all(procs: Sequence[subprocess.Popen], sig: int = signal.SIGTERM,
+             timeout_s: float = 30.0, *, group: bool = False) -> list[int]:
+    """Stop every child: ``sig`` to all at once (they shut down in parallel), wait for them
+    together up to ``timeout_s``, SIGKILL whoever is left, reap all. ``group``: signal each
+    child's process group (children started in their own session). Returns the pids that had
+    to be killed, so a caller can say so."""
+    for p in procs:
+        if p.poll() is None:
+            _signal(p, sig, group)
+    deadline = time.monotonic() + timeout_s
+    killed = []
+    for p in procs:
         try:
-            proc.wait(timeout_s)
+            p.wait(max(deadline - time.monotonic(), 0.01))
         except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()
+            killed.append(p.pid)
+            _signal(p, signal.SIGKILL, group)
+            p.wait()
+        if group:  # the leader is gone; its group may not be
+            _signal(p, signal.SIGKILL, group)
+    return killed

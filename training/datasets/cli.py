@@ -125,6 +125,22 @@ def register(groups: dict[str, typer.Typer]) -> None:
     data.command("describe")(describe)
 
 
+KUAIRAND_DEMO_USERS = 8000  # log users of the KuaiRand demo world: minutes on 2 cores
+
+
 def demo_step() -> None:
-    """Build the default synthetic world, ending today, into the data dir and describe it."""
+    """Build the default synthetic world, ending today, into the data dir and describe it;
+    with ``demo_data`` kuairand, the KuaiRand world of ``demo_data_path`` instead."""
+    settings = get_settings()
+    if settings.demo_data == "kuairand":
+        from training.datasets.kuairand_world import build
+
+        with _clean_errors():
+            meta = build(settings.demo_data_path or settings.demo_kuairand_dir, "kuairand",
+                         settings.data_dir, KUAIRAND_DEMO_USERS)
+        typer.echo(f"kuairand world: {meta['log_users']:,} sampled log users, creators as "
+                   f"users from id {meta['creator_offset']:,}, shifted {meta['shift_days']} "
+                   f"days; rows {meta['rows']}")
+        _show("kuairand")
+        return
     build_synth(SynthConfig(start=recent_start(SynthConfig.days)), "synth")

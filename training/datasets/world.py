@@ -246,11 +246,12 @@ def register(groups: dict[str, typer.Typer]) -> None:
 
 
 def demo_step() -> None:
-    """Load the demo's synthetic world into the platform (replacing a previous load)."""
+    """Load the demo's world (``demo_data``: synth or kuairand) into the platform, replacing a
+    previous load."""
     from core.config import get_settings
     from training.datasets.store import load_dataset
 
     settings = get_settings()
-    rep = load_world(settings, load_dataset("synth", settings.data_dir), replace=True)
+    rep = load_world(settings, load_dataset(settings.demo_data, settings.data_dir), replace=True)
     typer.echo(f"platform: {rep.users:,} users, {rep.videos:,} videos, {rep.follows:,} follows "
                f"loaded in {rep.seconds:.1f} s")

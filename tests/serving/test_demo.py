@@ -1,0 +1,87 @@
+"""``reelrank demo``: what it prints, its argument checks, its child bookkeeping; the
+KuaiRand world it builds. (The demo itself runs for minutes: it is verified by hand, see
+``docs/SCALING.md`` and the issue notes, never inside the suite.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from serving.demo import Children, urls
+from training.datasets.kuairand_world import world_tables
+
+
+def test_urls_name_the_player_the_docs_mlflow_and_a_working_request() -> None:
+    lines = urls("http://127.0.0.1:8141", "http://127.0.0.1:8142", "TOKEN")
+    text = "\n".join(lines)
+    assert "http://127.0.0.1:8141/web/" in text
+    assert "http://127.0.0.1:8141/docs" in text
+    assert "http://127.0.0.1:8142" in text
+    assert "Authorization: Bearer TOKEN" in text
+    assert "http://127.0.0.1:8141/api/v1/feed/for-you?page_size=5" in text
+
+
+def test_children_stop_all_and_refuse_late_starts(tmp_path) -> None:
+    kids = Children()
+    p = kids.start([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "a.log")
+    assert p is not None and p.poll() is None
+    assert kids.stop(timeout_s=10) == []
+    assert p.returncode is not None
+    assert kids.start([sys.executable, "-c", "pass"], tmp_path / "b.log") is None
+
+
+@pytest.mark.parametrize("args", [["--data", "kuairand"], ["--data", "movies", "x"],
+                                  ["--data", "synth", "/some/path"]])
+def test_demo_refuses_bad_data_arguments(args: list[str]) -> None:
+    from core.cli import app
+
+    result = CliRunner().invoke(app, ["demo", *args])
+    assert result.exit_code == 2
+    assert "--data kuairand PATH" in result.output
+
+
+def test_kuairand_world_makes_creators_users_follows_and_a_recent_clock() -> None:
+    ts = pd.to_datetime(["2022-04-25 10:00", "2022-04-30 12:00", "2022-04-29 08:00",
+                         "2022-04-30 09:00"], utc=True)
+    inter = pd.DataFrame({"user_id": [1, 1, 2, 3], "item_id": [10, 11, 10, 12], "ts": ts,
+                          "event": "impression", "followed": [True, False, False, True]})
+    items = pd.DataFrame({"item_id": [10, 11, 12, 13], "author_id": [1, 5, 5, 7],
+                          "title": None, "duration_ms": 1000,
+                          "upload_ts": pd.to_datetime(["2022-04-01"] * 4, utc=True)})
+    users = pd.DataFrame({"user_id": [1, 2, 3, 4]})
+
+    class T:  # what kuairand.load gives: tables with to_pandas()
+        def __init__(self, f: pd.DataFrame) -> None:
+            self.f = f
+
+        def to_pandas(self) -> pd.DataFrame:
+            return self.f
+
+    tables = {"interactions": T(inter), "items": T(items), "users": T(users), "history": None}
+    out, meta = world_tables(tables, max_users=10)
+    offset = meta["creator_offset"]
+    assert offset == 4  # above every kept user id, so author 1 is not user 1
+    # only the items someone was shown; authors moved above the users
+    assert sorted(out["items"]["item_id"]) == [10, 11, 12]
+    assert sorted(out["items"]["author_id"].unique()) == [1 + offset, 5 + offset]
+    assert set(out["items"]["author_id"]) <= set(out["users"]["user_id"])
+    assert {1, 2, 3} <= set(out["users"]["user_id"]) and 4 not in set(out["users"]["user_id"])
+    follows = {tuple(r) for r in out["follows"][["user_id", "author_id"]].to_numpy()}
+    assert follows == {(1, 1 + offset), (3, 5 + offset)}
+    today = datetime.now(UTC).date()
+    assert out["interactions"]["ts"].max().date() == today
+    assert (out["interactions"]["ts"].max() - out["interactions"]["ts"].min()) == \
+        (ts.max() - ts.min())  # whole days moved: the order and gaps stay
+    sampled, meta = world_tables(tables, max_users=2, seed=1)
+    assert meta["log_users"] == 2 and sampled["interactions"]["user_id"].nunique() == 2
+
+
+def test_the_demo_command_is_listed() -> None:
+    out = subprocess.run([sys.executable, "-c", "from core.cli import main; main()", "demo",
+                          "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "kuairand" in out.stdout
