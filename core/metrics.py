@@ -84,11 +84,15 @@ def process_exited() -> None:
 def serve_worker_metrics(port: int, host: str = "127.0.0.1") -> WSGIServer | None:
     """``/metrics`` of this worker process on ``port`` (0: off), from a daemon thread; the
     server, to ``shutdown()`` when a caller needs the port back. A port in use (a second member
-    of the same group on one host) is logged, not fatal: the worker's job comes first."""
+    of the same group on one host) is logged, not fatal: the worker's job comes first.
+
+    Always this process's own samples (Prometheus scrapes each worker's port): a worker that
+    inherited a multiprocess directory (``reelrank demo`` imports Feast, which sets one) would
+    otherwise show the sums over every process that ever wrote there."""
     if not port:
         return None
     try:
-        server, _thread = start_http_server(port, addr=host, registry=process_registry())
+        server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     except OSError as exc:
         log.warning("worker metrics not served: port %d: %s", port, exc)
         return None
