@@ -48,7 +48,7 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 
 bench: install-dev  # one at a time: they measure CPU-bound work on a shared machine
-	for b in bus features ranker retrieval serve comments social; do $(BIN)/reelrank bench $$b || exit 1; done
+	for b in bus features ranker retrieval serve comments social following scaleout product; do $(BIN)/reelrank bench $$b || exit 1; done
 
 clean:
 	rm -rf var .pytest_cache

@@ -117,29 +117,3 @@ def test_rerank_pages_follow_source_quotas_and_a_dry_source_leaves_its_share_to_
     assert abs(share["trending"] - 0.9 * 0.15 / 0.75) < 0.05, share
     assert abs(share["explore"] - 0.1) < 0.01, share
 
-
-async def test_for_you_debug_is_for_staff_in_prod() -> None:
-    """In ``prod`` a plain user asking for ``debug`` (scores, experiment arm) gets 403 before
-    any feed work; staff and other environments get the list."""
-    from fastapi import HTTPException
-    from starlette.responses import Response
-
-    from platform_services.auth import Claims
-    from platform_services.storage.models import Role
-    from serving.routes.feed import for_you
-
-    class Feeds:
-        def for_you(self, *args: object) -> object:
-            raise LookupError("served")
-
-    async def ask(env: str, role: Role, debug: bool) -> None:
-        settings = type("S", (), {"env": env, "feed_page_size": 20})()
-        await for_you(None, Claims(7, role), Feeds(), settings, Response(), debug=debug)
-
-    with pytest.raises(HTTPException) as refused:
-        await ask("prod", Role.USER, debug=True)
-    assert refused.value.status_code == 403
-    for env, role, debug in (("prod", Role.ADMIN, True), ("prod", Role.MODERATOR, True),
-                             ("prod", Role.USER, False), ("dev", Role.USER, True)):
-        with pytest.raises(LookupError):  # reached the feed
-            await ask(env, role, debug)
