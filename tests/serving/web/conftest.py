@@ -217,8 +217,9 @@ def live_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture(scope="module")
 def browser(live_api: LiveApi) -> Iterator[object]:
     """Headless Chromium (the system's; Playwright never downloads one here)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install '.[dev]'")
-    with sync_api.sync_playwright() as pw:
+    from playwright.sync_api import sync_playwright  # a dev dependency: `make test` has it
+
+    with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=chromium_path(), headless=True,
                                args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
         try:
