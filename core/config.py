@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     feed_freshness_boost: float = Field(default=0.15, ge=0)
     feed_topic_window: int = Field(default=5, ge=1)  # at most half of any window is one topic
     feed_seen_max: int = Field(default=5000, ge=0)  # remembered exposures per user
+    # The least role that may ask for-you for ``debug`` (scores, the experiment arm: a user who
+    # knows their arm behaves differently). Unset: anyone in ``dev``, moderators elsewhere.
+    feed_debug_role: Literal["user", "moderator", "admin"] | None = None
     catalog_refresh_s: float = Field(default=1.0, gt=0)  # video metadata and new ANN vectors
 
     # Feature store (``features/``). The repo (feature_store.yaml, registry, offline parquet,
@@ -279,6 +282,8 @@ class Settings(BaseSettings):
             )
         if self.signing_secret is None:
             self.signing_secret = self.jwt_secret
+        if self.feed_debug_role is None:
+            self.feed_debug_role = "user" if self.env == "dev" else "moderator"
         return self
 
     def path(self, *parts: str) -> Path:

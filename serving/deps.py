@@ -134,6 +134,11 @@ def require_role(minimum: Role):  # noqa: ANN201 - a FastAPI dependency
     return check
 
 
+def has_role(claims: Claims, minimum: Role | str) -> bool:
+    """The token's role is at least ``minimum`` (no database read: for read-only views)."""
+    return _RANK[claims.role] >= _RANK[Role(minimum)]
+
+
 ModeratorUser = Annotated[User, Depends(require_role(Role.MODERATOR))]
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 

@@ -70,18 +70,24 @@ def rerank(scores: np.ndarray, owners: np.ndarray, topics: np.ndarray, age_hours
     total = sum(share[j] for j in active)
     every = round(1 / cfg.explore_slots) if cfg.explore_slots > 0 else 0
     max_same = (cfg.topic_window + 1) // 2
-    recent: list[int] = []  # topics of the last topic_window - 1 positions
+    window = cfg.topic_window - 1  # topics of the last topic_window - 1 positions count
+    recent: list[int] = []
+    in_window: dict[int, int] = {}  # topic -> its count in ``recent``
     out: list[int] = []
     last_owner = None
     for k in range(n):
         slot = bool(every) and (k + 1) % every == 0
         pick = None
+        # One pass per position over the rules, strictest first (the quota queues are the
+        # same for the first three levels: computed once).
+        quota_ok = _allowed(share, taken, active, total, True) if active else [x]
         for relax in (0, 1, 2, 3):
             if slot and relax == 0 and left[x]:
                 allowed = [x]
+            elif relax < 3 or not active:
+                allowed = quota_ok
             else:
-                allowed = _allowed(share, taken, active, total, relax < 3) if active \
-                    else [x]
+                allowed = active
             best_rank = n
             for j in allowed:
                 queue = left[j]
@@ -89,7 +95,7 @@ def rerank(scores: np.ndarray, owners: np.ndarray, topics: np.ndarray, age_hours
                     i = queue[pos]
                     if relax < 2 and owner[i] == last_owner:
                         continue
-                    if relax < 1 and topic[i] >= 0 and recent.count(topic[i]) >= max_same:
+                    if relax < 1 and in_window.get(topic[i], 0) >= max_same and topic[i] >= 0:
                         continue
                     if rank_l[i] < best_rank:
                         best_rank, pick = rank_l[i], (j, pos)
@@ -108,9 +114,12 @@ def rerank(scores: np.ndarray, owners: np.ndarray, topics: np.ndarray, age_hours
                 total = sum(share[a] for a in active)
         out.append(i)
         last_owner = owner[i]
-        recent.append(topic[i])
-        if len(recent) >= cfg.topic_window:
-            recent.pop(0)
+        t = topic[i]
+        recent.append(t)
+        in_window[t] = in_window.get(t, 0) + 1
+        if len(recent) > window:
+            gone = recent.pop(0)
+            in_window[gone] -= 1
     return np.asarray(out, np.int64)
 
 

@@ -100,6 +100,8 @@ class RayRanker:
                     "env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}},
                 user_config={"max_batch_size": settings.ranker_max_batch_size,
                              "batch_wait_ms": settings.ranker_batch_wait_ms},
+                # No access-log line per call: the API logs and times each request already.
+                logging_config={"enable_access_log": False},
             )
             threads = max(1, int(settings.ranker_num_cpus))
             serve.run(deployment.bind(settings.ranker_model, settings.mlflow_tracking_uri,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
-from serving.deps import ClaimsDep, SettingsDep
+from serving.deps import ClaimsDep, SettingsDep, has_role
 from serving.errors import error_responses
 from serving.feed.cursor import CursorError
 from serving.feed.pipeline import Feeds, Page, UnknownUser
@@ -65,6 +65,18 @@ DebugQ = Annotated[bool, Query(description="Add each item's `debug`: candidate s
                                            "model version, experiment variant.")]
 
 
+def debug_allowed(claims: ClaimsDep, settings: SettingsDep, debug: DebugQ = False) -> bool:
+    """``debug`` for roles from ``feed_debug_role`` up, checked before anything else (the
+    token's role: a read-only view, so no database read for it)."""
+    assert settings.feed_debug_role is not None
+    if debug and not has_role(claims, settings.feed_debug_role):
+        raise HTTPException(403, f"debug requires the {settings.feed_debug_role} role")
+    return debug
+
+
+DebugAllowed = Annotated[bool, Depends(debug_allowed)]
+
+
 async def _serve(response: Response, work: Callable[..., Page], *args: object) -> dict:
     """Run one feed request on a worker thread; its trace becomes headers."""
     try:
@@ -77,12 +89,13 @@ async def _serve(response: Response, work: Callable[..., Page], *args: object) -
     return page.body
 
 
-@router.get("/for-you", response_model=FeedPage,
+@router.get("/for-you", response_model=FeedPage, responses=error_responses(403),
             dependencies=[Depends(RateLimit("for_you"))])
-async def for_you(_: Admitted, claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
-                  response: Response, page_size: PageSize = None,
-                  cursor: CursorQ = None, debug: DebugQ = False) -> dict:
-    """The personalised feed; pass ``cursor`` for the next page of the same list."""
+async def for_you(debug: DebugAllowed, _: Admitted, claims: ClaimsDep, feeds: FeedsDep,
+                  settings: SettingsDep, response: Response, page_size: PageSize = None,
+                  cursor: CursorQ = None) -> dict:
+    """The personalised feed; pass ``cursor`` for the next page of the same list. ``debug``
+    is for staff outside ``dev`` (``feed_debug_role``)."""
     return await _serve(response, feeds.for_you, claims.user_id,
                         page_size or settings.feed_page_size, cursor, debug)
 

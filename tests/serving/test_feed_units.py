@@ -117,3 +117,31 @@ def test_rerank_pages_follow_source_quotas_and_a_dry_source_leaves_its_share_to_
     assert abs(share["trending"] - 0.9 * 0.15 / 0.75) < 0.05, share
     assert abs(share["explore"] - 0.1) < 0.01, share
 
+
+
+def test_for_you_debug_is_for_staff_outside_dev() -> None:
+    """A plain user asking for ``debug`` (scores, experiment arm) gets 403 in ``test`` and
+    ``prod``; staff do, and in ``dev`` anyone does; ``feed_debug_role`` overrides it."""
+    from fastapi import HTTPException
+
+    from core.config import Settings
+    from platform_services.auth import Claims
+    from platform_services.storage.models import Role
+    from serving.routes.feed import debug_allowed
+
+    secret = "s" * 40
+
+    def allowed(env: str, role: Role, **over: object) -> bool:
+        settings = Settings(env=env, jwt_secret=secret, **over)  # type: ignore[arg-type]
+        try:
+            return debug_allowed(Claims(7, role), settings, debug=True)
+        except HTTPException as exc:
+            assert exc.status_code == 403 and "moderator" in str(exc.detail)
+            return False
+
+    assert allowed("dev", Role.USER)
+    assert not allowed("test", Role.USER) and not allowed("prod", Role.USER)
+    assert allowed("prod", Role.MODERATOR) and allowed("prod", Role.ADMIN)
+    assert allowed("prod", Role.USER, feed_debug_role="user")
+    assert not debug_allowed(Claims(7, Role.USER), Settings(env="prod", jwt_secret=secret),
+                             debug=False)  # no debug asked: nothing to refuse

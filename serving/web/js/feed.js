@@ -82,7 +82,7 @@ export class FeedView {
     if (!this.more) return Promise.resolve();
     if (!this.loading) {
       const query = { page_size: PAGE_SIZE, cursor: this.cursor };
-      if (this.ctx.debug()) query.debug = "true";
+      if (this.ctx.debug() && !this.debugRefused) query.debug = "true";
       this.loading = this.ctx.api.get(this.ctx.path, query).then((page) => {
         this.cursor = page.next_cursor;
         this.more = Boolean(page.has_more && page.next_cursor);
@@ -91,6 +91,12 @@ export class FeedView {
       }).catch((e) => {
         if (e.status === 400 && this.cursor) { // the cached list expired: rank a fresh one
           this.cursor = null;
+          this.loading = null;
+          return this.nextPage();
+        }
+        if (e.status === 403 && query.debug) { // the overlay is for staff: the plain feed
+          this.ctx.toast(`No debug overlay: ${e.message}`);
+          this.debugRefused = true;
           this.loading = null;
           return this.nextPage();
         }

@@ -131,6 +131,8 @@ def test_every_owner_only_route_refuses_others(api: TestClient) -> None:
             f"moderation/videos/{video}", {"action": "reject", "reason": "pwned"}),
         ("get", "/api/v1/media/{video_id}/{exp}/{sig}/{path}"): (
             f"media/{video}/{2**40}/{'0' * 32}/master.m3u8", None),
+        # A feed's scores and experiment arm are for staff outside dev (``feed_debug_role``).
+        ("get", "/api/v1/feed/for-you"): ("feed/for-you?debug=true", None),
         # Experiments are managed by admins only.
         ("post", "/api/v1/experiments"): ("experiments", {"name": "pwned"}),
         ("get", "/api/v1/experiments"): ("experiments", None),

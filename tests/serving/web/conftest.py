@@ -190,6 +190,9 @@ def live_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "BLOB_URL": f"file://{root}/blobs", "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
         "RANKER_BACKEND": "local", "CATALOG_REFRESH_S": "0.5", "API_BASE_URL": base,
         "RATE_LIMIT_LOGIN": "10000/minute", "RATE_LIMIT_SIGNUP": "10000/minute",
+        # The overlay is tried by the user each test signs up (staff only by default outside
+        # dev: the refusal is in tests/serving/social/test_security_rules.py).
+        "FEED_DEBUG_ROLE": "user",
     }
     with env_settings(env) as settings:
         cfg = SynthConfig(n_users=60, n_videos=150, days=3, seed=11, start=recent_start(3))
