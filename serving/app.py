@@ -22,7 +22,7 @@ from platform_services.runtime import Runtime
 from platform_services.storage.blob_routes import blob_router
 from platform_services.storage.blobs import LocalBlobStore, open_blob_store
 from serving.errors import error_responses, install_error_handlers
-from serving.limits import BodySizeLimit, rate_limited
+from serving.limits import BodySizeLimit, UnroutedRateLimit, rate_limited
 from serving.observability import RequestObservability
 from serving.routes import auth, events, experiments, feed
 from serving.routes import comments as comment_routes
@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     # Every route is rate limited (per IP, and per user when signed in) and bodies are capped.
     app = FastAPI(title="reelrank", version="0.1.0", lifespan=lifespan,
                   dependencies=[Depends(rate_limited)])
+    app.add_middleware(UnroutedRateLimit,
+                       prefixes=("/web", "/metrics", "/docs", "/redoc", "/openapi.json"))
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
                        exempt=("/blobs/",))  # the blob route caps uploads at upload_max_bytes
     # Outermost: request id, latency by route and the access line cover every response.

@@ -10,6 +10,7 @@ costs a Redis round trip, never a database query.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,6 +74,40 @@ class RateLimit:
                      getattr(settings, f"rate_limit_{self.scope}"), self.scope, who)
 
 
+class UnroutedRateLimit:
+    """ASGI middleware: the per-IP limit for what is served outside the API's routes (the web
+    player's files, ``/metrics``, the API docs): FastAPI's app-wide dependency never runs for
+    mounted apps or its own docs routes, and every route must be limited."""
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]):
+        self.app, self.prefixes = app, prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+            request = Request(scope)
+            limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+            if limiter is not None:
+                settings: Settings = request.app.state.runtime.settings
+                rule = settings.rate_limit_ip
+                decision = await limiter.hit(rule, "ip", _client(request)[0])
+                if not decision.allowed:
+                    retry = str(decision.retry_after_s)
+                    await _send_error(send, 429, f"rate limit of {rule} exceeded; retry in "
+                                      f"{retry}s", [(b"retry-after", retry.encode())])
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Send, status: int, message: str,
+                      headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A JSON error response written straight to ASGI (from middleware, before any route)."""
+    body = json.dumps(error_body(status, message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodySizeLimit:
     """ASGI middleware: a request body over ``max_bytes`` gets 413 (by its Content-Length, or
     while it streams when it has none) before any handler reads it. Paths under ``exempt``
@@ -103,8 +138,4 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(error_body(413, f"request body over {self.max_bytes} bytes")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, 413, f"request body over {self.max_bytes} bytes")

@@ -271,3 +271,6 @@ def test_rate_limits_hold_on_every_route(limited: TestClient) -> None:
     # Without a token, the per-IP limit (100/minute, some of it spent above) still holds.
     answers = [api.get("/healthz").status_code for _ in range(100)]
     assert answers[-1] == 429 and _is_429(api.get("/healthz"))
+    # So does what is served outside the API's routes: the player's files, metrics, the docs.
+    for path in ("/web/", "/web/js/app.js", "/metrics", "/docs", "/redoc", "/openapi.json"):
+        assert _is_429(api.get(path)), path
