@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from starlette.concurrency import run_in_threadpool
 
 from platform_services.media import uploads
@@ -20,6 +20,7 @@ from platform_services.media.delivery import SPRITE_VTT, PlaylistSigner
 from platform_services.media.models import VideoMedia
 from platform_services.storage.blobs import BlobStore
 from platform_services.storage.models import User, Video, VideoStats, Visibility
+from platform_services.storage.social_models import Like, Save
 from serving.deps import CurrentUser, SessionDep, SettingsDep
 from serving.video_card import VideoCard, card_fields
 
@@ -97,9 +98,11 @@ class DeleteOut(BaseModel):
     message: str
 
 
-class UserInteraction(BaseModel):
-    liked: bool | None  # None until likes and saves are stored (the social issue)
-    saved: bool | None
+class InteractionOut(BaseModel):
+    """The caller's own like and save of the video (the design's ``user_interaction``)."""
+
+    liked: bool
+    saved: bool
 
 
 class VideoOut(VideoCard):
@@ -116,7 +119,7 @@ class VideoOut(VideoCard):
     sprite_url: str | None  # a WebVTT of thumbnail tiles for scrubbing
     width: int | None
     height: int | None
-    user_interaction: UserInteraction
+    user_interaction: InteractionOut
 
 
 @router.post("/upload", status_code=201, responses=errors(401, 415, 422))
@@ -160,8 +163,11 @@ def get_video(video_id: VideoId, user: CurrentUser, session: SessionDep, blobs: 
     ).first()
     if row is None or not uploads.can_view(session, row[0], user.id):
         raise HTTPException(404, f"no video {video_id}")
+    liked, saved = session.execute(select(*(
+        exists().where(t.user_id == user.id, t.video_id == video_id) for t in (Like, Save)
+    ))).one()
     return _video_out(*row, viewer_id=user.id, blobs=blobs, signer=signer,
-                      ttl_s=signer.ttl_s)
+                      ttl_s=signer.ttl_s, interaction=InteractionOut(liked=liked, saved=saved))
 
 
 @router.delete("/{video_id}", responses=errors(401, 404))
@@ -177,7 +183,7 @@ async def delete_video(video_id: VideoId, user: CurrentUser, session: SessionDep
 
 def _video_out(video: Video, owner: User, media: VideoMedia | None, stats: VideoStats | None,
                *, viewer_id: int, blobs: BlobStore, signer: PlaylistSigner,
-               ttl_s: int) -> VideoOut:
+               ttl_s: int, interaction: InteractionOut) -> VideoOut:
     card = card_fields(video, owner, media, stats, signer, blobs)
     probe = (media.probe if media is not None else None) or {}
     poster = sprite = None
@@ -192,5 +198,5 @@ def _video_out(video: Video, owner: User, media: VideoMedia | None, stats: Video
         failure_reason=media.failure_reason if media and viewer_id == owner.id else None,
         poster_url=poster, sprite_url=sprite,
         width=probe.get("display_width"), height=probe.get("display_height"),
-        user_interaction=UserInteraction(liked=None, saved=None),
+        user_interaction=interaction,
     )

@@ -39,6 +39,7 @@ const actions = {
   wire(slide, item) {
     const like = slide.querySelector(".like");
     like.addEventListener("click", async () => {
+      like.dataset.touched = "true"; // the answer below wins over a slower user_interaction
       const liked = like.getAttribute("aria-pressed") === "true";
       try {
         const r = liked ? await api.del(`/videos/${item.video_id}/like`)
@@ -65,6 +66,18 @@ const actions = {
       n.textContent = Number(n.textContent) + 1;
     }));
     slide.querySelector(".sound").addEventListener("click", () => toggleSound());
+  },
+  /** A slide on screen for the first time: whether the viewer already likes it (the feed
+   * items do not say; ``GET /videos/{id}`` does, as ``user_interaction``). */
+  async shown(slide, item) {
+    if (slide.dataset.interaction) return;
+    slide.dataset.interaction = "asked";
+    try {
+      const v = await api.get(`/videos/${item.video_id}`);
+      const like = slide.querySelector(".like");
+      if (like.dataset.touched !== "true") like.setAttribute("aria-pressed", String(v.user_interaction.liked));
+      slide.dataset.interaction = "known";
+    } catch { delete slide.dataset.interaction; } // try again next time it is shown
   },
 };
 

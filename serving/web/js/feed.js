@@ -171,6 +171,7 @@ export class FeedView {
     this.root.dataset.current = String(index);
     const item = this.items[index];
     this.ctx.events.view(item);
+    this.ctx.actions.shown?.(this.slides[index], item);
     this.player(index)?.play();
     this.player(index + 1)?.load(); // the next one is ready before the swipe
     for (const [i, p] of this.players) {

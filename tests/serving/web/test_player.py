@@ -143,6 +143,8 @@ def test_search_comment_follow_and_debug_overlay(page, live_api: LiveApi) -> Non
     page.click("#comment-form button[type=submit]")
     page.wait_for_selector("#comments li:has-text('first comment from the browser')")
     page.click("#panel-close")
+    first.locator("button.like").click()
+    page.wait_for_selector("#feed-for-you .slide[data-index='0'] button.like[aria-pressed='true']")
     first.locator("button.follow").click()
     page.wait_for_selector("#feed-for-you .slide[data-index='0'] button.follow.on")
     with sessions(live_api)() as s:
@@ -162,6 +164,11 @@ def test_search_comment_follow_and_debug_overlay(page, live_api: LiveApi) -> Non
             break
         assert time.monotonic() < deadline, "the followee's videos never reached the tab"
         page.wait_for_timeout(500)
+    # A card shows the viewer's own like when it comes on screen (``user_interaction``).
+    liked = page.locator(f"#feed-following .slide[data-video-id='{video_id}']")
+    liked.scroll_into_view_if_needed()
+    page.wait_for_selector(f"#feed-following .slide[data-video-id='{video_id}'] "
+                           "button.like[aria-pressed='true']", timeout=10_000)
     page.click("[data-tab=for-you]")
 
     # The debug overlay: hidden, then (key "d") a fresh ?debug=true list whose cards show
