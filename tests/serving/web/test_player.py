@@ -289,3 +289,36 @@ def test_an_expired_list_continues_with_a_fresh_one(page, live_api: LiveApi) -> 
     assert page.locator("#feed-for-you .slide").count() > before
     assert page.inner_text("#toast") == ""
     assert not page.errors, page.errors
+
+
+def test_a_touch_swipe_moves_to_the_next_video(browser, live_api: LiveApi) -> None:  # noqa: ANN001
+    """On a phone (touch, no keyboard): a finger swiped up scrolls the feed one card on and
+    the next video plays."""
+    context = browser.new_context(viewport={"width": 390, "height": 760}, has_touch=True,
+                                  is_mobile=True)
+    try:
+        pg = context.new_page()
+        pg.errors = []
+        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+        pg.goto(f"{live_api.url}/web/")
+        sign_up(pg, f"web{uuid.uuid4().hex[:8]}")
+        pg.wait_for_selector(".slide[data-index='0'].playing", timeout=20_000)
+        cdp = context.new_cdp_session(pg)
+
+        # A finger on the card moving up 450 px in 15 steps (real touch events: the page's
+        # scroll snapping does the rest, as on a phone).
+        def touch(kind: str, y: float) -> None:
+            points = [] if kind == "touchEnd" else [{"x": 195, "y": y}]
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+        touch("touchStart", 600)
+        for step in range(1, 16):
+            touch("touchMove", 600 - 30 * step)
+            pg.wait_for_timeout(16)
+        touch("touchEnd", 150)
+        pg.wait_for_function(
+            "document.getElementById('feed-for-you').dataset.current === '1'", timeout=10_000)
+        pg.wait_for_selector(".slide[data-index='1'].playing", timeout=20_000)
+        assert not pg.errors, pg.errors
+    finally:
+        context.close()
