@@ -149,7 +149,7 @@ def edit(session: Session, user_id: int, comment_id: int, body: str) -> Comment:
     return comment
 
 
-def delete(session: Session, user_id: int, comment_id: int, moderator: bool) -> None:
+def delete(session: Session, user_id: int, comment_id: int, moderator: bool) -> Comment:
     """Delete (tombstone) a comment: its author, or a moderator, may."""
     comment = _live(session, comment_id)
     if not moderator:
@@ -160,6 +160,14 @@ def delete(session: Session, user_id: int, comment_id: int, moderator: bool) -> 
     session.flush()
     _event(session, user_id, Action.UNCOMMENT, comment.video_id, comment.author_id,
            comment.id)
+    return comment
+
+
+def commented_videos(session: Session, user_id: int) -> list[int]:
+    """The videos with a live comment of ``user_id`` (whose cached pages an account deletion,
+    which tombstones them, must invalidate)."""
+    return list(session.scalars(select(Comment.video_id).distinct().where(
+        Comment.author_id == user_id, Comment.deleted_at.is_(None))))
 
 
 def get(session: Session, viewer_id: int, comment_id: int) -> Comment:
@@ -271,12 +279,19 @@ _ROOTS = (_rows().where(Comment.video_id == bindparam("video_id"), Comment.paren
 _ROOTS_AFTER = _ROOTS.where(Comment.id < bindparam("cursor"))
 
 
-def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
-            page_size: int, replies: int) -> Page:
-    """A page of threads (roots newest first, ``id < cursor``), each with up to ``replies``
-    replies in display order."""
+def open_threads(session: Session, viewer_id: int, video_id: int) -> set[int]:
+    """Check that ``viewer_id`` may see the video (:class:`NotFound` otherwise); the authors
+    they blocked, whose comments (and their replies) a page leaves out for them."""
     visible_video(session, viewer_id, video_id)
-    blocked = set(blocked_ids(session, viewer_id))
+    return set(blocked_ids(session, viewer_id))
+
+
+def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
+            page_size: int, replies: int, blocked: set[int] | None = None) -> Page:
+    """A page of threads (roots newest first, ``id < cursor``), each with up to ``replies``
+    replies in display order. ``blocked``: :func:`open_threads`'s answer, if already asked."""
+    if blocked is None:
+        blocked = open_threads(session, viewer_id, video_id)
     roots = session.connection().execute(_ROOTS_AFTER if cursor is not None else _ROOTS, {
         "video_id": video_id, "cursor": cursor, "limit": page_size + 1}).all()
     next_cursor = str(roots[page_size - 1].id) if len(roots) > page_size else None

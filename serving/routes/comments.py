@@ -3,15 +3,19 @@ with cursors, edit (author), delete (author or moderator)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from anyio import from_thread
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.orm import Session
 
 from platform_services import comments
 from platform_services.auth import MAX_ID
+from platform_services.comment_cache import PageCache
 from platform_services.storage.models import Role, User
 from platform_services.storage.social_models import Comment
 from serving.deps import (
@@ -118,24 +122,62 @@ def _page(page: comments.Page) -> Response:
     return Response(page_json(page), media_type="application/json")
 
 
+async def get_page_cache(request: Request) -> PageCache:
+    """The app's cache of first pages (built on first use: joining the embedded Redis
+    blocks, so off the event loop; two first requests may both build one, harmlessly)."""
+    state = request.app.state
+    cache = getattr(state, "comment_pages", None)
+    if cache is None:
+        settings = state.runtime.settings
+        cache = state.comment_pages = await asyncio.to_thread(
+            PageCache.from_settings, settings.redis_url, settings.comment_page_cache_ttl_s)
+    return cache
+
+
+PageCacheDep = Annotated[PageCache, Depends(get_page_cache)]
+
+
+def invalidate_pages(pages: PageCache, video_ids: list[int]) -> None:
+    """From a sync route's worker thread, after its commit: the videos' cached pages are
+    stale."""
+    from_thread.run(pages.invalidate, video_ids)
+
+
 @router.post("/videos/{video_id}/comments", status_code=201)
 def post_comment(video_id: VideoIdPath, body: CommentIn, user: CurrentUser,
-                 session: SessionDep) -> CommentOut:
+                 session: SessionDep, pages: PageCacheDep) -> CommentOut:
     """Comment on a video, or reply to one of its comments (``parent_comment_id``)."""
     c = comments.add(session, user.id, video_id, body.content, body.parent_comment_id)
     session.commit()
+    invalidate_pages(pages, [video_id])
     return _written(c, user)
 
 
 @router.get("/videos/{video_id}/comments", response_model=CommentPage)
 async def list_threads(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep,
-                       cursor: ThreadCursor = None, page_size: PageSize = 20,
+                       pages: PageCacheDep, cursor: ThreadCursor = None,
+                       page_size: PageSize = 20,
                        replies: Annotated[int, Query(ge=0, le=200)] = 50) -> Response:
     """A video's threads, newest first, each with up to ``replies`` replies in display order
     (depth first, oldest first); comments of users you blocked are left out."""
+    shape = f"{page_size}:{replies}"
+    # The first page may come from the cache; its version is read before any row (see
+    # ``platform_services.comment_cache``). Visibility is checked on every read.
+    cached = await pages.get(video_id, shape) if cursor is None else None
+
+    def read(session: Session, me: int) -> tuple[bytes, bool]:
+        blocked = comments.open_threads(session, me, video_id)
+        shared = cached is not None and not blocked  # the page everyone without blocks sees
+        if shared and cached[1] is not None:
+            return cached[1], False
+        return page_json(comments.threads(session, me, video_id, int(cursor) if cursor else None,
+                                          page_size, replies, blocked)), shared
+
     # One transaction and one thread hop (``as_user``): the goal is a 20 ms p99.
-    return await as_user(runtime, claims, lambda session, me: _page(comments.threads(
-        session, me, video_id, int(cursor) if cursor else None, page_size, replies)))
+    body, store = await as_user(runtime, claims, read)
+    if store and cached is not None:
+        await pages.put(video_id, shape, cached[0], body)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/comments/{comment_id}/replies", response_model=CommentPage)
@@ -148,18 +190,20 @@ async def list_replies(comment_id: CommentIdPath, claims: ClaimsDep, runtime: Ru
 
 @router.patch("/comments/{comment_id}", responses=error_responses(403))
 def edit_comment(comment_id: CommentIdPath, body: CommentEditIn, user: CurrentUser,
-                 session: SessionDep) -> CommentOut:
+                 session: SessionDep, pages: PageCacheDep) -> CommentOut:
     """Edit your comment (only its author may)."""
     c = comments.edit(session, user.id, comment_id, body.content)
     session.commit()
+    invalidate_pages(pages, [c.video_id])
     return _written(c, user)
 
 
 @router.delete("/comments/{comment_id}", status_code=204, response_class=Response,
                responses=error_responses(403))
 def delete_comment(comment_id: CommentIdPath, user: CurrentUser, claims: ClaimsDep,
-                   session: SessionDep) -> None:
+                   session: SessionDep, pages: PageCacheDep) -> None:
     """Delete a comment: its author, or a moderator (replies stay, under a tombstone)."""
     moderator = Role.USER not in (claims.role, user.role)  # both token and account say so
-    comments.delete(session, user.id, comment_id, moderator)
+    c = comments.delete(session, user.id, comment_id, moderator)
     session.commit()
+    invalidate_pages(pages, [c.video_id])
