@@ -234,7 +234,7 @@ def _subtrees(session: Session, ranges: list[tuple[int, str, str]], limit: int
         for i, (root, after, below) in enumerate(ranges):
             params |= {f"root{i}": root, f"after{i}": after, f"below{i}": below}
     out: dict[int, list[Row]] = {}
-    for c in session.connection().execute(stmt, params):
+    for c in session.connection().execute(stmt, params).all():  # one fetchall, not per row
         out.setdefault(c.root_id, []).append(c)
     return out
 
