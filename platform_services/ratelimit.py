@@ -22,7 +22,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import Counter
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from platform_services.storage.cache import embedded_server
 
@@ -96,13 +96,24 @@ class RateLimiter:
 
     async def _acquire(self, items: list[tuple[RateLimitItem, tuple[str, ...], str]]) -> list:
         """What ``SlidingWindowCounterRateLimiter.hit`` runs per limit (the same script and
-        keys, so counts mix with its), pipelined."""
+        keys, so counts mix with its), as ``EVALSHA`` commands in one pipeline. The script is
+        not registered with the pipeline (redis-py would then send ``SCRIPT EXISTS`` first, a
+        second round trip per request); if Redis lost it (a restart), it is loaded again."""
         storage, bridge = self.storage, self.storage.bridge
-        async with bridge.get_connection().pipeline(transaction=False) as pipe:
-            for item, key, _ in items:
-                k = item.key_for(*key)
-                await bridge.lua_acquire_sliding_window(
-                    [bridge.prefixed_key(storage._previous_window_key(k)),
-                     bridge.prefixed_key(storage._current_window_key(k))],
-                    [item.amount, item.get_expiry(), 1], client=pipe)
-            return await pipe.execute()
+        script = bridge.lua_acquire_sliding_window
+        client = bridge.get_connection()
+        for attempt in (1, 2):
+            async with client.pipeline(transaction=False) as pipe:
+                for item, key, _ in items:
+                    k = item.key_for(*key)
+                    pipe.evalsha(script.sha, 2,
+                                 bridge.prefixed_key(storage._previous_window_key(k)),
+                                 bridge.prefixed_key(storage._current_window_key(k)),
+                                 item.amount, item.get_expiry(), 1)
+                try:
+                    return await pipe.execute()
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    script.sha = await client.script_load(script.script)
+        raise AssertionError("unreachable")

@@ -33,3 +33,14 @@ def test_fails_open_without_redis(tmp_path) -> None:  # noqa: ANN001
                                       )).allowed
 
     assert asyncio.run(run())
+
+
+def test_a_redis_that_lost_its_scripts_still_counts(redis_url: str) -> None:
+    async def run() -> list[bool]:
+        limiter = RateLimiter(redis_url, prefix=f"t-{uuid.uuid4().hex}")
+        out = [(await limiter.hit_all(("2/minute", ("user", "1")))).allowed]
+        await limiter.storage.bridge.get_connection().script_flush()  # as after a restart
+        out += [(await limiter.hit_all(("2/minute", ("user", "1")))).allowed for _ in range(2)]
+        return out
+
+    assert asyncio.run(run()) == [True, True, False]
