@@ -11,9 +11,20 @@ call is therefore a no-op, concurrent repeats race on the primary key (one wins)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, literal, literal_column, or_, select, union
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    delete,
+    literal,
+    literal_column,
+    or_,
+    select,
+    union,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -47,11 +58,26 @@ def _event(session: Session, user_id: int, action: Action, video_id: int | None 
                                   author_id=author_id))
 
 
+# ``INSERT ... ON CONFLICT DO NOTHING RETURNING 1`` by (dialect, table, columns), with bound
+# values: built once (building it per like cost more CPU than SQLite spends running it).
+_INSERTS: dict[tuple[str, Table, tuple[str, ...]], Any] = {}
+
+
+@lru_cache(maxsize=64)
+def _delete_stmt(table: Table, columns: tuple[str, ...]) -> Any:
+    return delete(table).where(and_(*(table.c[c] == bindparam(c) for c in columns)))
+
+
 def _insert_new(session: Session, model: type, **values: int | str) -> bool:
     """Insert unless the primary key exists; ``True`` if this call added the row."""
-    # RETURNING, not rowcount: psycopg reports -1 for an ORM-entity INSERT ... ON CONFLICT.
-    stmt = upsert_insert(session, model.__table__).values(**values).on_conflict_do_nothing()
-    return session.execute(stmt.returning(literal_column("1"))).first() is not None
+    conn = session.connection()  # Core statements: no ORM execution layer
+    key = (conn.dialect.name, model.__table__, tuple(values))
+    if (stmt := _INSERTS.get(key)) is None:
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT.
+        stmt = _INSERTS[key] = (
+            upsert_insert(conn, model.__table__).values({c: bindparam(c) for c in values})
+            .on_conflict_do_nothing().returning(literal_column("1")))
+    return conn.execute(stmt, values).first() is not None
 
 
 def _toggle(session: Session, model: type, key: dict[str, int], on: bool, action: Action,
@@ -62,7 +88,8 @@ def _toggle(session: Session, model: type, key: dict[str, int], on: bool, action
     if on:
         changed = _insert_new(session, model, **key)
     else:
-        changed = session.execute(delete(model.__table__).filter_by(**key)).rowcount > 0
+        changed = session.connection().execute(
+            _delete_stmt(model.__table__, tuple(key)), key).rowcount > 0
     if changed:
         _event(session, actor_id, action, video_id=video_id, author_id=author_id)
     return changed
@@ -207,7 +234,8 @@ _LIKE_TARGET = (
 def _like_target(session: Session, viewer_id: int, video_id: int) -> tuple[int, int]:
     """The video's owner and counted likes if ``viewer_id`` may see it (as
     :func:`visible_video`), in one query; :class:`NotFound` otherwise."""
-    row = session.execute(_LIKE_TARGET, {"video_id": video_id, "viewer_id": viewer_id}).first()
+    row = session.connection().execute(
+        _LIKE_TARGET, {"video_id": video_id, "viewer_id": viewer_id}).first()
     if row is None:
         raise NotFound("no such video")
     return row[0], row[1] or 0
