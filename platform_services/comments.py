@@ -41,7 +41,7 @@ from core.clock import utcnow
 from core.events import Action, UserInteraction
 from platform_services.bus.outbox import emit
 from platform_services.errors import Forbidden, Invalid, NotFound
-from platform_services.social import blocked_ids, visible_video
+from platform_services.social import blocked_ids, check_visible, visible_video
 from platform_services.storage.models import User
 from platform_services.storage.social_models import Comment
 
@@ -282,7 +282,7 @@ _ROOTS_AFTER = _ROOTS.where(Comment.id < bindparam("cursor"))
 def open_threads(session: Session, viewer_id: int, video_id: int) -> set[int]:
     """Check that ``viewer_id`` may see the video (:class:`NotFound` otherwise); the authors
     they blocked, whose comments (and their replies) a page leaves out for them."""
-    visible_video(session, viewer_id, video_id)
+    check_visible(session, viewer_id, video_id)
     return set(blocked_ids(session, viewer_id))
 
 

@@ -161,6 +161,18 @@ def visible_video(session: Session, viewer_id: int, video_id: int) -> Video:
     return video
 
 
+_VISIBLE_VIDEO_ID = select(Video.id).where(Video.id == bindparam("video_id"),
+                                           visible_to(bindparam("viewer_id")))
+
+
+def check_visible(session: Session, viewer_id: int, video_id: int) -> None:
+    """:func:`visible_video`'s check without loading the video (a Core read of its id): the
+    comment-thread read, whose first page is otherwise served from a cache, needs no more."""
+    if session.connection().scalar(
+            _VISIBLE_VIDEO_ID, {"video_id": video_id, "viewer_id": viewer_id}) is None:
+        raise NotFound("no such video")
+
+
 def existing_user(session: Session, user_id: int) -> User:
     """The user, unless there is none or the account was deleted (:class:`NotFound`)."""
     user = session.get(User, user_id)
@@ -208,8 +220,12 @@ def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
                    Action.UNBLOCK, blocker_id, author_id=blocked_id)
 
 
+_BLOCKED_BY = select(Block.blocked_id).where(Block.blocker_id == bindparam("blocker_id"))
+
+
 def blocked_ids(session: Session, blocker_id: int) -> list[int]:
-    return list(session.scalars(select(Block.blocked_id).where(Block.blocker_id == blocker_id)))
+    """Whom ``blocker_id`` blocked (one way: whose comments they no longer see)."""
+    return list(session.connection().scalars(_BLOCKED_BY, {"blocker_id": blocker_id}))
 
 
 # --- reactions on videos ---------------------------------------------------------------------
