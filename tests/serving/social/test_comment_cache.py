@@ -4,9 +4,12 @@ the bytes served equal what pydantic would write for ``CommentPage``."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from fastapi.testclient import TestClient
 
+from platform_services.comment_cache import PageCache
 from platform_services.storage.models import Visibility
 from serving.routes.comments import CommentPage
 from tests.serving.social.conftest import PASSWORD, make_account, make_video
@@ -85,3 +88,13 @@ def test_served_bytes_are_the_documented_model(api: TestClient) -> None:
         raw = api.get(f"{V1}/videos/{video}/comments{query}", headers=bob.headers).content
         model = CommentPage.model_validate(orjson.loads(raw))
         assert raw == model.model_dump_json().encode(), "orjson writes what pydantic would"
+
+
+def test_the_cache_fails_open_without_redis(tmp_path) -> None:  # noqa: ANN001
+    async def run() -> object:
+        cache = PageCache.from_settings(f"unix://{tmp_path}/no.sock", ttl_s=30)
+        await cache.put(1, "20:50", b"0", b"{}")  # logged, not raised
+        await cache.invalidate([1])
+        return await cache.get(1, "20:50")
+
+    assert asyncio.run(run()) is None, "no Redis: the page is read from the database"
