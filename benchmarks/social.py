@@ -436,7 +436,10 @@ def _body(size: Size, results: list, threads: list, loads: list[float]) -> str:
         f"## Comment threads of the {size.comments:,}-comment video",
         "",
         "`GET /api/v1/videos/{id}/comments?page_size=20&replies=50`: first pages, and pages "
-        "after a random thread cursor.",
+        "after a random thread cursor. First pages come from the Redis page cache "
+        "(`platform_services/comment_cache.py`: no comment is written during the run, so all "
+        "but the first are hits; each still checks the token, the video's visibility and the "
+        "reader's blocks in the database); cursor pages are read from the database.",
         "",
         table(["db", "pages", "req/s", "requests", "p50 ms", "p95 ms", "p99 ms", "errors",
                CPU_COLUMN, "load"], threads),

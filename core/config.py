@@ -228,6 +228,10 @@ class Settings(BaseSettings):
     # workers would fight over the ports).
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65_000)
     worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a Prometheus on another host
+    # A video's first page of comment threads, cached in Redis as the JSON it answers with
+    # (issue 14 performance); a new, edited or deleted comment invalidates it at once, an
+    # author's new display name or avatar shows within this many seconds. 0: no cache.
+    comment_page_cache_ttl_s: int = Field(default=30, ge=0, le=3600)
 
     @property
     def worker_metrics_base_port(self) -> int:

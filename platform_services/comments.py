@@ -41,7 +41,7 @@ from core.clock import utcnow
 from core.events import Action, UserInteraction
 from platform_services.bus.outbox import emit
 from platform_services.errors import Forbidden, Invalid, NotFound
-from platform_services.social import blocked_ids, visible_video
+from platform_services.social import blocked_ids, check_visible, visible_video
 from platform_services.storage.models import User
 from platform_services.storage.social_models import Comment
 
@@ -74,35 +74,27 @@ def _rows() -> Select:
     return select(*ROW).join(User, User.id == Comment.author_id)
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
-    """A comment in a tree answer (a :data:`ROW` row, or the ``Comment`` just written);
-    ``replies`` in display order."""
+    """A comment in a tree answer; ``replies`` in display order."""
 
-    comment: Comment | Row
+    comment: Row | tuple  # :data:`ROW`'s columns in its order
     replies: list[Node] = field(default_factory=list)
     more_replies_after: str | None = None  # a cursor for /replies when the thread was cut
 
 
-@dataclass(frozen=True)
-class Author:
-    """What a comment shows of its author."""
-
-    id: int
-    username: str
-    display_name: str | None
-    avatar_url: str | None
-    verified: bool
-
-    @classmethod
-    def of(cls, user: User) -> Author:
-        return cls(user.id, user.username, user.display_name, user.avatar_url, user.verified)
+def as_row(comment: Comment, author: User) -> tuple:
+    """A comment just written and its author as a :data:`ROW` tuple (what pages hold)."""
+    return (*(getattr(comment, c.name) for c in ROW[:11]), author.username,
+            author.display_name, author.avatar_url, author.verified)
 
 
 @dataclass
 class Page:
+    """Threads (or replies) in display order; each node's comment is a :data:`ROW` row, which
+    carries its author's columns too."""
+
     threads: list[Node]
-    authors: dict[int, Author]
     next_cursor: str | None
 
 
@@ -157,7 +149,7 @@ def edit(session: Session, user_id: int, comment_id: int, body: str) -> Comment:
     return comment
 
 
-def delete(session: Session, user_id: int, comment_id: int, moderator: bool) -> None:
+def delete(session: Session, user_id: int, comment_id: int, moderator: bool) -> Comment:
     """Delete (tombstone) a comment: its author, or a moderator, may."""
     comment = _live(session, comment_id)
     if not moderator:
@@ -168,6 +160,14 @@ def delete(session: Session, user_id: int, comment_id: int, moderator: bool) -> 
     session.flush()
     _event(session, user_id, Action.UNCOMMENT, comment.video_id, comment.author_id,
            comment.id)
+    return comment
+
+
+def commented_videos(session: Session, user_id: int) -> list[int]:
+    """The videos with a live comment of ``user_id`` (whose cached pages an account deletion,
+    which tombstones them, must invalidate)."""
+    return list(session.scalars(select(Comment.video_id).distinct().where(
+        Comment.author_id == user_id, Comment.deleted_at.is_(None))))
 
 
 def get(session: Session, viewer_id: int, comment_id: int) -> Comment:
@@ -234,7 +234,7 @@ def _subtrees(session: Session, ranges: list[tuple[int, str, str]], limit: int
         for i, (root, after, below) in enumerate(ranges):
             params |= {f"root{i}": root, f"after{i}": after, f"below{i}": below}
     out: dict[int, list[Row]] = {}
-    for c in session.execute(stmt, params):
+    for c in session.connection().execute(stmt, params).all():  # one fetchall, not per row
         out.setdefault(c.root_id, []).append(c)
     return out
 
@@ -272,16 +272,28 @@ def _tree(comments: list[Row], hidden: set[int]) -> list[Node]:
     return top
 
 
+# The roots of a page, newest first: one range of ``ix_comments_video_threads``. Built once,
+# bound per call (as :func:`_ranges_union`).
+_ROOTS = (_rows().where(Comment.video_id == bindparam("video_id"), Comment.parent_id.is_(None))
+          .order_by(Comment.id.desc()).limit(bindparam("limit", type_=Integer)))
+_ROOTS_AFTER = _ROOTS.where(Comment.id < bindparam("cursor"))
+
+
+def open_threads(session: Session, viewer_id: int, video_id: int) -> set[int]:
+    """Check that ``viewer_id`` may see the video (:class:`NotFound` otherwise); the authors
+    they blocked, whose comments (and their replies) a page leaves out for them."""
+    check_visible(session, viewer_id, video_id)
+    return set(blocked_ids(session, viewer_id))
+
+
 def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
-            page_size: int, replies: int) -> Page:
+            page_size: int, replies: int, blocked: set[int] | None = None) -> Page:
     """A page of threads (roots newest first, ``id < cursor``), each with up to ``replies``
-    replies in display order."""
-    visible_video(session, viewer_id, video_id)
-    blocked = set(blocked_ids(session, viewer_id))
-    q = _rows().where(Comment.video_id == video_id, Comment.parent_id.is_(None))
-    if cursor is not None:
-        q = q.where(Comment.id < cursor)
-    roots = session.execute(q.order_by(Comment.id.desc()).limit(page_size + 1)).all()
+    replies in display order. ``blocked``: :func:`open_threads`'s answer, if already asked."""
+    if blocked is None:
+        blocked = open_threads(session, viewer_id, video_id)
+    roots = session.connection().execute(_ROOTS_AFTER if cursor is not None else _ROOTS, {
+        "video_id": video_id, "cursor": cursor, "limit": page_size + 1}).all()
     next_cursor = str(roots[page_size - 1].id) if len(roots) > page_size else None
     roots = [r for r in roots[:page_size] if r.author_id not in blocked]
     hidden = _hidden_comments(session, [r.id for r in roots], blocked)
@@ -294,7 +306,7 @@ def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
         if len(found) > replies:
             node.more_replies_after = found[replies - 1].path
         out.append(node)
-    return Page(out, _authors(out), next_cursor)
+    return Page(out, next_cursor)
 
 
 def replies(session: Session, viewer_id: int, comment_id: int, after: str | None,
@@ -309,18 +321,4 @@ def replies(session: Session, viewer_id: int, comment_id: int, after: str | None
     subs = _subtrees(session, [(comment.root_id, start, comment.path + "~")], limit + 1)
     found = subs.get(comment.root_id, [])
     cursor = found[limit - 1].path if len(found) > limit else None
-    nodes = _tree(found[:limit], hidden)
-    return Page(nodes, _authors(nodes), cursor)
-
-
-def _authors(nodes: list[Node]) -> dict[int, Author]:
-    """The authors of the comments in ``nodes`` (rows of :data:`ROW` carry them)."""
-    out: dict[int, Author] = {}
-    stack = list(nodes)
-    while stack:
-        n = stack.pop()
-        c = n.comment
-        out[c.author_id] = Author(c.author_id, c.username, c.display_name, c.avatar_url,
-                                  c.verified)
-        stack += n.replies
-    return out
+    return Page(_tree(found[:limit], hidden), cursor)

@@ -22,7 +22,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import Counter
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from platform_services.storage.cache import embedded_server
 
@@ -37,6 +37,7 @@ class Decision:
     retry_after_s: int  # 0 when allowed
     limit: int
     remaining: int
+    rule: str = ""  # the limit that refused, as written in settings
 
 
 @lru_cache(maxsize=64)
@@ -68,15 +69,51 @@ class RateLimiter:
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
 
     async def hit(self, rule_text: str, *key: str) -> Decision:
-        item = rule(rule_text)
+        return await self.hit_all((rule_text, key))
+
+    async def hit_all(self, *checks: tuple[str, tuple[str, ...]]) -> Decision:
+        """Count one request against each ``(rule_text, key)`` in one Redis round trip (a
+        pipeline of ``limits``' own sliding-window script: every request checks its IP and its
+        user, and two sequential calls were ~10 % of a like's API CPU); the first limit that
+        refuses decides."""
+        items = [(rule(text), key, text) for text, key in checks]
         try:
-            if await self.strategy.hit(item, *key):
-                return Decision(True, 0, item.amount, -1)
+            acquired = await self._acquire(items)
+            refused = next((checked for checked, ok in zip(items, acquired, strict=True)
+                            if not ok), None)
+            if refused is None:
+                return Decision(True, 0, items[0][0].amount, -1)
+            item, key, text = refused
             stats = await self.strategy.get_window_stats(item, *key)
         except (RedisError, OSError) as exc:
             FAILED_OPEN.inc()
-            log.warning("rate limit %s not checked (Redis unavailable): %r", rule_text, exc)
-            return Decision(True, 0, item.amount, -1)
+            log.warning("rate limits %s not checked (Redis unavailable): %r",
+                        [text for text, _ in checks], exc)
+            return Decision(True, 0, items[0][0].amount, -1)
         LIMITED.labels(key[0] if key else "").inc()
         retry = max(1, math.ceil(stats.reset_time - time.time()))
-        return Decision(False, retry, item.amount, stats.remaining)
+        return Decision(False, retry, item.amount, stats.remaining, text)
+
+    async def _acquire(self, items: list[tuple[RateLimitItem, tuple[str, ...], str]]) -> list:
+        """What ``SlidingWindowCounterRateLimiter.hit`` runs per limit (the same script and
+        keys, so counts mix with its), as ``EVALSHA`` commands in one pipeline. The script is
+        not registered with the pipeline (redis-py would then send ``SCRIPT EXISTS`` first, a
+        second round trip per request); if Redis lost it (a restart), it is loaded again."""
+        storage, bridge = self.storage, self.storage.bridge
+        script = bridge.lua_acquire_sliding_window
+        client = bridge.get_connection()
+        for attempt in (1, 2):
+            async with client.pipeline(transaction=False) as pipe:
+                for item, key, _ in items:
+                    k = item.key_for(*key)
+                    pipe.evalsha(script.sha, 2,
+                                 bridge.prefixed_key(storage._previous_window_key(k)),
+                                 bridge.prefixed_key(storage._current_window_key(k)),
+                                 item.amount, item.get_expiry(), 1)
+                try:
+                    return await pipe.execute()
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    script.sha = await client.script_load(script.script)
+        raise AssertionError("unreachable")

@@ -11,9 +11,21 @@ call is therefore a no-op, concurrent repeats race on the primary key (one wins)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, literal, literal_column, or_, select, union
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    literal,
+    literal_column,
+    or_,
+    select,
+    union,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -47,11 +59,26 @@ def _event(session: Session, user_id: int, action: Action, video_id: int | None 
                                   author_id=author_id))
 
 
+# ``INSERT ... ON CONFLICT DO NOTHING RETURNING 1`` by (dialect, table, columns), with bound
+# values: built once (building it per like cost more CPU than SQLite spends running it).
+_INSERTS: dict[tuple[str, Table, tuple[str, ...]], Any] = {}
+
+
+@lru_cache(maxsize=64)
+def _delete_stmt(table: Table, columns: tuple[str, ...]) -> Any:
+    return delete(table).where(and_(*(table.c[c] == bindparam(c) for c in columns)))
+
+
 def _insert_new(session: Session, model: type, **values: int | str) -> bool:
     """Insert unless the primary key exists; ``True`` if this call added the row."""
-    # RETURNING, not rowcount: psycopg reports -1 for an ORM-entity INSERT ... ON CONFLICT.
-    stmt = upsert_insert(session, model.__table__).values(**values).on_conflict_do_nothing()
-    return session.execute(stmt.returning(literal_column("1"))).first() is not None
+    conn = session.connection()  # Core statements: no ORM execution layer
+    key = (conn.dialect.name, model.__table__, tuple(values))
+    if (stmt := _INSERTS.get(key)) is None:
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT.
+        stmt = _INSERTS[key] = (
+            upsert_insert(conn, model.__table__).values({c: bindparam(c) for c in values})
+            .on_conflict_do_nothing().returning(literal_column("1")))
+    return conn.execute(stmt, values).first() is not None
 
 
 def _toggle(session: Session, model: type, key: dict[str, int], on: bool, action: Action,
@@ -62,7 +89,8 @@ def _toggle(session: Session, model: type, key: dict[str, int], on: bool, action
     if on:
         changed = _insert_new(session, model, **key)
     else:
-        changed = session.execute(delete(model.__table__).filter_by(**key)).rowcount > 0
+        changed = session.connection().execute(
+            _delete_stmt(model.__table__, tuple(key)), key).rowcount > 0
     if changed:
         _event(session, actor_id, action, video_id=video_id, author_id=author_id)
     return changed
@@ -134,6 +162,18 @@ def visible_video(session: Session, viewer_id: int, video_id: int) -> Video:
     return video
 
 
+_VISIBLE_VIDEO_ID = select(Video.id).where(Video.id == bindparam("video_id"),
+                                           visible_to(bindparam("viewer_id")))
+
+
+def check_visible(session: Session, viewer_id: int, video_id: int) -> None:
+    """:func:`visible_video`'s check without loading the video (a Core read of its id): the
+    comment-thread read, whose first page is otherwise served from a cache, needs no more."""
+    if session.connection().scalar(
+            _VISIBLE_VIDEO_ID, {"video_id": video_id, "viewer_id": viewer_id}) is None:
+        raise NotFound("no such video")
+
+
 def existing_user(session: Session, user_id: int) -> User:
     """The user, unless there is none or the account was deleted (:class:`NotFound`)."""
     user = session.get(User, user_id)
@@ -145,12 +185,24 @@ def existing_user(session: Session, user_id: int) -> User:
 # --- follow, block ---------------------------------------------------------------------------
 
 
+# Whether the followee's account is live, and whether a block stands between the two: one
+# Core statement built once (a follow's two ORM reads cost more CPU than its write).
+_FOLLOW_TARGET = select(
+    User.id,
+    bindparam("follower_id", type_=BigInteger).in_(
+        blocked_either_way_ids(bindparam("followee_id", type_=BigInteger))),
+).where(User.id == bindparam("followee_id", type_=BigInteger), User.deleted_at.is_(None))
+
+
 def follow(session: Session, follower_id: int, followee_id: int) -> bool:
     """Follow (idempotent); ``True`` if this call started it."""
     if follower_id == followee_id:
         raise Invalid("cannot follow yourself", field="user_id")
-    existing_user(session, followee_id)
-    if blocked_either_way(session, follower_id, followee_id):
+    target = session.connection().execute(
+        _FOLLOW_TARGET, {"follower_id": follower_id, "followee_id": followee_id}).first()
+    if target is None:  # as existing_user
+        raise NotFound("no such user")
+    if target[1]:  # as blocked_either_way
         raise Forbidden("a block is in place between you and this user")
     return _toggle(session, Follow, {"follower_id": follower_id, "followee_id": followee_id}, True,
                    Action.FOLLOW, follower_id, author_id=followee_id)
@@ -181,8 +233,12 @@ def unblock(session: Session, blocker_id: int, blocked_id: int) -> bool:
                    Action.UNBLOCK, blocker_id, author_id=blocked_id)
 
 
+_BLOCKED_BY = select(Block.blocked_id).where(Block.blocker_id == bindparam("blocker_id"))
+
+
 def blocked_ids(session: Session, blocker_id: int) -> list[int]:
-    return list(session.scalars(select(Block.blocked_id).where(Block.blocker_id == blocker_id)))
+    """Whom ``blocker_id`` blocked (one way: whose comments they no longer see)."""
+    return list(session.connection().scalars(_BLOCKED_BY, {"blocker_id": blocker_id}))
 
 
 # --- reactions on videos ---------------------------------------------------------------------
@@ -207,7 +263,8 @@ _LIKE_TARGET = (
 def _like_target(session: Session, viewer_id: int, video_id: int) -> tuple[int, int]:
     """The video's owner and counted likes if ``viewer_id`` may see it (as
     :func:`visible_video`), in one query; :class:`NotFound` otherwise."""
-    row = session.execute(_LIKE_TARGET, {"video_id": video_id, "viewer_id": viewer_id}).first()
+    row = session.connection().execute(
+        _LIKE_TARGET, {"video_id": video_id, "viewer_id": viewer_id}).first()
     if row is None:
         raise NotFound("no such video")
     return row[0], row[1] or 0

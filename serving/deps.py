@@ -86,7 +86,7 @@ _LIVE_USER = select(User.id).where(User.id == bindparam("user_id"), User.deleted
 def live_user_id(session: Session, claims: Claims) -> int:
     """The token's user id if the account exists and is not deleted (401 otherwise): what
     :func:`load_user` checks, without loading the whole row."""
-    if session.scalar(_LIVE_USER, {"user_id": claims.user_id}) is None:
+    if session.connection().scalar(_LIVE_USER, {"user_id": claims.user_id}) is None:
         raise HTTPException(401, "invalid token: unknown user", headers=_UNAUTHORIZED)
     return claims.user_id
 

@@ -41,10 +41,16 @@ def _client(request: Request) -> tuple[str, Claims | None]:
 
 async def check(limiter: RateLimiter, rule: str, *key: str) -> None:
     """Count one request against ``rule`` for ``key``; 429 with ``Retry-After`` if over."""
-    decision = await limiter.hit(rule, *key)
+    await check_all(limiter, (rule, key))
+
+
+async def check_all(limiter: RateLimiter, *checks: tuple[str, tuple[str, ...]]) -> None:
+    """Count one request against each ``(rule, key)`` in one Redis round trip; 429 with
+    ``Retry-After`` if any is over."""
+    decision = await limiter.hit_all(*checks)
     if not decision.allowed:
         raise HTTPException(
-            429, f"rate limit of {rule} exceeded; retry in {decision.retry_after_s}s",
+            429, f"rate limit of {decision.rule} exceeded; retry in {decision.retry_after_s}s",
             headers={"Retry-After": str(decision.retry_after_s)},
         )
 
@@ -54,9 +60,10 @@ async def rate_limited(request: Request) -> None:
     settings: Settings = request.app.state.runtime.settings
     limiter: RateLimiter = request.app.state.rate_limiter
     ip, claims = _client(request)
-    await check(limiter, settings.rate_limit_ip, "ip", ip)
+    checks = [(settings.rate_limit_ip, ("ip", ip))]
     if claims is not None:
-        await check(limiter, _tier(settings, claims.role), "user", str(claims.user_id))
+        checks.append((_tier(settings, claims.role), ("user", str(claims.user_id))))
+    await check_all(limiter, *checks)
 
 
 class RateLimit:

@@ -10,8 +10,9 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi import Path as PathParam
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
-from platform_services import accounts, social, users
+from platform_services import accounts, comments, social, users
 from platform_services.auth import verify_password
+from platform_services.comment_cache import PageCache
 from platform_services.storage.models import Role, User
 from serving.deps import (
     AdminUser,
@@ -23,6 +24,7 @@ from serving.deps import (
     act_as_user,
 )
 from serving.errors import error_responses
+from serving.routes.comments import PageCacheDep, invalidate_pages
 
 router = APIRouter(tags=["users"], responses=error_responses(401, 422, 429))
 _404 = error_responses(404)
@@ -143,20 +145,24 @@ def update_me(body: ProfileIn, user: CurrentUser, session: SessionDep) -> MeOut:
     return _update(session, user, body)
 
 
-def _delete_account(session: SessionDep, user: User, body: DeleteAccountIn) -> None:
+def _delete_account(session: SessionDep, user: User, body: DeleteAccountIn,
+                    pages: PageCache) -> None:
     if not verify_password(body.password, user.password_hash):
         raise HTTPException(403, "wrong password")
+    commented = comments.commented_videos(session, user.id)  # their comments become tombstones
     accounts.delete_account(session, user)
     session.commit()
+    invalidate_pages(pages, commented)
 
 
 @router.delete("/users/me", status_code=204, response_class=Response,
                responses=error_responses(403))
-def delete_me(body: DeleteAccountIn, user: CurrentUser, session: SessionDep) -> None:
+def delete_me(body: DeleteAccountIn, user: CurrentUser, session: SessionDep,
+              pages: PageCacheDep) -> None:
     """Delete your account (password required): every token stops working, your videos,
     comments, likes, follows and saves disappear and the counts they moved come back down;
     your username and email become free."""
-    _delete_account(session, user, body)
+    _delete_account(session, user, body, pages)
 
 
 @router.get("/users/by-username/{username}", responses=_404)
@@ -182,11 +188,11 @@ def update_user(user_id: UserIdPath, body: ProfileIn, user: CurrentUser,
 @router.delete("/users/{user_id}", status_code=204, response_class=Response,
                responses=error_responses(403))
 def delete_user(user_id: UserIdPath, body: DeleteAccountIn, user: CurrentUser,
-                session: SessionDep) -> None:
+                session: SessionDep, pages: PageCacheDep) -> None:
     """Delete an account: only its owner may (403 for anyone else); as ``DELETE /users/me``."""
     if user_id != user.id:
         raise HTTPException(403, "only the owner may delete an account")
-    _delete_account(session, user, body)
+    _delete_account(session, user, body, pages)
 
 
 @router.put("/users/{user_id}/verified", responses=error_responses(403, 404))
