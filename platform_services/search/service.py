@@ -13,6 +13,7 @@ matches plus the semantic-only hits.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -30,7 +31,6 @@ from platform_services.social import blocked_users_either_way
 from platform_services.storage.models import (
     Moderation,
     User,
-    Video,
     VideoStatus,
     Visibility,
 )
@@ -122,15 +122,16 @@ class VideoSearch:
         cands, lexical_total, semantic = self.scores(session, q, f)
         rows = self._live_rows(session, viewer_id, cands, f) if cands else []
         relevance = {r.video_id: self._blend(*cands[r.video_id]) for r in rows}
+        when = _created_at(session)
         key = {"relevance": lambda r: (relevance[r.video_id], r.video_id),
                "views": lambda r: (r.views or 0, relevance[r.video_id], r.video_id),
-               "recent": lambda r: (r.created_at.timestamp(), r.video_id)}[sort]
+               "recent": lambda r: (when(r.created_at), r.video_id)}[sort]
         rows.sort(key=key, reverse=True)
         # Lexical matches the filters / blocks dropped are not results; semantic-only are.
         lexical_shown = sum(1 for r in rows if cands[r.video_id][0] > 0.0)
         dropped = sum(1 for lex, _ in cands.values() if lex > 0.0) - lexical_shown
         total = lexical_total - dropped + (len(rows) - lexical_shown)
-        hits = [VideoHit(r.video_id, r.owner_id, r.title, r.duration_ms, r.created_at,
+        hits = [VideoHit(r.video_id, r.owner_id, r.title, r.duration_ms, when(r.created_at),
                          r.views or 0, r.likes or 0, r.comments or 0, r.shares or 0,
                          relevance[r.video_id], *cands[r.video_id])
                 for r in rows[offset:offset + size]]
@@ -143,8 +144,9 @@ class VideoSearch:
     def _live_rows(session: Session, viewer_id: int, cands: dict[int, tuple[float, float]],
                    f: VideoFilter) -> list[Row]:
         """Every candidate that passes the filters, the live visibility rule and blocks, in
-        one narrow SQL statement read by primary key (the ORM's per-row objects cost ~8 ms
-        for 200 candidates; these tuples ~1 ms). Hits are built for the page only."""
+        one narrow SQL statement read by primary key, as plain tuples (the ORM's objects cost
+        ~8 ms for 200 candidates, these ~1 ms): statuses compare as strings (``StrEnum``),
+        timestamps are converted only where read (:func:`_created_at`)."""
         where, params = f.sql("sv")
         rows = session.execute(_live_rows_sql(where), params | {"ids": list(cands)})
         blocked = blocked_users_either_way(session, viewer_id)
@@ -160,13 +162,16 @@ def _live_rows_sql(where: str) -> TextClause:
         "FROM search_videos sv JOIN videos v ON v.id = sv.video_id "
         "LEFT JOIN video_stats st ON st.video_id = sv.video_id "
         f"WHERE sv.video_id IN :ids{where}"
-    ).bindparams(bindparam("ids", expanding=True)).columns(**_LIVE_TYPES)
+    ).bindparams(bindparam("ids", expanding=True))
 
 
-_LIVE_TYPES = {"created_at": SearchVideo.__table__.c.created_at.type,
-               "status": Video.__table__.c.status.type,
-               "moderation": Video.__table__.c.moderation.type,
-               "visibility": Video.__table__.c.visibility.type}
+def _created_at(session: Session) -> Callable[[object], datetime]:
+    """The database's raw ``created_at`` -> aware UTC datetime (``UTCDateTime``'s own result
+    processing for this dialect: a string on SQLite, a datetime on PostgreSQL)."""
+    dialect = session.get_bind().dialect
+    convert = SearchVideo.__table__.c.created_at.type.dialect_impl(dialect).result_processor(
+        dialect, None)
+    return convert if convert is not None else lambda value: value  # type: ignore[return-value]
 
 
 def search_users(session: Session, viewer_id: int, q: str, offset: int,
