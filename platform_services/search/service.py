@@ -1,13 +1,15 @@
 """Video and user search: filters, the lexical + semantic relevance blend, sorts, pages.
 
-Relevance of a video = ``w * lexical / best lexical + (1 - w) * max(cosine, 0)``: documents
-the engine matches (any query word, stemmed) plus documents whose MiniLM vector is within
-``min_similarity`` of the query's, so "funny cat" also finds "hilarious kitten". ``w`` is
-``search_lexical_weight`` (chosen on validation queries by ``benchmarks/search_synonyms.py``).
+Relevance of a video = ``w * lexical / best lexical + (1 - w) * max(cosine, 0)``: the engine's
+best candidates (any query word, stemmed; :mod:`.backends` says how common words count) plus
+documents whose MiniLM vector is within ``min_similarity`` of the query's, so "funny cat" also
+finds "hilarious kitten". ``w`` is ``search_lexical_weight`` (chosen on validation queries by
+``benchmarks/search_synonyms.py``).
 Every hit is re-read from ``search_videos`` joined with its video, under the filters, the live
 visibility rule and without creators across a block, so a page shows what the index holds now
 and nothing that stopped being public since it was indexed. ``total_results`` counts the lexical
-matches plus the semantic-only hits.
+matches (documents with any query word; on PostgreSQL an estimate past
+``backends.EXACT_TOTAL_UP_TO``) plus the semantic-only hits.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from sqlalchemy import Row, TextClause, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from platform_services.errors import Invalid
-from platform_services.search.backends import VideoFilter, lexical_backend, terms
+from platform_services.search.backends import (
+    LexicalHits,
+    VideoFilter,
+    lexical_backend,
+    terms,
+)
 from platform_services.search.documents import Encoder
 from platform_services.search.models import SearchVideo
 from platform_services.search.semantic import SemanticIndex
@@ -64,6 +71,7 @@ class VideoPage:
     total: int
     more: bool
     semantic: bool  # whether the semantic half took part
+    total_exact: bool = True  # False: ``total`` holds the engine's estimate of its matches
 
 
 def query_hash(*parts: object) -> str:
@@ -100,13 +108,13 @@ class VideoSearch:
         return np.asarray(self.encode([q.strip().lower()])[0], np.float32)
 
     def scores(self, session: Session, q: str, f: VideoFilter
-               ) -> tuple[dict[int, tuple[float, float]], int, bool]:
-        """Candidates as video_id -> (normalised lexical, cosine), the lexical match count,
-        and whether the semantic half ran."""
+               ) -> tuple[dict[int, tuple[float, float]], LexicalHits, bool]:
+        """Candidates as video_id -> (normalised lexical, cosine), the engine's answer (its
+        match count), and whether the semantic half ran."""
         words = check_query(q)
-        lexical, total = lexical_backend(session).videos(session, words, f, self.candidates)
-        best = max((s for _, s in lexical), default=0.0) or 1.0
-        out = {v: (s / best, 0.0) for v, s in lexical}
+        found = lexical_backend(session).videos(session, words, f, self.candidates)
+        best = max((s for _, s in found.hits), default=0.0) or 1.0
+        out = {v: (s / best, 0.0) for v, s in found.hits}
         qv = self._query_vector(q)
         if qv is not None:
             assert self.semantic is not None
@@ -115,11 +123,11 @@ class VideoSearch:
             for v, sim in self.semantic.search(qv, self.candidates):
                 if v not in out and sim >= self.min_similarity:
                     out[v] = (0.0, sim)
-        return out, total, qv is not None
+        return out, found, qv is not None
 
     def search(self, session: Session, viewer_id: int, q: str, f: VideoFilter, sort: str,
                offset: int, size: int) -> VideoPage:
-        cands, lexical_total, semantic = self.scores(session, q, f)
+        cands, lexical, semantic = self.scores(session, q, f)
         rows = self._live_rows(session, viewer_id, cands, f) if cands else []
         relevance = {r.video_id: self._blend(*cands[r.video_id]) for r in rows}
         when = _created_at(session)
@@ -130,12 +138,12 @@ class VideoSearch:
         # Lexical matches the filters / blocks dropped are not results; semantic-only are.
         lexical_shown = sum(1 for r in rows if cands[r.video_id][0] > 0.0)
         dropped = sum(1 for lex, _ in cands.values() if lex > 0.0) - lexical_shown
-        total = lexical_total - dropped + (len(rows) - lexical_shown)
+        total = lexical.total - dropped + (len(rows) - lexical_shown)
         hits = [VideoHit(r.video_id, r.owner_id, r.title, r.duration_ms, when(r.created_at),
                          r.views or 0, r.likes or 0, r.comments or 0, r.shares or 0,
                          relevance[r.video_id], *cands[r.video_id])
                 for r in rows[offset:offset + size]]
-        return VideoPage(hits, total, offset + size < len(rows), semantic)
+        return VideoPage(hits, total, offset + size < len(rows), semantic, lexical.exact)
 
     def _blend(self, lexical: float, cosine: float) -> float:
         return self.w * lexical + (1 - self.w) * max(cosine, 0.0)
