@@ -156,21 +156,24 @@ class VideoSearch:
         ~8 ms for 200 candidates, these ~1 ms): statuses compare as strings (``StrEnum``),
         timestamps are converted only where read (:func:`_created_at`)."""
         where, params = f.sql("sv")
-        rows = session.execute(_live_rows_sql(where), params | {"ids": list(cands)})
+        sql = _live_rows_sql(where, session.get_bind().dialect.name == "postgresql")
+        rows = session.execute(sql, params | {"ids": list(cands)})
         blocked = blocked_users_either_way(session, viewer_id)
         return [r for r in rows if r.owner_id not in blocked
                 and (r.status, r.moderation, r.visibility) == SEARCHABLE]
 
 
-@lru_cache(maxsize=16)  # one per filter shape (at most 8), built once
-def _live_rows_sql(where: str) -> TextClause:
-    return text(
+@lru_cache(maxsize=32)  # one per filter shape (at most 8) and dialect, built once
+def _live_rows_sql(where: str, postgres: bool) -> TextClause:
+    # PostgreSQL: one array parameter (200 "IN" parameters cost 1.4 ms of planning a query).
+    ids = "= ANY(CAST(:ids AS bigint[]))" if postgres else "IN :ids"
+    sql = text(
         "SELECT sv.video_id, sv.owner_id, sv.title, sv.duration_ms, sv.created_at, "
         "st.views, st.likes, st.comments, st.shares, v.status, v.moderation, v.visibility "
         "FROM search_videos sv JOIN videos v ON v.id = sv.video_id "
         "LEFT JOIN video_stats st ON st.video_id = sv.video_id "
-        f"WHERE sv.video_id IN :ids{where}"
-    ).bindparams(bindparam("ids", expanding=True))
+        f"WHERE sv.video_id {ids}{where}")
+    return sql if postgres else sql.bindparams(bindparam("ids", expanding=True))
 
 
 def _created_at(session: Session) -> Callable[[object], datetime]:
