@@ -10,11 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from candidate_gen.search_indexer import encode_texts
 from core.clock import utcnow
 from platform_services.errors import Invalid
+from platform_services.search import backends
 from platform_services.search.backends import VideoFilter, lexical_backend
 from platform_services.search.documents import sync_videos
 from platform_services.search.semantic import SemanticIndex
@@ -176,3 +178,42 @@ def test_users_by_prefix(sessions, world) -> None:  # noqa: ANN001
     assert names("tables") == ["bob"], "a renamed user is found by the new name"
     with sessions() as s:
         assert lexical_backend(s).name in ("sqlite-fts5", "postgresql-fts")
+
+
+def _fresh_statistics(sessions: sessionmaker[Session]) -> None:
+    """PostgreSQL's word frequencies come from ANALYZE (autovacuum's, in production)."""
+    with sessions.begin() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("ANALYZE search_videos"))
+    backends._pg_stats.clear()
+
+
+def test_common_words_score_but_do_not_match_alone(sessions, world,  # noqa: ANN001
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "COMMON_TERM_DOCS", 1)  # "pasta" (2 documents) is common
+    _fresh_statistics(sessions)
+    with sessions() as s:
+        assert lexical_backend(s).doc_freqs(s, ["pasta", "salad", "zebra"]) == {
+            "pasta": 2, "salad": 1, "zebra": 0}
+    page = run(sessions, world, "pasta salad", semantic=False)
+    assert titles(page) == ["quick pasta salad"], "a common word alone does not match"
+    assert page.total == 2 and page.total_exact, "the total counts every holder of any word"
+    newest = run(sessions, world, "pasta", semantic=False)
+    assert titles(newest) == ["quick pasta salad"], "only the newest of a common word's matches"
+    assert newest.total == 2
+
+
+def test_total_past_the_bound_is_an_estimate_on_postgres(sessions, world,  # noqa: ANN001
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "EXACT_TOTAL_UP_TO", 1)
+    _fresh_statistics(sessions)
+    one_candidate = VideoSearch(None, None, 0.5, 1, 0.45)  # so not every match is ranked
+    with sessions() as s:
+        page = one_candidate.search(s, world["viewer"], "pasta", VideoFilter(), "relevance",
+                                    0, 20)
+        postgres = s.get_bind().dialect.name == "postgresql"
+    assert len(page.hits) == 1
+    if postgres:  # the planner's estimate, said to be one
+        assert not page.total_exact and page.total >= 2
+    else:  # FTS5 counts from its index: always exact
+        assert page.total_exact and page.total == 2
