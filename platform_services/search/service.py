@@ -47,6 +47,7 @@ from platform_services.storage.social_models import UserStats
 DURATIONS: dict[str, tuple[int | None, int | None]] = {
     "short": (None, 15_000), "medium": (15_000, 60_000), "long": (60_000, None)}
 SORTS = ("relevance", "views", "recent")
+READ_FIRST = 64  # candidates read for a relevance page (at least twice the page), then doubled
 
 
 @dataclass(frozen=True)
@@ -128,37 +129,56 @@ class VideoSearch:
     def search(self, session: Session, viewer_id: int, q: str, f: VideoFilter, sort: str,
                offset: int, size: int) -> VideoPage:
         cands, lexical, semantic = self.scores(session, q, f)
-        rows = self._live_rows(session, viewer_id, cands, f) if cands else []
-        relevance = {r.video_id: self._blend(*cands[r.video_id]) for r in rows}
+        relevance = {v: self._blend(*scores) for v, scores in cands.items()}
+        order = sorted(cands, key=lambda v: (relevance[v], v), reverse=True)
+        rows, read = self._read(session, viewer_id, order, f,
+                                offset + size + 1 if sort == "relevance" else len(order))
         when = _created_at(session)
         key = {"relevance": lambda r: (relevance[r.video_id], r.video_id),
                "views": lambda r: (r.views or 0, relevance[r.video_id], r.video_id),
                "recent": lambda r: (when(r.created_at), r.video_id)}[sort]
         rows.sort(key=key, reverse=True)
-        # Lexical matches the filters / blocks dropped are not results; semantic-only are.
+        # Lexical matches the filters / blocks dropped are not results; semantic-only are
+        # (those not read yet counted as shown: then the total is not exact).
         lexical_shown = sum(1 for r in rows if cands[r.video_id][0] > 0.0)
-        dropped = sum(1 for lex, _ in cands.values() if lex > 0.0) - lexical_shown
-        total = lexical.total - dropped + (len(rows) - lexical_shown)
+        dropped = sum(1 for v in order[:read] if cands[v][0] > 0.0) - lexical_shown
+        unread_semantic = sum(1 for v in order[read:] if cands[v][0] == 0.0)
+        total = lexical.total - dropped + (len(rows) - lexical_shown) + unread_semantic
         hits = [VideoHit(r.video_id, r.owner_id, r.title, r.duration_ms, when(r.created_at),
                          r.views or 0, r.likes or 0, r.comments or 0, r.shares or 0,
                          relevance[r.video_id], *cands[r.video_id])
                 for r in rows[offset:offset + size]]
-        return VideoPage(hits, total, offset + size < len(rows), semantic, lexical.exact)
+        return VideoPage(hits, total, offset + size < len(rows), semantic,
+                         lexical.exact and read == len(order))
 
     def _blend(self, lexical: float, cosine: float) -> float:
         return self.w * lexical + (1 - self.w) * max(cosine, 0.0)
 
     @staticmethod
-    def _live_rows(session: Session, viewer_id: int, cands: dict[int, tuple[float, float]],
-                   f: VideoFilter) -> list[Row]:
-        """Every candidate that passes the filters, the live visibility rule and blocks, in
+    def _read(session: Session, viewer_id: int, order: list[int], f: VideoFilter,
+              wanted: int) -> tuple[list[Row], int]:
+        """The live rows of the best candidates (``order``: best first) until ``wanted`` of
+        them are live, and how many candidates were read. A relevance page needs only its
+        own rows (and one more for ``has_more``): reading all ~300 candidates cost 10 ms on
+        100k documents (each a lookup in three tables), the first 64 ~2 ms."""
+        blocked = blocked_users_either_way(session, viewer_id) if order else set()
+        rows: list[Row] = []
+        read, step = 0, max(READ_FIRST, 2 * wanted)
+        while len(rows) < wanted and read < len(order):
+            rows += VideoSearch._live_rows(session, order[read:read + step], f, blocked)
+            read, step = min(read + step, len(order)), step * 2
+        return rows, read
+
+    @staticmethod
+    def _live_rows(session: Session, ids: list[int], f: VideoFilter,
+                   blocked: set[int]) -> list[Row]:
+        """The candidates that pass the filters, the live visibility rule and blocks, in
         one narrow SQL statement read by primary key, as plain tuples (the ORM's objects cost
         ~8 ms for 200 candidates, these ~1 ms): statuses compare as strings (``StrEnum``),
         timestamps are converted only where read (:func:`_created_at`)."""
         where, params = f.sql("sv")
         sql = _live_rows_sql(where, session.get_bind().dialect.name == "postgresql")
-        rows = session.execute(sql, params | {"ids": list(cands)})
-        blocked = blocked_users_either_way(session, viewer_id)
+        rows = session.execute(sql, params | {"ids": ids})
         return [r for r in rows if r.owner_id not in blocked
                 and (r.status, r.moderation, r.visibility) == SEARCHABLE]
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from candidate_gen.search_indexer import encode_texts
 from core.clock import utcnow
 from platform_services.errors import Invalid
-from platform_services.search import backends
+from platform_services.search import backends, service
 from platform_services.search.backends import VideoFilter, lexical_backend
 from platform_services.search.documents import sync_videos
 from platform_services.search.semantic import SemanticIndex
@@ -217,3 +217,25 @@ def test_total_past_the_bound_is_an_estimate_on_postgres(sessions, world,  # noq
         assert not page.total_exact and page.total >= 2
     else:  # FTS5 counts from its index: always exact
         assert page.total_exact and page.total == 2
+
+
+def test_a_relevance_page_reads_only_its_best_candidates(sessions, world,  # noqa: ANN001
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    VIDEOS_BY_ID.update({v: k for k, v in world.items()})
+    monkeypatch.setattr(service, "READ_FIRST", 1)
+    index = SemanticIndex(sessions)
+    index.refresh()
+    every_video = VideoSearch(index, encode_texts, 0.5, 200, -1.0)  # all 6 are candidates
+    with sessions() as s:
+        def page(offset: int, size: int):  # noqa: ANN202
+            return every_video.search(s, world["viewer"], "cat", VideoFilter(), "relevance",
+                                      offset, size)
+
+        full = page(0, 10)
+        first, second = page(0, 1), page(1, 1)
+    assert len(full.hits) >= 3 and full.total_exact, "all candidates read: exact"
+    assert "cat from a blocked creator" not in titles(full)
+    assert titles(first) + titles(second) == titles(full)[:2], "same order, read in part"
+    assert first.more and second.more
+    assert not first.total_exact, "candidates left unread: the total is an estimate"
+    assert first.total >= full.total
