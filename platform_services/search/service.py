@@ -7,9 +7,10 @@ finds "hilarious kitten". ``w`` is ``search_lexical_weight`` (chosen on validati
 ``benchmarks/search_synonyms.py``).
 Every hit is re-read from ``search_videos`` joined with its video, under the filters, the live
 visibility rule and without creators across a block, so a page shows what the index holds now
-and nothing that stopped being public since it was indexed. ``total_results`` counts the lexical
-matches (documents with any query word; on PostgreSQL an estimate past
-``backends.EXACT_TOTAL_UP_TO``) plus the semantic-only hits.
+and nothing that stopped being public since it was indexed (a relevance page reads only its best
+candidates: see :meth:`VideoSearch._read`). ``total_results`` counts the lexical matches
+(documents with any query word; on PostgreSQL an estimate past ``backends.EXACT_TOTAL_UP_TO``)
+less those found hidden, plus the semantic-only hits; ``total_exact`` says whether it is exact.
 """
 
 from __future__ import annotations

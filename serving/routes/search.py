@@ -75,9 +75,11 @@ class VideoSearchPage(BaseModel):
     next_cursor: str | None
     has_more: bool
     total_results: int = Field(description=(
-        "Videos that hold any word of q (under the filters), plus the semantic-only hits. "
-        "Exact when total_results_exact is true; otherwise (PostgreSQL, past "
-        f"{EXACT_TOTAL_UP_TO:,} matches) the database's estimate, like \"about N results\"."))
+        "Videos that hold any word of q (under the filters), less those hidden from you, plus "
+        "the semantic-only hits. Exact when total_results_exact is true. Otherwise an estimate, "
+        "like \"about N results\": past "
+        f"{EXACT_TOTAL_UP_TO:,} matches PostgreSQL reports its planner's estimate, and a "
+        "relevance page checks visibility for its best candidates only."))
     total_results_exact: bool = Field(description="Whether total_results is an exact count.")
 
 
@@ -178,7 +180,7 @@ def search_videos(request: Request, response: Response, user: CurrentUser,
                   page_size: PageSize = 20, cursor: CursorQ = None) -> dict:
     """Public, ready videos by title, description, hashtags and creator, blended with
     semantic similarity; ``total_results`` counts lexical matches plus semantic-only hits
-    (an estimate past a bound on PostgreSQL: see ``total_results_exact``)."""
+    (an estimate past a bound: see ``total_results_exact``)."""
     digest = query_hash(q, category, duration, sort)
     offset = _offset(settings.signing_secret, "search-videos", user.id, cursor, digest)
     lo, hi = DURATIONS[duration] if duration else (None, None)
