@@ -16,10 +16,10 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from platform_services.search.backends import VideoFilter
+from platform_services.search.backends import EXACT_TOTAL_UP_TO, VideoFilter
 from platform_services.search.semantic import SemanticIndex
 from platform_services.search.service import (
     DURATIONS,
@@ -74,7 +74,13 @@ class VideoSearchPage(BaseModel):
     videos: list[SearchVideoOut]
     next_cursor: str | None
     has_more: bool
-    total_results: int
+    total_results: int = Field(description=(
+        "Videos that hold any word of q (under the filters), less those hidden from you, plus "
+        "the semantic-only hits. Exact when total_results_exact is true. Otherwise an estimate, "
+        "like \"about N results\": past "
+        f"{EXACT_TOTAL_UP_TO:,} matches PostgreSQL reports its planner's estimate, and a "
+        "relevance page checks visibility for its best candidates only."))
+    total_results_exact: bool = Field(description="Whether total_results is an exact count.")
 
 
 class UserResult(SearchUserOut):
@@ -173,7 +179,8 @@ def search_videos(request: Request, response: Response, user: CurrentUser,
                   sort: Literal["relevance", "views", "recent"] = "relevance",
                   page_size: PageSize = 20, cursor: CursorQ = None) -> dict:
     """Public, ready videos by title, description, hashtags and creator, blended with
-    semantic similarity; ``total_results`` counts lexical matches plus semantic-only hits."""
+    semantic similarity; ``total_results`` counts lexical matches plus semantic-only hits
+    (an estimate past a bound: see ``total_results_exact``)."""
     digest = query_hash(q, category, duration, sort)
     offset = _offset(settings.signing_secret, "search-videos", user.id, cursor, digest)
     lo, hi = DURATIONS[duration] if duration else (None, None)
@@ -187,7 +194,8 @@ def search_videos(request: Request, response: Response, user: CurrentUser,
     token = sign(settings.signing_secret, "search-videos", user.id,
                  {"o": offset + page_size, "h": digest}) if page.more else None
     return {"videos": _render(request, page.hits, owners), "next_cursor": token,
-            "has_more": token is not None, "total_results": page.total}
+            "has_more": token is not None, "total_results": page.total,
+            "total_results_exact": page.total_exact}
 
 
 @router.get("/users", response_model=UserSearchPage)

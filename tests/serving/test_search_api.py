@@ -73,6 +73,7 @@ def test_search_videos_and_users(client: TestClient, settings: Settings) -> None
             "kitten naps in the sun"} <= set(found)
     assert "cat held for review" not in found and "mountain bike downhill run" not in found
     assert body["total_results"] == len(found) and "X-Reelrank-Degraded" not in r.headers
+    assert body["total_results_exact"] is True
     item = body["videos"][0]
     assert item["user"]["username"] == "maker" and item["video_urls"]["hls"].startswith("http")
     assert item["duration"] == 9.0 and set(item["stats"]) == {"views", "likes", "comments",

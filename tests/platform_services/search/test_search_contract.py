@@ -10,11 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from candidate_gen.search_indexer import encode_texts
 from core.clock import utcnow
 from platform_services.errors import Invalid
+from platform_services.search import backends, service
 from platform_services.search.backends import VideoFilter, lexical_backend
 from platform_services.search.documents import sync_videos
 from platform_services.search.semantic import SemanticIndex
@@ -176,3 +178,64 @@ def test_users_by_prefix(sessions, world) -> None:  # noqa: ANN001
     assert names("tables") == ["bob"], "a renamed user is found by the new name"
     with sessions() as s:
         assert lexical_backend(s).name in ("sqlite-fts5", "postgresql-fts")
+
+
+def _fresh_statistics(sessions: sessionmaker[Session]) -> None:
+    """PostgreSQL's word frequencies come from ANALYZE (autovacuum's, in production)."""
+    with sessions.begin() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("ANALYZE search_videos"))
+    backends._pg_stats.clear()
+
+
+def test_common_words_score_but_do_not_match_alone(sessions, world,  # noqa: ANN001
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "COMMON_TERM_DOCS", 1)  # "pasta" (2 documents) is common
+    _fresh_statistics(sessions)
+    with sessions() as s:
+        assert lexical_backend(s).doc_freqs(s, ["pasta", "salad", "zebra"]) == {
+            "pasta": 2, "salad": 1, "zebra": 0}
+    page = run(sessions, world, "pasta salad", semantic=False)
+    assert titles(page) == ["quick pasta salad"], "a common word alone does not match"
+    assert page.total == 2 and page.total_exact, "the total counts every holder of any word"
+    newest = run(sessions, world, "pasta", semantic=False)
+    assert titles(newest) == ["quick pasta salad"], "only the newest of a common word's matches"
+    assert newest.total == 2
+
+
+def test_total_past_the_bound_is_an_estimate_on_postgres(sessions, world,  # noqa: ANN001
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "EXACT_TOTAL_UP_TO", 1)
+    _fresh_statistics(sessions)
+    one_candidate = VideoSearch(None, None, 0.5, 1, 0.45)  # so not every match is ranked
+    with sessions() as s:
+        page = one_candidate.search(s, world["viewer"], "pasta", VideoFilter(), "relevance",
+                                    0, 20)
+        postgres = s.get_bind().dialect.name == "postgresql"
+    assert len(page.hits) == 1
+    if postgres:  # the planner's estimate, said to be one
+        assert not page.total_exact and page.total >= 2
+    else:  # FTS5 counts from its index: always exact
+        assert page.total_exact and page.total == 2
+
+
+def test_a_relevance_page_reads_only_its_best_candidates(sessions, world,  # noqa: ANN001
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    VIDEOS_BY_ID.update({v: k for k, v in world.items()})
+    monkeypatch.setattr(service, "READ_FIRST", 1)
+    index = SemanticIndex(sessions)
+    index.refresh()
+    every_video = VideoSearch(index, encode_texts, 0.5, 200, -1.0)  # all 6 are candidates
+    with sessions() as s:
+        def page(offset: int, size: int):  # noqa: ANN202
+            return every_video.search(s, world["viewer"], "cat", VideoFilter(), "relevance",
+                                      offset, size)
+
+        full = page(0, 10)
+        first, second = page(0, 1), page(1, 1)
+    assert len(full.hits) >= 3 and full.total_exact, "all candidates read: exact"
+    assert "cat from a blocked creator" not in titles(full)
+    assert titles(first) + titles(second) == titles(full)[:2], "same order, read in part"
+    assert first.more and second.more
+    assert not first.total_exact, "candidates left unread: the total is an estimate"
+    assert first.total >= full.total
