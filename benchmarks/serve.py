@@ -34,7 +34,7 @@ import psutil
 from benchmarks.loadgen import PAGES_PER_USER
 from benchmarks.report import table, write_report
 from benchmarks.servers import embedded_env
-from platform_services.storage.procs import stop, stop_all
+from platform_services.storage.procs import spawn, stop, stop_all
 
 ROOT = Path("var/bench-serve")
 STAGES = ("viewer", "candidates", "ann", "filter", "features", "ranking", "rerank", "page")
@@ -134,12 +134,9 @@ def _demo_workers(root: Path) -> list[subprocess.Popen]:
     from core.cli import WORKERS
 
     env = os.environ | embedded_env(root)
-    procs = []
-    for name in WORKERS:
-        with (root / f"worker-{name}.log").open("wb") as out:
-            procs.append(subprocess.Popen([*CLI, "worker", name], env=env, stdout=out,
-                                          stderr=subprocess.STDOUT))
-    return procs
+    # spawn: they die with this process, however it ends.
+    return [spawn([*CLI, "worker", name], log=root / f"worker-{name}.log", env=env)
+            for name in WORKERS]
 
 
 def _server(root: Path, backend: str, port: int, workers: int | None) -> subprocess.Popen:
@@ -147,9 +144,9 @@ def _server(root: Path, backend: str, port: int, workers: int | None) -> subproc
     cmd = [*CLI, "serve", "api", "--port", str(port)]
     if workers:
         cmd += ["--workers", str(workers)]
-    log = root / f"api-{backend}.log"  # not a pipe: one nobody reads fills and blocks the API
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    log = root / f"api-{backend}.log"
+    log.unlink(missing_ok=True)
+    proc = spawn(cmd, log=log, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:

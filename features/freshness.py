@@ -118,6 +118,19 @@ def record_materialization(settings: Settings, end: datetime) -> dict[str, int]:
     return snaps
 
 
+def refresh_due_in(settings: Settings, now: datetime | None = None) -> float:
+    """Seconds until the scheduled refresh is due: ``features_refresh_s`` after the last
+    materialization, 0 when there is none (or it is that old). A worker restarted right after
+    a build (a deploy, ``make demo``) waits instead of rebuilding what was just built."""
+    path = _state_path(settings)
+    try:
+        at = datetime.fromisoformat(json.loads(path.read_text())["materialized_at"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
+    age = ((now or utcnow()) - at).total_seconds()
+    return max(0.0, settings.features_refresh_s - age)
+
+
 def view_ages(settings: Settings, now: datetime | None = None) -> dict[str, float]:
     """Seconds since each batch view's online snapshot; ``inf`` for a view never materialized."""
     path = _state_path(settings)

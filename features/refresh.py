@@ -86,14 +86,23 @@ def refresh_once(settings: Settings, now: datetime | None = None) -> dict[str, A
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Entry point of ``reelrank worker features-refresh``: refresh now, then every
+    """Entry point of ``reelrank worker features-refresh``: refresh when due (at once unless the
+    last materialization is under ``features_refresh_s`` old), then every
     ``features_refresh_s`` until ``stop``."""
-    while not stop.is_set():
+    from features.freshness import refresh_due_in
+
+    wait = refresh_due_in(settings)
+    if wait > 0:
+        log.info("features materialized recently: first refresh in %.0f s", wait)
+    while True:
+        with contextlib.suppress(TimeoutError):  # the wait passed without a stop
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+        if stop.is_set():
+            return
         try:
             done = await asyncio.to_thread(refresh_once, settings)
             log.info("features refreshed: %s", done)
         except Exception:  # the next tick retries; the view ages say it is failing
             log.exception("feature refresh failed; retrying in %.0f s",
                           settings.features_refresh_s)
-        with contextlib.suppress(TimeoutError):  # the interval passed without a stop
-            await asyncio.wait_for(stop.wait(), timeout=settings.features_refresh_s)
+        wait = settings.features_refresh_s

@@ -121,3 +121,48 @@ def test_worker_is_registered_and_refreshes_until_stopped(
 
     asyncio.run(main())
     assert np.isfinite(view_ages(store_settings)["video_stats"])
+
+
+def test_a_restarted_worker_waits_for_the_schedule(store_settings: Settings,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A materialization under ``features_refresh_s`` old is not rebuilt at start (a restart
+    after a build, as in ``make demo``); one older, or none, is due at once."""
+    import json
+    from datetime import UTC, datetime
+
+    from features import refresh
+    from features.freshness import refresh_due_in
+
+    assert refresh_due_in(store_settings) == 0.0  # nothing materialized yet
+    state = repo_dir(store_settings) / "materialized.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    period = store_settings.features_refresh_s
+
+    def materialized(at: datetime) -> None:
+        state.write_text(json.dumps({"materialized_at": at.isoformat(), "snapshots_ms": {}}))
+
+    materialized(now)
+    assert refresh_due_in(store_settings, now) == period
+    assert refresh_due_in(store_settings, now + timedelta(seconds=period / 2)) == period / 2
+    assert refresh_due_in(store_settings, now + timedelta(seconds=period + 1)) == 0.0
+
+    calls: list[Settings] = []
+    monkeypatch.setattr(refresh, "refresh_once", lambda s: calls.append(s) or {})
+
+    def started_for(seconds: float) -> list[Settings]:
+        calls.clear()
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(run(store_settings, stop))
+            await asyncio.sleep(seconds)
+            stop.set()
+            await asyncio.wait_for(task, 5)
+
+        asyncio.run(main())
+        return list(calls)
+
+    assert started_for(0.5) == []  # built a moment ago: waits for its schedule
+    materialized(now - timedelta(seconds=period + 1))
+    assert started_for(0.5) == [store_settings]  # overdue: at once
