@@ -230,7 +230,9 @@ class Catalog:
         rows = session.execute(select(VideoStats.video_id, VideoStats.views, VideoStats.likes,
                                       VideoStats.shares, VideoStats.comments)).all()
         if rows:
-            a = np.array(rows, np.int64)
+            # Plain tuples: numpy probes each Row for array protocols, and a Row answers a
+            # missing attribute by raising inside SQLAlchemy (~1 s per 100k rows).
+            a = np.array([tuple(r) for r in rows], np.int64)
             a = a[(a[:, 0] >= 0) & (a[:, 0] < s.capacity)]
             views[a[:, 0]], likes[a[:, 0]], shares[a[:, 0]] = a[:, 1], a[:, 2], a[:, 3]
             comments[a[:, 0]] = a[:, 4]

@@ -59,11 +59,16 @@ class RankingFeatures:
         """The Redis backend when the online store is Redis (other reads may share its trip)."""
         return self.backend if isinstance(self.backend, RedisBackend) else None
 
-    def sync(self, video_ids: np.ndarray, creator_ids: np.ndarray) -> int:
-        """Keep the item table in step with the catalog and the last materialization."""
+    def mark(self) -> object:
+        """What the item table is loaded from: the last materialization and build."""
         self.reader._refresh_meta()  # a new build's defaults (global rates) count as a change
-        mark = (materialized_mark(self.settings), self.reader._meta_mtime)
-        return self.table.sync(mark, {"video_stats": video_ids, "creator_stats": creator_ids})
+        return materialized_mark(self.settings), self.reader._meta_mtime
+
+    def sync(self, video_ids: np.ndarray, creator_ids: np.ndarray,
+             mark: object | None = None) -> int:
+        """Keep the item table in step with the catalog and the last materialization."""
+        return self.table.sync(mark if mark is not None else self.mark(),
+                               {"video_stats": video_ids, "creator_stats": creator_ids})
 
     @staticmethod
     def user_request(user_id: int) -> Request:

@@ -62,6 +62,7 @@ class FeedServices:
     assigner: Callable[[int, str | None], Assignment] = assign
     experiments: ExperimentAssigner | None = None
     stale_features: tuple[str, ...] = ()  # batch views served past their TTL (degraded)
+    _features_synced: tuple[Snapshot, object] | None = None  # what the item table matches
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -124,14 +125,19 @@ class FeedServices:
         if self.features is None:
             return
         snap = self.catalog.snapshot
-        videos = np.flatnonzero(snap.owner >= 0)
         try:
-            read = self.features.sync(videos, np.unique(snap.owner[videos]))
+            mark = self.features.mark()
+            synced = self._features_synced
+            # Same catalog, same materialization (most seconds): nothing to load.
+            if synced is None or synced[0] is not snap or synced[1] != mark:
+                videos = np.flatnonzero(snap.owner >= 0)
+                read = self.features.sync(videos, np.unique(snap.owner[videos]), mark)
+                self._features_synced = (snap, mark)
+                if read:
+                    log.info("item features: %d entities read from the online store", read)
         except Exception:
             log.exception("feed: item features not refreshed; serving the previous ones")
             return
-        if read:
-            log.info("item features: %d entities read from the online store", read)
         try:
             export_ages(self.settings)  # the per-view age gauge on this process's /metrics
             stale = tuple(stale_views(self.settings))
