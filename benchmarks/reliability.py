@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert
 
-from benchmarks.servers import free_port
-from benchmarks.social import _API, _env, _healthy, load, summarize
+from benchmarks.servers import embedded_env, free_port
+from benchmarks.social import _API, _healthy, load, summarize
 from core.clock import utcnow
 from platform_services.storage import procs
 from platform_services.storage.db import make_engine, migrate
@@ -198,7 +198,8 @@ def soak(root: Path, seconds: float, rate: float = 20.0, port: int | None = None
     port = port or free_port()
     tokens = world.tokens()
     plan = soak_plan(world, rate, seconds, random.Random(5))
-    with services(root, _env(root, world.url, world.secret), port) as svc:
+    env = embedded_env(root, database_url=world.url, jwt_secret=world.secret)
+    with services(root, env, port) as svc:
         sampler = RssSampler(svc.pids, every_s=max(1.0, seconds / 120))
         sampler.start()
         try:
