@@ -65,7 +65,8 @@ DebugQ = Annotated[bool, Query(description="Add each item's `debug`: candidate s
                                            "model version, experiment variant.")]
 
 
-def debug_allowed(claims: ClaimsDep, settings: SettingsDep, debug: DebugQ = False) -> bool:
+async def debug_allowed(claims: ClaimsDep, settings: SettingsDep, debug: DebugQ = False
+                        ) -> bool:
     """``debug`` for roles from ``feed_debug_role`` up, checked before anything else (the
     token's role: a read-only view, so no database read for it)."""
     assert settings.feed_debug_role is not None

@@ -119,7 +119,7 @@ def test_rerank_pages_follow_source_quotas_and_a_dry_source_leaves_its_share_to_
 
 
 
-def test_for_you_debug_is_for_staff_outside_dev() -> None:
+async def test_for_you_debug_is_for_staff_outside_dev() -> None:
     """A plain user asking for ``debug`` (scores, experiment arm) gets 403 in ``test`` and
     ``prod``; staff do, and in ``dev`` anyone does; ``feed_debug_role`` overrides it."""
     from fastapi import HTTPException
@@ -131,17 +131,17 @@ def test_for_you_debug_is_for_staff_outside_dev() -> None:
 
     secret = "s" * 40
 
-    def allowed(env: str, role: Role, **over: object) -> bool:
+    async def allowed(env: str, role: Role, **over: object) -> bool:
         settings = Settings(env=env, jwt_secret=secret, **over)  # type: ignore[arg-type]
         try:
-            return debug_allowed(Claims(7, role), settings, debug=True)
+            return await debug_allowed(Claims(7, role), settings, debug=True)
         except HTTPException as exc:
             assert exc.status_code == 403 and "moderator" in str(exc.detail)
             return False
 
-    assert allowed("dev", Role.USER)
-    assert not allowed("test", Role.USER) and not allowed("prod", Role.USER)
-    assert allowed("prod", Role.MODERATOR) and allowed("prod", Role.ADMIN)
-    assert allowed("prod", Role.USER, feed_debug_role="user")
-    assert not debug_allowed(Claims(7, Role.USER), Settings(env="prod", jwt_secret=secret),
-                             debug=False)  # no debug asked: nothing to refuse
+    assert await allowed("dev", Role.USER)
+    assert not await allowed("test", Role.USER) and not await allowed("prod", Role.USER)
+    assert await allowed("prod", Role.MODERATOR) and await allowed("prod", Role.ADMIN)
+    assert await allowed("prod", Role.USER, feed_debug_role="user")
+    assert not await debug_allowed(Claims(7, Role.USER), Settings(env="prod", jwt_secret=secret),
+                                   debug=False)  # no debug asked: nothing to refuse
