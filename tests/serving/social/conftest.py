@@ -126,3 +126,12 @@ def _processed(rt: Runtime) -> int:
     with rt.sessions() as s:
         return s.scalar(select(func.count()).select_from(ProcessedEvent)
                         .where(ProcessedEvent.consumer == "counters")) or 0
+
+
+def post_comment(api: TestClient, who: Account, video: int, text: str,
+                 parent: int | None = None) -> int:
+    """A comment (or a reply to ``parent``) by ``who``; its id."""
+    r = api.post(f"/api/v1/videos/{video}/comments", headers=who.headers,
+                 json={"content": text, "parent_comment_id": parent})
+    assert r.status_code == 201, r.text
+    return r.json()["comment_id"]

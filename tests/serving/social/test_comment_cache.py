@@ -12,16 +12,10 @@ from fastapi.testclient import TestClient
 from platform_services.comment_cache import PageCache
 from platform_services.storage.models import Visibility
 from serving.routes.comments import CommentPage
-from tests.serving.social.conftest import PASSWORD, make_account, make_video
+from tests.serving.social.conftest import PASSWORD, make_account, make_video, post_comment
 
 V1 = "/api/v1"
 
-
-def _post(api: TestClient, who, video: int, text: str, parent: int | None = None) -> int:  # noqa: ANN001
-    r = api.post(f"{V1}/videos/{video}/comments", headers=who.headers,
-                 json={"content": text, "parent_comment_id": parent})
-    assert r.status_code == 201, r.text
-    return r.json()["comment_id"]
 
 
 def _first_page(api: TestClient, who, video: int) -> list[dict]:  # noqa: ANN001
@@ -38,15 +32,15 @@ def _cached_shapes(api: TestClient, video: int) -> dict[bytes, bytes]:
 def test_every_write_shows_on_the_next_read(api: TestClient) -> None:
     ann, bob = make_account(api, "ann"), make_account(api, "bob")
     video = make_video(api, ann)
-    first = _post(api, ann, video, "first")
+    first = post_comment(api, ann, video, "first")
     assert [t["content"] for t in _first_page(api, bob, video)] == ["first"]
     assert b"20:50" in _cached_shapes(api, video), "the first page was stored"
     assert [t["content"] for t in _first_page(api, ann, video)] == ["first"]  # a hit
 
-    reply = _post(api, bob, video, "reply", first)
+    reply = post_comment(api, bob, video, "reply", first)
     threads = _first_page(api, ann, video)
     assert [r["content"] for r in threads[0]["replies"]] == ["reply"], "a new reply shows"
-    second = _post(api, bob, video, "second")
+    second = post_comment(api, bob, video, "second")
     assert [t["comment_id"] for t in _first_page(api, ann, video)] == [second, first]
 
     assert api.patch(f"{V1}/comments/{reply}", json={"content": "edited"},
@@ -65,15 +59,15 @@ def test_every_write_shows_on_the_next_read(api: TestClient) -> None:
 def test_blocks_and_visibility_still_apply(api: TestClient) -> None:
     ann, bob, cyd = (make_account(api, n) for n in ("ann", "bob", "cyd"))
     video = make_video(api, ann)
-    _post(api, cyd, video, "troll")
-    _post(api, ann, video, "kind")
+    post_comment(api, cyd, video, "troll")
+    post_comment(api, ann, video, "kind")
     assert len(_first_page(api, ann, video)) == 2  # now cached
     api.post(f"{V1}/users/{cyd.id}/block", headers=bob.headers)
     assert [t["content"] for t in _first_page(api, bob, video)] == ["kind"]
     assert len(_first_page(api, ann, video)) == 2, "the blocker's page is not the shared one"
 
     private = make_video(api, ann, Visibility.PRIVATE)
-    _post(api, ann, private, "note to self")
+    post_comment(api, ann, private, "note to self")
     assert len(_first_page(api, ann, private)) == 1  # cached by its owner
     assert api.get(f"{V1}/videos/{private}/comments", headers=bob.headers).status_code == 404
 
@@ -81,8 +75,8 @@ def test_blocks_and_visibility_still_apply(api: TestClient) -> None:
 def test_served_bytes_are_the_documented_model(api: TestClient) -> None:
     ann, bob = make_account(api, "ann"), make_account(api, "bob")
     video = make_video(api, ann)
-    root = _post(api, ann, video, "root 🎬 \"quoted\" \\ </script>")
-    _post(api, bob, video, "reply", _post(api, bob, video, "mid", root))
+    root = post_comment(api, ann, video, "root 🎬 \"quoted\" \\ </script>")
+    post_comment(api, bob, video, "reply", post_comment(api, bob, video, "mid", root))
     api.delete(f"{V1}/comments/{root}", headers=ann.headers)
     for query in ("", "?page_size=1&replies=1"):
         raw = api.get(f"{V1}/videos/{video}/comments{query}", headers=bob.headers).content

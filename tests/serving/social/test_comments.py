@@ -8,16 +8,16 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from platform_services.comments import parse_path, segment
 from platform_services.storage.models import Role, VideoStats, Visibility
-from tests.serving.social.conftest import drain_counters, make_account, make_video, sessions_of
+from tests.serving.social.conftest import (
+    drain_counters,
+    make_account,
+    make_video,
+    post_comment,
+    sessions_of,
+)
 
 V1 = "/api/v1"
 
-
-def _post(api: TestClient, who, video: int, text: str, parent: int | None = None) -> int:  # noqa: ANN001
-    r = api.post(f"{V1}/videos/{video}/comments", headers=who.headers,
-                 json={"content": text, "parent_comment_id": parent})
-    assert r.status_code == 201, r.text
-    return r.json()["comment_id"]
 
 
 def _flatten(nodes: list[dict]) -> list[tuple[int, str]]:
@@ -37,13 +37,13 @@ def test_segments_sort_like_ids() -> None:
 def test_reply_tree_of_any_depth_in_display_order(api: TestClient) -> None:
     ann, bob = make_account(api, "ann"), make_account(api, "bob")
     video = make_video(api, ann)
-    first = _post(api, ann, video, "first")
-    a = _post(api, bob, video, "a", first)
+    first = post_comment(api, ann, video, "first")
+    a = post_comment(api, bob, video, "a", first)
     deep = a
     for i in range(30):  # a 31-deep chain
-        deep = _post(api, ann if i % 2 else bob, video, f"d{i}", deep)
-    _post(api, bob, video, "b", first)
-    second = _post(api, bob, video, "second 🎬 '; DROP TABLE comments;--")
+        deep = post_comment(api, ann if i % 2 else bob, video, f"d{i}", deep)
+    post_comment(api, bob, video, "b", first)
+    second = post_comment(api, bob, video, "second 🎬 '; DROP TABLE comments;--")
 
     r = api.get(f"{V1}/videos/{video}/comments", headers=bob.headers)
     assert r.status_code == 200, r.text
@@ -79,7 +79,7 @@ def test_reply_tree_of_any_depth_in_display_order(api: TestClient) -> None:
 def test_bad_input_names_the_field(api: TestClient) -> None:
     ann = make_account(api, "ann")
     video, other = make_video(api, ann), make_video(api, ann)
-    on_other = _post(api, ann, other, "elsewhere")
+    on_other = post_comment(api, ann, other, "elsewhere")
     cases = [({"content": "x" * 1_000_000}, "content"), ({"content": "   "}, "content"),
              ({"content": "hi", "parent_comment_id": on_other}, "parent_comment_id"),
              ({"content": "hi", "parent_comment_id": 2**63}, "parent_comment_id"),
@@ -100,8 +100,8 @@ def test_edit_by_author_delete_by_author_or_moderator(api: TestClient,
     ann, bob = make_account(api, "ann"), make_account(api, "bob")
     mod = make_account(api, "mod", Role.MODERATOR)
     video = make_video(api, ann)
-    c = _post(api, bob, video, "typo")
-    reply = _post(api, ann, video, "reply", c)
+    c = post_comment(api, bob, video, "typo")
+    reply = post_comment(api, ann, video, "reply", c)
     r = api.patch(f"{V1}/comments/{c}", json={"content": "fixed"}, headers=ann.headers)
     assert r.status_code == 403
     r = api.patch(f"{V1}/comments/{c}", json={"content": "fixed"}, headers=mod.headers)
@@ -122,11 +122,11 @@ def test_edit_by_author_delete_by_author_or_moderator(api: TestClient,
 def test_blocked_authors_and_private_videos_are_invisible(api: TestClient) -> None:
     ann, bob, cyd = (make_account(api, n) for n in ("ann", "bob", "cyd"))
     video = make_video(api, ann)
-    troll = _post(api, cyd, video, "troll")
-    _post(api, bob, video, "under the troll", troll)
-    kind = _post(api, bob, video, "kind")
-    _post(api, cyd, video, "troll reply", kind)
-    _post(api, ann, video, "ann's reply", kind)
+    troll = post_comment(api, cyd, video, "troll")
+    post_comment(api, bob, video, "under the troll", troll)
+    kind = post_comment(api, bob, video, "kind")
+    post_comment(api, cyd, video, "troll reply", kind)
+    post_comment(api, ann, video, "ann's reply", kind)
     api.post(f"{V1}/users/{cyd.id}/block", headers=bob.headers)
     threads = api.get(f"{V1}/videos/{video}/comments", headers=bob.headers).json()["comments"]
     assert [t["content"] for t in threads] == ["kind"]
@@ -136,7 +136,7 @@ def test_blocked_authors_and_private_videos_are_invisible(api: TestClient) -> No
     assert len(threads) == 2, "only the blocker stops seeing them"
 
     private = make_video(api, ann, Visibility.PRIVATE)
-    _post(api, ann, private, "note to self")
+    post_comment(api, ann, private, "note to self")
     assert api.get(f"{V1}/videos/{private}/comments", headers=bob.headers).status_code == 404
     r = api.post(f"{V1}/videos/{private}/comments", json={"content": "hi"}, headers=bob.headers)
     assert r.status_code == 404

@@ -19,18 +19,12 @@ from tests.serving.social.conftest import (
     drain_counters,
     make_account,
     make_video,
+    post_comment,
     sessions_of,
 )
 
 V1 = "/api/v1"
 
-
-def _comment(api: TestClient, who: Account, video: int, text: str,
-             parent: int | None = None) -> int:
-    r = api.post(f"{V1}/videos/{video}/comments", headers=who.headers,
-                 json={"content": text, "parent_comment_id": parent})
-    assert r.status_code == 201, r.text
-    return r.json()["comment_id"]
 
 
 def _stats(api: TestClient, user_id: int) -> tuple[int, int, int]:
@@ -48,9 +42,9 @@ def test_account_deletion_ends_tokens_and_hides_content(api: TestClient,
                                                         api_settings: Settings) -> None:
     ann, bob, cyd = (make_account(api, n) for n in ("ann", "bob", "cyd"))
     ann_video, bob_video = make_video(api, ann), make_video(api, bob)
-    own_comment = _comment(api, ann, ann_video, "on my own video")
-    on_bob = _comment(api, ann, bob_video, "ann was here")
-    bob_reply = _comment(api, bob, bob_video, "bob answers", on_bob)
+    own_comment = post_comment(api, ann, ann_video, "on my own video")
+    on_bob = post_comment(api, ann, bob_video, "ann was here")
+    bob_reply = post_comment(api, bob, bob_video, "bob answers", on_bob)
     for path in (f"videos/{bob_video}/like", f"videos/{bob_video}/save",
                  f"users/{bob.id}/follow", f"users/{cyd.id}/block"):
         assert api.post(f"{V1}/{path}", headers=ann.headers).status_code == 200, path
@@ -112,7 +106,7 @@ def test_every_owner_only_route_refuses_others(api: TestClient) -> None:
     ann, bob = make_account(api, "ann"), make_account(api, "bob")
     eve = make_account(api, "eve")  # a plain user poking at others' things
     video = make_video(api, ann)
-    comment = _comment(api, ann, video, "mine")
+    comment = post_comment(api, ann, video, "mine")
     api.post(f"{V1}/users/{eve.id}/block", headers=bob.headers)
     attempts = {
         ("patch", "/api/v1/users/{user_id}"): (f"users/{ann.id}", {"bio": "pwned"}),
@@ -169,8 +163,8 @@ def test_hidden_videos_are_invisible_in_every_list_count_and_thread(
     followers_only = make_video(api, ann, Visibility.FOLLOWERS)
     private = make_video(api, ann, Visibility.PRIVATE)
     processing = make_video(api, ann, status=VideoStatus.PROCESSING)
-    c_fol = _comment(api, fan, followers_only, "for followers")
-    c_priv = _comment(api, ann, private, "note to self")
+    c_fol = post_comment(api, fan, followers_only, "for followers")
+    c_priv = post_comment(api, ann, private, "note to self")
     for v in (public, followers_only):
         assert api.post(f"{V1}/videos/{v}/save", headers=fan.headers).status_code == 200
 
@@ -224,7 +218,7 @@ def test_sql_metacharacters_and_unicode_are_data(api: TestClient) -> None:
         r = api.patch(f"{V1}/users/me", headers=ann.headers,
                       json={"display_name": text[:64], "bio": text})
         assert r.status_code == 200 and r.json()["bio"] == text
-        cid = _comment(api, bob, video, text)
+        cid = post_comment(api, bob, video, text)
         r = api.patch(f"{V1}/comments/{cid}", headers=bob.headers, json={"content": text * 2})
         assert r.status_code == 200 and r.json()["content"] == text * 2
         r = api.post(f"{V1}/reports", headers=bob.headers, json={
@@ -276,3 +270,16 @@ def test_events_keep_client_telemetry_only(api: TestClient) -> None:
         assert [f["field"] for f in r.json()["error"]["fields"]] == [f"events.0.{field}"]
     with sessions_of(api)() as s:
         assert s.scalar(select(func.count()).select_from(OutboxRow)) == 2
+
+
+def test_staff_get_past_the_debug_rule(api: TestClient) -> None:
+    """The other side of the for-you ``debug`` 403: a moderator's token (the role the rule
+    reads) goes on to the feed, which this app does not run (503), not a refusal."""
+    from platform_services.auth import issue_token
+
+    who = make_account(api, "mod")
+    settings = api.app.state.runtime.settings
+    staff = {"Authorization": f"Bearer {issue_token(settings, who.id, role='moderator')}"}
+    url = f"{V1}/feed/for-you?debug=true"
+    assert api.get(url, headers=who.headers).status_code == 403
+    assert api.get(url, headers=staff).status_code == 503
