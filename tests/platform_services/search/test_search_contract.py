@@ -203,6 +203,25 @@ def test_common_words_score_but_do_not_match_alone(sessions, world,  # noqa: ANN
     assert newest.total == 2
 
 
+@pytest.mark.parametrize("docs", [0, 1, 3, 10**6])
+def test_the_newest_matches_whatever_the_frequency_hint(sessions, world, docs: int,  # noqa: ANN001
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL reads an id window sized by ``docs`` first and older ids only when it holds
+    too few: a wrong hint costs time, never results."""
+    monkeypatch.setattr(backends, "COMMON_TERM_DOCS", 1)
+    _fresh_statistics(sessions)
+    with sessions() as s:
+        engine = lexical_backend(s)
+        every_match = engine.ranked(s, ["cat"], ["cat"], VideoFilter(), 100, every=False)
+        newest = engine.ranked(s, ["cat"], ["cat"], VideoFilter(), 100, every=True, docs=docs)
+        cooking = engine.ranked(s, ["pasta"], ["pasta"], VideoFilter(category="cooking"), 100,
+                                every=True, docs=docs)
+    assert len(every_match) == 2, "more than the one newest"
+    assert [v for v, _ in newest] == [max(v for v, _ in every_match)]
+    assert [v for v, _ in cooking] == [max(world[t] for t in (
+        "cooking pasta carbonara #food", "quick pasta salad"))]
+
+
 def test_total_past_the_bound_is_an_estimate_on_postgres(sessions, world,  # noqa: ANN001
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backends, "EXACT_TOTAL_UP_TO", 1)
