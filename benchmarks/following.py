@@ -37,7 +37,7 @@ from core.config import get_settings, load_settings
 from platform_services import fanout
 from platform_services.search.backends import VideoFilter
 from platform_services.search.documents import to_blob
-from platform_services.search.models import SearchVideo
+from platform_services.search.models import SearchEmbedding, SearchVideo
 from platform_services.search.semantic import SemanticIndex
 from platform_services.search.service import VideoSearch
 from platform_services.storage import procs
@@ -137,8 +137,10 @@ def bench_search(sessions, titles: list[str], vectors: np.ndarray, n_docs: int, 
                 "video_id": i, "owner_id": 1 + i % 100, "title": titles[i % len(titles)],
                 "description": "", "tags": "", "creator": f"user{1 + i % 100}",
                 "category": None, "duration_ms": 9000 + i % 90_000, "created_at": now,
-                "embedding": to_blob(vectors[i % len(titles)]), "indexed_at": now}
-                for i in ids])
+                "indexed_at": now} for i in ids])
+            s.execute(insert(SearchEmbedding), [{
+                "video_id": i, "embedding": to_blob(vectors[i % len(titles)]),
+                "indexed_at": now} for i in ids])
     if sessions.kw["bind"].dialect.name == "postgresql":
         with sessions.begin() as s:  # the statistics autovacuum keeps after a bulk load
             s.execute(text("ANALYZE search_videos"))

@@ -31,7 +31,7 @@ from benchmarks.report import table, write_report
 from core.clock import utcnow
 from platform_services.search.backends import VideoFilter
 from platform_services.search.documents import to_blob
-from platform_services.search.models import SearchVideo
+from platform_services.search.models import SearchEmbedding, SearchVideo
 from platform_services.search.semantic import SemanticIndex
 from platform_services.search.service import VideoSearch
 from platform_services.storage.db import make_engine, migrate, session_factory
@@ -121,8 +121,10 @@ def build_index(titles: list[str], vectors: np.ndarray, url: str):  # noqa: ANN2
         s.execute(insert(SearchVideo), [
             {"video_id": i + 1, "owner_id": 1, "title": t, "description": "", "tags": "",
              "creator": "", "category": None, "duration_ms": None, "created_at": now,
-             "embedding": to_blob(vectors[i]), "indexed_at": now}
-            for i, t in enumerate(titles)])
+             "indexed_at": now} for i, t in enumerate(titles)])
+        s.execute(insert(SearchEmbedding), [
+            {"video_id": i + 1, "embedding": to_blob(vectors[i]), "indexed_at": now}
+            for i in range(len(titles))])
     return sessions
 
 

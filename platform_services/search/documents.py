@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
 from platform_services.media.models import VideoMedia
-from platform_services.search.models import SearchVideo
+from platform_services.search.models import SearchEmbedding, SearchVideo
 from platform_services.storage.db import upsert_insert
 from platform_services.storage.models import Moderation, User, Video, VideoStatus, Visibility
 
@@ -81,15 +81,24 @@ def sync_videos(session: Session, video_ids: Sequence[int], encode: Encoder | No
     if docs:
         vectors = encode([d.pop("_text") for d in docs]) if encode else None
         now = utcnow()
-        for i, d in enumerate(docs):
-            d.pop("_text", None)
-            d["embedding"] = to_blob(vectors[i]) if vectors is not None else None
+        for d in docs:
             d["indexed_at"] = now
-        stmt = upsert_insert(session, SearchVideo)
-        session.execute(stmt.on_conflict_do_update(
-            index_elements=["video_id"],
-            set_={c: stmt.excluded[c] for c in docs[0] if c != "video_id"}), docs)
+        _upsert(session, SearchVideo, docs)
+        if vectors is not None:
+            _upsert(session, SearchEmbedding, [
+                {"video_id": d["video_id"], "embedding": to_blob(v), "indexed_at": now}
+                for d, v in zip(docs, vectors, strict=True)])
+        else:  # no encoder: a vector of the old text would rank the new one
+            session.execute(delete(SearchEmbedding).where(
+                SearchEmbedding.video_id.in_([d["video_id"] for d in docs])))
     return len(docs)
+
+
+def _upsert(session: Session, table: type[SearchVideo | SearchEmbedding], rows: list[dict]) -> None:
+    stmt = upsert_insert(session, table)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=["video_id"],
+        set_={c: stmt.excluded[c] for c in rows[0] if c != "video_id"}), rows)
 
 
 def reindex(session_factory: sessionmaker[Session], encode: Encoder | None, batch: int = 512,

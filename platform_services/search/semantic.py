@@ -6,7 +6,7 @@ come back. Past :data:`REDUCE_FROM` documents the product reads a copy projected
 memory-bound: 10-20 ms a query on this machine; projected to 128 dimensions it is a third of
 that), keeps ``RERANK * k`` rows and re-scores those exactly: the cosines returned are exact,
 the approximation only decides which rows are re-scored. The matrix is
-refreshed from ``search_videos`` by ``indexed_at`` (rows indexed since the previous refresh
+refreshed from ``search_embeddings`` by ``indexed_at`` (rows indexed since the previous refresh
 started, with a few seconds' overlap for late commits) every ``refresh_s`` by a background
 thread (:meth:`SemanticIndex.run`), never on a search. A document deleted since
 stays in the matrix harmlessly: every hit is re-read from ``search_videos`` with the filters,
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
 from platform_services.search.documents import from_blob
-from platform_services.search.models import SearchVideo
+from platform_services.search.models import SearchEmbedding
 
 log = logging.getLogger(__name__)
 OVERLAP = timedelta(seconds=5)  # a document committed this late is still picked up
@@ -73,10 +73,10 @@ class SemanticIndex:
         transactions that committed late); returns how many rows were read."""
         with self._lock:
             started = utcnow()
-            q = select(SearchVideo.video_id, SearchVideo.embedding, SearchVideo.indexed_at
-                       ).where(SearchVideo.embedding.is_not(None))
+            q = select(SearchEmbedding.video_id, SearchEmbedding.embedding,
+                       SearchEmbedding.indexed_at)
             if self._since is not None:
-                q = q.where(SearchVideo.indexed_at >= self._since - OVERLAP)
+                q = q.where(SearchEmbedding.indexed_at >= self._since - OVERLAP)
             with self.sessions() as s:
                 rows = s.execute(q).all()
             if rows:

@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from core.clock import utcnow
 from platform_services.search import semantic
 from platform_services.search.documents import to_blob
-from platform_services.search.models import SearchVideo
+from platform_services.search.models import SearchEmbedding, SearchVideo
 from platform_services.search.semantic import SemanticIndex
 from platform_services.storage.db import make_engine, migrate, session_factory
 from platform_services.storage.models import User, Video, VideoStatus
@@ -36,7 +36,9 @@ def _store(sessions, start: int, vectors: np.ndarray) -> None:  # noqa: ANN001
                                    "status": VideoStatus.READY} for i in ids])
         s.execute(insert(SearchVideo), [{
             "video_id": i, "owner_id": 1, "title": f"v{i}", "description": "", "tags": "",
-            "creator": "u", "created_at": now, "embedding": to_blob(v), "indexed_at": now}
+            "creator": "u", "created_at": now, "indexed_at": now} for i in ids])
+        s.execute(insert(SearchEmbedding), [
+            {"video_id": i, "embedding": to_blob(v), "indexed_at": now}
             for i, v in zip(ids, vectors, strict=True)])
 
 
@@ -69,4 +71,37 @@ def test_projected_scan_finds_what_the_exact_scan_finds(tmp_path: Path,
         assert np.allclose([s for _, s in found], exact[best], atol=1e-5), "cosines are exact"
     top = index.search(later[5], 1)
     assert top[0][0] == 3006 and top[0][1] == pytest.approx(1.0, abs=2e-3)  # float16 storage
+    engine.dispose()
+
+
+def test_migration_0010_moves_the_vectors_out_and_back(tmp_path: Path) -> None:
+    """Vectors stored in ``search_videos`` before 0010 are in ``search_embeddings`` after it
+    (the index finds them), and a downgrade puts them back."""
+    from sqlalchemy import text
+
+    from platform_services.storage.db import downgrade
+
+    url = f"sqlite:///{tmp_path}/m.db"
+    migrate(url, "0009")
+    engine = make_engine(url)
+    vector = _vectors(1, np.random.default_rng(5))[0]
+    with session_factory(engine).begin() as s:  # users and videos: unchanged since 0009
+        s.add(User(id=1, username="u", email="u@x.io", password_hash="x"))
+        s.flush()
+        s.add(Video(id=7, owner_id=1, title="v", status=VideoStatus.READY, created_at=utcnow()))
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO search_videos (video_id, owner_id, title, description, "
+                       "tags, creator, created_at, embedding, indexed_at) VALUES (7, 1, 'v', "
+                       "'', '', 'u', :now, :e, :now)"),
+                  {"now": utcnow().isoformat(), "e": to_blob(vector)})
+    migrate(url)
+    index = SemanticIndex(session_factory(engine))
+    assert index.refresh() == 1
+    assert index.search(vector, 1)[0][0] == 7
+    engine.dispose()
+    downgrade(url, "0009")
+    engine = make_engine(url)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT embedding FROM search_videos")).scalar_one() == to_blob(
+            vector)
     engine.dispose()
