@@ -226,7 +226,7 @@ class PostgresFts(LexicalBackend):
         try:
             return [(int(v), float(sc)) for v, sc in session.execute(sql, params)]
         finally:
-            session.execute(text("SET LOCAL enable_indexscan = on"))
+            session.execute(text("SET LOCAL enable_indexscan TO DEFAULT"))
 
     @staticmethod
     def _newest(session: Session, matching: str, docs: int, params: dict) -> str:
