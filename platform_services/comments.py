@@ -19,6 +19,7 @@ place. Comments by someone the viewer blocked are left out, together with their 
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -249,15 +250,17 @@ def parse_path(path: str) -> list[int]:
     return ids
 
 
-def _hidden_comments(session: Session, roots: list[int], hidden_authors: set[int]) -> set[int]:
-    """Ids of the comments in these threads written by someone the viewer blocked."""
+def _hidden_comments(session: Session, roots: list[int], hidden_authors: set[int]
+                     ) -> dict[int, int]:
+    """The comments in these threads written by someone the viewer blocked: ``{id: root_id}``
+    (a thread without any is the same for every viewer: its rendering may be shared)."""
     if not hidden_authors or not roots:
-        return set()
-    return set(session.scalars(select(Comment.id).where(
-        Comment.author_id.in_(hidden_authors), Comment.root_id.in_(roots))))
+        return {}
+    return dict(session.execute(select(Comment.id, Comment.root_id).where(
+        Comment.author_id.in_(hidden_authors), Comment.root_id.in_(roots))).all())
 
 
-def _tree(comments: list[Row], hidden: set[int]) -> list[Node]:
+def _tree(comments: list[Row], hidden: Set[int]) -> list[Node]:
     """Nest ``comments`` (path order) into nodes; a comment with a ``hidden`` comment on its
     path (itself or an ancestor, also one outside this page) is left out."""
     nodes: dict[int, Node] = {}
@@ -272,10 +275,16 @@ def _tree(comments: list[Row], hidden: set[int]) -> list[Node]:
     return top
 
 
-# The roots of a page, newest first: one range of ``ix_comments_video_threads``. Built once,
-# bound per call (as :func:`_ranges_union`).
+# The roots of a page, newest first: one range of ``ix_comments_video_threads`` read backwards.
+# ``parent_id DESC`` changes nothing in the answer (every root's is NULL) but lets PostgreSQL
+# see that the index is in this order: ``IS NULL`` is no equality to its planner, so ordering
+# by ``id`` alone made it read every root of the video (or, with statistics, walk the primary
+# key through all the video's comments), join their authors and sort: 2.8 ms instead of
+# 0.14 ms for a 1,000-thread video (EXPLAIN ANALYZE). Built once, bound per call (as
+# :func:`_ranges_union`).
 _ROOTS = (_rows().where(Comment.video_id == bindparam("video_id"), Comment.parent_id.is_(None))
-          .order_by(Comment.id.desc()).limit(bindparam("limit", type_=Integer)))
+          .order_by(Comment.parent_id.desc(), Comment.id.desc())
+          .limit(bindparam("limit", type_=Integer)))
 _ROOTS_AFTER = _ROOTS.where(Comment.id < bindparam("cursor"))
 
 
@@ -286,17 +295,39 @@ def open_threads(session: Session, viewer_id: int, video_id: int) -> set[int]:
     return set(blocked_ids(session, viewer_id))
 
 
-def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
-            page_size: int, replies: int, blocked: set[int] | None = None) -> Page:
-    """A page of threads (roots newest first, ``id < cursor``), each with up to ``replies``
-    replies in display order. ``blocked``: :func:`open_threads`'s answer, if already asked."""
-    if blocked is None:
-        blocked = open_threads(session, viewer_id, video_id)
+@dataclass
+class Roots:
+    """The threads of a page before their replies are read: the roots in page order (those
+    of blocked authors left out), the cursor of the next page, and ``hidden``: the comments
+    in these threads the viewer must not see (``{id: root_id}``)."""
+
+    rows: list[Row]
+    next_cursor: str | None
+    hidden: dict[int, int]
+    hidden_threads: set[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hidden_threads = set(self.hidden.values())
+
+    def shared(self, root_id: int) -> bool:
+        """The thread reads the same for every viewer (none of its comments is hidden)."""
+        return root_id not in self.hidden_threads
+
+
+def page_roots(session: Session, video_id: int, cursor: int | None, page_size: int,
+               blocked: set[int]) -> Roots:
+    """The roots of a page of threads (newest first, ``id < cursor``); ``blocked``:
+    :func:`open_threads`'s answer."""
     roots = session.connection().execute(_ROOTS_AFTER if cursor is not None else _ROOTS, {
         "video_id": video_id, "cursor": cursor, "limit": page_size + 1}).all()
     next_cursor = str(roots[page_size - 1].id) if len(roots) > page_size else None
     roots = [r for r in roots[:page_size] if r.author_id not in blocked]
-    hidden = _hidden_comments(session, [r.id for r in roots], blocked)
+    return Roots(roots, next_cursor, _hidden_comments(session, [r.id for r in roots], blocked))
+
+
+def trees(session: Session, roots: list[Row], hidden: Set[int], replies: int) -> list[Node]:
+    """Each root with up to ``replies`` replies in display order, ``hidden`` comments (and
+    their replies) left out; one statement for all of them."""
     # "~" sorts after every path character: (path, path~) is exactly the subtree below.
     subs = _subtrees(session, [(r.id, r.path, r.path + "~") for r in roots], replies + 1)
     out = []
@@ -306,7 +337,17 @@ def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
         if len(found) > replies:
             node.more_replies_after = found[replies - 1].path
         out.append(node)
-    return Page(out, next_cursor)
+    return out
+
+
+def threads(session: Session, viewer_id: int, video_id: int, cursor: int | None,
+            page_size: int, replies: int, blocked: set[int] | None = None) -> Page:
+    """A page of threads (roots newest first, ``id < cursor``), each with up to ``replies``
+    replies in display order. ``blocked``: :func:`open_threads`'s answer, if already asked."""
+    if blocked is None:
+        blocked = open_threads(session, viewer_id, video_id)
+    roots = page_roots(session, video_id, cursor, page_size, blocked)
+    return Page(trees(session, roots.rows, roots.hidden.keys(), replies), roots.next_cursor)
 
 
 def replies(session: Session, viewer_id: int, comment_id: int, after: str | None,
@@ -315,10 +356,10 @@ def replies(session: Session, viewer_id: int, comment_id: int, after: str | None
     comment = get(session, viewer_id, comment_id)
     assert comment.root_id is not None
     hidden = _hidden_comments(session, [comment.root_id], set(blocked_ids(session, viewer_id)))
-    if not hidden.isdisjoint(parse_path(comment.path)):
+    if not hidden.keys().isdisjoint(parse_path(comment.path)):
         raise NotFound("no such comment")
     start = max(after or "", comment.path)
     subs = _subtrees(session, [(comment.root_id, start, comment.path + "~")], limit + 1)
     found = subs.get(comment.root_id, [])
     cursor = found[limit - 1].path if len(found) > limit else None
-    return Page(_tree(found[:limit], hidden), cursor)
+    return Page(_tree(found[:limit], hidden.keys()), cursor)
