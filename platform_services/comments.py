@@ -30,12 +30,14 @@ from sqlalchemy import (
     Row,
     Select,
     Text,
+    TextualSelect,
     bindparam,
     func,
     select,
+    text,
     true,
-    union_all,
 )
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
@@ -184,20 +186,26 @@ def get(session: Session, viewer_id: int, comment_id: int) -> Comment:
 # --- reading trees ---------------------------------------------------------------------------
 
 
+_ONE_RANGE = (_rows().where(Comment.root_id == bindparam("root"),
+                            Comment.path > bindparam("after"), Comment.path < bindparam("below"))
+              .order_by(Comment.path).limit(bindparam("limit", type_=Integer)))
+_RANGE_PARAM = re.compile(r":(root|after|below)\b")
+
+
 @lru_cache(maxsize=64)
-def _ranges_union(n: int) -> Select:
+def _ranges_union(n: int) -> TextualSelect:
     """SQLite: ``n`` index ranges of ``(root_id, path)`` as a UNION ALL of ``LIMIT``-ed range
-    scans, the comments in thread and display order. Built once per ``n`` with bound
-    parameters (building 20 ranges anew per request cost more CPU than running them)."""
-    parts = [
-        _rows().where(Comment.root_id == bindparam(f"root{i}"),
-                      Comment.path > bindparam(f"after{i}"),
-                      Comment.path < bindparam(f"below{i}"))
-        .order_by(Comment.path).limit(bindparam("limit", type_=Integer)).subquery().select()
-        for i in range(n)
-    ]
-    found = union_all(*parts).subquery()
-    return select(found).order_by(found.c.root_id, found.c.path)
+    scans, the comments in thread and display order. Written as text from one range's SQL,
+    once per ``n``: SQLAlchemy took ~7 ms per range to compile the same UNION built as a
+    construct (150 ms for 20, on the first page of each count of ranges, and a page after a
+    cursor reads only the threads missing from the cache: any count)."""
+    one = _ONE_RANGE.compile(dialect=sqlite.dialect(paramstyle="named"))
+    parts = [f"SELECT * FROM ({_RANGE_PARAM.sub(lambda m, i=i: f':{m[1]}{i}', str(one))})"
+             for i in range(n)]
+    constants = {k: v for k, v in one.params.items() if k not in ("root", "after", "below",
+                                                                   "limit")}  # OFFSET 0
+    return (text(" UNION ALL ".join(parts) + " ORDER BY root_id, path")
+            .bindparams(**constants).columns(*ROW))
 
 
 def _ranges_lateral() -> Select:
@@ -231,8 +239,10 @@ def _subtrees(session: Session, ranges: list[tuple[int, str, str]], limit: int
         stmt = _RANGES_LATERAL
         params: dict = {"roots": roots, "afters": afters, "belows": belows, "limit": limit}
     else:
-        stmt, params = _ranges_union(len(ranges)), {"limit": limit}
-        for i, (root, after, below) in enumerate(ranges):
+        # Padded to a power of two with empty ranges: a handful of statements to prepare.
+        padded = ranges + [(0, "", "")] * ((1 << (len(ranges) - 1).bit_length()) - len(ranges))
+        stmt, params = _ranges_union(len(padded)), {"limit": limit}
+        for i, (root, after, below) in enumerate(padded):
             params |= {f"root{i}": root, f"after{i}": after, f"below{i}": below}
     out: dict[int, list[Row]] = {}
     for c in session.connection().execute(stmt, params).all():  # one fetchall, not per row
