@@ -5,14 +5,20 @@ after a cursor is put together.
 A popular video's comments are read far more often than written, and a page (20 threads, up
 to 50 replies each) costs a query of up to ~1,000 rows and their serialization per read.
 Each video has one Redis hash, ``comment_pages:{video_id}``: field ``v`` is the video's
-version; one field per first-page shape (``page_size:replies``) and one per thread and reply
-count (``t{replies}:{root_id}``) hold ``version|stored_at|json``. A write
-(:func:`PageCache.invalidate`, after its commit) sets ``v`` to a new random token; a field is
-served only if it was stored under the current version, so one computed from rows read before
-a write committed is never served after it, whatever the interleaving (a reader reads ``v``
-*before* its rows; random tokens never come back, as a counter would after the hash expired).
-A field older than ``ttl_s`` (``stored_at``, epoch seconds) is not served either, so an
-author's new name shows within ``ttl_s``; the hash expires ``ttl_s`` after its last store.
+version, and one field per first-page shape (``page_size:replies``) holds ``version|json``. A
+write (:func:`PageCache.invalidate`, after its commit) sets ``v`` to a new random token; a
+page is served only if it was stored under the current version, so one computed from rows
+read before a write committed is never served after it, whatever the interleaving (a reader
+reads ``v`` *before* its rows; random tokens never come back, as a counter would after the
+hash expired). The hash expires ``ttl_s`` after its last store, all fields at once, so an
+author's new name shows within ``ttl_s``.
+
+Threads are fields of the same hash, one per reply count and root (``t{replies}:{root_id}``),
+holding ``version|stored_at|json``: checked against the same ``v``, gone with it when the hash
+expires (so a version never meets threads older than itself), and not served once older than
+``ttl_s`` (``stored_at``, epoch seconds). Storing them leaves the hash's expiry alone (first
+pages keep their ``ttl_s``), so a reader that finds no ``v`` sets one first (``HSETNX``, with
+the expiry): threads are only stored under a version that expires with them.
 
 Threads are cursor-independent: pages after any cursor share them, and a thread's JSON is the
 same for every viewer unless one of its comments is hidden from that viewer (a blocked
@@ -72,8 +78,8 @@ class PageCache:
             redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S),
             ttl_s)
 
-    def _valid(self, stored: bytes | None, version: bytes) -> bytes | None:
-        """The payload of a field stored under ``version`` less than ``ttl_s`` ago."""
+    def _fresh(self, stored: bytes | None, version: bytes) -> bytes | None:
+        """The thread of a field stored under ``version`` less than ``ttl_s`` ago."""
         if stored is None:
             return None
         at, _, rest = stored.partition(b"|")
@@ -92,12 +98,33 @@ class PageCache:
         except (redis.RedisError, OSError) as exc:
             log.warning("comment page cache: %s", exc)
             return None
-        version = version or b"0"
+        if version is None:
+            version = await self._new_version(video_id)
+            if version is None:
+                return None
         if shape is None:
             return version, None
-        page = self._valid(stored, version)
-        cache_lookups("comment_page", int(page is not None), int(page is None))
-        return version, page
+        if stored is not None:
+            at, _, page = stored.partition(b"|")
+            if at == version:
+                cache_lookups("comment_page", 1, 0)
+                return version, page
+        cache_lookups("comment_page", 0, 1)
+        return version, None
+
+    async def _new_version(self, video_id: int) -> bytes | None:
+        """Set ``v`` where there is none (the hash expired or never was): the version that
+        holds (another reader's, or a write's, if one came first), or None if Redis failed."""
+        key = _key(video_id)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(key, "v", secrets.token_hex(8))
+                pipe.expire(key, self.ttl_s)
+                pipe.hget(key, "v")
+                return (await pipe.execute())[-1]
+        except (redis.RedisError, OSError) as exc:
+            log.warning("comment page cache: %s", exc)
+            return None
 
     async def threads(self, video_id: int, replies: int, version: bytes,
                       root_ids: list[int]) -> dict[int, bytes]:
@@ -112,31 +139,32 @@ class PageCache:
             log.warning("comment page cache: %s", exc)
             return {}
         found = {r: body for r, s in zip(root_ids, stored, strict=True)
-                 if (body := self._valid(s, version)) is not None}
+                 if (body := self._fresh(s, version)) is not None}
         cache_lookups("comment_thread", len(found), len(root_ids) - len(found))
         return found
 
     async def put(self, video_id: int, shape: str, version: bytes, page: bytes) -> None:
         """Store a first ``page`` as computed under ``version`` (what :meth:`get` returned
         before the rows were read)."""
-        await self._store(video_id, {shape: _pack(version, page)})
+        key = _key(video_id)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(key, shape, version + b"|" + page)
+                pipe.expire(key, self.ttl_s)
+                await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("comment page cache: %s", exc)
 
     async def put_threads(self, video_id: int, replies: int, version: bytes,
                           threads: dict[int, bytes]) -> None:
         """Store ``threads`` (``{root_id: json}`` with up to ``replies`` replies, the same for
-        every viewer) as computed under ``version``."""
-        await self._store(video_id, {_thread_field(replies, root): _pack(version, body)
-                                     for root, body in threads.items()})
-
-    async def _store(self, video_id: int, fields: dict[str, bytes]) -> None:
-        if not fields:
+        every viewer) as computed under ``version``; the hash's expiry stays as it is."""
+        if not threads:
             return
-        key = _key(video_id)
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, self.ttl_s)
-                await pipe.execute()
+            await self.client.hset(_key(video_id), mapping={
+                _thread_field(replies, root): _pack(version, body)
+                for root, body in threads.items()})
         except (redis.RedisError, OSError) as exc:
             log.warning("comment page cache: %s", exc)
 

@@ -110,11 +110,11 @@ def _page(api: TestClient, who, video: int, query: str) -> list[dict]:  # noqa: 
 def _plant(api: TestClient, video: int, root: int, old: bytes, new: bytes) -> None:
     """Rewrite a cached thread in place (same version and time): what the API serves next
     shows whether it came from the cache."""
-    field = f"t50:{root}"
-    stored = _cached_shapes(api, video)[field.encode()]
+    key, field = f"comment_pages:{video}", f"t50:{root}"
+    client = api.app.state.comment_pages.client
+    stored = api.portal.call(client.hget, key, field)
     assert old in stored
-    api.portal.call(api.app.state.comment_pages.client.hset, f"comment_pages:{video}", field,
-                    stored.replace(old, new))
+    api.portal.call(client.hset, key, field, stored.replace(old, new))
 
 
 def test_threads_after_a_cursor_come_from_the_cache_until_any_write(api: TestClient) -> None:
@@ -211,6 +211,9 @@ def test_a_thread_is_served_only_under_its_version_and_within_the_ttl(
         cache = PageCache.from_settings(redis_url, ttl_s=30)
         version, page = await cache.get(video, None)
         assert page is None
+        assert await cache.client.hget(f"comment_pages:{video}", "v") == version, (
+            "a version is set where there was none: threads expire with it")
+        assert 0 < await cache.client.ttl(f"comment_pages:{video}") <= 30
         await cache.put_threads(video, 50, version, {1: b'{"a":1}', 2: b'{"b":2}'})
         assert await cache.threads(video, 50, version, [2, 3, 1]) == {
             1: b'{"a":1}', 2: b'{"b":2}'}
