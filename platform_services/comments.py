@@ -73,6 +73,9 @@ ROW = (*(Comment.__table__.c[name] for name in (
     User.username, User.display_name, User.avatar_url, User.verified)
 
 
+_ID, _PARENT_ID, _ROOT_ID, _PATH = 0, 3, 4, 6  # positions in :data:`ROW`
+
+
 def _rows() -> Select:
     return select(*ROW).join(User, User.id == Comment.author_id)
 
@@ -246,7 +249,7 @@ def _subtrees(session: Session, ranges: list[tuple[int, str, str]], limit: int
             params |= {f"root{i}": root, f"after{i}": after, f"below{i}": below}
     out: dict[int, list[Row]] = {}
     for c in session.connection().execute(stmt, params).all():  # one fetchall, not per row
-        out.setdefault(c.root_id, []).append(c)
+        out.setdefault(c[_ROOT_ID], []).append(c)
     return out
 
 
@@ -272,16 +275,17 @@ def _hidden_comments(session: Session, roots: list[int], hidden_authors: set[int
 
 def _tree(comments: list[Row], hidden: Set[int]) -> list[Node]:
     """Nest ``comments`` (path order) into nodes; a comment with a ``hidden`` comment on its
-    path (itself or an ancestor, also one outside this page) is left out."""
+    path (itself or an ancestor, also one outside this page) is left out. Columns by position
+    (:data:`ROW`'s order): a row's attribute lookup by name was a third of this loop's time
+    on a 1,000-comment page."""
     nodes: dict[int, Node] = {}
     top: list[Node] = []
     for c in comments:
-        if hidden and not hidden.isdisjoint(parse_path(c.path)):
+        if hidden and not hidden.isdisjoint(parse_path(c[_PATH])):
             continue
-        node = Node(c)
-        nodes[c.id] = node
-        parent = nodes.get(c.parent_id) if c.parent_id is not None else None
-        (parent.replies if parent else top).append(node)
+        node = nodes[c[_ID]] = Node(c)
+        parent = nodes.get(c[_PARENT_ID])
+        (parent.replies if parent is not None else top).append(node)
     return top
 
 
