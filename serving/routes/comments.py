@@ -4,6 +4,7 @@ with cursors, edit (author), delete (author or moderator)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated
 
@@ -109,13 +110,23 @@ def _written(c: Comment, author: User) -> CommentOut:
     return CommentOut.model_validate(_fields(comments.Node(comments.as_row(c, author))))
 
 
+def thread_json(node: comments.Node) -> bytes:
+    """One thread (or reply) as :class:`CommentOut` JSON: what the page cache stores."""
+    return orjson.dumps(_fields(node), option=orjson.OPT_UTC_Z)
+
+
+def page_bytes(threads: Iterable[bytes], next_cursor: str | None) -> bytes:
+    """:class:`CommentPage` JSON around threads already serialized by :func:`thread_json`
+    (cached ones are joined as stored, not parsed and written again)."""
+    return b'{"comments":[%s],"next_cursor":%s,"has_more":%s}' % (
+        b",".join(threads), orjson.dumps(next_cursor),
+        b"false" if next_cursor is None else b"true")
+
+
 def page_json(page: comments.Page) -> bytes:
     """The page as :class:`CommentPage` JSON, the same bytes pydantic writes (a test checks),
     serialized by orjson from plain dicts (``response_model`` still documents it)."""
-    return orjson.dumps({
-        "comments": [_fields(n) for n in page.threads],
-        "next_cursor": page.next_cursor, "has_more": page.next_cursor is not None,
-    }, option=orjson.OPT_UTC_Z)
+    return page_bytes(map(thread_json, page.threads), page.next_cursor)
 
 
 def _page(page: comments.Page) -> Response:
@@ -153,6 +164,29 @@ def post_comment(video_id: VideoIdPath, body: CommentIn, user: CurrentUser,
     return _written(c, user)
 
 
+def _read_page(session: Session, me: int, video_id: int, cursor: int | None, page_size: int,
+               replies: int, pages: PageCache, cached: tuple[bytes, bytes | None] | None
+               ) -> tuple[bytes, dict[int, bytes], bool]:
+    """A page of threads in one transaction (in a worker thread): ``(json, threads to cache,
+    whether to cache the page whole)``. ``cached``: :meth:`PageCache.get`'s answer, read
+    before this transaction. Threads come from the cache when stored under its version and
+    the same for every viewer (none hidden from ``me``); the others from the database."""
+    blocked = comments.open_threads(session, me, video_id)
+    whole = cached is not None and cursor is None and not blocked  # everyone's first page
+    if whole and cached[1] is not None:
+        return cached[1], {}, False
+    roots = comments.page_roots(session, video_id, cursor, page_size, blocked)
+    shared = [r.id for r in roots.rows if roots.shared(r.id)]
+    found = from_thread.run(pages.threads, video_id, replies, cached[0], shared) if (
+        cached is not None) else {}
+    todo = [r for r in roots.rows if r.id not in found]
+    read = {n.comment.id: thread_json(n)
+            for n in comments.trees(session, todo, roots.hidden.keys(), replies)}
+    body = page_bytes((found[r.id] if r.id in found else read[r.id] for r in roots.rows),
+                      roots.next_cursor)
+    return body, {root: read[root] for root in shared if root in read}, whole
+
+
 @router.get("/videos/{video_id}/comments", response_model=CommentPage)
 async def list_threads(video_id: VideoIdPath, claims: ClaimsDep, runtime: RuntimeDep,
                        pages: PageCacheDep, cursor: ThreadCursor = None,
@@ -161,22 +195,17 @@ async def list_threads(video_id: VideoIdPath, claims: ClaimsDep, runtime: Runtim
     """A video's threads, newest first, each with up to ``replies`` replies in display order
     (depth first, oldest first); comments of users you blocked are left out."""
     shape = f"{page_size}:{replies}"
-    # The first page may come from the cache; its version is read before any row (see
+    # The version (and a first page) is read before any row (see
     # ``platform_services.comment_cache``). Visibility is checked on every read.
-    cached = await pages.get(video_id, shape) if cursor is None else None
-
-    def read(session: Session, me: int) -> tuple[bytes, bool]:
-        blocked = comments.open_threads(session, me, video_id)
-        shared = cached is not None and not blocked  # the page everyone without blocks sees
-        if shared and cached[1] is not None:
-            return cached[1], False
-        return page_json(comments.threads(session, me, video_id, int(cursor) if cursor else None,
-                                          page_size, replies, blocked)), shared
-
+    cached = await pages.get(video_id, shape if cursor is None else None)
     # One transaction and one thread hop (``as_user``): the goal is a 20 ms p99.
-    body, store = await as_user(runtime, claims, read)
-    if store and cached is not None:
-        await pages.put(video_id, shape, cached[0], body)
+    body, threads, whole = await as_user(runtime, claims, lambda session, me: _read_page(
+        session, me, video_id, int(cursor) if cursor else None, page_size, replies, pages,
+        cached))
+    if cached is not None:
+        await pages.put_threads(video_id, replies, cached[0], threads)
+        if whole:
+            await pages.put(video_id, shape, cached[0], body)
     return Response(body, media_type="application/json")
 
 
