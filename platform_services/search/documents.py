@@ -79,7 +79,8 @@ def sync_videos(session: Session, video_ids: Sequence[int], encode: Encoder | No
     if gone := [v for v in ids if v not in keep]:
         session.execute(delete(SearchVideo).where(SearchVideo.video_id.in_(gone)))
     if docs:
-        vectors = encode([d.pop("_text") for d in docs]) if encode else None
+        texts = [d.pop("_text") for d in docs]
+        vectors = encode(texts) if encode else None
         now = utcnow()
         for d in docs:
             d["indexed_at"] = now

@@ -105,3 +105,35 @@ def test_migration_0010_moves_the_vectors_out_and_back(tmp_path: Path) -> None:
         assert c.execute(text("SELECT embedding FROM search_videos")).scalar_one() == to_blob(
             vector)
     engine.dispose()
+
+
+def test_a_document_without_an_encoder_has_no_vector(tmp_path: Path) -> None:
+    """``sync_videos`` without an encoder (the search worker before MiniLM loads) still
+    indexes the text, and drops a vector of older text rather than rank the new with it."""
+    from sqlalchemy import func, select
+
+    from platform_services.search.documents import sync_videos
+    from platform_services.storage.models import Moderation, Visibility
+
+    url = f"sqlite:///{tmp_path}/d.db"
+    migrate(url)
+    sessions = session_factory(make_engine(url))
+    with sessions.begin() as s:
+        s.add(User(id=1, username="u", email="u@x.io", password_hash="x"))
+        s.flush()
+        s.add(Video(id=3, owner_id=1, title="funny cat", status=VideoStatus.READY,
+                    moderation=Moderation.APPROVED, visibility=Visibility.PUBLIC,
+                    created_at=utcnow()))
+
+    def vectors() -> int:
+        with sessions() as s:
+            return s.scalar(select(func.count()).select_from(SearchEmbedding)) or 0
+
+    with sessions.begin() as s:
+        assert sync_videos(s, [3], lambda texts: _vectors(len(texts), np.random.default_rng(1)))
+    assert vectors() == 1
+    with sessions.begin() as s:
+        assert sync_videos(s, [3], None) == 1
+    with sessions() as s:
+        assert s.get(SearchVideo, 3).title == "funny cat"
+    assert vectors() == 0
