@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select, text
 
 from core.clock import utcnow
 from platform_services.search import semantic
-from platform_services.search.documents import to_blob
+from platform_services.search.documents import sync_videos, to_blob
 from platform_services.search.models import SearchEmbedding, SearchVideo
 from platform_services.search.semantic import SemanticIndex
-from platform_services.storage.db import make_engine, migrate, session_factory
-from platform_services.storage.models import User, Video, VideoStatus
+from platform_services.storage.db import downgrade, make_engine, migrate, session_factory
+from platform_services.storage.models import Moderation, User, Video, VideoStatus, Visibility
 
 _SUBSPACE = np.random.default_rng(3).normal(size=(48, 384))
 
@@ -77,10 +77,6 @@ def test_projected_scan_finds_what_the_exact_scan_finds(tmp_path: Path,
 def test_migration_0010_moves_the_vectors_out_and_back(tmp_path: Path) -> None:
     """Vectors stored in ``search_videos`` before 0010 are in ``search_embeddings`` after it
     (the index finds them), and a downgrade puts them back."""
-    from sqlalchemy import text
-
-    from platform_services.storage.db import downgrade
-
     url = f"sqlite:///{tmp_path}/m.db"
     migrate(url, "0009")
     engine = make_engine(url)
@@ -110,11 +106,6 @@ def test_migration_0010_moves_the_vectors_out_and_back(tmp_path: Path) -> None:
 def test_a_document_without_an_encoder_has_no_vector(tmp_path: Path) -> None:
     """``sync_videos`` without an encoder (the search worker before MiniLM loads) still
     indexes the text, and drops a vector of older text rather than rank the new with it."""
-    from sqlalchemy import func, select
-
-    from platform_services.search.documents import sync_videos
-    from platform_services.storage.models import Moderation, Visibility
-
     url = f"sqlite:///{tmp_path}/d.db"
     migrate(url)
     sessions = session_factory(make_engine(url))
