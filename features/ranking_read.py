@@ -26,11 +26,12 @@ import redis
 from core.config import Settings
 from features import schema
 from features.item_table import ItemTable
-from features.online import FeatureReader, Raw, RedisBackend, Request
+from features.online import FeatureReader, Raw, RedisBackend, Request, open_backend
 from features.store import materialized_mark
 from features.windows import minute_of, window_sums
 
 LIVE_REFS = schema.VIDEO_LIVE_REFS + schema.PAIR_REFS
+LOAD_TIMEOUT_S = 30.0  # socket timeout of the item table's bulk loads
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,11 @@ class RankingFeatures:
         self.reader = FeatureReader(settings, socket_timeout_s=self.budget_s)
         self.backend = self.reader.backend
         self.settings = settings
-        self.table = ItemTable(self.backend, lambda: self.reader.defaults)
+        # Loading the table reads every video and creator: its own connection, bounded by
+        # LOAD_TIMEOUT_S, not the per-request budget (a 20k-entity batch takes longer than 50 ms
+        # to write while Redis is busy, and a load that never finishes serves defaults).
+        load_backend = open_backend(settings, timeout_s=LOAD_TIMEOUT_S)
+        self.table = ItemTable(load_backend, lambda: self.reader.defaults)
 
     @property
     def direct(self) -> RedisBackend | None:
