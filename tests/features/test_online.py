@@ -167,3 +167,26 @@ def test_near_cache_keeps_batch_values_but_never_live_ones(built: Settings) -> N
     assert cached["v_rt_views_5m"] == 5  # real-time: read every time
     uncached = FeatureReader(built.model_copy(update={"feature_cache_ttl_s": 0}), timeout_ms=5_000)
     assert uncached.get(7, [11], now=now).items.loc[11, "v_views_7d"] == 424_242
+
+
+def test_item_table_loads_through_a_stall_longer_than_the_request_budget(
+    built: Settings,
+) -> None:
+    """Loading every video's batch features is not a request: a store busy for longer than
+    the per-request budget delays the load, it does not leave the table on defaults."""
+    from features.ranking_read import RankingFeatures
+
+    feats = RankingFeatures(built)
+    assert feats.budget_s < 0.4
+    stall = _stall(built, 0.4)
+    try:
+        read = feats.sync(np.array([3, 11]), np.array([], np.int64))
+    finally:
+        stall.join()
+    assert read == 2
+    values, found = feats.table.gather(np.array([3, 11]), np.array([-1, -1]))
+    assert found.all()
+    for row, video in enumerate((3, 11)):
+        stats = _latest(built, "video_stats", "video_id", video)
+        assert values["video_stats:views_7d"][row] == stats["views_7d"]
+    feats.close()
