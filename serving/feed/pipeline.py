@@ -102,7 +102,7 @@ class Feeds:
             with trace.stage("viewer"):
                 state = read_user_state(self.svc, user.id, trace)
             for view in self.svc.stale_features:  # defaults would be as good: say so
-                trace.degrade("features", f"batch view {view} is older than its TTL")
+                trace.degrade("features", f"batch view {view}: past its TTL or not loaded")
             snap, now = self.svc.catalog.snapshot, now_ms()
             c = cands.gather(self.svc, self.trending_lists, viewer, state,
                              assignment.retrieval_alias, assignment.quotas, snap, now, trace)

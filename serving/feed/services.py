@@ -35,6 +35,7 @@ from core.clock import HOUR_MS, now_ms
 from core.config import Settings
 from experiments.assignment import Assignment, ExperimentAssigner, assign
 from features.freshness import export_ages, stale_views
+from features.item_table import ItemTable
 from platform_services.storage.blobs import BlobStore, open_blob_store
 from platform_services.storage.cache import redis_client
 from serving.ranking.backends import LocalRanker, RankerBackend
@@ -61,7 +62,8 @@ class FeedServices:
     features_share_redis: bool = False  # the online store is the feed's Redis: one round trip
     assigner: Callable[[int, str | None], Assignment] = assign
     experiments: ExperimentAssigner | None = None
-    stale_features: tuple[str, ...] = ()  # batch views served past their TTL (degraded)
+    # Batch views served past their TTL, or never loaded into the item table (degraded).
+    stale_features: tuple[str, ...] = ()
     _features_synced: tuple[Snapshot, object] | None = None  # what the item table matches
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -137,6 +139,8 @@ class FeedServices:
                     log.info("item features: %d entities read from the online store", read)
         except Exception:
             log.exception("feed: item features not refreshed; serving the previous ones")
+            if self.features.table.mark is None:  # no previous ones: every page on defaults
+                self.stale_features = tuple(view for view, _, _ in ItemTable.VIEWS)
             return
         try:
             export_ages(self.settings)  # the per-view age gauge on this process's /metrics

@@ -590,6 +590,31 @@ def test_batch_features_past_their_ttl_degrade_the_page(client: TestClient,
     assert r.status_code == 200 and HEADER not in r.headers, r.headers.get(HEADER)
 
 
+
+def test_item_features_never_loaded_degrade_the_page(client: TestClient, world: Settings,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process whose item table never loaded (the online store failing at start) ranks
+    every candidate on defaults: its pages say so until a load succeeds."""
+    svc = client.app.state.feeds.svc
+    table = svc.features.table
+
+    def unreachable(*args: object, **kwargs: object) -> int:
+        raise redis.ConnectionError("online store down")
+
+    with monkeypatch.context() as m:
+        m.setattr(table, "mark", None)
+        m.setattr(svc.features, "sync", unreachable)
+        m.setattr(svc, "_features_synced", None)
+        svc.sync_features()
+        assert set(svc.stale_features) == {"video_stats", "creator_stats"}
+        r = client.get(FEED, headers=auth(world, 33), params={"page_size": 5})
+        assert r.status_code == 200 and "features" in r.headers[HEADER].split(","), r.headers
+    svc._features_synced = None
+    svc.sync_features()
+    assert not svc.stale_features and table.mark is not None
+    r = client.get(FEED, headers=auth(world, 34), params={"page_size": 5})
+    assert r.status_code == 200 and HEADER not in r.headers, r.headers.get(HEADER)
+
 def _replicas() -> set[str]:
     """The names of the ranker's live Serve replica actors (a replacement gets a new one)."""
     import ray
