@@ -83,28 +83,31 @@ def blend(lists: dict[str, np.ndarray], quotas: dict[str, float],
     dry source's share is not exploration's."""
     names = sorted(lists, key=CODE.__getitem__)
     shares = sum(quotas.get(s, 0.0) for s in names) or 1.0
+    arrays = {name: np.asarray(lists[name], np.int64) for name in names}
+    top = max((int(a.max()) for a in arrays.values() if len(a)), default=-1)
+    used = np.zeros(top + 1, bool)  # ids taken so far (ids are catalog positions, >= 0)
     taken: list[np.ndarray] = []
     codes: list[np.ndarray] = []
     rest: dict[str, np.ndarray] = {}
-    used = np.zeros(0, np.int64)
     count = 0
+
+    def take(name: str, ids: np.ndarray) -> None:
+        nonlocal count
+        used[ids] = True
+        taken.append(ids)
+        codes.append(np.full(len(ids), CODE[name], np.uint8))
+        count += len(ids)
+
     for name in names:
-        ids = _first_seen(np.asarray(lists[name], np.int64))
-        ids = ids[~np.isin(ids, used)]
+        ids = _first_seen(arrays[name])
+        ids = ids[~used[ids]]
         quota = max(0, min(round(quotas.get(name, 0.0) / shares * total), total - count))
-        take, rest[name] = ids[:quota], ids[quota:]
-        used = np.concatenate([used, take])
-        taken.append(take)
-        codes.append(np.full(len(take), CODE[name], np.uint8))
-        count += len(take)
+        rest[name] = ids[quota:]
+        take(name, ids[:quota])
     for name in sorted(rest, key=lambda s: (s == "explore", CODE[s])):
         if count >= total:
             break
-        more = rest[name][~np.isin(rest[name], used)][: total - count]
-        used = np.concatenate([used, more])
-        taken.append(more)
-        codes.append(np.full(len(more), CODE[name], np.uint8))
-        count += len(more)
+        take(name, rest[name][~used[rest[name]]][: total - count])
     if not taken:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     return np.concatenate(taken), np.concatenate(codes)

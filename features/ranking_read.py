@@ -7,8 +7,9 @@ Split in two so the feed can filter between them:
    sends this in the same round trip as its own Redis reads when both live on one Redis.
 2. :meth:`RankingFeatures.for_candidates`: for the candidates left after filtering, the
    real-time counters and new-upload metadata (``video_realtime``, ``video_fresh``) and the
-   user x creator history, in one pipelined read; the batch video and creator features come
-   from the in-memory :class:`~features.item_table.ItemTable`.
+   user x creator history (only the pairs :class:`~features.pair_index.PairIndex` says have
+   a row), in one pipelined read; the batch video and creator features come from the
+   in-memory :class:`~features.item_table.ItemTable`.
 
 The columns are made by :func:`features.schema.assemble`, the function training uses, and
 come back as one array per column (no DataFrame): the ranker's input as it is.
@@ -27,7 +28,9 @@ from core.config import Settings
 from features import schema
 from features.item_table import ItemTable
 from features.online import FeatureReader, Raw, RedisBackend, Request, open_backend
-from features.store import materialized_mark
+from features.pair_index import PairIndex
+from features.repo import VIEW_BY_NAME
+from features.store import materialized_mark, repo_dir
 from features.windows import minute_of, window_sums
 
 LIVE_REFS = schema.VIDEO_LIVE_REFS + schema.PAIR_REFS
@@ -58,6 +61,7 @@ class RankingFeatures:
         # to write while Redis is busy, and a load that never finishes serves defaults).
         load_backend = open_backend(settings, timeout_s=LOAD_TIMEOUT_S)
         self.table = ItemTable(load_backend, lambda: self.reader.defaults)
+        self.pairs = PairIndex()
 
     @property
     def direct(self) -> RedisBackend | None:
@@ -71,9 +75,15 @@ class RankingFeatures:
 
     def sync(self, video_ids: np.ndarray, creator_ids: np.ndarray,
              mark: object | None = None) -> int:
-        """Keep the item table in step with the catalog and the last materialization."""
-        return self.table.sync(mark if mark is not None else self.mark(),
-                               {"video_stats": video_ids, "creator_stats": creator_ids})
+        """Keep the item table and the pair index in step with the catalog and the last
+        materialization."""
+        mark = mark if mark is not None else self.mark()
+        read = self.table.sync(mark, {"video_stats": video_ids, "creator_stats": creator_ids})
+        if mark != self.pairs.mark:
+            path = repo_dir(self.settings) / VIEW_BY_NAME["user_creator"].path
+            if path.is_file():  # without it every pair is read (the index stays as it was)
+                self.pairs.load(path, mark)
+        return read
 
     @staticmethod
     def user_request(user_id: int) -> Request:
@@ -91,16 +101,19 @@ class RankingFeatures:
                        creator_ids: np.ndarray, now_ms: int) -> CandidateFeatures:
         """The candidates' columns as of ``now_ms``; defaults (``timed_out``) past the budget."""
         n = len(video_ids)
-        creators = creator_ids.tolist()
+        paired = np.flatnonzero(self.pairs.has(int(user_id), creator_ids))  # rows to ask for
         live_req: list[Request] = [
             (schema.VIDEO_LIVE_REFS, {"video_id": video_ids.tolist()}),
-            (schema.PAIR_REFS, {"user_id": [int(user_id)] * n, "creator_id": creators}),
+            (schema.PAIR_REFS, {"user_id": [int(user_id)] * len(paired),
+                                "creator_id": creator_ids[paired].tolist()}),
         ]
         timed_out = False
         try:
             live, pairs = self._read(live_req)
         except (FutureTimeout, redis.TimeoutError):  # other failures: the caller degrades
             live, pairs, timed_out = {}, {}, True
+        if len(paired) < n:  # the other rows have no pair row: the store would answer nothing
+            pairs = {ref: _spread(values, paired, n) for ref, values in pairs.items()}
         return self._assemble(user_raw, live | pairs, video_ids, creator_ids, now_ms, timed_out)
 
     def _read(self, requests: list[Request]) -> list[Raw]:
@@ -136,3 +149,12 @@ class RankingFeatures:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def _spread(values: list, rows: np.ndarray, n: int) -> list:
+    """``values`` read for ``rows`` placed in a list of ``n`` (None, a missing value,
+    elsewhere)."""
+    out: list = [None] * n
+    for row, value in zip(rows.tolist(), values, strict=True):
+        out[row] = value
+    return out

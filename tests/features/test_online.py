@@ -190,3 +190,32 @@ def test_item_table_loads_through_a_stall_longer_than_the_request_budget(
         stats = _latest(built, "video_stats", "video_id", video)
         assert values["video_stats:views_7d"][row] == stats["views_7d"]
     feats.close()
+
+
+def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
+    """Reading only the pairs the index lists gives the same columns as reading every pair,
+    with fewer pairs asked for."""
+    from features.ranking_read import RankingFeatures
+
+    pairs = pd.read_parquet(repo_dir(built) / VIEW_BY_NAME["user_creator"].path)
+    videos = pd.read_parquet(repo_dir(built) / VIEW_BY_NAME["video_stats"].path)
+    creator_of = videos.drop_duplicates("video_id").set_index("video_id")["creator_id"]
+    user = int(pairs["user_id"].value_counts().index[-1])  # the one with the least history
+    ids = creator_of.index.to_numpy(np.int64)
+    creators = creator_of.to_numpy(np.int64)
+    feats = RankingFeatures(built)
+    feats.sync(ids, np.unique(creators))
+    user_raw = feats.read_user(user)
+    asked: list[int] = []  # pairs asked for, per read
+    read = feats._read
+    feats._read = lambda reqs: asked.append(len(reqs[1][1]["creator_id"])) or read(reqs)  # type: ignore[method-assign]
+    now = int(NOW.timestamp() * 1000)
+    indexed = feats.for_candidates(user, user_raw, ids, creators, now)
+    feats.pairs.keys = None  # no index: every pair is read
+    full = feats.for_candidates(user, user_raw, ids, creators, now)
+    assert asked[1] == len(ids) and 0 < asked[0] < len(ids)
+    assert indexed.items.keys() == full.items.keys()
+    for column, values in full.items.items():
+        np.testing.assert_array_equal(indexed.items[column], values, err_msg=column)
+    assert (full.items["uc_impressions"] > 0).any()  # the pairs read are not all defaults
+    feats.close()
