@@ -79,6 +79,8 @@ class AnnRetriever:
     version: str  # "reelrank-retrieval/3"
     in_index: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # by video id
     _vectors_cache: dict[int, np.ndarray] = field(default_factory=dict)
+    # (sorted user ids, their vectors) of every training user, from precompute_users.
+    _known: tuple[np.ndarray, np.ndarray] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -88,9 +90,27 @@ class AnnRetriever:
         cat = self.bundle.data.ids
         self._history = (cat.user_ids, self.bundle.data.indptr, cat.item_ids[self.bundle.data.item])
 
+    def precompute_users(self, batch: int = 4096) -> int:
+        """Every training user's vector, in batches (at load, off the request path: one
+        user's tower on a request costs ~1.5 ms of small tensor ops, a batched row ~5 µs).
+        Returns how many; users the model never saw are still computed on first use."""
+        users = np.asarray(self.bundle.data.ids.user_ids, np.int64)
+        order = np.argsort(users, kind="stable")
+        vectors = np.concatenate([
+            self.bundle.user_vectors(users[order[i : i + batch]]).numpy()
+            for i in range(0, len(users), batch)
+        ]) if len(users) else np.zeros((0, 0), np.float32)
+        self._known = (users[order], vectors)
+        return len(users)
+
     def user_vector(self, user_id: int) -> np.ndarray:
         """The user tower's output. Its inputs (the user's training history and features)
         are fixed for a model version, so each user's vector is computed once per version."""
+        if self._known is not None:
+            users, vectors = self._known
+            pos = int(np.searchsorted(users, user_id))
+            if pos < len(users) and users[pos] == user_id:
+                return vectors[pos : pos + 1]
         got = self._vectors_cache.get(user_id)
         if got is None:
             got = self.bundle.user_vectors(np.array([user_id], np.int64)).numpy()
@@ -206,4 +226,6 @@ def load_retriever(model_uri: str, index_dir: Path) -> AnnRetriever:
 
     bundle, version = registry.load_bundle(model_uri, Bundle)
     index = load_for_model(f"models:/{version.name}/{version.version}", index_dir)
-    return AnnRetriever(bundle, index, f"{version.name}/{version.version}")
+    retriever = AnnRetriever(bundle, index, f"{version.name}/{version.version}")
+    retriever.precompute_users()
+    return retriever

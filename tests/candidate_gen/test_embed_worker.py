@@ -222,3 +222,17 @@ def test_index_waits_for_the_worker_then_falls_back_and_reads_stored_content(
     assert FRESH_VECTORS.labels("title_only")._value.get() >= before["title_only"] + 1
     retriever.sync(catalog.snapshot, 0, lambda ids: load_stored(db, ids), wait_ms=0)
     assert retriever.in_index[waiting], "no wait configured: added from its title"
+
+
+def test_precomputed_user_vectors_are_the_user_tower(world: Settings) -> None:
+    """Every training user's vector is computed in batches at load; each equals the user
+    tower on that user alone, and a user the model never saw is still computed."""
+    retriever = load_retriever("models:/reelrank-retrieval@champion", world.path("indexes"))
+    users = np.asarray(retriever.bundle.data.ids.user_ids, np.int64)
+    assert retriever._known is not None and len(retriever._known[0]) == len(users) > 0
+    for user in users[:: max(1, len(users) // 20)].tolist():
+        alone = retriever.bundle.user_vectors(np.array([user], np.int64)).numpy()
+        np.testing.assert_allclose(retriever.user_vector(user), alone, rtol=1e-5, atol=1e-6)
+    stranger = int(users.max()) + 1000
+    alone = retriever.bundle.user_vectors(np.array([stranger], np.int64)).numpy()
+    np.testing.assert_allclose(retriever.user_vector(stranger), alone, rtol=1e-5, atol=1e-6)
