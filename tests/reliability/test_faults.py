@@ -1,8 +1,8 @@
 """Faults against the API, the outbox relay and the counters worker as real processes on the
-Kafka bus (tansu), with Redis as a real server (see :mod:`benchmarks.faults`): a worker
-killed with ``kill -9`` mid-stream, the broker unreachable, Redis stopped. The API answers
-every request throughout, and after recovery the books reconcile: nothing lost, nothing
-applied twice. Then a full blob disk: a 507, and nothing half-written.
+Kafka bus (tansu, its log on S3), with Redis as a real server (see :mod:`benchmarks.faults`):
+a worker and then the broker killed with ``kill -9`` mid-stream, Redis stopped. The API
+answers every request throughout, and after recovery the books reconcile: nothing lost,
+nothing applied twice. Then a full blob disk: a 507, and nothing half-written.
 
 Covered elsewhere, not repeated here: ``kill -9`` of a worker with 10,000 queued events on both
 buses (``tests/platform_services/bus/test_bus_contract.py``), of the transcode worker
