@@ -256,14 +256,19 @@ def bench_scaleout(
     repeats: Annotated[int, typer.Option(min=1, max=10, help="Paired 1/2 runs.")] = 3,
     port: Annotated[int, typer.Option(min=1024, max=65535)] = 8148,
     quick: Annotated[bool, typer.Option(help="One pair of short runs: a smoke run.")] = False,
+    buses: Annotated[str, typer.Option(help="Comma-separated event buses for the workers: "
+                                            "db, kafka.")] = "db,kafka",
 ) -> None:
     """One process against two: API capacity, and a consumer group's drain rate -> scaleout.md."""
-    from benchmarks.scaleout import run_bench
+    from benchmarks.scaleout import BUSES, run_bench
 
+    names = tuple(b.strip() for b in buses.split(",") if b.strip())
+    if unknown := set(names) - set(BUSES):
+        raise typer.BadParameter(f"unknown buses {sorted(unknown)}", param_hint="--buses")
     if quick:
         seconds, events, repeats = min(seconds, 5.0), min(events, 20_000), 1
     path = run_bench(users=users, videos=videos, seconds=seconds, concurrency=concurrency,
-                     events=events, repeats=repeats, port=port)
+                     events=events, repeats=repeats, port=port, buses=names)
     typer.echo(path.read_text())
 
 

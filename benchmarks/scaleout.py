@@ -23,6 +23,7 @@ ratio two/one on one machine is what a second machine adds, minus what the two c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -36,11 +37,12 @@ import numpy as np
 import psutil
 
 from benchmarks.report import table, write_report
-from benchmarks.servers import embedded_env
+from benchmarks.servers import embedded_env, tansu
 from platform_services.storage.procs import spawn, stop_all, wait_until
 
 ROOT = Path("var/bench-scaleout")
 CLI = [sys.executable, "-c", "from core.cli import main; main()"]
+BUSES = ("db", "kafka")  # the worker demonstration on each event bus
 
 
 def _env(root: Path) -> dict[str, str]:
@@ -187,16 +189,16 @@ def api_run(root: Path, video_ids: list[int], processes: int, seconds: float,
             "load": load_before}
 
 
-async def _publish(db_url: str, events: int) -> None:
-    """``events`` likes on ``user.interaction`` in one publish (one transaction on ``db://``:
-    the consumers see the whole backlog at once, not the publisher's pace); ``events`` = 0
-    only creates the topics."""
+async def _publish(db_url: str, bus_url: str, events: int) -> None:
+    """``events`` likes on ``user.interaction`` in one publish (one transaction on ``db://``,
+    one batch per partition on Kafka: the consumers see the backlog at once, not the
+    publisher's pace); ``events`` = 0 only creates the topics."""
     from core.events import Action, UserInteraction, encode
     from platform_services.bus import Message, open_bus
     from platform_services.storage.db import make_engine
 
     engine = make_engine(db_url)
-    bus = open_bus("db://", engine)
+    bus = open_bus(bus_url, engine)
     await bus.start()
     try:
         await bus.ensure_topics(["user.interaction", "user.interaction.dlq"], partitions=4)
@@ -243,14 +245,49 @@ def _all_joined(engine: object, workers: int, procs: list) -> None:
                              .where(BusMember.group == "counters")).scalar()
         if n == workers:
             break
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            raise RuntimeError(f"{n} of {workers} workers joined the group")
+        _check_alive(deadline, procs, f"{n} of {workers} workers joined the group")
         time.sleep(0.1)
     time.sleep(get_settings().bus_session_timeout_ms / 3000 + 1.0)
 
 
-def workers_run(server: object, workers: int, events: int) -> dict:
-    """Events/s drained by ``workers`` counters workers of one group from a backlog."""
+def _kafka_joined(bootstrap: str, workers: int, procs: list) -> None:
+    """Until the broker reports the ``counters`` group stable with every worker in it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def members() -> tuple[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_consumer_groups(["counters"])
+            group = response.groups[0]  # (error, id, state, protocol type, protocol, members)
+            return group[2], len(group[5])
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + 120
+    while (got := asyncio.run(members())) != ("Stable", workers):
+        _check_alive(deadline, procs, f"group {got} of {workers} workers")
+        time.sleep(0.2)
+
+
+def _check_alive(deadline: float, procs: list, what: str) -> None:
+    if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+        raise RuntimeError(f"workers not settled: {what}")
+
+
+def workers_run(server: object, workers: int, events: int, bus: str = "db") -> dict:
+    """Events/s drained by ``workers`` counters workers of one group from a backlog on
+    ``bus``: ``db`` (the database log) or ``kafka`` (a fresh in-memory tansu per run)."""
+    with contextlib.ExitStack() as stack:
+        if bus == "db":
+            bus_url = "db://"
+        else:
+            logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            bus_url = f"kafka://{stack.enter_context(tansu(logs))}"
+        return _drain(server, workers, events, bus, bus_url)
+
+
+def _drain(server: object, workers: int, events: int, bus: str, bus_url: str) -> dict:
     from sqlalchemy import func, select
 
     from platform_services.bus.models import ProcessedEvent
@@ -258,8 +295,8 @@ def workers_run(server: object, workers: int, events: int) -> dict:
 
     db_url = server.create_database()  # type: ignore[attr-defined]
     migrate(db_url)
-    asyncio.run(_publish(db_url, 0))
-    env = os.environ | {"REELRANK_DATABASE_URL": db_url, "REELRANK_EVENT_BUS_URL": "db://",
+    asyncio.run(_publish(db_url, bus_url, 0))
+    env = os.environ | {"REELRANK_DATABASE_URL": db_url, "REELRANK_EVENT_BUS_URL": bus_url,
                         "OMP_NUM_THREADS": "1"}
     root = Path(tempfile.mkdtemp(prefix="scaleout-workers-"))
     engine = make_engine(db_url)
@@ -269,8 +306,11 @@ def workers_run(server: object, workers: int, events: int) -> dict:
              for i in range(workers)]
     marks: dict[float, tuple[float, dict[int, float], dict[int, float]]] = {}
     try:
-        _all_joined(engine, workers, procs)
-        asyncio.run(_publish(db_url, events))
+        if bus == "db":
+            _all_joined(engine, workers, procs)
+        else:
+            _kafka_joined(bus_url.removeprefix("kafka://"), workers, procs)
+        asyncio.run(_publish(db_url, bus_url, events))
         deadline = time.monotonic() + 600
         while 0.9 not in marks:
             if time.monotonic() > deadline:
@@ -289,13 +329,14 @@ def workers_run(server: object, workers: int, events: int) -> dict:
         shutil.rmtree(root, ignore_errors=True)
     (t10, w10, pg10), (t90, w90, pg90) = marks[0.1], marks[0.9]
     n = 0.8 * events
-    return {"workers": workers, "events": events, "events_s": n / (t90 - t10),
+    return {"bus": bus, "workers": workers, "events": events, "events_s": n / (t90 - t10),
             "cpu_workers_ms_k": _spent(w10, w90) * 1e6 / n,
             "cpu_pg_ms_k": _spent(pg10, pg90) * 1e6 / n, "load": load_before}
 
 
 def run_bench(*, users: int, videos: int, seconds: float, concurrency: int, events: int,
-              repeats: int, port: int, out_dir: Path | None = None) -> Path:
+              repeats: int, port: int, buses: tuple[str, ...] = BUSES,
+              out_dir: Path | None = None) -> Path:
     """Both demonstrations, ``repeats`` times each (1 and 2 alternating); the report."""
     from benchmarks.servers import start_postgres
 
@@ -310,9 +351,10 @@ def run_bench(*, users: int, videos: int, seconds: float, concurrency: int, even
     server = start_postgres(pg_root)
     bus = []
     try:
-        for _ in range(repeats):
-            for n in (1, 2):
-                bus.append(workers_run(server, n, events))
+        for name in buses:
+            for _ in range(repeats):
+                for n in (1, 2):
+                    bus.append(workers_run(server, n, events, name))
     finally:
         stop_all([server.proc], signal.SIGINT, timeout_s=30)
         shutil.rmtree(pg_root, ignore_errors=True)
@@ -338,10 +380,16 @@ def report_body(api: list[dict], bus: list[dict], *, users: int, videos: int, se
     cores = os.cpu_count() or 1
     api_rows = [[r["processes"], r["requests"], r["served_s"], r["p50_ms"], r["p99_ms"],
                  r["errors"], r["cpu_ms_req"], f"{r['busiest']:.0%}", r["load"]] for r in api]
-    bus_rows = [[r["workers"], r["events"], r["events_s"], r["cpu_workers_ms_k"],
+    bus_rows = [[r["bus"], r["workers"], r["events"], r["events_s"], r["cpu_workers_ms_k"],
                  r["cpu_pg_ms_k"], r["load"]] for r in bus]
     a, a_lo, a_hi = ratio(api, "served_s", "processes")
-    b, b_lo, b_hi = ratio(bus, "events_s", "workers")
+    bus_ratios = []
+    for name in dict.fromkeys(r["bus"] for r in bus):
+        rows = [r for r in bus if r["bus"] == name]
+        b, b_lo, b_hi = ratio(rows, "events_s", "workers")
+        bus_ratios.append(f"**{name}: two over one {b:.2f}x** events/s (median of "
+                          f"{len(rows) // 2} paired runs; range {b_lo:.2f}-{b_hi:.2f}).")
+    bus_summary = "\n\n".join(bus_ratios)
     return f"""
 Load average (1, 5, 15 min) at the start: {load_start[0]:.2f}, {load_start[1]:.2f}, \
 {load_start[2]:.2f}; at the end: {load_end[0]:.2f}, {load_end[1]:.2f}, {load_end[2]:.2f} on \
@@ -367,18 +415,19 @@ evenly, about half of the API's part).
 
 ## Workers: one consumer group, 1 against 2 `reelrank worker counters`
 
-The workers join the group on the `db://` bus of an embedded PostgreSQL (`user.interaction`, \
-4 partitions keyed by user, split among the members) and settle; then {events:,} likes are \
-published in one transaction (the whole backlog appears at once) and drained; events/s \
-between 10 % and 90 % applied (each event: the counters update \
-and the processed-id insert in one transaction per batch). CPU per 1,000 events of the workers \
-and of the PostgreSQL server (all its backends).
+The workers join the `counters` group on each bus: `db` is the database log of an embedded \
+PostgreSQL (`user.interaction`, 4 partitions keyed by user, split among the members by the \
+platform's own group protocol), `kafka` a `tansu` broker (in memory, a fresh one per run; the \
+same 4 partitions, split by Kafka's group protocol through aiokafka). Once the group has \
+settled, {events:,} likes are published at once (one transaction on `db`, one batch per \
+partition on `kafka`) and drained; events/s between 10 % and 90 % applied (each event: the \
+counters update and the processed-id insert in one PostgreSQL transaction per batch). CPU per \
+1,000 events of the workers and of the PostgreSQL server (all its backends).
 
-{table(["workers", "events", "events/s", "CPU ms/1k workers", "CPU ms/1k PostgreSQL",
+{table(["bus", "workers", "events", "events/s", "CPU ms/1k workers", "CPU ms/1k PostgreSQL",
         "load"], bus_rows)}
 
-**Two over one: {b:.2f}x** events/s (median of {len(bus) // 2} paired runs; range \
-{b_lo:.2f}-{b_hi:.2f}).
+{bus_summary}
 
 On {cores} cores the ceiling of two over one is below 2: the client (API) or PostgreSQL \
 (workers) and the machine's other jobs run on the same cores. The arithmetic in \
