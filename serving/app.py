@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
     @app.get("/healthz", tags=["health"], responses=error_responses(429))
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # async: no worker-thread hop for a probe
         return {"status": "ok"}
 
     return app
