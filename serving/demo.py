@@ -34,6 +34,14 @@ def dataset() -> str:
     return get_settings().demo_data
 
 
+def kuairand_dir(settings: Settings) -> Path:
+    """The KuaiRand logs the simulated users are fitted on: the demo's own world when it runs
+    on KuaiRand (``--data kuairand PATH``), else ``demo_kuairand_dir``."""
+    if settings.demo_data == "kuairand" and settings.demo_data_path is not None:
+        return settings.demo_data_path
+    return settings.demo_kuairand_dir
+
+
 def _data() -> Path:
     return Path(get_settings().data_dir) / dataset()
 
@@ -181,7 +189,7 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
         children.start(
             [sys.executable, "-m", "experiments.traffic", "--api", base, "--visits-per-min",
              settings.demo_visits_per_min, "--dataset", dataset(), "--kuairand",
-             settings.demo_kuairand_dir], log=logs / "traffic.log")
+             kuairand_dir(settings)], log=logs / "traffic.log")
         typer.echo(f"\n  simulated users: {settings.demo_visits_per_min:g} visits/min "
                    f"(log {logs / 'traffic.log'})")
     typer.echo(f"  logs of the workers and MLflow: {logs}")

@@ -7,12 +7,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from serving.demo import Children, urls
+from core.config import Settings
+from serving.demo import Children, kuairand_dir, urls
 from training.datasets.kuairand_world import world_tables
 
 
@@ -43,6 +45,16 @@ def test_demo_refuses_bad_data_arguments(args: list[str]) -> None:
     result = CliRunner().invoke(app, ["demo", *args])
     assert result.exit_code == 2
     assert "--data kuairand PATH" in result.output
+
+
+def test_simulated_users_fit_on_the_kuairand_logs_the_demo_was_given() -> None:
+    """``--data kuairand PATH`` fits the simulated users on PATH (the default path is only
+    for the synthetic world): a clone elsewhere than beside ``shared/`` must work too."""
+    given = Path("/data/elsewhere/kuairand")
+    on_logs = Settings(demo_data="kuairand", demo_data_path=given)
+    assert kuairand_dir(on_logs) == given
+    synth = Settings(demo_kuairand_dir=Path("/k"))
+    assert kuairand_dir(synth) == Path("/k")
 
 
 def test_kuairand_world_makes_creators_users_follows_and_a_recent_clock() -> None:
