@@ -144,6 +144,8 @@ def _fault_rows(result: dict, disk: dict) -> list[list[object]]:
 def run_bench(out: Path, soak_s: float = 600.0, port: int = 8130, demo: bool = True,
               fault_phase_s: float = 10.0) -> Path:
     ROOT.mkdir(parents=True, exist_ok=True)
+    for scenario in ("soak", "faults", "disk"):  # each seeds a new world (a rerun's too)
+        shutil.rmtree(ROOT / scenario, ignore_errors=True)
     load_before = os.getloadavg()
     first = demo_to_first_page(port) if demo else {"skipped": "--no-demo"}
     print("demo:", first, flush=True)
