@@ -115,7 +115,8 @@ def train_ranker(
         if build_features or not (repo / "meta.json").is_file():
             typer.echo(f"building batch features of {ds.name} into {repo}")
             build_feature_repo(settings, repo, ds)
-        frame = point_in_time(settings, repo, ds.interactions, ds.items)
+        frame = point_in_time(settings, repo, ds.interactions, ds.items,
+                              history=ds.history)
         if frame.empty:
             raise DataError(f"{data}: no timestamped impressions to train on")
         end = (parse_day(train_end, dataset) if train_end
