@@ -25,6 +25,7 @@ from scipy import stats
 from benchmarks.report import RESULTS_DIR, table, write_report
 from core.config import get_settings
 from training.ranker.bundle import RankerBundle
+from training.ranker.history import HISTORY_COLUMN
 from training.ranker.pipeline import (
     RunConfig,
     build_feature_repo,
@@ -48,6 +49,9 @@ def latency(bundle: RankerBundle, frame: pd.DataFrame, n: int = CANDIDATES,
     user = {c: rows[c].iloc[0] for c in user_cols if c in rows}
     items = rows[[c for c in bundle.columns if c in rows and c not in user]]
     flat = rows[[c for c in bundle.columns if c in rows]]
+    if bundle.featurizer.history_len:  # the attention reads one real history per request
+        user[HISTORY_COLUMN] = max(rows[HISTORY_COLUMN], key=len)
+        flat = flat.assign(**{HISTORY_COLUMN: [user[HISTORY_COLUMN]] * len(flat)})
     out = {}
     for name, call in (("split", lambda: bundle.predict(items, user)),
                        ("frame", lambda: bundle.score(flat))):

@@ -31,6 +31,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "hate": -5.0,
 }
 
+ATTENTION = ("din", "bilinear")
+
 
 @dataclass
 class RankerConfig:
@@ -50,6 +52,12 @@ class RankerConfig:
     # and the categorical fields (by position) that describe a video, candidate and history.
     history_len: int = 0
     history_fields: tuple[int, ...] = ()
+    # "din": DIN's MLP over (candidate, watched, difference, product), [B, L, 4D] x [4D, H]
+    # per request; "bilinear": candidate^T W watched, [B, D] x [D, D] then one dot per entry.
+    # On KuaiRand's validation day (3 seeds) they tie (click / long-view GAUC 0.6441 / 0.6459
+    # bilinear, 0.6443 / 0.6474 DIN) and DIN's MLP tripled the 500-candidate scoring time
+    # (5.5 -> 18 ms at one thread): bilinear is the default.
+    attention: str = "bilinear"
     attention_hidden: int = 32
     ratio_cap: float = 2.0
     score_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -60,6 +68,8 @@ class RankerConfig:
         self.history_fields = tuple(int(f) for f in self.history_fields)
         if self.history_len and not self.history_fields:
             raise ValueError("ranker: a history needs history_fields")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"ranker: attention {self.attention!r} (use {'|'.join(ATTENTION)})")
         self.expert_hidden, self.tower_hidden = tuple(self.expert_hidden), tuple(self.tower_hidden)
         if not self.tasks:
             raise ValueError("ranker: at least one task")
@@ -117,20 +127,39 @@ class GroupedMLP(nn.Module):
 
 
 class TargetAttention(nn.Module):
-    """DIN's activation unit (Zhou et al., KDD 2018): each watched video is weighted by an MLP
-    of (candidate, watched, their difference and product), and the weighted sum is the user's
-    interest in *this* candidate. Weights are softmax-normalised over the non-padding entries;
+    """Target attention (DIN, Zhou et al., KDD 2018): each watched video is weighted by its
+    relevance to *this* candidate and the weighted sum is the user's interest in it. DIN's
+    activation unit scores with an MLP of (candidate, watched, their difference and product);
+    the bilinear form ``candidate^T W watched`` costs one [D, D] product per row instead of an
+    MLP per (row, watched video). Weights are softmax-normalised over the non-padding entries;
     an empty history pools to zeros."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, kind: str = "din") -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.kind = kind
+        if kind == "din":
+            self.mlp = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        else:
+            self.proj = nn.Linear(dim, dim, bias=False)
+            self.scale = dim**-0.5
 
     def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-        q = query.unsqueeze(1).expand_as(keys)  # [B, L, D]
-        scores = self.mlp(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
+        """``query`` [B, D]; ``keys`` [B, L, D] and ``mask`` [B, L], or [1, L, D] and [1, L]
+        when every row has the same history (one request: scored without copying it B times).
+        """
+        shared = len(keys) == 1 and len(query) > 1
+        if self.kind == "din":
+            keys, mask = keys.expand(len(query), -1, -1), mask.expand(len(query), -1)
+            q = query.unsqueeze(1).expand_as(keys)  # [B, L, D]
+            scores = self.mlp(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
+        elif shared:
+            scores = self.proj(query) @ keys[0].T * self.scale  # [B, L]
+        else:
+            scores = (keys @ self.proj(query).unsqueeze(-1)).squeeze(-1) * self.scale
         scores = scores.masked_fill(~mask, -1e9)
         weights = scores.softmax(-1) * mask  # all-padding rows -> all zeros
+        if shared and self.kind != "din":
+            return weights @ keys[0]
         return (weights.unsqueeze(-1) * keys).sum(1)
 
 
@@ -148,7 +177,8 @@ class Ranker(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.05)
         dim = cfg.input_dim
         self.attention = (TargetAttention(len(cfg.history_fields) * cfg.emb_dim,
-                                          cfg.attention_hidden) if cfg.history_len else None)
+                                          cfg.attention_hidden, cfg.attention)
+                          if cfg.history_len else None)
         self.crosses = nn.ModuleList(CrossLayer(dim) for _ in range(cfg.cross_layers))
         hidden, n_tasks = cfg.expert_hidden, len(cfg.tasks)
         self.experts = GroupedMLP(cfg.n_experts, (dim, *hidden), cfg.dropout, last_relu=True)
@@ -166,6 +196,8 @@ class Ranker(nn.Module):
         if history is None:
             return torch.zeros_like(query)
         history = history[:, : self.cfg.history_len]
+        if len(history) > 1 and bool((history == history[:1]).all()):
+            history = history[:1]  # one user's request: one history for every candidate
         mask = history[..., 0] >= 0
         keys = self.embedding(history.clamp(min=0) + self.offsets[idx]).flatten(2)
         return self.attention(query, keys, mask)

@@ -174,20 +174,25 @@ class Featurizer:
     def encode_history(self, values: Any, n: int) -> np.ndarray:
         """``[n, history_len, len(item_fields)]`` vocabulary indices (-1: padding) of a
         history list column (one list per row) or of one list shared by all ``n`` rows."""
-        length, fields = self.history_len, self.item_fields
-        ids = np.full((n, length), PAD, np.int64)
+        length = self.history_len
         rows = [] if values is None else list(values)
         if not rows or all(np.ndim(v) == 0 for v in rows[:1]):  # one list for every row
-            ids[:] = _history_row(rows, length)
-        else:
-            for i, row in enumerate(rows[:n]):
-                ids[i] = _history_row(row, length)
+            return np.repeat(self._history_indices(_history_row(rows, length)[None]), n, 0)
+        ids = np.full((n, length), PAD, np.int64)
+        for i, row in enumerate(rows[:n]):  # a user's list repeated: encoded once
+            ids[i] = ids[i - 1] if i and row is rows[i - 1] else _history_row(row, length)
+        return self._history_indices(ids)
+
+    def _history_indices(self, ids: np.ndarray) -> np.ndarray:
+        """Video ids [N, L] (PAD: padding) -> indices [N, L, fields] of each watched video's
+        id, creator and topic in the candidate's vocabularies."""
+        n, length = ids.shape
         pad = ids == PAD
         known = np.asarray(self.item_table.get("video_id", []), np.int64)
         pos = np.searchsorted(known, ids).clip(max=max(len(known) - 1, 0))
         hit = (known[pos] == ids) & ~pad if len(known) else np.zeros(ids.shape, bool)
-        out = np.empty((n, length, len(fields)), np.int64)
-        for f, c in enumerate(fields):
+        out = np.empty((n, length, len(self.item_fields)), np.int64)
+        for f, c in enumerate(self.item_fields):
             raw = ids if c == "video_id" else np.where(
                 hit, np.asarray(self.item_table[c], np.int64)[pos], -1)
             out[:, :, f] = np.asarray(self._lookup(c, raw.ravel())).reshape(n, length)
