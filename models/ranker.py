@@ -193,8 +193,8 @@ class Ranker(nn.Module):
         """[B, F * emb] attention-pooled history (``history`` [B, L, F], -1 padding)."""
         idx = list(self.cfg.history_fields)
         query = fields[:, idx].flatten(1)
-        if history is None:
-            return torch.zeros_like(query)
+        if history is None or not bool((history[..., 0] >= 0).any()):
+            return torch.zeros_like(query)  # what an all-padding history pools to
         history = history[:, : self.cfg.history_len]
         if len(history) > 1 and bool((history == history[:1]).all()):
             history = history[:1]  # one user's request: one history for every candidate

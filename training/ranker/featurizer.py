@@ -83,6 +83,7 @@ class Featurizer:
         self._ints = {c: np.asarray(v, np.int64) for c, v in self.vocab.items()
                       if all(isinstance(x, int) for x in v)}
         self._index = {c: pd.Index(v) for c, v in self.vocab.items() if c not in self._ints}
+        self._items = {c: np.asarray(v, np.int64) for c, v in self.item_table.items()}
         cols = self.numeric
         self._log = np.array([self.log[c] for c in cols], bool)
         self._scale = {k: np.array([getattr(self, k)[c] for c in cols], np.float64)
@@ -188,13 +189,13 @@ class Featurizer:
         id, creator and topic in the candidate's vocabularies."""
         n, length = ids.shape
         pad = ids == PAD
-        known = np.asarray(self.item_table.get("video_id", []), np.int64)
+        known = self._items.get("video_id", np.empty(0, np.int64))
         pos = np.searchsorted(known, ids).clip(max=max(len(known) - 1, 0))
         hit = (known[pos] == ids) & ~pad if len(known) else np.zeros(ids.shape, bool)
         out = np.empty((n, length, len(self.item_fields)), np.int64)
         for f, c in enumerate(self.item_fields):
             raw = ids if c == "video_id" else np.where(
-                hit, np.asarray(self.item_table[c], np.int64)[pos], -1)
+                hit, self._items[c][pos], -1)
             out[:, :, f] = np.asarray(self._lookup(c, raw.ravel())).reshape(n, length)
         out[pad] = PAD
         return out
