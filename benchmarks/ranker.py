@@ -25,6 +25,7 @@ from scipy import stats
 from benchmarks.report import RESULTS_DIR, table, write_report
 from core.config import get_settings
 from training.ranker.bundle import RankerBundle
+from training.ranker.history import HISTORY_COLUMN
 from training.ranker.pipeline import (
     RunConfig,
     build_feature_repo,
@@ -48,6 +49,9 @@ def latency(bundle: RankerBundle, frame: pd.DataFrame, n: int = CANDIDATES,
     user = {c: rows[c].iloc[0] for c in user_cols if c in rows}
     items = rows[[c for c in bundle.columns if c in rows and c not in user]]
     flat = rows[[c for c in bundle.columns if c in rows]]
+    if bundle.featurizer.history_len:  # the attention reads one real history per request
+        user[HISTORY_COLUMN] = max(rows[HISTORY_COLUMN], key=len)
+        flat = flat.assign(**{HISTORY_COLUMN: [user[HISTORY_COLUMN]] * len(flat)})
     out = {}
     for name, call in (("split", lambda: bundle.predict(items, user)),
                        ("frame", lambda: bundle.score(flat))):
@@ -87,7 +91,8 @@ def _choices(outcomes: list) -> str:  # noqa: ANN001
     first = outcomes[0].selection
     grids = RunConfig().grids
     per_seed = [[i, o.selection.train.loss_weights.get("like", 1.0), o.selection.train.lr,
-                 o.selection.train.epochs, o.selection.chosen,
+                 "on" if o.selection.history else "off", o.selection.train.epochs,
+                 o.selection.chosen,
                  ", ".join(f"{k}={v}" for k, v in o.selection.lgb_params.get("click", {}).items()),
                  ", ".join(f"{k}={v}" for k, v in
                            o.selection.lgb_params.get("long_view", {}).items())]
@@ -97,12 +102,14 @@ def _choices(outcomes: list) -> str:  # noqa: ANN001
     cal = pd.DataFrame(first.calibration_trials)
     return f"""
 Grids (budget: {grids.budget} trials per model family): auxiliary-loss weight
-{list(grids.aux_weights)} x learning rate {list(grids.learning_rates)} for the network;
+{list(grids.aux_weights)} x learning rate {list(grids.learning_rates)} x watch-history
+attention {["on" if h else "off" for h in grids.history]} for the network;
 LightGBM {', '.join(f'{k} {list(v)}' for k, v in grids.lightgbm.items())} (random draws, the
 hand-set defaults first). Main tasks (click, long view) choose by validation GAUC, the others
 by validation log-loss.
 
-{table(["seed", "aux weight", "lr", "epochs", "single vs multi (valid)", "LightGBM click",
+{table(["seed", "aux weight", "lr", "history", "epochs", "single vs multi (valid)",
+        "LightGBM click",
         "LightGBM long view"], per_seed)}
 
 Network trials, seed 0 (validation day):
@@ -156,7 +163,7 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
     repo = Path(settings.var_dir) / "bench" / "ranker-features"
     build_feature_repo(settings, repo, ds)
     built = time.perf_counter()
-    frame = point_in_time(settings, repo, ds.interactions, ds.items)
+    frame = point_in_time(settings, repo, ds.interactions, ds.items, history=ds.history)
     joined = time.perf_counter()
     end = parse_day(TEST_DAY, "kuairand")
     outcomes = [run(frame, end, RunConfig(train=TrainConfig(seed=s), threads=threads))
@@ -205,7 +212,12 @@ model reads the same point-in-time features from the feature store
 encoded once by the ranker's featurizer.
 
 - **ranker**: MMoE ({first.bundle.model.cfg.n_experts} experts) over DCN-v2 crosses, one tower per
-  task ({', '.join(first.tasks)}), EMA weights; best epoch {first.best_epoch}.
+  task ({', '.join(first.tasks)}), EMA weights; best epoch {first.best_epoch}. With the history
+  input (chosen on 04-29 per seed, below), DIN-style target attention over the user's last
+  {RunConfig().history_len} watched videos strictly before the impression (clicked impressions
+  of the log, after KuaiRand's pre-log `user_sequences` views), each described by its id,
+  creator and topic embeddings like the candidate. LightGBM and the flat features do not see
+  this list.
 - **lightgbm**: LightGBM 4.7 per task, ids as categorical features, parameters searched and
   trees early-stopped on 04-29 (below).
 - **single-task**: the same network with one task and one expert, per task.

@@ -31,6 +31,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "hate": -5.0,
 }
 
+ATTENTION = ("din", "bilinear")
+
 
 @dataclass
 class RankerConfig:
@@ -46,12 +48,28 @@ class RankerConfig:
     expert_hidden: tuple[int, ...] = (128, 64)
     tower_hidden: tuple[int, ...] = (32,)
     dropout: float = 0.1
+    # Target attention (DIN) over the user's watch history: 0 = off; else the history length
+    # and the categorical fields (by position) that describe a video, candidate and history.
+    history_len: int = 0
+    history_fields: tuple[int, ...] = ()
+    # "din": DIN's MLP over (candidate, watched, difference, product), [B, L, 4D] x [4D, H]
+    # per request; "bilinear": candidate^T W watched, [B, D] x [D, D] then one dot per entry.
+    # On KuaiRand's validation day (3 seeds) they tie (click / long-view GAUC 0.6441 / 0.6459
+    # bilinear, 0.6443 / 0.6474 DIN) and DIN's MLP tripled the 500-candidate scoring time
+    # (5.5 -> 18 ms at one thread): bilinear is the default.
+    attention: str = "bilinear"
+    attention_hidden: int = 32
     ratio_cap: float = 2.0
     score_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
 
     def __post_init__(self) -> None:
         self.tasks, self.ratio_tasks = tuple(self.tasks), tuple(self.ratio_tasks)
         self.cardinalities = tuple(int(c) for c in self.cardinalities)
+        self.history_fields = tuple(int(f) for f in self.history_fields)
+        if self.history_len and not self.history_fields:
+            raise ValueError("ranker: a history needs history_fields")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"ranker: attention {self.attention!r} (use {'|'.join(ATTENTION)})")
         self.expert_hidden, self.tower_hidden = tuple(self.expert_hidden), tuple(self.tower_hidden)
         if not self.tasks:
             raise ValueError("ranker: at least one task")
@@ -62,7 +80,8 @@ class RankerConfig:
 
     @property
     def input_dim(self) -> int:
-        return len(self.cardinalities) * self.emb_dim + self.n_numeric
+        pooled = len(self.history_fields) * self.emb_dim if self.history_len else 0
+        return len(self.cardinalities) * self.emb_dim + self.n_numeric + pooled
 
 
 class CrossLayer(nn.Module):
@@ -107,6 +126,43 @@ class GroupedMLP(nn.Module):
         return x
 
 
+class TargetAttention(nn.Module):
+    """Target attention (DIN, Zhou et al., KDD 2018): each watched video is weighted by its
+    relevance to *this* candidate and the weighted sum is the user's interest in it. DIN's
+    activation unit scores with an MLP of (candidate, watched, their difference and product);
+    the bilinear form ``candidate^T W watched`` costs one [D, D] product per row instead of an
+    MLP per (row, watched video). Weights are softmax-normalised over the non-padding entries;
+    an empty history pools to zeros."""
+
+    def __init__(self, dim: int, hidden: int, kind: str = "din") -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "din":
+            self.mlp = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        else:
+            self.proj = nn.Linear(dim, dim, bias=False)
+            self.scale = dim**-0.5
+
+    def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """``query`` [B, D]; ``keys`` [B, L, D] and ``mask`` [B, L], or [1, L, D] and [1, L]
+        when every row has the same history (one request: scored without copying it B times).
+        """
+        shared = len(keys) == 1 and len(query) > 1
+        if self.kind == "din":
+            keys, mask = keys.expand(len(query), -1, -1), mask.expand(len(query), -1)
+            q = query.unsqueeze(1).expand_as(keys)  # [B, L, D]
+            scores = self.mlp(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
+        elif shared:
+            scores = self.proj(query) @ keys[0].T * self.scale  # [B, L]
+        else:
+            scores = (keys @ self.proj(query).unsqueeze(-1)).squeeze(-1) * self.scale
+        scores = scores.masked_fill(~mask, -1e9)
+        weights = scores.softmax(-1) * mask  # all-padding rows -> all zeros
+        if shared and self.kind != "din":
+            return weights @ keys[0]
+        return (weights.unsqueeze(-1) * keys).sum(1)
+
+
 class Ranker(nn.Module):
     """``forward(categorical, numeric) -> logits [B, tasks]``; ``predict`` -> predictions."""
 
@@ -120,6 +176,9 @@ class Ranker(nn.Module):
         self.embedding = nn.Embedding(max(int(cards.sum()), 1), cfg.emb_dim)
         nn.init.normal_(self.embedding.weight, std=0.05)
         dim = cfg.input_dim
+        self.attention = (TargetAttention(len(cfg.history_fields) * cfg.emb_dim,
+                                          cfg.attention_hidden, cfg.attention)
+                          if cfg.history_len else None)
         self.crosses = nn.ModuleList(CrossLayer(dim) for _ in range(cfg.cross_layers))
         hidden, n_tasks = cfg.expert_hidden, len(cfg.tasks)
         self.experts = GroupedMLP(cfg.n_experts, (dim, *hidden), cfg.dropout, last_relu=True)
@@ -130,10 +189,28 @@ class Ranker(nn.Module):
         weights = torch.tensor([cfg.score_weights.get(t, 0.0) for t in cfg.tasks])
         self.register_buffer("weights", weights, persistent=False)
 
-    def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
+    def _pooled_history(self, fields: Tensor, history: Tensor | None) -> Tensor:
+        """[B, F * emb] attention-pooled history (``history`` [B, L, F], -1 padding)."""
+        idx = list(self.cfg.history_fields)
+        query = fields[:, idx].flatten(1)
+        if history is None or not bool((history[..., 0] >= 0).any()):
+            return torch.zeros_like(query)  # what an all-padding history pools to
+        history = history[:, : self.cfg.history_len]
+        if len(history) > 1 and bool((history == history[:1]).all()):
+            history = history[:1]  # one user's request: one history for every candidate
+        mask = history[..., 0] >= 0
+        keys = self.embedding(history.clamp(min=0) + self.offsets[idx]).flatten(2)
+        return self.attention(query, keys, mask)
+
+    def forward(self, categorical: Tensor, numeric: Tensor,
+                history: Tensor | None = None) -> Tensor:
+        """Logits [B, tasks]; ``history`` [B, L, fields] (-1 padding) when the config has one."""
         parts = []
         if self.cfg.cardinalities:
-            parts.append(self.embedding(categorical + self.offsets).flatten(1))
+            fields = self.embedding(categorical + self.offsets)  # [B, F, emb]
+            parts.append(fields.flatten(1))
+            if self.attention is not None:
+                parts.append(self._pooled_history(fields, history))
         if self.cfg.n_numeric:
             parts.append(numeric)
         x0 = torch.cat(parts, 1)
@@ -160,12 +237,13 @@ class Ranker(nn.Module):
         return predictions @ self.weights
 
     @torch.inference_mode()
-    def predict(self, categorical: Tensor, numeric: Tensor) -> tuple[Tensor, Tensor]:
+    def predict(self, categorical: Tensor, numeric: Tensor,
+                history: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(score [B], predictions [B, tasks])`` in eval mode."""
         was = self.training
         if was:  # a served model is in eval mode already: no module walk per call (~0.5 ms)
             self.eval()
-        preds = self.to_predictions(self(categorical, numeric))
+        preds = self.to_predictions(self(categorical, numeric, history))
         if was:
             self.train()
         return self.score(preds), preds

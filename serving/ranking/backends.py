@@ -77,8 +77,18 @@ def to_columns(requests: list[RankRequest]) -> tuple[dict[str, np.ndarray], dict
         return requests[0].items, requests[0].user
     cols = {c: np.concatenate([r.items[c] for r in requests]) for c in requests[0].items}
     for c in requests[0].user:
-        cols[c] = np.concatenate([np.full(len(r), r.user[c]) for r in requests])
+        cols[c] = np.concatenate([_repeat(r.user[c], len(r)) for r in requests])
     return cols, {}
+
+
+def _repeat(value: Any, n: int) -> np.ndarray:
+    """A user value on each of ``n`` rows; a list (the watch history the ranker's attention
+    reads) stays one list per row, an object column, instead of being broadcast."""
+    if np.ndim(value) == 0:
+        return np.full(n, value)
+    out = np.empty(n, object)
+    out.fill(list(value))
+    return out
 
 
 class Scorer(Protocol):

@@ -19,6 +19,7 @@ from training.datasets.store import Dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate
 from training.lineage import dataset_fingerprint
 from training.ranker.featurizer import Featurizer
+from training.ranker.history import HISTORY_COLUMN
 from training.ranker.metrics import auc, calibration, ece, gauc
 from training.ranker.pipeline import (
     Outcome,
@@ -154,6 +155,9 @@ def test_serving_inputs_score_like_the_training_frame(trained: Outcome,
     user = {c: rows[c].iloc[-1] for c in bundle.columns if c.startswith(("u_", "ctx_"))}
     user["user_id"] = rows["user_id"].iloc[-1]
     rows = rows.assign(**user)  # one request: the same user and context on every row
+    # ... and the same watch history (the user's list; a column of lists in the flat frame)
+    user[HISTORY_COLUMN] = rows[HISTORY_COLUMN].iloc[-1]
+    rows[HISTORY_COLUMN] = [user[HISTORY_COLUMN]] * len(rows)
     items = rows[[c for c in bundle.columns if c not in user]].set_index("video_id")
     scores, probs = bundle.predict(items, user)
     assert np.allclose(scores, bundle.score(rows), atol=1e-6)
@@ -265,6 +269,23 @@ def test_choices_are_made_on_validation_and_recorded(trained: Outcome) -> None:
     assert trained.cost["ranker_examples_per_s"] > 0 and trained.cost["ranker_s_per_epoch"] > 0
 
 
+def test_the_history_input_is_a_validated_choice(trained: Outcome,
+                                                 frame: pd.DataFrame) -> None:
+    """Both network variants (with and without target attention over the watch history) are
+    tried on validation; the bundle reads the history exactly when the chosen one does, and
+    then its scores depend on it."""
+    sel = trained.selection
+    assert sel is not None
+    assert {t["history"] for t in sel.net_trials} == set(RunConfig().grids.history)
+    bundle = trained.bundle
+    assert bool(bundle.featurizer.history_len) == sel.history == bool(
+        bundle.model.cfg.history_len)
+    rows = frame.tail(200)
+    emptied = rows.assign(**{HISTORY_COLUMN: [[] for _ in range(len(rows))]})
+    changed = not np.allclose(bundle.score(rows), bundle.score(emptied))
+    assert changed == sel.history
+
+
 def test_selection_never_receives_a_test_row(frame: pd.DataFrame, end: pd.Timestamp,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A spy on the selection function: every row it gets is before the test day; and
@@ -293,6 +314,6 @@ def test_selection_never_receives_a_test_row(frame: pd.DataFrame, end: pd.Timest
         flipped.loc[test_day, task] = 1 - flipped.loc[test_day, task]
     second = run(flipped, end, cfg)
     a, b = first.selection, second.selection
-    assert (a.train, a.chosen, a.lgb_params, a.lgb_rounds, a.calibration) == (
-        b.train, b.chosen, b.lgb_params, b.lgb_rounds, b.calibration)
+    assert (a.train, a.chosen, a.lgb_params, a.lgb_rounds, a.calibration, a.history) == (
+        b.train, b.chosen, b.lgb_params, b.lgb_rounds, b.calibration, b.history)
     assert first.metrics["ranker"]["click_auc"] != second.metrics["ranker"]["click_auc"]

@@ -12,6 +12,9 @@ as the feature store names them (``features.schema``: ``video_id``, ``v_*``, ``c
 ``uv_*``; a ``video_id`` index, as ``FeatureReader.get`` returns, counts as the column).
 ``user_features`` and ``context`` are scalars for all rows (``user_id``, ``u_*``, ``ctx_hour``,
 ``ctx_weekday``, ``ctx_tab``; context wins over user features, both over candidate columns).
+A model with target attention also reads the user's watch history, ``u_last_watched`` (video
+ids, newest first, as the online store's ``user_realtime:last_watched``) from the user
+features (or one list per row, as a column); without it the history is empty.
 Missing columns are unknown: ids get the learned "unknown" embedding, numbers the training
 mean, so a new user or a brand-new video is scored, not refused. ``predict`` returns each
 task's probability (``watch_ratio``: the expected ratio) and the final score, the weighted
@@ -42,6 +45,7 @@ from mlflow.models import infer_signature
 from models.ranker import Ranker, RankerConfig
 from training import registry
 from training.ranker.featurizer import Featurizer
+from training.ranker.history import HISTORY_COLUMN
 from training.ranker.metrics import platt
 
 MODEL_NAME = registry.MODELS["ranker"]
@@ -77,8 +81,15 @@ class RankerBundle:
         if isinstance(candidates, pd.DataFrame) and "video_id" not in candidates \
                 and candidates.index.name == "video_id":
             candidates = candidates.reset_index()
-        cat, num = self.featurizer.encode(candidates, {**(user_features or {}), **(context or {})})
-        score, preds = self.model.predict(torch.from_numpy(cat), torch.from_numpy(num))
+        scalars = {**(user_features or {}), **(context or {})}
+        cat, num = self.featurizer.encode(candidates, scalars)
+        x = [torch.from_numpy(cat), torch.from_numpy(num)]
+        if self.featurizer.history_len:  # the user's list, or one list per candidate row
+            watched = scalars.get(HISTORY_COLUMN)
+            if watched is None and HISTORY_COLUMN in candidates:
+                watched = candidates[HISTORY_COLUMN]
+            x.append(torch.from_numpy(self.featurizer.encode_history(watched, len(cat))))
+        score, preds = self.model.predict(*x)
         per_task = {t: preds[:, j].numpy() for j, t in enumerate(self.tasks)}
         calibrated = self.meta.get("calibration") or {}
         if not calibrated:

@@ -82,6 +82,9 @@ def train_ranker(
         help="Tasks to train single-task baselines for ('' for none).")] = "click,long_view",
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(min=1, help="Torch / LightGBM threads.")] = 2,
+    history_len: Annotated[int, typer.Option(
+        min=0, max=200, help="Watched videos the target attention may read (0: no history "
+        "input; whether the network uses it is chosen on validation).")] = 20,
     register: Annotated[bool, typer.Option(help="Register a reelrank-ranker version.")] = True,
     alias: Annotated[str | None, typer.Option(
         help="Alias for the new version (the first version becomes champion).")] = None,
@@ -115,7 +118,8 @@ def train_ranker(
         if build_features or not (repo / "meta.json").is_file():
             typer.echo(f"building batch features of {ds.name} into {repo}")
             build_feature_repo(settings, repo, ds)
-        frame = point_in_time(settings, repo, ds.interactions, ds.items)
+        frame = point_in_time(settings, repo, ds.interactions, ds.items,
+                              history=ds.history)
         if frame.empty:
             raise DataError(f"{data}: no timestamped impressions to train on")
         end = (parse_day(train_end, dataset) if train_end
@@ -126,6 +130,7 @@ def train_ranker(
             lightgbm=lightgbm,
             single_tasks=tuple(t.strip() for t in single_task.split(",") if t.strip()),
             threads=threads,
+            history_len=history_len,
         )
         registry.configure(settings, EXPERIMENT)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from training.ranker.featurizer import Featurizer
+from training.ranker.history import HISTORY_COLUMN
 
 BINARY_TASKS = ("click", "long_view", "like", "follow", "share", "hate")
 RATIO_TASKS = ("watch_ratio",)
@@ -46,6 +47,7 @@ class Encoded:
     labels: np.ndarray
     users: np.ndarray
     ts_ms: np.ndarray
+    history: np.ndarray | None = None  # [N, L, fields] watched videos (-1 pad) or None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -58,7 +60,10 @@ def encode(frame: pd.DataFrame, featurizer: Featurizer, tasks: list[str]) -> Enc
         if t in frame:
             y[:, j] = frame[t].to_numpy(np.float32)
     ts = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ms").astype("int64").to_numpy()
-    return Encoded(cat, num, y, frame["user_id"].to_numpy(np.int64), ts)
+    history = None
+    if featurizer.history_len:
+        history = featurizer.encode_history(frame.get(HISTORY_COLUMN), len(frame))
+    return Encoded(cat, num, y, frame["user_id"].to_numpy(np.int64), ts, history)
 
 
 def split_at(frame: pd.DataFrame, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -30,12 +30,14 @@ import torch
 
 from core.config import Settings
 from core.dataset_schema import DataError
+from features.stream import LAST_WATCHED
 from models.ranker import RankerConfig
 from training.datasets.store import Dataset
 from training.ranker.baselines import LightGBMRanker
 from training.ranker.bundle import RankerBundle
 from training.ranker.data import RATIO_TASKS, TASKS, Encoded, encode, split_at, trainable_tasks
 from training.ranker.featurizer import Featurizer
+from training.ranker.history import HISTORY_COLUMN, as_lists, watch_history
 from training.ranker.metrics import calibration, platt, task_metrics
 from training.ranker.selection import Grids, Selection, select
 from training.ranker.trainer import TrainConfig, fit, predict
@@ -74,9 +76,11 @@ def build_feature_repo(settings: Settings, repo: Path, ds: Dataset) -> None:
 
 
 def point_in_time(settings: Settings, repo: Path, interactions: pd.DataFrame, items: pd.DataFrame,
-                  labels: bool = True) -> pd.DataFrame:
+                  labels: bool = True, history: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each timed impression with its features as of its own time from the store in ``repo``
-    (plus its context columns and, with ``labels``, one column per task present)."""
+    (plus its context columns, the user's watch history strictly before it
+    (:data:`~training.ranker.history.HISTORY_COLUMN`, from ``interactions`` and the untimed
+    pre-log ``history``) and, with ``labels``, one column per task present)."""
     from features.store import open_store, read_meta
     from features.training_set import LABELS, build_training_set
 
@@ -90,6 +94,9 @@ def point_in_time(settings: Settings, repo: Path, interactions: pd.DataFrame, it
     for column, feature in CONTEXT.items():
         if column in imp:
             frame[feature] = imp[column].to_numpy()
+    at_ms = pd.to_datetime(imp["ts"], utc=True).dt.as_unit("ms").astype("int64").to_numpy()
+    frame[HISTORY_COLUMN] = as_lists(watch_history(imp["user_id"].to_numpy(), at_ms,
+                                                   interactions, history))
     return frame.rename(columns={f"label_{t}": t for t in names})
 
 
@@ -112,6 +119,9 @@ class RunConfig:
     lightgbm: bool = True
     single_tasks: tuple[str, ...] = ("click", "long_view")
     min_count: int = 2  # ids seen fewer times share the "unknown" embedding
+    # Watched videos the target attention reads (the online list's length); 0: no history.
+    # Whether the network uses it is chosen on validation (``Grids.history``).
+    history_len: int = LAST_WATCHED
     threads: int = 2
     grids: Grids = field(default_factory=Grids)
     # Apply the per-task Platt scaling the validation check keeps. Off by default: a bias
@@ -136,8 +146,8 @@ class Outcome:
 
 
 def _fold(tr: pd.DataFrame, te: pd.DataFrame, cols: tuple[list[str], list[str]], tasks: list[str],
-          min_count: int) -> tuple[Featurizer, Encoded, Encoded]:
-    fz = Featurizer.fit(tr, *cols, min_count=min_count)
+          min_count: int, history_len: int = 0) -> tuple[Featurizer, Encoded, Encoded]:
+    fz = Featurizer.fit(tr, *cols, min_count=min_count, history_len=history_len)
     return fz, encode(tr, fz, tasks), encode(te, fz, tasks)
 
 
@@ -147,8 +157,10 @@ def _only(data: Encoded, j: int) -> Encoded:
 
 def _net(cfg: RankerConfig, fz: Featurizer, tasks: list[str]) -> RankerConfig:
     ratio = tuple(t for t in tasks if t in RATIO_TASKS)
+    fields = tuple(fz.categorical.index(c) for c in fz.item_fields)
     return replace(cfg, tasks=tuple(tasks), ratio_tasks=ratio, cardinalities=fz.cardinalities,
-                   n_numeric=len(fz.numeric))
+                   n_numeric=len(fz.numeric), history_len=fz.history_len,
+                   history_fields=fields)
 
 
 def default_end(ts: pd.Series, tz: str = "UTC", min_share: float = 0.05) -> pd.Timestamp:
@@ -199,8 +211,8 @@ def run(frame: pd.DataFrame, end: pd.Timestamp, cfg: RunConfig | None = None,
     if not tasks:
         raise DataError("no task has labels with both classes in the training rows")
     cols = feature_columns(frame)
-    fz_tune, e_tune, e_valid = _fold(tune, valid, cols, tasks, cfg.min_count)
-    fz, e_train, e_test = _fold(train, test, cols, tasks, cfg.min_count)
+    fz_tune, e_tune, e_valid = _fold(tune, valid, cols, tasks, cfg.min_count, cfg.history_len)
+    fz, e_train, e_test = _fold(train, test, cols, tasks, cfg.min_count, cfg.history_len)
     preds: dict[str, np.ndarray] = {}
 
     def logger(phase: str) -> Callable[[int, dict[str, float]], None] | None:
@@ -212,6 +224,9 @@ def run(frame: pd.DataFrame, end: pd.Timestamp, cfg: RunConfig | None = None,
                  cfg.grids, cfg.single_tasks, cfg.lightgbm, cfg.threads, cfg.model.ratio_cap,
                  logger("tune"))
     seconds = dict(sel.seconds)
+    if not sel.history:  # the featurizer served with the model encodes what it reads
+        fz = replace(fz, history_len=0, item_fields=[], item_table={})
+        e_train, e_test = replace(e_train, history=None), replace(e_test, history=None)
     final = fit(_net(cfg.model, fz, tasks), e_train, sel.train, on_epoch=logger("refit"))
     seconds["ranker"] += final.seconds
     cost = {"ranker_examples_per_s": len(e_train) * final.best_epoch / max(final.seconds, 1e-9),

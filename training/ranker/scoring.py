@@ -68,14 +68,16 @@ def scoring_frame(settings: Settings, repo: Path, log: pd.DataFrame, items: pd.D
     n = len(timed_impressions(log))
     if n == 0:
         raise StaleFeaturesError("the log has no timestamped impressions to score")
+    prior = history.history if history is not None else None  # untimed, before every event
     if not needs_rebuild(settings, repo, log):
-        return point_in_time(settings, repo, log, items, labels=False)
+        return point_in_time(settings, repo, log, items, labels=False, history=prior)
     if rebuild_into is None or history is None:
         # The builder's own check names the rows and the span that are missing.
-        return point_in_time(settings, repo, log, items, labels=False)
+        return point_in_time(settings, repo, log, items, labels=False, history=prior)
     events = with_history(history, log)
     if items is not history.items:
         events = replace(events, items=items)
     build_feature_repo(settings, rebuild_into, events)
-    frame = point_in_time(settings, rebuild_into, events.interactions, items, labels=False)
+    frame = point_in_time(settings, rebuild_into, events.interactions, items, labels=False,
+                          history=prior)
     return frame.iloc[len(frame) - n :].reset_index(drop=True)

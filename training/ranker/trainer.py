@@ -68,15 +68,18 @@ def task_losses(model: Ranker, logits: torch.Tensor, y: torch.Tensor) -> torch.T
     return loss.sum(0) / known.sum(0).clamp(min=1)
 
 
+def inputs(data: Encoded, rows: slice) -> tuple[torch.Tensor, ...]:
+    """The network's inputs for ``rows`` of ``data``: categorical, numeric (, history)."""
+    return tuple(torch.from_numpy(a[rows]) for a in
+                 (data.categorical, data.numeric, data.history) if a is not None)
+
+
 @torch.no_grad()
 def predict(model: Ranker, data: Encoded, batch_size: int = 8192) -> np.ndarray:
     """Task predictions [N, tasks] (probabilities; ratio tasks as means)."""
     model.eval()
     out = [
-        model.to_predictions(model(
-            torch.from_numpy(data.categorical[s : s + batch_size]),
-            torch.from_numpy(data.numeric[s : s + batch_size]),
-        ))
+        model.to_predictions(model(*inputs(data, slice(s, s + batch_size))))
         for s in range(0, len(data), batch_size)
     ]
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.cfg.tasks)), np.float32)
@@ -89,8 +92,7 @@ def valid_loss(model: Ranker, data: Encoded, batch_size: int = 8192) -> np.ndarr
     counts = np.zeros(len(model.cfg.tasks))
     for s in range(0, len(data), batch_size):
         y = torch.from_numpy(data.labels[s : s + batch_size])
-        logits = model(torch.from_numpy(data.categorical[s : s + batch_size]),
-                       torch.from_numpy(data.numeric[s : s + batch_size]))
+        logits = model(*inputs(data, slice(s, s + batch_size)))
         target, known = _targets(model, y)
         loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * known
         total += loss.sum(0).numpy()
@@ -133,7 +135,8 @@ def fit(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(net, cfg.ema) if cfg.ema else None
     model = net if ema is None else ema.model  # what is evaluated and returned
-    cat, num = torch.from_numpy(train.categorical), torch.from_numpy(train.numeric)
+    x = [torch.from_numpy(a) for a in (train.categorical, train.numeric, train.history)
+         if a is not None]
     y = torch.from_numpy(train.labels)
     weights = torch.tensor([cfg.loss_weights.get(t, 1.0) for t in model_cfg.tasks])
     started = time.perf_counter()
@@ -145,7 +148,7 @@ def fit(
         total = 0.0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            loss = task_losses(net, net(cat[idx], num[idx]), y[idx]) @ weights
+            loss = task_losses(net, net(*(a[idx] for a in x)), y[idx]) @ weights
             opt.zero_grad()
             loss.backward()
             opt.step()
