@@ -35,6 +35,7 @@ from features.windows import minute_of, window_sums
 
 LIVE_REFS = schema.VIDEO_LIVE_REFS + schema.PAIR_REFS
 LOAD_TIMEOUT_S = 30.0  # socket timeout of the item table's bulk loads
+HISTORY = "u_last_watched"  # the user's list the ranker's attention reads (training's name)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,10 @@ class RankingFeatures:
             for w, values in sums.items():
                 full[f"v_rt_{kind}s_{w}"] = values
         cols = schema.assemble(full, np.full(rows, now_ms, np.int64))
-        user = {c: cols[c][0].item() for c in schema.USER_COLUMNS}
+        user: dict[str, Any] = {c: cols[c][0].item() for c in schema.USER_COLUMNS}
+        # The watch history, newest first: what a ranker with target attention reads.
+        watched = full[schema.USER_LISTS[HISTORY]][0]
+        user[HISTORY] = [int(v) for v in watched or ()]
         items = {c: cols[c][:n] for c in schema.ITEM_COLUMNS}
         return CandidateFeatures(items, user, timed_out)
 
