@@ -69,8 +69,9 @@ def train_ranker(**options: object) -> None:
     single-task) are left to ``reelrank train ranker`` and the bench: the demo serves."""
     from training.ranker.cli import train_ranker as train
 
-    # No history input: the feed's feature read does not hand the ranker the user's watch
-    # history (u_last_watched) yet, and a model trained with one would be served without it.
+    # No history input yet: the feed passes the watch history (u_last_watched), but with the
+    # attention on, test_hot_reload_under_concurrent_requests loses the ranker's 60 ms budget
+    # on some requests under load (measured at stop 23); its serving cost comes first.
     defaults = {"progress": True, "lightgbm": False, "single_task": "", "history_len": 0}
     train(dataset=dataset(), data=_data(), **(defaults | options))  # type: ignore[arg-type]
 
