@@ -35,7 +35,6 @@ from features.windows import minute_of, window_sums
 
 LIVE_REFS = schema.VIDEO_LIVE_REFS + schema.PAIR_REFS
 LOAD_TIMEOUT_S = 30.0  # socket timeout of the item table's bulk loads
-HISTORY = "u_last_watched"  # the user's list the ranker's attention reads (training's name)
 
 
 @dataclass(frozen=True)
@@ -146,8 +145,8 @@ class RankingFeatures:
         cols = schema.assemble(full, np.full(rows, now_ms, np.int64))
         user: dict[str, Any] = {c: cols[c][0].item() for c in schema.USER_COLUMNS}
         # The watch history, newest first: what a ranker with target attention reads.
-        watched = full[schema.USER_LISTS[HISTORY]][0]
-        user[HISTORY] = [int(v) for v in watched or ()]
+        watched = full[schema.USER_LISTS[schema.HISTORY]][0]
+        user[schema.HISTORY] = [int(v) for v in watched or ()]
         items = {c: cols[c][:n] for c in schema.ITEM_COLUMNS}
         return CandidateFeatures(items, user, timed_out)
 

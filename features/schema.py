@@ -72,9 +72,12 @@ ITEM_COLUMNS = [
     *REALTIME_COLUMNS,
     "uv_topic_affinity",
 ]
+# The user's watch history (newest first) as the ranker's attention reads it, in training and
+# in serving: one name for both.
+HISTORY = "u_last_watched"
 USER_LISTS = {
     "u_topic_affinity": "user_profile:topic_affinity",
-    "u_last_watched": "user_realtime:last_watched",
+    HISTORY: "user_realtime:last_watched",
     "u_seen": "user_realtime:seen",
     "u_session_topics": "user_realtime:session_topics",
 }

@@ -224,7 +224,8 @@ def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
 def test_the_ranker_gets_the_users_watch_history(built: Settings) -> None:
     """``u_last_watched`` (newest first) goes to the ranker with the user's scalars: a model
     trained with target attention over it must not be served an empty list."""
-    from features.ranking_read import HISTORY, RankingFeatures
+    from features.ranking_read import RankingFeatures
+    from features.schema import HISTORY
     from features.store import open_store
 
     now = datetime.now(UTC)

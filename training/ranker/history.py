@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.stream import LAST_WATCHED
 
-HISTORY_COLUMN = "u_last_watched"  # as features.schema.USER_LISTS names the online list
+HISTORY_COLUMN = schema.HISTORY  # the online list's name, shared with serving
 WATCH_EVENTS = ("view", "watch")
 PAD = -1
 
