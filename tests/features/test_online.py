@@ -203,7 +203,9 @@ def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
     user = int(pairs["user_id"].value_counts().index[-1])  # the one with the least history
     ids = creator_of.index.to_numpy(np.int64)
     creators = creator_of.to_numpy(np.int64)
-    feats = RankingFeatures(built)
+    # A generous budget: a read past the 50 ms default (Feast refreshing its registry on a busy
+    # CI machine) would default every pair and compare nothing.
+    feats = RankingFeatures(built.model_copy(update={"feature_read_timeout_ms": 10_000}))
     feats.sync(ids, np.unique(creators))
     user_raw = feats.read_user(user)
     asked: list[int] = []  # pairs asked for, per read
@@ -213,6 +215,7 @@ def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
     indexed = feats.for_candidates(user, user_raw, ids, creators, now)
     feats.pairs.keys = None  # no index: every pair is read
     full = feats.for_candidates(user, user_raw, ids, creators, now)
+    assert not indexed.timed_out and not full.timed_out
     assert asked[1] == len(ids) and 0 < asked[0] < len(ids)
     assert indexed.items.keys() == full.items.keys()
     for column, values in full.items.items():
