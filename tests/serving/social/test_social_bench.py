@@ -16,7 +16,8 @@ from tests.serving.social.conftest import make_account
 
 
 def test_seeded_threads_read_through_the_api_and_counters_are_checked(api: TestClient) -> None:
-    size = Size(users=30, videos=5, comments=400, rates=(10,), thread_rate=10, seconds=1.0)
+    size = Size(users=30, videos=5, comments=400, rates=(10,), thread_rate=10, seconds=1.0,
+                thread_seconds=1.0)
     engine = api.app.state.runtime.engine
     big = seed(engine, size)
     reader = make_account(api, "reader")
