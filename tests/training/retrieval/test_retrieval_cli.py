@@ -86,6 +86,10 @@ def test_train_register_eval_recommend_index(settings: Settings, synth_dir, tmp_
     from training.retrieval.bundle import Bundle
 
     bundle, _ = registry.load_bundle("models:/reelrank-retrieval@champion", Bundle)
+    from training.ranker.bundle import RankerBundle
+
+    with pytest.raises(registry.ModelNotFound, match="not a RankerBundle"):
+        registry.load_bundle("models:/reelrank-retrieval@champion", RankerBundle)
     seen = bundle.data.ids.item_ids[bundle.data.item[
         bundle.data.indptr[1] : bundle.data.indptr[2]]]
     assert len(seen) and not set(recs[recs.user_id == 1].item_id) & set(seen)
