@@ -143,7 +143,10 @@ class RankingFeatures:
             for w, values in sums.items():
                 full[f"v_rt_{kind}s_{w}"] = values
         cols = schema.assemble(full, np.full(rows, now_ms, np.int64))
-        user = {c: cols[c][0].item() for c in schema.USER_COLUMNS}
+        user: dict[str, Any] = {c: cols[c][0].item() for c in schema.USER_COLUMNS}
+        # The watch history, newest first: what a ranker with target attention reads.
+        watched = full[schema.USER_LISTS[schema.HISTORY]][0]
+        user[schema.HISTORY] = [int(v) for v in watched or ()]
         items = {c: cols[c][:n] for c in schema.ITEM_COLUMNS}
         return CandidateFeatures(items, user, timed_out)
 

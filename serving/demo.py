@@ -70,8 +70,9 @@ def train_ranker(**options: object) -> None:
     from training.ranker.cli import train_ranker as train
 
     # No history input yet: the feed passes the watch history (u_last_watched), but with the
-    # attention on, test_hot_reload_under_concurrent_requests loses the ranker's 60 ms budget
-    # on some requests under load (measured at stop 23); its serving cost comes first.
+    # attention on, test_hot_reload_under_concurrent_requests lost the ranker's 60 ms budget
+    # on some requests under load (measured at stop 23, before the replica warm-up and the
+    # lighter hot reload of stop 24; not re-measured since): its serving cost comes first.
     defaults = {"progress": True, "lightgbm": False, "single_task": "", "history_len": 0}
     train(dataset=dataset(), data=_data(), **(defaults | options))  # type: ignore[arg-type]
 

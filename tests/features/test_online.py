@@ -223,3 +223,25 @@ def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
     assert (full.items["uc_impressions"] > 0).any()  # the pairs read are not all defaults
     feats.close()
 
+
+
+def test_the_ranker_gets_the_users_watch_history(built: Settings) -> None:
+    """``u_last_watched`` (newest first) goes to the ranker with the user's scalars: a model
+    trained with target attention over it must not be served an empty list."""
+    from features.ranking_read import RankingFeatures
+    from features.schema import HISTORY
+    from features.store import open_store
+
+    now = datetime.now(UTC)
+    open_store(built).write_to_online_store("user_realtime", pd.DataFrame({
+        "user_id": [7], "event_timestamp": [now], "last_watched": [[11, 3, 5]],
+        "seen": [[11, 3, 5]], "session_topics": [["a"]], "session_start_s": [0],
+        "session_events": [3], "last_event_s": [int(now.timestamp())]}))
+    feats = RankingFeatures(built)
+    ids = np.array([3, 11], np.int64)
+    got = feats.for_candidates(7, feats.read_user(7), ids, np.array([-1, -1]),
+                               int(now.timestamp() * 1000))
+    assert got.user[HISTORY] == [11, 3, 5]
+    assert feats.for_candidates(8, feats.read_user(8), ids, np.array([-1, -1]),
+                                int(now.timestamp() * 1000)).user[HISTORY] == []
+    feats.close()
