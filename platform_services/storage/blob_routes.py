@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from platform_services.storage.blobs import LocalBlobStore, SignatureError, validate_key
 
@@ -23,6 +24,17 @@ DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 _MEDIA_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t",
                 ".vtt": "text/vtt", ".m4s": "video/iso.segment"}
 _SPOOL_BYTES = 8 * 1024 * 1024  # uploads larger than this go to a temp file, not memory
+
+
+class BlobKeyConvertor(PathConvertor):
+    """A blob key of any characters. Starlette's ``path`` pattern (``.*``) stops at a newline,
+    so a key holding one matched no route (an undocumented 404) instead of reaching
+    :func:`validate_key`, which refuses control characters with a 400 naming the key."""
+
+    regex = "[\\s\\S]*"
+
+
+register_url_convertor("blobkey", BlobKeyConvertor())
 
 
 def _check(
@@ -71,7 +83,7 @@ def blob_router(
     each route's error statuses (the API's error body lives above this package)."""
     router = APIRouter(tags=["blobs"])
 
-    @router.put("/blobs/{key:path}", responses=put_responses)
+    @router.put("/blobs/{key:blobkey}", responses=put_responses)
     async def put_blob(key: str, request: Request) -> dict[str, object]:
         signed_type = request.query_params.get("ct")
         _check(store, key, "put", request, signed_type)
@@ -89,7 +101,7 @@ def blob_router(
             raise HTTPException(507, detail="blob storage is full; retry later") from None
         return {"key": key, "size": size}
 
-    @router.get("/blobs/{key:path}", responses=get_responses)
+    @router.get("/blobs/{key:blobkey}", responses=get_responses)
     async def get_blob(key: str, request: Request) -> FileResponse:
         _check(store, key, "get", request)
         path = store.path(key)

@@ -145,6 +145,13 @@ def test_expired_url_is_refused(local: Backend) -> None:
     assert "expired" in _refused(local.http.get(local.store.presign_get("a/b.txt", expires_s=-1)))
 
 
+def test_a_key_with_a_newline_reaches_the_route_and_is_refused_by_name(local: Backend) -> None:
+    """Found by schemathesis: ``PUT /blobs/a%0Ab`` matched no route (an undocumented 404)."""
+    for method in ("PUT", "GET"):
+        detail = _refused(local.http.request(method, "/blobs/a%0Ab?exp=1&sig=x"), 400)
+        assert "invalid blob key" in detail and "control characters" in detail
+
+
 def test_missing_blob_and_oversized_upload(local: Backend) -> None:
     _refused(local.http.get(local.store.presign_get("a/none.txt")), 404)
     url = local.store.presign_put("a/big.bin")
