@@ -169,9 +169,10 @@ class Bundle(Protocol):
 B = TypeVar("B", bound=Bundle)
 
 
-# Where a pyfunc logged by :func:`log_bundle` keeps its ``bundle`` artifact (MLflow's layout:
-# ``artifacts/<key>``).
-BUNDLE_PATH = "artifacts/bundle"
+# The artifact key of the bundle directory in a pyfunc logged by :func:`log_bundle`, and where
+# MLflow keeps it in the logged model (its layout: ``artifacts/<key>``).
+BUNDLE_KEY = "bundle"
+BUNDLE_PATH = f"artifacts/{BUNDLE_KEY}"
 
 
 class BundlePyfunc(PythonModel):
@@ -182,16 +183,16 @@ class BundlePyfunc(PythonModel):
     bundle: Any
 
     def load_context(self, context: Any) -> None:
-        self.bundle = self.bundle_type.load(Path(context.artifacts["bundle"]))
+        self.bundle = self.bundle_type.load(Path(context.artifacts[BUNDLE_KEY]))
 
 
 def log_bundle(bundle: Bundle, model: BundlePyfunc, signature: ModelSignature,
                input_example: pd.DataFrame | None = None) -> str:
     """Log ``bundle`` as the artifact of the pyfunc ``model`` into the active run; its URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir = bundle.save(Path(tmp) / "bundle")
+        bundle_dir = bundle.save(Path(tmp) / BUNDLE_KEY)
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=model, artifacts={"bundle": str(bundle_dir)},
+            name="model", python_model=model, artifacts={BUNDLE_KEY: str(bundle_dir)},
             signature=signature, input_example=input_example, pip_requirements=PIP,
         )
     return info.model_uri
