@@ -108,9 +108,9 @@ class EMA:
 
     The decay at step t is ``min(decay, (1 + t) / (2 + t))`` (a plain running mean until it
     reaches ``decay``), so the initial weights (whose rare-task outputs sit near 0.5) weigh
-    1 / (t + 2) after t steps instead of biasing the average upwards for hundreds. The warm-up used to
-    be ``(1 + t) / (10 + t)``, which reaches 0.98 only after ~440 steps: a KuaiRand epoch is
-    ~70 steps and the best epoch 2, so the average covered only the last ~15 steps.
+    1 / (t + 2) after t steps instead of biasing the average upwards for hundreds. The warm-up
+    used to be ``(1 + t) / (10 + t)``, which reaches 0.98 only after ~440 steps: a KuaiRand
+    epoch is ~70 steps and the best epoch 2, so the average covered only the last ~15 steps.
     """
 
     def __init__(self, model: Ranker, decay: float) -> None:
