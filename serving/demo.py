@@ -69,11 +69,10 @@ def train_ranker(**options: object) -> None:
     single-task) are left to ``reelrank train ranker`` and the bench: the demo serves."""
     from training.ranker.cli import train_ranker as train
 
-    # No history input yet: the feed passes the watch history (u_last_watched), but with the
-    # attention on, test_hot_reload_under_concurrent_requests lost the ranker's 60 ms budget
-    # on some requests under load (measured at stop 23, before the replica warm-up and the
-    # lighter hot reload of stop 24; not re-measured since): its serving cost comes first.
-    defaults = {"progress": True, "lightgbm": False, "single_task": "", "history_len": 0}
+    # The watch history is an input (``reelrank train ranker``'s default length): whether the
+    # network reads it is chosen on validation, and the feed passes each user's list
+    # (u_last_watched) either way.
+    defaults = {"progress": True, "lightgbm": False, "single_task": ""}
     train(dataset=dataset(), data=_data(), **(defaults | options))  # type: ignore[arg-type]
 
 

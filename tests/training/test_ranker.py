@@ -218,6 +218,9 @@ def test_train_register_rank_and_bad_input(settings: Settings, world: dict[str, 
     version = client.get_model_version_by_alias("reelrank-ranker", "champion")
     got = client.get_run(version.run_id).data
     assert got.params["dataset"] == "synth" and got.params["weight.like"] == "3.0"
+    # Whether the network reads the watch history is a recorded choice, and the run says it.
+    reads = {"True": "read", "False": "not read"}[got.params["chosen.history"]]
+    assert f"watch history {reads};" in res.output
     for model in ("ranker", "lightgbm"):  # the baseline in the same run
         assert got.metrics[f"test_{model}_click_gauc"] > 0.6
     assert client.get_metric_history(version.run_id, "tune_valid_loss")

@@ -162,6 +162,7 @@ def train_ranker(
                 mlflow.log_params({
                     "chosen.model": sel.chosen, "chosen.lr": sel.train.lr,
                     "chosen.aux_weight": sel.train.loss_weights.get("like", 1.0),
+                    "chosen.history": sel.history,
                     **{f"chosen.lightgbm.{t}.{k}": v for t, p in sel.lgb_params.items()
                        for k, v in p.items() if t in ("click", "long_view")},
                 })
@@ -188,7 +189,8 @@ def train_ranker(
         if not outcome.eval_table.empty:
             typer.echo(format_metrics(outcome.eval_table))
         typer.echo(f"run {active.info.run_id}; tasks {', '.join(outcome.tasks)}; "
-                   f"best epoch {outcome.best_epoch}; "
+                   f"best epoch {outcome.best_epoch}; watch history "
+                   f"{'read' if outcome.bundle.featurizer.history_len else 'not read'}; "
                    + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()))
         if version is not None:
             typer.echo(f"registered models:/{MODEL_NAME}/{version.version}")
