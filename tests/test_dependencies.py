@@ -10,18 +10,14 @@ metadata's requirement tree), or from an optional extra other than ``dev`` (``ns
 
 from __future__ import annotations
 
-import re
 import sys
 import tomllib
 from importlib import metadata
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.test_layering import LAYERS, ROOT, imported_modules
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _closure(requirements: list[str]) -> set[str]:
@@ -31,7 +27,7 @@ def _closure(requirements: list[str]) -> set[str]:
     while todo:
         req = todo.pop()
         extras = ("", *sorted(req.extras))
-        if (key := (_norm(req.name), extras)) in seen:
+        if (key := (canonicalize_name(req.name), extras)) in seen:
             continue
         seen.add(key)
         try:
@@ -56,7 +52,7 @@ def test_every_product_import_is_a_runtime_dependency() -> None:
                 top = module.split(".")[0]
                 if top in LAYERS or top in sys.stdlib_module_names:
                     continue
-                if not any(_norm(d) in installed for d in providers.get(top, [])):
+                if not any(canonicalize_name(d) in installed for d in providers.get(top, [])):
                     missing.append(f"{path.relative_to(ROOT)}:{line} imports {top}")
     assert not missing, "not installed by `make demo` (add to [project] dependencies):\n" + \
         "\n".join(missing)

@@ -14,9 +14,10 @@ import redis
 
 from core.config import Settings
 from features.online import FeatureReader, check_refs, redis_keys
+from features.ranking_read import RankingFeatures
 from features.repo import VIEW_BY_NAME
-from features.schema import ITEM_COLUMNS, USER_COLUMNS
-from features.store import FeatureStoreError, read_meta, repo_dir
+from features.schema import HISTORY, ITEM_COLUMNS, USER_COLUMNS
+from features.store import FeatureStoreError, open_store, read_meta, repo_dir
 
 NOW = datetime(2024, 3, 8, 12, 0, tzinfo=UTC)
 
@@ -141,7 +142,6 @@ def test_a_slow_store_gives_defaults_within_the_budget(built: Settings) -> None:
 
 
 def test_near_cache_keeps_batch_values_but_never_live_ones(built: Settings) -> None:
-    from features.store import open_store
     from features.windows import minute_of, pack
 
     reader = FeatureReader(built, timeout_ms=5_000)  # near-cache on (30 s by default)
@@ -174,7 +174,6 @@ def test_item_table_loads_through_a_stall_longer_than_the_request_budget(
 ) -> None:
     """Loading every video's batch features is not a request: a store busy for longer than
     the per-request budget delays the load, it does not leave the table on defaults."""
-    from features.ranking_read import RankingFeatures
 
     feats = RankingFeatures(built)
     assert feats.budget_s < 0.4
@@ -195,7 +194,6 @@ def test_item_table_loads_through_a_stall_longer_than_the_request_budget(
 def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
     """Reading only the pairs the index lists gives the same columns as reading every pair,
     with fewer pairs asked for."""
-    from features.ranking_read import RankingFeatures
 
     pairs = pd.read_parquet(repo_dir(built) / VIEW_BY_NAME["user_creator"].path)
     videos = pd.read_parquet(repo_dir(built) / VIEW_BY_NAME["video_stats"].path)
@@ -224,13 +222,9 @@ def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
     feats.close()
 
 
-
 def test_the_ranker_gets_the_users_watch_history(built: Settings) -> None:
     """``u_last_watched`` (newest first) goes to the ranker with the user's scalars: a model
     trained with target attention over it must not be served an empty list."""
-    from features.ranking_read import RankingFeatures
-    from features.schema import HISTORY
-    from features.store import open_store
 
     now = datetime.now(UTC)
     open_store(built).write_to_online_store("user_realtime", pd.DataFrame({

@@ -83,11 +83,10 @@ def test_train_register_eval_recommend_index(settings: Settings, synth_dir, tmp_
         u: list(range(1, 8)) for u in (0, 1, 10**12)}
     assert (recs.groupby("user_id")["score"].diff().dropna() <= 0).all()
     from training import registry
+    from training.ranker.bundle import RankerBundle
     from training.retrieval.bundle import Bundle
 
     bundle, _ = registry.load_bundle("models:/reelrank-retrieval@champion", Bundle)
-    from training.ranker.bundle import RankerBundle
-
     with pytest.raises(registry.ModelNotFound, match="not a RankerBundle"):
         registry.load_bundle("models:/reelrank-retrieval@champion", RankerBundle)
     seen = bundle.data.ids.item_ids[bundle.data.item[
