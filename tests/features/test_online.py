@@ -174,7 +174,6 @@ def test_item_table_loads_through_a_stall_longer_than_the_request_budget(
 ) -> None:
     """Loading every video's batch features is not a request: a store busy for longer than
     the per-request budget delays the load, it does not leave the table on defaults."""
-
     feats = RankingFeatures(built)
     assert feats.budget_s < 0.4
     stall = _stall(built, 0.4)
@@ -194,7 +193,6 @@ def test_item_table_loads_through_a_stall_longer_than_the_request_budget(
 def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
     """Reading only the pairs the index lists gives the same columns as reading every pair,
     with fewer pairs asked for."""
-
     pairs = pd.read_parquet(repo_dir(built) / VIEW_BY_NAME["user_creator"].path)
     videos = pd.read_parquet(repo_dir(built) / VIEW_BY_NAME["video_stats"].path)
     creator_of = videos.drop_duplicates("video_id").set_index("video_id")["creator_id"]
@@ -225,7 +223,6 @@ def test_pair_index_skips_only_pairs_without_a_row(built: Settings) -> None:
 def test_the_ranker_gets_the_users_watch_history(built: Settings) -> None:
     """``u_last_watched`` (newest first) goes to the ranker with the user's scalars: a model
     trained with target attention over it must not be served an empty list."""
-
     now = datetime.now(UTC)
     open_store(built).write_to_online_store("user_realtime", pd.DataFrame({
         "user_id": [7], "event_timestamp": [now], "last_watched": [[11, 3, 5]],
