@@ -72,17 +72,24 @@ def bench_retrieval(
     = "kuairand,microlens,cold",
     max_epochs: Annotated[int | None, typer.Option(min=1, max=100, help="Two-tower epochs "
                                                    "at most (default 20).")] = None,
+    resume: Annotated[bool, typer.Option(help="Read back the fits an interrupted run of the "
+                                         "same benchmark finished (same data, settings and "
+                                         "code); --no-resume fits everything again.")] = True,
 ) -> None:
     """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
     from benchmarks.retrieval import bench
     from core.config import get_settings
 
     set_threads(threads)
+    settings = get_settings()
+    checkpoint = settings.path("bench", "retrieval-fits.jsonl")
+    if not resume:
+        checkpoint.unlink(missing_ok=True)
     with retrieval_errors():
         path = bench(kuairand, microlens, out, ann_items, threads or os.cpu_count() or 1, quick,
-                     cache_dir=get_settings().path("content"), seeds=seeds,
+                     cache_dir=settings.path("content"), seeds=seeds,
                      sections_run=tuple(x.strip() for x in sections.split(",") if x.strip()),
-                     max_epochs=max_epochs)
+                     max_epochs=max_epochs, checkpoint_path=checkpoint)
         typer.echo(f"wrote {path}")
 
 

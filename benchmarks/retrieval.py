@@ -22,6 +22,7 @@ from benchmarks.report import machine as machine_line
 from candidate_gen.faiss_index import IndexSpec, ItemIndex, exact_search, latency, recall_at_k
 from core.dataset_schema import DataError
 from training.retrieval.baselines import RandomScores
+from training.retrieval.checkpoint import FitCheckpoint
 from training.retrieval.intervals import over_seeds, paired_difference
 from training.retrieval.metrics import HEADLINE, METRICS
 from training.retrieval.pipeline import (
@@ -247,12 +248,23 @@ def ann(base: np.ndarray, queries: np.ndarray, n: int, k: int = 100,
 SECTIONS = ("kuairand", "microlens", "cold")
 
 
+def _resumed(checkpoint: FitCheckpoint | None) -> str:
+    if checkpoint is None or not checkpoint.reused:
+        return ""
+    return (f" Resumed: {checkpoint.reused} fits were read back from the checkpoint of an "
+            "interrupted run of the same benchmark on the same code "
+            f"(`{checkpoint.path}`); the time in all counts this run only, the fit times "
+            "below are those measured when each fit ran.")
+
+
 def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000,
           threads: int = 2, quick: bool = False, cache_dir: Path | None = None,
           kuairand_train_end: str | None = "2022-04-29", seeds: int = 3,
-          sections_run: tuple[str, ...] = SECTIONS, max_epochs: int | None = None) -> Path:
+          sections_run: tuple[str, ...] = SECTIONS, max_epochs: int | None = None,
+          checkpoint_path: Path | None = None) -> Path:
     """Every section in ``sections_run`` (tuned once on validation, refitted and tested once
-    per seed), the ANN part when the MicroLens leave-last-out section ran."""
+    per seed), the ANN part when the MicroLens leave-last-out section ran. Fits finished by an
+    interrupted run of the same benchmark are read back from ``checkpoint_path``."""
     started, load_before = time.perf_counter(), os.getloadavg()
     specs = [("kuairand", "KuaiRand (temporal: train 04-25..04-28 + history, test "
               "04-29..04-30)", "KuaiRand", "kuairand", kuairand, "temporal"),
@@ -264,6 +276,9 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
     if unknown:
         raise DataError(f"unknown sections {sorted(unknown)} (use {','.join(SECTIONS)})")
     epochs = 3 if quick else (max_epochs or 20)
+    checkpoint = None if checkpoint_path is None else FitCheckpoint(checkpoint_path, {
+        "kuairand": str(kuairand), "microlens": str(microlens), "epochs": epochs,
+        "quick": quick, "kuairand_train_end": kuairand_train_end})
     sections, loaded = [], {}
     for key, title, short, kind, path, protocol in specs:
         if key not in sections_run:
@@ -276,7 +291,8 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
         for cand in candidates(prep, threads, quick, cold=protocol == "cold-item",
                                epochs=epochs):
             log.info("bench %s: %s", title, cand.name)
-            sec.outcomes.append(run(cand, prep, seeds=tuple(range(seeds))))
+            sec.outcomes.append(run(cand, prep, seeds=tuple(range(seeds)),
+                                    checkpoint=checkpoint))
         sections.append(sec)
         log.info("%s done after %.0f s", title, time.perf_counter() - started)
     ann_lines = ["(not run: the MicroLens leave-last-out section was not part of this run)"]
@@ -294,7 +310,8 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
         f"{time.perf_counter() - started:,.0f} s in all; load average {load_before[0]:.1f} at "
         f"the start, {os.getloadavg()[0]:.1f} at the end (the machine is shared: timings are "
         "upper bounds). Produced by `reelrank bench retrieval`"
-        + (" --quick (smoke run: not representative)" if quick else "") + f" ({config}).", "",
+        + (" --quick (smoke run: not representative)" if quick else "") + f" ({config})."
+        + _resumed(checkpoint), "",
         "Data: KuaiRand-Pure (Gao et al., CIKM 2022, CC BY-SA 4.0) and MicroLens-50K (Ni et al."
         " 2023, research use), read from their directories, never copied.", "",
         "Positives (targets and hits): a KuaiRand impression that was clicked and long-viewed, "

@@ -27,6 +27,7 @@ from training.content import content_matrix
 from training.datasets import kuairand, microlens
 from training.datasets.store import Dataset, load_dataset
 from training.retrieval import DATASET_KINDS
+from training.retrieval.checkpoint import FitCheckpoint
 from training.retrieval.data import Fold, Protocol, cold_items, leave_last_out, temporal, timeline
 from training.retrieval.inputs import IdSpace, TrainData, build_id_space, encode
 from training.retrieval.metrics import evaluate
@@ -262,27 +263,47 @@ def _no_trial(phase: str, params: dict[str, Any]) -> Iterator[Callable[[dict], N
 @dataclass
 class Tuned:
     result: SearchResult
-    model: Recommender  # the fit of the chosen setting on the tuning fold
+    model: Recommender | None  # the chosen setting's fit on the tuning fold (None: resumed)
     seconds: float
+    refit: dict[str, Any]  # what the refit takes from that fit (the two-tower's epochs)
 
 
-def tune(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial) -> Tuned:
+def section_key(prep: Prepared) -> str:
+    """What identifies a prepared section's folds in a :class:`FitCheckpoint`."""
+    p = prep.protocol
+    return (f"{prep.kind}/{p.name}/{len(prep.tune.item)}/{len(prep.final.item)}/"
+            f"{len(p.tune.test)}/{len(p.final.test)}")
+
+
+def tune(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial,
+         checkpoint: FitCheckpoint | None = None) -> Tuned:
     """Fit every setting the grid or search asks for on the tuning fold and pick the best by
-    validation :data:`TUNE_METRIC`; the test fold is not touched here."""
+    validation :data:`TUNE_METRIC`; the test fold is not touched here. Fits already in
+    ``checkpoint`` are read back instead of run again."""
     kept: dict[str, Any] = {}
+    section = section_key(prep)
 
     def fit_one(params: dict[str, Any]) -> dict[str, float]:
-        with trial("tune", params) as record:
-            started = time.perf_counter()
-            model = candidate.make(**params)
-            model.fit(prep.tune, valid=prep.protocol.tune)
-            seconds = time.perf_counter() - started
-            metrics = evaluate(model.score, prep.tune, prep.protocol.tune)
-            record({**metrics, "fit_seconds": seconds})
-        log.info("%s %s: valid %s %.4f (fit %.0f s)", candidate.name, params, TUNE_METRIC,
-                 metrics[TUNE_METRIC], seconds)
+        done = checkpoint and checkpoint.get("tune", candidate.name, section, params)
+        model = None
+        if done:
+            metrics, seconds, refit = done["metrics"], done["fit_seconds"], done["refit"]
+        else:
+            with trial("tune", params) as record:
+                started = time.perf_counter()
+                model = candidate.make(**params)
+                model.fit(prep.tune, valid=prep.protocol.tune)
+                seconds = time.perf_counter() - started
+                metrics = evaluate(model.score, prep.tune, prep.protocol.tune)
+                record({**metrics, "fit_seconds": seconds})
+            refit = getattr(model, "refit_params", dict)()
+            if checkpoint:
+                checkpoint.put("tune", candidate.name, section, params,
+                               {"metrics": metrics, "fit_seconds": seconds, "refit": refit})
+        log.info("%s %s: valid %s %.4f (fit %.0f s%s)", candidate.name, params, TUNE_METRIC,
+                 metrics[TUNE_METRIC], seconds, ", resumed" if done else "")
         if "best" not in kept or metrics[TUNE_METRIC] > kept["best"][TUNE_METRIC]:
-            kept.update(best=metrics, model=model, seconds=seconds)
+            kept.update(best=metrics, model=model, seconds=seconds, refit=refit)
         return {**metrics, "fit_seconds": seconds}
 
     grid = candidate.grid
@@ -294,42 +315,56 @@ def tune(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial) -> Tune
         values = {k: sorted({repr(p.get(k)) for p, _ in trials}) for k in best}
         result = SearchResult(best, metrics, trials, values,
                               {k: "given" for k in best})
-    return Tuned(result, kept["model"], kept["seconds"])
+    return Tuned(result, kept["model"], kept["seconds"], kept["refit"])
 
 
 def run(candidate: Candidate, prep: Prepared, trial: Trial = _no_trial,
-        seeds: tuple[int, ...] = (0,)) -> Outcome:
+        seeds: tuple[int, ...] = (0,), checkpoint: FitCheckpoint | None = None) -> Outcome:
     """Tune ``candidate`` on validation, refit the chosen setting once per seed (the
     deterministic baselines once), evaluate each refit on the test fold.
 
     ``trial(phase, params)`` wraps each fit ("tune" or "refit") and receives its metrics; the
-    CLI uses it to give every fit a nested MLflow run.
+    CLI uses it to give every fit a nested MLflow run. ``checkpoint``: finished fits of an
+    interrupted run to resume from (tuning fits, and the refits of every seed but the first,
+    whose model the caller keeps).
     """
-    tuned = tune(candidate, prep, trial)
+    tuned = tune(candidate, prep, trial, checkpoint)
     chosen = tuned.result.best
-    params = {**chosen, **getattr(tuned.model, "refit_params", dict)()}
+    params = {**chosen, **tuned.refit}
     out = Outcome(candidate.name, params, dict(tuned.result.metrics), {}, tuned.seconds,
                   tuned.model, tuned.result.trials, tuned.result.tried, tuned.result.status)
     tune_seed = getattr(getattr(tuned.model, "train_cfg", tuned.model), "seed", 0)
     fits: dict[int | None, tuple[Recommender, float]] = {}
+    section = section_key(prep)
     for seed in seeds:
         key = seed if candidate.seeded else None
         seeded = {"seed": seed} if candidate.seeded else {}
-        users: dict[str, np.ndarray] = {}
-        with trial("refit", {**params, **seeded}) as record:
-            if key in fits:
-                pass
-            elif prep.final is prep.tune and (not candidate.seeded or seed == tune_seed):
-                fits[key] = (tuned.model, tuned.seconds)  # same data, same seed: same fit
-            else:
-                started = time.perf_counter()
-                fitted = candidate.make(**params, **seeded)
-                fitted.fit(prep.final)
-                fits[key] = (fitted, time.perf_counter() - started)
-            model, seconds = fits[key]
-            test = ({} if prep.protocol.final.test.empty else
-                    evaluate(model.score, prep.final, prep.protocol.final, per_user=users))
-            record({**test, "fit_seconds": seconds})
+        later = bool(out.seeds) and candidate.seeded
+        done = later and checkpoint and checkpoint.get("refit", candidate.name, section,
+                                                       {**params, **seeded})
+        if done:
+            test, seconds = done["test"], done["fit_seconds"]
+            users = {m: np.asarray(v) for m, v in done["per_user"].items()}
+        else:
+            users = {}
+            with trial("refit", {**params, **seeded}) as record:
+                if key in fits:
+                    pass
+                elif (prep.final is prep.tune and tuned.model is not None
+                      and (not candidate.seeded or seed == tune_seed)):
+                    fits[key] = (tuned.model, tuned.seconds)  # same data, same seed: same fit
+                else:
+                    started = time.perf_counter()
+                    fitted = candidate.make(**params, **seeded)
+                    fitted.fit(prep.final)
+                    fits[key] = (fitted, time.perf_counter() - started)
+                model, seconds = fits[key]
+                test = ({} if prep.protocol.final.test.empty else
+                        evaluate(model.score, prep.final, prep.protocol.final, per_user=users))
+                record({**test, "fit_seconds": seconds})
+            if later and checkpoint:
+                checkpoint.put("refit", candidate.name, section, {**params, **seeded},
+                               {"test": test, "fit_seconds": seconds, "per_user": users})
         out.seeds.append(seed)
         out.seed_tests.append(test)
         out.per_user.append(users)

@@ -120,3 +120,46 @@ def test_intervals_over_seeds_and_paired_over_users() -> None:
     same = [{"user": users, "m": base + rng.normal(0, 0.1, 2000)} for _ in range(3)]
     assert paired_difference(a, b, "m").excludes_zero()
     assert not paired_difference(same, b, "m").excludes_zero()
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path) -> None:
+    """The fits a run finished are read back by the next run (same results, no refitting);
+    the first seed is always refitted (the report needs its model); other settings, or a
+    run that was interrupted mid-search, only reuse what matches."""
+    from training.retrieval.checkpoint import FitCheckpoint
+
+    prep = prepare(world, "synth", content=False)
+    fits: list[dict] = []
+
+    def two_tower(**params):  # noqa: ANN003, ANN202 - counts the fits
+        fits.append(params)
+        return pipeline.two_tower_candidate(
+            "id", train_cfg=pipeline.TrainConfig(epochs=2, batch_size=512, progress=False)
+        ).make(**params)
+
+    space = SearchSpace({"temperature": [0.05, 0.1]}, joint=("temperature",))
+    cand = Candidate("two-tower (id only)", two_tower, space, seeded=True)
+    path = tmp_path / "fits.jsonl"
+    first = run(cand, prep, seeds=(0, 1, 2), checkpoint=FitCheckpoint(path, {"epochs": 2}))
+    assert len(fits) == 2 + 3  # two tuning fits, a refit per seed
+
+    fits.clear()
+    again = FitCheckpoint(path, {"epochs": 2})
+    second = run(cand, prep, seeds=(0, 1, 2), checkpoint=again)
+    assert len(fits) == 1 and "seed" in fits[0] and fits[0]["seed"] == 0
+    assert again.reused == 2 + 2
+    assert second.params == first.params and second.valid == first.valid
+    assert second.seed_tests[1:] == first.seed_tests[1:]
+    for later, before in zip(second.per_user[1:], first.per_user[1:], strict=True):
+        assert later.keys() == before.keys()
+        for metric in later:
+            np.testing.assert_allclose(later[metric], before[metric])
+
+    fits.clear()
+    other = FitCheckpoint(path, {"epochs": 3})  # another setting: nothing matches
+    run(cand, prep, seeds=(0,), checkpoint=other)
+    assert other.reused == 0 and len(fits) == 2 + 1
+
+    with path.open("a") as f:
+        f.write('{"key": "cut sho')  # a line the interruption cut short is skipped
+    assert FitCheckpoint(path, {"epochs": 2}).entries
