@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-# What a fit's result depends on, besides its data and parameters.
-CODE = ("training/retrieval", "models", "core/dataset_schema.py", "training/content.py")
+# What a fit's result depends on, besides its data and parameters (not the ranker's code).
+CODE = ("training/retrieval", "training/datasets", "training/content.py", "models/two_tower.py",
+        "models/content.py", "models/embeddings.py", "core/dataset_schema.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
