@@ -27,7 +27,9 @@ from core.config import Settings
 from platform_services.storage.models import Role, User
 
 MAX_ID = 2**63 - 1  # a signed 64-bit id: what every table and the bus consumers can hold
-_CANONICAL_ID = re.compile(r"[1-9][0-9]{0,18}")  # ASCII digits only; no sign, space, "_"
+# ASCII digits only (no sign, space, "_" or leading zero); 0 is an id: a loaded data set
+# keeps its own user ids, which start at 0 (KuaiRand, the synthetic world).
+_CANONICAL_ID = re.compile(r"0|[1-9][0-9]{0,18}")
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified for unknown usernames, so that a miss costs what a wrong password costs.
 _DUMMY_HASH = _hasher.hash("not-a-password-of-anyone")
@@ -70,7 +72,7 @@ def _verify_dummy(password: str) -> None:
 
 
 def parse_user_id(value: object) -> int:
-    """A user id from a token or cursor: canonical ASCII decimal in 1..2^63-1, else ValueError."""
+    """A user id from a token or cursor: canonical ASCII decimal in 0..2^63-1, else ValueError."""
     if not isinstance(value, str) or not _CANONICAL_ID.fullmatch(value):
         raise ValueError("sub is not a canonical user id")
     user_id = int(value)

@@ -142,8 +142,8 @@ def has_role(claims: Claims, minimum: Role | str) -> bool:
 ModeratorUser = Annotated[User, Depends(require_role(Role.MODERATOR))]
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 
-UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
-# ge=0: a loaded world keeps its data set's video ids, which start at 0, and the feed serves them.
+# ge=0: a loaded world keeps its data set's user and video ids, which start at 0.
+UserIdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="A user id.")]
 VideoIdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="A video id.")]
 CommentIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A comment id.")]
 

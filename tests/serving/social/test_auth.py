@@ -122,6 +122,22 @@ def test_malformed_subjects_are_401_not_500(api: TestClient, api_settings: Setti
     assert r.status_code == 401, (sub, r.text)
 
 
+def test_user_zero_of_a_loaded_world_is_a_user(api: TestClient, api_settings: Settings
+                                               ) -> None:
+    """A loaded data set keeps its user ids, which start at 0: that user signs in, is looked
+    up and followed like any other (its token's ``sub`` "0" is canonical)."""
+    with sessions_of(api)() as s:
+        s.add(User(id=0, username="imported0", email="imported0@data.invalid",
+                   password_hash="!imported"))
+        s.commit()
+    token = issue_token(api_settings, 0)
+    r = api.get(ME, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["user_id"] == 0, r.text
+    fan = make_account(api, "zed")
+    assert api.post("/api/v1/users/0/follow", headers=fan.headers).status_code == 200
+    assert api.get("/api/v1/users/0", headers=fan.headers).json()["is_following"] is True
+
+
 def test_role_in_token_and_database(api: TestClient, api_settings: Settings) -> None:
     mod = make_account(api, "mona", Role.MODERATOR)
     claims = jwt.decode(mod.headers["Authorization"].split()[1],
