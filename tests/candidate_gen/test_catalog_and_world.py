@@ -13,7 +13,8 @@ from core.config import Settings
 from core.dataset_schema import DataError
 from platform_services.storage.cache import redis_client
 from platform_services.storage.db import make_engine, migrate, session_factory
-from platform_services.storage.models import Follow, User, Video, VideoStatus
+from platform_services.storage.models import Follow, User, Video, VideoStats, VideoStatus
+from platform_services.storage.social_models import UserStats
 from platform_services.trending import top
 from training.datasets.store import load_dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate, recent_start
@@ -41,6 +42,17 @@ def test_world_load_keeps_ids_and_mixes_visibility(loaded, settings: Settings) -
         assert vis["public"] > 350 and vis.get("private", 0) + vis.get("followers", 0) > 0
         assert s.get(User, 7).username == "u7" and s.get(Video, 0) is not None
     assert top(redis_client(settings.redis_url), "7d"), "trending seeded from the log"
+    with sessions() as s:  # user counters start from what was loaded (the worker adds to them)
+        stats = {r.user_id: r for r in s.scalars(select(UserStats))}
+        follows = s.execute(select(Follow.follower_id, Follow.followee_id)).all()
+        likes = dict(s.execute(select(Video.owner_id, func.sum(VideoStats.likes))
+                               .join(VideoStats, VideoStats.video_id == Video.id)
+                               .group_by(Video.owner_id)).all())
+    for user in {u for pair in follows for u in pair} | set(likes):
+        row = stats[user]
+        assert row.following == sum(f == user for f, _ in follows)
+        assert row.followers == sum(f == user for _, f in follows)
+        assert row.total_likes == likes.get(user, 0)
     synth = load_dataset("synth", settings.data_dir)
     with pytest.raises(DataError, match="already has 120 users"):
         load_world(settings, synth)

@@ -6,12 +6,15 @@ directly. Videos get a realistic mix of visibility (mostly public, a few followe
 private) and status (a few still processing or removed), drawn with a seed, so the feed's
 privacy and readiness filters have something to filter. Accounts get no password (they sign
 in through a development token). ``video_stats`` and the trending counters are seeded from
-the log, so popularity-based sources work before any live traffic.
+the log, so popularity-based sources work before any live traffic, and ``user_stats`` from the
+follows and those likes: the counters worker adds live events to what was loaded, so every
+counter must start from it.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +37,7 @@ from platform_services.storage.models import (
     VideoStatus,
     Visibility,
 )
+from platform_services.storage.social_models import UserStats
 from platform_services.trending import Hit, add_counts
 from training.datasets.store import Dataset
 
@@ -82,7 +86,7 @@ def _check(ds: Dataset) -> None:
 
 
 def _clear(session: Session) -> None:
-    for model in (VideoStats, Block, Follow, Video, User):
+    for model in (UserStats, VideoStats, Block, Follow, Video, User):
         session.execute(delete(model))
 
 
@@ -124,6 +128,22 @@ def _follow_rows(follows: pd.DataFrame | None, now: pd.Timestamp) -> list[dict]:
         {"follower_id": int(u), "followee_id": int(a), "created_at": ts}
         for u, a, ts in zip(f["user_id"], f["author_id"], _ts(f["ts"], now), strict=True)
     ]
+
+
+def _user_stats_rows(follows: list[dict], videos: list[dict], stats: list[dict]
+                     ) -> list[dict]:
+    """Followers and following from the loaded follows, likes received from the seeded video
+    counts (what the counters worker would have counted had they happened live)."""
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
+    for f in follows:
+        counts[f["follower_id"]]["following"] += 1
+        counts[f["followee_id"]]["followers"] += 1
+    owner = {v["id"]: v["owner_id"] for v in videos}
+    for row in stats:
+        if row["likes"]:
+            counts[owner[row["video_id"]]]["total_likes"] += row["likes"]
+    return [{"user_id": u, "followers": c["followers"], "following": c["following"],
+             "total_likes": c["total_likes"]} for u, c in sorted(counts.items())]
 
 
 def _clicks(ds: Dataset) -> pd.DataFrame:
@@ -200,6 +220,7 @@ def load_world(settings: Settings, ds: Dataset, replace: bool = False, seed: int
             _insert(session, Video, videos)
             _insert(session, Follow, follows)
             _insert(session, VideoStats, stats)
+            _insert(session, UserStats, _user_stats_rows(follows, videos, stats))
             if engine.dialect.name == "postgresql":  # explicit ids: move the sequences past them
                 for table in ("users", "videos"):
                     session.execute(text(
