@@ -260,6 +260,8 @@ def load_command(
     typer.echo(f"loaded {name}: {rep.users:,} users, {rep.videos:,} videos, {rep.follows:,} "
                f"follows, {rep.stats:,} video stats, {rep.trending_updates:,} trending updates "
                f"in {rep.seconds:.1f} s")
+    typer.echo("search finds them after `reelrank search reindex` (the search worker indexes "
+               "uploads as they are processed, not loaded worlds)")
 
 
 def register(groups: dict[str, typer.Typer]) -> None:
