@@ -222,6 +222,10 @@ class Settings(BaseSettings):
     # text (for a person at a terminal); unset: text in ``dev``, JSON in ``test`` and ``prod``.
     log_format: Literal["json", "text"] | None = None
     log_access: bool = True  # one access line per API request (method, route, status, ms)
+    # OpenTelemetry traces (core/tracing.py): "" off; "console": spans as JSON on stdout; an
+    # OTLP/HTTP collector URL ("http://localhost:4318"): spans exported there in batches.
+    otel_traces: str = ""
+    otel_service_name: str = Field(default="reelrank-api", min_length=1, max_length=64)
     # ``reelrank worker NAME`` serves Prometheus ``/metrics`` on this port plus the worker's
     # index in ``core.cli.WORKERS`` (relay +0, counters +1, ...; ``--metrics-port`` overrides);
     # 0: off; unset: 9100 (what ``ops/prometheus.yml`` scrapes), off in ``test`` (parallel test
@@ -268,6 +272,13 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(f"expected a rate like '600/minute', got {value!r}") from None
         return value
+
+    @field_validator("otel_traces")
+    @classmethod
+    def _check_traces(cls, value: str) -> str:
+        from core.tracing import check_spec
+
+        return check_spec(value)
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:

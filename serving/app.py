@@ -16,6 +16,7 @@ from core.config import Settings, get_settings
 from core.heap import freeze_startup_heap
 from core.logging import configure_logging, logging_configured
 from core.metrics import process_exited, process_registry
+from core.tracing import provider_for
 from platform_services.media.delivery import PlaylistSigner
 from platform_services.ratelimit import RateLimiter
 from platform_services.runtime import Runtime
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
                 await services.close()
             search_routes.close_engine(app)
             await app.state.runtime.close()
+            if traces is not None:  # flushes the spans still queued
+                await asyncio.to_thread(traces.shutdown)
             process_exited()
 
     # Every route is rate limited (per IP, and per user when signed in) and bodies are capped.
@@ -76,8 +79,11 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
                        prefixes=("/web", "/metrics", "/docs", "/redoc", "/openapi.json"))
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
                        exempt=("/blobs/",))  # the blob route caps uploads at upload_max_bytes
-    # Outermost: request id, latency by route and the access line cover every response.
-    app.add_middleware(RequestObservability, access=settings.log_access)
+    # Outermost: request id, latency by route, the access line and the trace's server span
+    # cover every response.
+    traces = provider_for(settings.otel_traces, settings.otel_service_name)
+    app.add_middleware(RequestObservability, access=settings.log_access,
+                       tracer=traces.get_tracer("reelrank.api") if traces else None)
     install_error_handlers(app)
     for router in (auth.router, events.router, feed.router, user_routes.router,
                    social_routes.router, comment_routes.router, list_routes.router,

@@ -12,7 +12,10 @@ copy each body and cost a task per request). For every HTTP request it
   never the raw path: one series per route, not per video; ``/metrics/{path}`` for a mounted
   app, ``<unmatched>`` for a 404 of no route or a 413 refused before routing) and ``status``
   the class (``2xx``);
-- logs one access line (``reelrank.access``): method, route, status, duration in ms.
+- logs one access line (``reelrank.access``): method, route, status, duration in ms;
+- with a tracer (``otel_traces``, :mod:`core.tracing`), makes the request a server span named
+  ``METHOD route`` (a child of the caller's ``traceparent`` if it sent one) with the request
+  id, the route and the status, and makes the tracer the request's for the spans inside it.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import re
 import time
 import uuid
 
+from opentelemetry import propagate, trace
 from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.logging import kv, log_context
+from core.tracing import tracing
 
 HEADER = "X-Request-ID"
 _HEADER_KEY = HEADER.lower().encode()
@@ -77,8 +82,9 @@ def route_template(scope: Scope, root_path: str = "") -> str:
 class RequestObservability:
     """ASGI middleware: request id in and out, latency by route, one access log line."""
 
-    def __init__(self, app: ASGIApp, access: bool = True) -> None:
-        self.app, self.access = app, access
+    def __init__(self, app: ASGIApp, access: bool = True,
+                 tracer: trace.Tracer | None = None) -> None:
+        self.app, self.access, self.tracer = app, access, tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,16 +104,38 @@ class RequestObservability:
                 message = {**message, "headers": headers}
             await send(message)
 
-        with log_context(request_id=request_id):
+        if self.tracer is None:
+            with log_context(request_id=request_id):
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    self._record(scope, root_path, status, time.perf_counter() - started)
+            return
+        method = scope.get("method", "")
+        carrier = {k.decode("latin-1"): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        span = self.tracer.start_span(method, context=propagate.extract(carrier),
+                                      kind=trace.SpanKind.SERVER,
+                                      attributes={"http.request.method": method,
+                                                  "reelrank.request_id": request_id})
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        with (log_context(request_id=request_id, trace_id=trace_id),
+              trace.use_span(span, end_on_exit=True), tracing(self.tracer)):
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                self._record(scope, root_path, status, time.perf_counter() - started)
+                route = self._record(scope, root_path, status, time.perf_counter() - started)
+                span.update_name(f"{method} {route}")
+                span.set_attributes({"http.route": route, "http.response.status_code": status})
+                if status >= 500:
+                    span.set_status(trace.StatusCode.ERROR)
 
-    def _record(self, scope: Scope, root_path: str, status: int, seconds: float) -> None:
+    def _record(self, scope: Scope, root_path: str, status: int, seconds: float) -> str:
+        """Observe the latency, log the access line; the route template."""
         route, method = route_template(scope, root_path), scope.get("method", "")
         REQUEST_SECONDS.labels(method, route, f"{status // 100}xx").observe(seconds)
         if self.access:
             access_log.info("request", extra=kv(method=method, route=route,
                                                 path=scope.get("path", ""), status=status,
                                                 duration_ms=round(seconds * 1000, 3)))
+        return route

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 
+from core.tracing import span
+
 log = logging.getLogger(__name__)
 
 DEGRADED = Counter("reelrank_feed_degraded", "Feed responses served without a component",
@@ -63,9 +65,11 @@ class Trace:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage ``name`` (and trace it as a span when tracing is on)."""
         t = time.perf_counter()
         try:
-            yield
+            with span(f"{self.feed}.{name}"):
+                yield
         finally:
             self.add(name, time.perf_counter() - t)
 

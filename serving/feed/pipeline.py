@@ -136,18 +136,16 @@ class Feeds:
 
     def _rank(self, c: cands.Candidates, alias: str, snap: Snapshot, now: int,
               trace: Trace) -> tuple[np.ndarray, str]:
-        t = time.perf_counter()
-        try:
-            if self.svc.ranker is None:
-                raise ModelUnavailable("no ranker backend")
-            if len(c.ids):
-                scores, version = self.svc.ranker.score(alias, c.request,
-                                                        self.s.ranker_timeout_ms / 1000)
-                return np.asarray(scores, np.float64), version
-        except Exception as exc:  # down, not loaded, or over the time budget
-            trace.degrade("ranker", repr(exc))
-        finally:
-            trace.add("ranking", time.perf_counter() - t)
+        with trace.stage("ranking"):
+            try:
+                if self.svc.ranker is None:
+                    raise ModelUnavailable("no ranker backend")
+                if len(c.ids):
+                    scores, version = self.svc.ranker.score(alias, c.request,
+                                                            self.s.ranker_timeout_ms / 1000)
+                    return np.asarray(scores, np.float64), version
+            except Exception as exc:  # down, not loaded, or over the time budget
+                trace.degrade("ranker", repr(exc))
         return cheap_scores(snap, c.ids, c.sources, now, self.s.feed_fresh_hours), \
             FALLBACK_VERSION
 
