@@ -10,7 +10,6 @@ query, its filters and its sort.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -18,7 +17,9 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from platform_services.media.models import VideoMedia
 from platform_services.search.backends import EXACT_TOTAL_UP_TO, VideoFilter
 from platform_services.search.semantic import SemanticIndex
 from platform_services.search.service import (
@@ -33,6 +34,7 @@ from platform_services.storage.models import User
 from serving.deps import CurrentUser, SessionDep, SettingsDep
 from serving.errors import error_responses
 from serving.feed.degrade import HEADER
+from serving.video_card import VideoCard, VideoStatsOut, VideoUrls, VideoUser, playback_urls
 
 router = APIRouter(prefix="/search", tags=["search"],
                    responses=error_responses(400, 401, 422, 429))
@@ -51,22 +53,9 @@ class SearchUserOut(BaseModel):
     verified: bool
 
 
-class VideoStatsOut(BaseModel):
-    views: int
-    likes: int
-    comments: int
-    shares: int
+class SearchVideoOut(VideoCard):
+    """The shared video card (playback URLs only for a stored ladder) and its relevance."""
 
-
-class SearchVideoOut(BaseModel):
-    video_id: int
-    user: SearchUserOut
-    title: str
-    video_urls: dict[str, str]
-    thumbnail_url: str
-    duration: float | None  # seconds
-    stats: VideoStatsOut
-    created_at: datetime
     relevance: float  # the blended score this list was ordered by (for sort=relevance)
 
 
@@ -152,21 +141,28 @@ def _offset(secret, kind: str, user_id: int, cursor: str | None,  # noqa: ANN001
     return offset
 
 
-def _render(request: Request, hits: list[VideoHit], owners: dict[int, User]) -> list[dict]:
+def _render(request: Request, session: Session, hits: list[VideoHit]) -> list[SearchVideoOut]:
+    """The hits as video cards: their creators and stored ladders read in one query each
+    (a video imported without media, or whose ladder is gone, has no playback URLs)."""
+    ids = [h.video_id for h in hits]
+    owners = {u.id: u for u in session.scalars(
+        select(User).where(User.id.in_({h.owner_id for h in hits})))}
+    ladders = dict(session.execute(select(VideoMedia.video_id, VideoMedia.renditions)
+                                   .where(VideoMedia.video_id.in_(ids))).all())
     playlists, blobs = request.app.state.playlists, request.app.state.blobs
     out = []
     for h in hits:
-        u = owners[h.owner_id]
-        out.append({
-            "video_id": h.video_id,
-            "user": {"user_id": u.id, "username": u.username, "display_name": u.display_name,
-                     "profile_image_url": u.avatar_url, "verified": u.verified},
-            "title": h.title, "video_urls": {"hls": playlists.url(h.video_id)},
-            "thumbnail_url": blobs.presign_get(f"videos/{h.video_id}/thumbnail.jpg", 3600),
-            "duration": h.duration_ms / 1000 if h.duration_ms is not None else None,
-            "stats": {"views": h.views, "likes": h.likes, "comments": h.comments,
-                      "shares": h.shares},
-            "created_at": h.created_at, "relevance": round(h.relevance, 6)})
+        rungs = [r["name"] for r in ladders.get(h.video_id) or ()]
+        urls = playback_urls(playlists, blobs, h.video_id, rungs, playlists.ttl_s) \
+            if rungs else {}
+        thumbnail = urls.pop("thumbnail", None)
+        out.append(SearchVideoOut(
+            video_id=h.video_id, user=VideoUser.of(owners[h.owner_id]), title=h.title,
+            video_urls=VideoUrls(hls=urls.pop("hls", None), **urls), thumbnail_url=thumbnail,
+            duration=h.duration_ms / 1000 if h.duration_ms is not None else None,
+            stats=VideoStatsOut(views=h.views, likes=h.likes, comments=h.comments,
+                                shares=h.shares),
+            created_at=h.created_at, relevance=round(h.relevance, 6)))
     return out
 
 
@@ -189,11 +185,9 @@ def search_videos(request: Request, response: Response, user: CurrentUser,
                              page_size)
     if not page.semantic:
         response.headers[HEADER] = "semantic"
-    owners = {u.id: u for u in session.scalars(
-        select(User).where(User.id.in_({h.owner_id for h in page.hits})))}
     token = sign(settings.signing_secret, "search-videos", user.id,
                  {"o": offset + page_size, "h": digest}) if page.more else None
-    return {"videos": _render(request, page.hits, owners), "next_cursor": token,
+    return {"videos": _render(request, session, page.hits), "next_cursor": token,
             "has_more": token is not None, "total_results": page.total,
             "total_results_exact": page.total_exact}
 

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 
 from candidate_gen import search_indexer
+from core.clock import utcnow
 from core.config import Settings
 from core.events import VideoDeleted, VideoModerated, VideoProcessed
 from platform_services.auth import issue_token
 from platform_services.bus.worker import Worker
+from platform_services.media.models import VideoMedia
 from platform_services.storage.db import migrate
 from platform_services.storage.models import Moderation, User, Video, VideoStatus
 from serving.app import create_app
 
 VIDEOS = "/api/v1/search/videos"
+LADDERED = "funny cat jumps off the sofa"
 
 
 @pytest.fixture
@@ -46,6 +50,16 @@ def setup_world(client: TestClient) -> tuple[int, dict[str, int]]:
             s.add(v)
             s.flush()
             ids[t] = v.id
+        # The one video with a stored ladder (what the transcoder leaves); the others were
+        # never transcoded, so they have nothing to play.
+        laddered = ids[LADDERED]
+        s.add(VideoMedia(video_id=laddered, content_type="video/mp4",
+                         source_key=f"uploads/{laddered}/source", upload_expires_at=utcnow(),
+                         media_prefix=f"videos/{laddered}/", renditions=[{"name": "360p"}]))
+    blobs = client.app.state.blobs
+    blobs.put(f"videos/{laddered}/hls/master.m3u8", b"#EXTM3U\n360p/index.m3u8\n",
+              "application/x-mpegURL")
+    blobs.put(f"videos/{laddered}/thumbnail.jpg", b"\xff\xd8 thumb", "image/jpeg")
     events = [VideoProcessed(video_id=v, owner_id=maker.id, status="ready")
               for v in ids.values()]
     worker = Worker(search_indexer.GROUP, search_indexer.TOPICS, search_indexer.handle,
@@ -74,8 +88,20 @@ def test_search_videos_and_users(client: TestClient, settings: Settings) -> None
     assert "cat held for review" not in found and "mountain bike downhill run" not in found
     assert body["total_results"] == len(found) and "X-Reelrank-Degraded" not in r.headers
     assert body["total_results_exact"] is True
-    item = body["videos"][0]
-    assert item["user"]["username"] == "maker" and item["video_urls"]["hls"].startswith("http")
+    # The shared video card: playback URLs that play for the video with a ladder, none for
+    # the others (never a URL to nothing), the creator as every other route shows them.
+    by_title = {v["title"]: v for v in body["videos"]}
+    item = by_title[LADDERED]
+    assert item["user"]["username"] == "maker" and item["user"]["display_name"] == "Clip Maker"
+    assert set(item["video_urls"]) == {"hls", "360p"}
+    master = urlsplit(item["video_urls"]["hls"])
+    r = client.get(master.path)
+    assert r.status_code == 200 and r.text.startswith("#EXTM3U")
+    thumb = urlsplit(item["thumbnail_url"])
+    assert client.get(f"{thumb.path}?{thumb.query}").content == b"\xff\xd8 thumb"
+    for title in ("hilarious kitten compilation", "kitten naps in the sun"):
+        assert by_title[title]["video_urls"] == {"hls": None}
+        assert by_title[title]["thumbnail_url"] is None
     assert item["duration"] == 9.0 and set(item["stats"]) == {"views", "likes", "comments",
                                                               "shares"}
     # Pages of one: the same list, no repeats, the cursor ends it.
