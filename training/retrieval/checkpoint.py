@@ -18,9 +18,13 @@ from typing import Any
 
 import numpy as np
 
-# What a fit's result depends on, besides its data and parameters (not the ranker's code).
-CODE = ("training/retrieval", "training/datasets", "training/content.py", "models/two_tower.py",
-        "models/content.py", "models/embeddings.py", "core/dataset_schema.py")
+# What a fit's result depends on, besides its data and parameters: the retrieval package (but
+# this module, which only says what matches), the data set readers, the content encoders and
+# the two-tower model; not the ranker, the platform, or the world loader.
+CODE = ("training/retrieval", "training/datasets/kuairand.py", "training/datasets/microlens.py",
+        "training/datasets/store.py", "training/datasets/raw.py", "training/content.py",
+        "models/two_tower.py", "models/content.py", "models/embeddings.py",
+        "core/dataset_schema.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,6 +34,8 @@ def code_fingerprint(paths: tuple[str, ...] = CODE) -> str:
     for rel in paths:
         path = ROOT / rel
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if file == Path(__file__).resolve():
+                continue
             digest.update(file.relative_to(ROOT).as_posix().encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
