@@ -24,6 +24,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
 from prometheus_client import Histogram
@@ -104,12 +106,19 @@ class RequestObservability:
                 message = {**message, "headers": headers}
             await send(message)
 
+        with log_context(request_id=request_id), self._span(scope, request_id) as finish:
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                finish(self._record(scope, root_path, status, time.perf_counter() - started),
+                       status)
+
+    @contextmanager
+    def _span(self, scope: Scope, request_id: str) -> Iterator[Callable[[str, int], None]]:
+        """The request's server span when tracing is on; yields what names and closes it
+        (``finish(route, status)``)."""
         if self.tracer is None:
-            with log_context(request_id=request_id):
-                try:
-                    await self.app(scope, receive, send_with_id)
-                finally:
-                    self._record(scope, root_path, status, time.perf_counter() - started)
+            yield lambda route, status: None
             return
         method = scope.get("method", "")
         carrier = {k.decode("latin-1"): v.decode("latin-1")
@@ -118,17 +127,17 @@ class RequestObservability:
                                       kind=trace.SpanKind.SERVER,
                                       attributes={"http.request.method": method,
                                                   "reelrank.request_id": request_id})
+
+        def finish(route: str, status: int) -> None:
+            span.update_name(f"{method} {route}")
+            span.set_attributes({"http.route": route, "http.response.status_code": status})
+            if status >= 500:
+                span.set_status(trace.StatusCode.ERROR)
+
         trace_id = format(span.get_span_context().trace_id, "032x")
-        with (log_context(request_id=request_id, trace_id=trace_id),
-              trace.use_span(span, end_on_exit=True), tracing(self.tracer)):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                route = self._record(scope, root_path, status, time.perf_counter() - started)
-                span.update_name(f"{method} {route}")
-                span.set_attributes({"http.route": route, "http.response.status_code": status})
-                if status >= 500:
-                    span.set_status(trace.StatusCode.ERROR)
+        with (trace.use_span(span, end_on_exit=True), tracing(self.tracer),
+              log_context(trace_id=trace_id)):
+            yield finish
 
     def _record(self, scope: Scope, root_path: str, status: int, seconds: float) -> str:
         """Observe the latency, log the access line; the route template."""
