@@ -72,10 +72,13 @@ def build_model(data: TrainData, cfg: TwoTowerConfig) -> TwoTower:
         content_dim=content.shape[1] if content is not None and cfg.item_features else 0,
         user_feature_dim=feats.shape[1] if feats is not None else 0,
     )
+    trained = np.unique(data.item)
     return TwoTower(
         cfg,
         user_ids=torch.from_numpy(data.ids.user_ids[np.unique(users)]),
-        item_ids=torch.from_numpy(data.ids.item_ids[np.unique(data.item)]),
+        item_ids=torch.from_numpy(data.ids.item_ids[trained]),
+        item_content=None if content is None else torch.from_numpy(
+            np.asarray(content[trained], np.float32)),
     )
 
 
