@@ -62,9 +62,12 @@ def test_profiles_lookup_and_owner_only_edits(api: TestClient) -> None:
         r = api.patch(f"{V1}/users/me", headers=ann.headers, json=body)
         assert r.status_code == 422, body
         assert [f["field"] for f in r.json()["error"]["fields"]] == [field]
-    for bad in (0, 2**63, 10**30):
+    for bad in (-1, 2**63, 10**30):
         r = api.get(f"{V1}/users/{bad}", headers=ann.headers)
         assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "user_id"
+    # 0 is a valid id (a loaded data set numbers its users from 0); here nobody has it.
+    r = api.get(f"{V1}/users/0", headers=ann.headers)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
 def test_admin_only_verification(api: TestClient) -> None:
