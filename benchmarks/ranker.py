@@ -24,6 +24,7 @@ from scipy import stats
 
 from benchmarks.report import RESULTS_DIR, table, write_report
 from core.config import get_settings
+from core.dataset_schema import DataError
 from training.ranker.bundle import RankerBundle
 from training.ranker.history import HISTORY_COLUMN
 from training.ranker.pipeline import (
@@ -153,7 +154,10 @@ def _fmt(mean: float, sd: float | None = None) -> str:
 
 
 def run_bench(data: Path, seeds: int = 3, threads: int = 2,
-              results_dir: Path = RESULTS_DIR) -> Path:
+              results_dir: Path = RESULTS_DIR, test_day: str = TEST_DAY) -> Path:
+    """The benchmark with ``test_day`` as the test. A day before the last one makes the same
+    protocol one day earlier, on rows before it and that day only (``ranker-<day>.md``): the
+    check of a choice before the real test day is read (the later days are dropped first)."""
     from training.retrieval.pipeline import load_data, parse_day
 
     load = os.getloadavg()[0]
@@ -165,7 +169,11 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
     built = time.perf_counter()
     frame = point_in_time(settings, repo, ds.interactions, ds.items, history=ds.history)
     joined = time.perf_counter()
-    end = parse_day(TEST_DAY, "kuairand")
+    end = parse_day(test_day, "kuairand")
+    frame = frame[frame["ts"] < end + pd.Timedelta(days=1)]  # one test day
+    if not (frame["ts"] >= end).any():
+        raise DataError(f"--test-day {test_day}: the log has no impressions that day")
+    days = _days(frame, end)
     outcomes = [run(frame, end, RunConfig(train=TrainConfig(seed=s), threads=threads))
                 for s in range(seeds)]
     first = outcomes[0]
@@ -205,21 +213,22 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
     cat, num = feature_columns(frame)
     body = f"""
 KuaiRand-Pure (Gao et al., CIKM 2022, CC BY-SA 4.0): {len(frame):,} logged impressions,
-train on 2022-04-25..29 (UTC+8; 04-29 validates every choice listed below, then every model
-is refitted on all five days), test on {TEST_DAY} ({first.rows['test']:,} impressions). Every
+train on {days['first']}..{days['valid']} (UTC+8; {days['valid']} validates every choice listed
+below, then every model is refitted on all {days['train']} days), test on {test_day}
+({first.rows['test']:,} impressions). Every
 model reads the same point-in-time features from the feature store
 (`features.training_set`: {len(num)} numeric, {len(cat)} categorical: {', '.join(cat)}),
 encoded once by the ranker's featurizer.
 
 - **ranker**: MMoE ({first.bundle.model.cfg.n_experts} experts) over DCN-v2 crosses, one tower per
   task ({', '.join(first.tasks)}), EMA weights; best epoch {first.best_epoch}. With the history
-  input (chosen on 04-29 per seed, below), DIN-style target attention over the user's last
+  input (chosen on {days['valid']} per seed, below), DIN-style target attention over the user's last
   {RunConfig().history_len} watched videos strictly before the impression (clicked impressions
   of the log, after KuaiRand's pre-log `user_sequences` views), each described by its id,
   creator and topic embeddings like the candidate. LightGBM and the flat features do not see
   this list.
 - **lightgbm**: LightGBM 4.7 per task, ids as categorical features, parameters searched and
-  trees early-stopped on 04-29 (below).
+  trees early-stopped on {days['valid']} (below).
 - **single-task**: the same network with one task and one expert, per task.
 
 GAUC: per-user AUC averaged with impression weights over users with both classes on the test
@@ -264,5 +273,19 @@ torch thread only helps on an idle machine).
        [[r.task, int(r.bucket), int(r.n), f"{r.predicted:.3f}", f"{r.observed:.3f}"]
         for r in calib.itertuples()])}
 """
-    return write_report("ranker", "Ranker vs LightGBM vs single-task on KuaiRand", body,
-                        results_dir)
+    name, title = "ranker", "Ranker vs LightGBM vs single-task on KuaiRand"
+    if test_day != TEST_DAY:
+        name, title = f"ranker-{test_day}", f"{title}, test day {test_day}"
+    return write_report(name, title, body, results_dir)
+
+
+def _days(frame: pd.DataFrame, end: pd.Timestamp) -> dict[str, object]:
+    """The local (UTC+8) days of the split at ``end``: first, validation, training days."""
+    from training.retrieval.pipeline import TIMEZONES
+
+    tz = TIMEZONES["kuairand"]
+    first = pd.to_datetime(frame["ts"], utc=True).min().tz_convert(tz).normalize()
+    test = end.tz_convert(tz).normalize()
+    return {"first": first.strftime("%Y-%m-%d"),
+            "valid": (test - pd.Timedelta(days=1)).strftime("%Y-%m-%d"),
+            "train": (test - first).days}

@@ -320,3 +320,14 @@ def test_selection_never_receives_a_test_row(frame: pd.DataFrame, end: pd.Timest
     assert (a.train, a.chosen, a.lgb_params, a.lgb_rounds, a.calibration, a.history) == (
         b.train, b.chosen, b.lgb_params, b.lgb_rounds, b.calibration, b.history)
     assert first.metrics["ranker"]["click_auc"] != second.metrics["ranker"]["click_auc"]
+
+
+def test_bench_days_follow_the_chosen_test_day() -> None:
+    """``reelrank bench ranker --test-day`` describes the split it ran: KuaiRand's local days
+    (UTC+8), the validation day just before the test day."""
+    from benchmarks.ranker import _days
+    from training.retrieval.pipeline import parse_day
+
+    ts = pd.to_datetime(["2022-04-24T16:30:00Z", "2022-04-28T10:00:00Z"], utc=True)
+    days = _days(pd.DataFrame({"ts": ts}), parse_day("2022-04-29", "kuairand"))
+    assert days == {"first": "2022-04-25", "valid": "2022-04-28", "train": 4}
