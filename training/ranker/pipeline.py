@@ -133,7 +133,8 @@ class RunConfig:
     # 1.16-1.30 on 04-28 while the refit needed 0.96-1.03 on 04-29, where its ECE was 0.011-
     # 0.027 unscaled and scaling by the tuned factor made it worse. With the EMA warm-up fixed
     # the same check (seeds 0-2) gives click ECE 0.015-0.023 against LightGBM's 0.027-0.030
-    # on 04-29: the over-spread the test day 04-30 shows is not visible before it.
+    # on 04-29: the over-spread the test day 04-30 shows is not visible before it
+    # (`reelrank bench ranker --test-day 2022-04-29`: benchmarks/results/ranker-2022-04-29.md).
     calibrate: bool = False
 
 
