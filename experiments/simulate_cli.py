@@ -75,6 +75,12 @@ def response_model(settings: Settings, kuairand: Path, refit: bool = False):  # 
     return ResponseModel.load(path)
 
 
+def can_simulate(settings: Settings, kuairand: Path) -> bool:
+    """Whether :func:`response_model` has a model: fitted already, or KuaiRand to fit on."""
+    fitted = settings.path("simulator", "response_model") / "model.json"
+    return fitted.is_file() or kuairand.exists()
+
+
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, limit_s: float = 300) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:

@@ -181,6 +181,7 @@ class Children:
 def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id: int,
                  children: Children, logs: Path) -> None:
     """Once the API answers: the URLs, the simulated users, the real clips (a thread)."""
+    from experiments.simulate_cli import can_simulate
     from serving.demo_clips import upload_clips
 
     if not wait_http(f"{base}/healthz"):
@@ -188,7 +189,10 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
         return
     typer.secho("\nreelrank is serving:\n", bold=True)
     typer.echo("\n".join(urls(base, mlflow, token)))
-    if settings.demo_visits_per_min > 0:
+    if settings.demo_visits_per_min > 0 and not can_simulate(settings, kuairand_dir(settings)):
+        typer.echo(f"\n  (no KuaiRand logs in {kuairand_dir(settings)} to fit the simulated "
+                   "users on: no simulated traffic; set REELRANK_DEMO_KUAIRAND_DIR)")
+    elif settings.demo_visits_per_min > 0:
         children.start(
             [sys.executable, "-m", "experiments.traffic", "--api", base, "--visits-per-min",
              settings.demo_visits_per_min, "--dataset", dataset(), "--kuairand",

@@ -51,6 +51,18 @@ def test_blank_and_oversized_inputs_name_the_field(api: TestClient) -> None:
     make_account(api, "carol")
 
 
+def test_a_body_that_is_not_a_json_object_is_named_once(api: TestClient) -> None:
+    """A form post (OAuth2's habit) or a JSON list gets one error naming the body."""
+    for kwargs in ({"data": {"username": "ann", "password": PASSWORD}}, {"json": ["ann"]}):
+        r = api.post("/api/v1/auth/token", **kwargs)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["fields"] == [
+            {"field": "body", "in": "body", "message": "the body must be a JSON object"}]
+        assert r.json()["error"]["message"] == "invalid body"
+    r = api.post("/api/v1/auth/token")
+    assert r.status_code == 422 and [f["field"] for f in r.json()["error"]["fields"]] == ["body"]
+
+
 def test_login_failures_are_indistinguishable(api: TestClient) -> None:
     make_account(api, "dora")
 
