@@ -167,9 +167,10 @@ def fit(
             row |= {f"valid_loss_{t}": float(v)
                     for t, v in zip(model_cfg.tasks, losses, strict=True)}
         history.append(row)
-        if on_epoch:
+        if on_epoch:  # the caller reports the epoch (the CLI prints it): not twice
             on_epoch(epoch, row)
-        log.info("epoch %d: %s", epoch, {k: round(v, 5) for k, v in row.items()})
+        else:
+            log.info("epoch %d: %s", epoch, {k: round(v, 5) for k, v in row.items()})
         if "valid_loss" not in row:
             continue
         if row["valid_loss"] < best - 1e-5:
