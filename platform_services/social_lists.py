@@ -1,9 +1,10 @@
-"""The lists the app shows: a user's followers, who a user follows, and the caller's saved
-videos, newest first, a keyset page at a time.
+"""The lists the app shows: a user's followers, who a user follows, a user's videos and the
+caller's saved videos, newest first, a keyset page at a time.
 
 A cursor is ``<microseconds since the epoch>_<id>`` of the last row shown: the next page is
 the rows strictly before it in ``(created_at, id)`` order, one range of an index
-(``ix_follows_followee_created``, ``ix_follows_follower_created``, ``ix_saves_user_created``),
+(``ix_follows_followee_created``, ``ix_follows_follower_created``, ``ix_saves_user_created``,
+``ix_videos_owner_id_created_at``),
 so a page costs the same on the millionth follower as on the first, and rows added meanwhile
 neither repeat nor shift later pages. Users across a block with the viewer and deleted
 accounts are left out; saved videos the viewer may no longer see (gone private,
@@ -22,10 +23,11 @@ from sqlalchemy.orm import Session
 
 from platform_services.errors import Invalid
 from platform_services.social import blocked_either_way_ids, existing_user, visible_to
-from platform_services.storage.models import Follow, User, Video
+from platform_services.storage.models import Follow, User, Video, VideoStatus
 from platform_services.storage.social_models import Save
 
-CURSOR = re.compile(r"(0|[1-9][0-9]{0,17})_([1-9][0-9]{0,18})")
+# ``<microseconds>_<id>``; ids start at 0 (a loaded data set keeps its own).
+CURSOR = re.compile(r"(0|[1-9][0-9]{0,17})_(0|[1-9][0-9]{0,18})")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -91,6 +93,17 @@ def saved(session: Session, user_id: int, cursor: str | None, limit: int) -> Pag
     stmt = (select(Save.created_at, Video, Save.video_id).join(Video, Video.id == Save.video_id)
             .where(Save.user_id == user_id, visible_to(user_id)))
     return _page(session, stmt, Save.created_at, Save.video_id, cursor, limit)
+
+
+def videos(session: Session, viewer_id: int, user_id: int, cursor: str | None,
+           limit: int) -> Page:
+    """``user_id``'s videos the viewer may see (all but removed ones for their owner):
+    (created_at, Video) pairs, newest first, one range of ``ix_videos_owner_id_created_at``."""
+    existing_user(session, user_id)
+    stmt = (select(Video.created_at, Video, Video.id)
+            .where(Video.owner_id == user_id, Video.status != VideoStatus.REMOVED,
+                   visible_to(viewer_id)))
+    return _page(session, stmt, Video.created_at, Video.id, cursor, limit)
 
 
 def followed_among(session: Session, viewer_id: int, user_ids: list[int]) -> set[int]:

@@ -171,7 +171,10 @@ def _seen(api: TestClient, who: Account, videos: set[int]) -> dict[str, set[int]
         assert r.status_code == 200, (path, r.text)
         return {v["video_id"] for v in r.json()["videos"]}
 
-    return {"for-you": ids("feed/for-you", page_size=50),
+    with api.app.state.runtime.sessions() as s:
+        owners = {s.get(Video, v).owner_id for v in videos}
+    return {"profile": set().union(*(ids(f"users/{o}/videos", page_size=50) for o in owners)),
+            "for-you": ids("feed/for-you", page_size=50),
             "following": ids("feed/following", page_size=50),
             "trending": ids("feed/trending", page_size=50),
             "search": ids("search/videos", q=who.username.split("_")[-1]),
@@ -219,8 +222,10 @@ def test_hidden_videos_do_not_leak_through_feeds_or_pages(api: TestClient) -> No
         leaked = {where: ids & hidden for where, ids in seen.items() if ids & hidden}
         assert not leaked, (who.username, leaked)
         assert world["public"] in seen["trending"] and world["public"] in seen["page"]
-    following = _seen(api, world["fan"], world["all"])["following"]
-    assert world["followers"] in following, "a follower sees followers-only videos"
+        assert world["public"] in seen["profile"]
+    fan = _seen(api, world["fan"], world["all"])
+    assert world["followers"] in fan["following"], "a follower sees followers-only videos"
+    assert world["followers"] in fan["profile"]
 
 
 def test_hidden_videos_do_not_leak_through_search(api: TestClient) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from platform_services.social_lists import encode_cursor, parse_cursor
-from platform_services.storage.models import Visibility
+from platform_services.storage.models import VideoStatus, Visibility
 from tests.serving.social.conftest import Account, make_account, make_video
 
 V1 = "/api/v1"
@@ -107,3 +107,40 @@ def test_saved_videos_page_and_hide_what_the_saver_may_not_see(api: TestClient) 
     assert [i["video_id"] for i in items] == list(reversed(videos[1:]))
     api.post(f"{V1}/users/{ann.id}/block", headers=bob.headers)
     assert api.get(f"{V1}/users/me/saved", headers=bob.headers).json()["videos"] == []
+
+
+def test_a_profiles_videos_page_by_who_may_see_them(api: TestClient) -> None:
+    ann, bob, eve = make_account(api, "ann"), make_account(api, "bob"), make_account(api, "eve")
+    public = [make_video(api, ann) for _ in range(3)]
+    followers_only = make_video(api, ann, Visibility.FOLLOWERS)
+    private = make_video(api, ann, Visibility.PRIVATE)
+    make_video(api, ann, status=VideoStatus.REMOVED)  # deleted by its owner: in no grid
+    api.post(f"{V1}/users/{ann.id}/follow", headers=bob.headers)
+
+    def ids(who: Account, page_size: int = 2) -> list[int]:
+        return [i["video_id"] for i in _all_pages(api, who, f"users/{ann.id}/videos", "videos",
+                                                  page_size)]
+
+    newest_first = list(reversed([*public, followers_only, private]))
+    assert ids(ann) == newest_first, "the owner sees every video of theirs but removed ones"
+    assert ids(bob) == [followers_only, *reversed(public)], "a follower: no private ones"
+    assert ids(eve, 1) == list(reversed(public)), "anyone else: public ones only"
+    item = api.get(f"{V1}/users/{ann.id}/videos", headers=ann.headers).json()["videos"][0]
+    assert item["video_id"] == private and item["visibility"] == "private"
+    assert item["status"] == "ready" and item["user"]["username"] == "ann"
+    assert item["video_urls"] == {"hls": None}
+
+    api.post(f"{V1}/users/{eve.id}/block", headers=ann.headers)
+    assert ids(eve) == [], "nothing across a block"
+    assert api.get(f"{V1}/users/999999/videos", headers=eve.headers).status_code == 404
+    assert api.get(f"{V1}/users/{ann.id}/videos").status_code == 401
+    r = api.get(f"{V1}/users/{ann.id}/videos", headers=eve.headers, params={"cursor": "x"})
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "cursor"
+
+
+def test_cursors_of_rows_with_id_zero() -> None:
+    """A loaded data set's user and video ids start at 0: the last row of a page may be 0."""
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 5, 17, tzinfo=UTC)
+    assert parse_cursor(encode_cursor(at, 0)) == (at, 0)
