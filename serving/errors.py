@@ -77,6 +77,9 @@ def error_body(status: int, message: str, fields: list[dict] | None = None) -> d
     return {"error": body}
 
 
+_NOT_AN_OBJECT = ("model_attributes_type", "dict_type")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -84,13 +87,17 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = err["loc"][0] if err["loc"] else "body"
             name = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path"))
-            # A body that is not a JSON object at all (a form post, a list) is the body's fault.
-            message = ("the body must be a JSON object" if not name and where == "body"
-                       and err["type"] in ("model_attributes_type", "dict_type") else err["msg"])
-            field = {"field": name or where, "in": where, "message": message}
+            message = err["msg"]
+            if not name and where == "body" and err["type"] in _NOT_AN_OBJECT + ("missing",):
+                # No body, or not a JSON object at all (a form post, a list): the body's fault.
+                # (A rule over the whole object, a model validator, keeps the field "".)
+                name = "body"
+                message = "the body must be a JSON object" if err["type"] != "missing" \
+                    else message
+            field = {"field": name, "in": where, "message": message}
             if field not in fields:  # a body read by two models fails twice the same way
                 fields.append(field)
-        names = ", ".join(f["field"] for f in fields)
+        names = ", ".join(f["field"] or f["in"] for f in fields)
         return JSONResponse(error_body(422, f"invalid {names}", fields), status_code=422)
 
     @app.exception_handler(HTTPException)
