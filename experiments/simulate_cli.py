@@ -67,7 +67,7 @@ def response_model(settings: Settings, kuairand: Path, refit: bool = False):  # 
     """The fitted response model under ``<var>/simulator``, fitted first if absent."""
     from experiments.simulator_fit import ResponseModel, fit_kuairand
 
-    path = settings.path("simulator", "response_model")
+    path = _model_dir(settings)
     if refit or not (path / "model.json").is_file():
         if not kuairand.exists():
             raise FileNotFoundError(f"{kuairand}: no KuaiRand data to fit the users on")
@@ -77,8 +77,11 @@ def response_model(settings: Settings, kuairand: Path, refit: bool = False):  # 
 
 def can_simulate(settings: Settings, kuairand: Path) -> bool:
     """Whether :func:`response_model` has a model: fitted already, or KuaiRand to fit on."""
-    fitted = settings.path("simulator", "response_model") / "model.json"
-    return fitted.is_file() or kuairand.exists()
+    return (_model_dir(settings) / "model.json").is_file() or kuairand.exists()
+
+
+def _model_dir(settings: Settings) -> Path:
+    return settings.path("simulator", "response_model")
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, limit_s: float = 300) -> None:

@@ -189,16 +189,17 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
         return
     typer.secho("\nreelrank is serving:\n", bold=True)
     typer.echo("\n".join(urls(base, mlflow, token)))
-    if settings.demo_visits_per_min > 0 and not can_simulate(settings, kuairand_dir(settings)):
-        typer.echo(f"\n  (no KuaiRand logs in {kuairand_dir(settings)} to fit the simulated "
-                   "users on: no simulated traffic; set REELRANK_DEMO_KUAIRAND_DIR)")
-    elif settings.demo_visits_per_min > 0:
+    kuairand = kuairand_dir(settings)
+    if settings.demo_visits_per_min > 0 and can_simulate(settings, kuairand):
         children.start(
             [sys.executable, "-m", "experiments.traffic", "--api", base, "--visits-per-min",
-             settings.demo_visits_per_min, "--dataset", dataset(), "--kuairand",
-             kuairand_dir(settings)], log=logs / "traffic.log")
+             settings.demo_visits_per_min, "--dataset", dataset(), "--kuairand", kuairand],
+            log=logs / "traffic.log")
         typer.echo(f"\n  simulated users: {settings.demo_visits_per_min:g} visits/min "
                    f"(log {logs / 'traffic.log'})")
+    elif settings.demo_visits_per_min > 0:
+        typer.echo(f"\n  (no KuaiRand logs in {kuairand} to fit the simulated users on: no "
+                   "simulated traffic; set REELRANK_DEMO_KUAIRAND_DIR)")
     typer.echo(f"  logs of the workers and MLflow: {logs}")
     typer.echo("  Ctrl-C stops the API, Ray Serve, Ray, the workers, MLflow and the traffic.\n")
     try:

@@ -77,6 +77,7 @@ def error_body(status: int, message: str, fields: list[dict] | None = None) -> d
     return {"error": body}
 
 
+# Errors of the body itself: none sent, or not a JSON object (a form post, a list).
 _NOT_AN_OBJECT = ("model_attributes_type", "dict_type")
 
 
@@ -88,12 +89,12 @@ def install_error_handlers(app: FastAPI) -> None:
             where = err["loc"][0] if err["loc"] else "body"
             name = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path"))
             message = err["msg"]
-            if not name and where == "body" and err["type"] in _NOT_AN_OBJECT + ("missing",):
-                # No body, or not a JSON object at all (a form post, a list): the body's fault.
-                # (A rule over the whole object, a model validator, keeps the field "".)
+            # Named "body" when the body itself is wrong; a model validator's rule over the
+            # whole object keeps the field "".
+            if not name and where == "body" and err["type"] in (*_NOT_AN_OBJECT, "missing"):
                 name = "body"
-                message = "the body must be a JSON object" if err["type"] != "missing" \
-                    else message
+                if err["type"] in _NOT_AN_OBJECT:
+                    message = "the body must be a JSON object"
             field = {"field": name, "in": where, "message": message}
             if field not in fields:  # a body read by two models fails twice the same way
                 fields.append(field)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from platform_services import social_lists
 from platform_services.media.models import VideoMedia
-from platform_services.storage.models import User, Video, VideoStats
+from platform_services.storage.models import User, Video, VideoStats, VideoStatus, Visibility
 from serving.deps import CurrentUser, SessionDep, UserIdPath
 from serving.errors import error_responses
 from serving.routes.videos import BlobsDep, SignerDep
@@ -58,8 +58,8 @@ class SavedPage(BaseModel):
 class ProfileVideo(VideoCard):
     """The shared video card with its state: others only ever see ``ready`` ones."""
 
-    status: str  # uploaded, processing, ready or failed
-    visibility: str  # public, followers or private
+    status: VideoStatus  # never "removed"
+    visibility: Visibility
 
 
 class ProfileVideoPage(BaseModel):
@@ -112,7 +112,7 @@ def videos(user_id: UserIdPath, viewer: CurrentUser, session: SessionDep, blobs:
     page = social_lists.videos(session, viewer.id, user_id, cursor, page_size)
     cards = _cards(session, signer, blobs, [v for _, v in page.rows])
     return ProfileVideoPage(
-        videos=[ProfileVideo(**card, status=v.status.value, visibility=v.visibility.value)
+        videos=[ProfileVideo(**card, status=v.status, visibility=v.visibility)
                 for card, (_, v) in zip(cards, page.rows, strict=True)],
         next_cursor=page.next_cursor, has_more=page.next_cursor is not None)
 
