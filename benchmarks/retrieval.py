@@ -30,18 +30,20 @@ from training.retrieval.pipeline import (
     Candidate,
     Outcome,
     Prepared,
-    TwoTowerRecommender,
     baseline_candidates,
     content_knn_candidate,
     load_data,
     prepare,
     run,
+)
+from training.retrieval.search import SearchSpace, select
+from training.retrieval.towers import (
+    TwoTowerRecommender,
     tuning_grid,
     two_tower_candidate,
     two_tower_configs,
     variant_name,
 )
-from training.retrieval.search import SearchSpace, select
 
 log = logging.getLogger(__name__)
 

@@ -202,6 +202,18 @@ class UserTower(nn.Module):
         return F.normalize(out + residual if self.cfg.residual else out, dim=-1)
 
 
+def query_output(layer: nn.TransformerEncoderLayer, x: Tensor, pad: Tensor) -> Tensor:
+    """``layer(x, src_key_padding_mask=pad)[:, -1]`` for a pre-norm layer, computed for the
+    last position only: the tower reads nothing else, and skipping the other positions' queries,
+    attention rows and feed-forward makes the last layer about six times cheaper to train
+    (history 100: a full layer held KuaiRand training to 1,600 examples/s)."""
+    h = layer.norm1(x)
+    attended = layer.self_attn(h[:, -1:], h, h, key_padding_mask=pad, need_weights=False)[0]
+    y = x[:, -1] + layer.dropout1(attended[:, 0])
+    hidden = layer.dropout(layer.activation(layer.linear1(layer.norm2(y))))
+    return y + layer.dropout2(layer.linear2(hidden))
+
+
 class SequentialUserTower(nn.Module):
     """Self-attention over the history: each position is the item's id vector (shared with
     the item tower) plus embeddings of its action type (plain, long view, like, both), of
@@ -219,9 +231,10 @@ class SequentialUserTower(nn.Module):
         self.gap = nn.Embedding(GAP_BUCKETS, cfg.dim)
         self.position = nn.Embedding(max_len + 1, cfg.dim)
         self.query = nn.Parameter(torch.zeros(cfg.dim))
-        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.seq_heads, cfg.hidden, cfg.dropout,
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.seq_layers, enable_nested_tensor=False)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(cfg.dim, cfg.seq_heads, cfg.hidden, cfg.dropout,
+                                       batch_first=True, norm_first=True)
+            for _ in range(cfg.seq_layers))
         width = cfg.dim + (cfg.dim if history_content is not None else 0)
         if cfg.user_id:
             self.ids = IdEmbedding(user_ids, cfg.dim, cfg.user_oov_buckets)
@@ -242,8 +255,10 @@ class SequentialUserTower(nn.Module):
         seq = items + (self.action(action) + self.gap(gap)) * valid.unsqueeze(-1)
         seq = torch.cat([seq, self.query.expand(b, 1, -1)], 1) + self.position(pos)
         pad = torch.cat([~valid, torch.zeros(b, 1, dtype=torch.bool, device=valid.device)], 1)
-        parts, residual = [self.encoder(seq, src_key_padding_mask=pad)[:, -1]], \
-            masked_mean(items, valid)
+        for layer in self.layers[:-1]:
+            seq = layer(seq, src_key_padding_mask=pad)
+        parts = [query_output(self.layers[-1], seq, pad)]
+        residual = masked_mean(items, valid)
         if self.history_content is not None:
             parts.append(self.history_content(x.history, valid))
             residual = residual + parts[-1]

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.two_tower import GAP_BUCKETS, TwoTower, TwoTowerConfig, UserInputs
+from models.two_tower import (
+    GAP_BUCKETS,
+    SequentialUserTower,
+    TwoTower,
+    TwoTowerConfig,
+    UserInputs,
+    query_output,
+)
 from training.retrieval.inputs import gap_buckets
 
 
@@ -46,3 +53,21 @@ def test_gap_buckets() -> None:
     assert out.tolist() == [[0, 5, 2, 1]]
     assert gap_buckets(np.array([[0.0]]), np.array([1e6 * hour])).max() == GAP_BUCKETS - 1
     assert gap_buckets(np.array([[0.0]]), np.array([np.nan])).tolist() == [[0]]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_query_readout_is_the_full_encoder_at_the_last_position(layers: int) -> None:
+    """The tower computes only the query token's output of its last layer; that is exactly
+    what a full pass of the same layers gives at that position, padding included."""
+    torch.manual_seed(0)
+    cfg = TwoTowerConfig(dim=16, hidden=32, seq_layers=layers, user_tower="sequential")
+    tower = TwoTower(cfg, torch.arange(5), torch.arange(100)).user.eval()
+    assert isinstance(tower, SequentialUserTower)
+    x = torch.randn(3, 6, 16)
+    pad = torch.tensor([[True] * 5 + [False], [True, True] + [False] * 4, [False] * 6])
+    full = x
+    for layer in tower.layers:
+        full = layer(full, src_key_padding_mask=pad)
+    for layer in tower.layers[:-1]:
+        x = layer(x, src_key_padding_mask=pad)
+    assert torch.allclose(query_output(tower.layers[-1], x, pad), full[:, -1], atol=1e-5)

@@ -18,23 +18,28 @@ from typing import Any
 
 import numpy as np
 
-# What a fit's result depends on, besides its data and parameters: the retrieval package (but
-# this module, which only says what matches), the data set readers, the content encoders and
-# the two-tower model; not the ranker, the platform, or the world loader.
+# What every fit's result depends on, besides its data and parameters: the retrieval package
+# (but this module, which only says what matches, and the two-tower's own modules), the data
+# set readers and the content encoders; not the ranker, the platform, or the world loader.
+TWO_TOWER_CODE = ("training/retrieval/towers.py", "training/retrieval/trainer.py",
+                  "training/retrieval/bundle.py", "models/two_tower.py", "models/content.py",
+                  "models/embeddings.py")
 CODE = ("training/retrieval", "training/datasets/kuairand.py", "training/datasets/microlens.py",
         "training/datasets/store.py", "training/datasets/raw.py", "training/content.py",
-        "models/two_tower.py", "models/content.py", "models/embeddings.py",
         "core/dataset_schema.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def code_fingerprint(paths: tuple[str, ...] = CODE) -> str:
-    """A hash of the Python sources under ``paths`` (relative to the repository root)."""
+def code_fingerprint(paths: tuple[str, ...] = CODE, skip: tuple[str, ...] = TWO_TOWER_CODE
+                     ) -> str:
+    """A hash of the Python sources under ``paths`` (relative to the repository root), but
+    this module and ``skip``."""
     digest = hashlib.sha256()
+    skipped = {Path(__file__).resolve(), *(ROOT / rel for rel in skip)}
     for rel in paths:
         path = ROOT / rel
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            if file == Path(__file__).resolve():
+            if file in skipped:
                 continue
             digest.update(file.relative_to(ROOT).as_posix().encode())
             digest.update(file.read_bytes())
@@ -43,7 +48,9 @@ def code_fingerprint(paths: tuple[str, ...] = CODE) -> str:
 
 class FitCheckpoint:
     """``get(...)`` / ``put(...)`` of one fit's record under ``scope`` (everything the
-    results depend on that the key does not name: data, settings, code)."""
+    results depend on that the key does not name: data, settings, code). ``code``: the
+    sources only this candidate's fits depend on (the two-tower's model and trainer), so a
+    change there keeps the baselines' fits."""
 
     def __init__(self, path: Path, scope: dict[str, Any]) -> None:
         self.path, self.reused = path, 0
@@ -57,21 +64,23 @@ class FitCheckpoint:
                     continue
                 self.entries[entry["key"]] = entry["record"]
 
-    def _key(self, phase: str, name: str, section: str, params: dict[str, Any]) -> str:
-        text = json.dumps([self.scope, phase, name, section, params], sort_keys=True,
+    def _key(self, phase: str, name: str, section: str, params: dict[str, Any],
+             code: tuple[str, ...]) -> str:
+        own = code_fingerprint(code, skip=()) if code else None
+        text = json.dumps([self.scope, phase, name, section, params, own], sort_keys=True,
                           default=repr)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def get(self, phase: str, name: str, section: str, params: dict[str, Any]
-            ) -> dict[str, Any] | None:
-        record = self.entries.get(self._key(phase, name, section, params))
+    def get(self, phase: str, name: str, section: str, params: dict[str, Any],
+            code: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        record = self.entries.get(self._key(phase, name, section, params, code))
         if record is not None:
             self.reused += 1
         return record
 
     def put(self, phase: str, name: str, section: str, params: dict[str, Any],
-            record: dict[str, Any]) -> None:
-        key = self._key(phase, name, section, params)
+            record: dict[str, Any], code: tuple[str, ...] = ()) -> None:
+        key = self._key(phase, name, section, params, code)
         self.entries[key] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:

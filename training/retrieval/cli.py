@@ -130,11 +130,9 @@ def train_retrieval(
         log_bundle,
         make_bundle,
     )
-    from training.retrieval.pipeline import (
+    from training.retrieval.pipeline import load_data, prepare, run
+    from training.retrieval.towers import (
         TwoTowerRecommender,
-        load_data,
-        prepare,
-        run,
         tuning_grid,
         two_tower_candidate,
         two_tower_configs,

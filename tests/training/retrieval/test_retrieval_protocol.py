@@ -3,14 +3,17 @@ intervals say when a difference is real, and content-kNN scores items nobody has
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from training.datasets.store import Dataset
-from training.retrieval import pipeline
+from training.retrieval import pipeline, towers
 from training.retrieval import search as search_module
 from training.retrieval.baselines import ContentKNN
+from training.retrieval.checkpoint import TWO_TOWER_CODE
 from training.retrieval.data import timeline
 from training.retrieval.inputs import build_id_space, encode
 from training.retrieval.intervals import over_seeds, paired_difference
@@ -133,8 +136,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path
 
     def two_tower(**params):  # noqa: ANN003, ANN202 - counts the fits
         fits.append(params)
-        return pipeline.two_tower_candidate(
-            "id", train_cfg=pipeline.TrainConfig(epochs=2, batch_size=512, progress=False)
+        return towers.two_tower_candidate(
+            "id", train_cfg=towers.TrainConfig(epochs=2, batch_size=512, progress=False)
         ).make(**params)
 
     space = SearchSpace({"temperature": [0.05, 0.1]}, joint=("temperature",))
@@ -163,3 +166,32 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path
     with path.open("a") as f:
         f.write('{"key": "cut sho')  # a line the interruption cut short is skipped
     assert FitCheckpoint(path, {"epochs": 2}).entries
+
+
+def test_a_two_tower_change_keeps_only_the_baselines_fits(tmp_path, monkeypatch) -> None:
+    """A checkpoint entry matches while the code it depends on is unchanged: an edit of the
+    two-tower's model drops its fits and keeps the baselines'; an edit of the shared
+    evaluation drops both."""
+    from training.retrieval import checkpoint
+
+    repo = tmp_path / "repo"
+    for part in ("training", "models", "core"):
+        shutil.copytree(checkpoint.ROOT / part, repo / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(checkpoint, "ROOT", repo)
+
+    def kept() -> set[str]:
+        ck = checkpoint.FitCheckpoint(tmp_path / "fits.jsonl", {"epochs": 2})
+        return {name for name, code in (("ease", ()), ("two-tower", TWO_TOWER_CODE))
+                if ck.get("tune", name, "s", {"p": 1}, code) is not None}
+
+    ck = checkpoint.FitCheckpoint(tmp_path / "fits.jsonl", {"epochs": 2})
+    ck.put("tune", "ease", "s", {"p": 1}, {"m": 1.0})
+    ck.put("tune", "two-tower", "s", {"p": 1}, {"m": 2.0}, TWO_TOWER_CODE)
+    assert kept() == {"ease", "two-tower"}
+    with (repo / "models" / "two_tower.py").open("a") as f:
+        f.write("\n# an edit\n")
+    assert kept() == {"ease"}
+    with (repo / "training" / "retrieval" / "metrics.py").open("a") as f:
+        f.write("\n# an edit\n")
+    assert kept() == set()

@@ -17,9 +17,8 @@ from training.retrieval.pipeline import (
     content_knn_candidate,
     prepare,
     run,
-    tuning_grid,
-    two_tower_candidate,
 )
+from training.retrieval.towers import tuning_grid, two_tower_candidate
 from training.retrieval.trainer import TrainConfig, item_embeddings
 
 FAST = TrainConfig(epochs=4, batch_size=512, lr=3e-3, progress=False, patience=2)
