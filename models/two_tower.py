@@ -161,18 +161,17 @@ class HistoryContent(nn.Module):
         return masked_mean(self.projection(self.rows[self.items.index(history)]), valid)
 
 
-class UserTower(nn.Module):
-    """Pools the history four ways (all, long-watched, liked, most recent) beside the user id
-    and features; the history items share the item tower's id embedding, so what the model
-    learns about an item as a target also describes users who watched it."""
+class _UserTowerBase(nn.Module):
+    """What both user towers add to their summary of the history: the history's content, the
+    user id and features, the MLP head over all of it, and the residual around the head."""
 
     def __init__(self, cfg: TwoTowerConfig, user_ids: Tensor, item_embedding: IdEmbedding,
-                 history_content: HistoryContent | None = None):
+                 history_content: HistoryContent | None, summary_width: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.items = item_embedding
         self.history_content = history_content
-        width = 4 * cfg.dim + (cfg.dim if history_content is not None else 0)
+        width = summary_width + (cfg.dim if history_content is not None else 0)
         if cfg.user_id:
             self.ids = IdEmbedding(user_ids, cfg.dim, cfg.user_oov_buckets)
             width += cfg.dim
@@ -181,14 +180,9 @@ class UserTower(nn.Module):
             width += cfg.dim
         self.head = _head(width, cfg)
 
-    def forward(self, x: UserInputs) -> Tensor:
-        valid = x.history >= 0
-        recent = torch.zeros_like(valid)
-        recent[:, -self.cfg.recent :] = True
-        masks = torch.stack([valid, valid & x.long, valid & x.liked, valid & recent], 1).float()
-        weights = masks / masks.sum(-1, keepdim=True).clamp(min=1.0)  # [B, 4, L]: four means
-        pooled = torch.bmm(weights, self.items(x.history))  # one batched matmul for all pools
-        parts, residual = list(pooled.unbind(1)), pooled[:, 0]
+    def _finish(self, x: UserInputs, valid: Tensor, parts: list[Tensor], residual: Tensor
+                ) -> Tensor:
+        """The unit user vector from ``parts`` (the history summary) and ``residual``."""
         if self.history_content is not None:
             parts.append(self.history_content(x.history, valid))
             residual = residual + parts[-1]
@@ -200,6 +194,25 @@ class UserTower(nn.Module):
             parts.append(self.features(x.features))
         out = self.head(torch.cat(parts, -1))
         return F.normalize(out + residual if self.cfg.residual else out, dim=-1)
+
+
+class UserTower(_UserTowerBase):
+    """Pools the history four ways (all, long-watched, liked, most recent) beside the user id
+    and features; the history items share the item tower's id embedding, so what the model
+    learns about an item as a target also describes users who watched it."""
+
+    def __init__(self, cfg: TwoTowerConfig, user_ids: Tensor, item_embedding: IdEmbedding,
+                 history_content: HistoryContent | None = None):
+        super().__init__(cfg, user_ids, item_embedding, history_content, 4 * cfg.dim)
+
+    def forward(self, x: UserInputs) -> Tensor:
+        valid = x.history >= 0
+        recent = torch.zeros_like(valid)
+        recent[:, -self.cfg.recent :] = True
+        masks = torch.stack([valid, valid & x.long, valid & x.liked, valid & recent], 1).float()
+        weights = masks / masks.sum(-1, keepdim=True).clamp(min=1.0)  # [B, 4, L]: four means
+        pooled = torch.bmm(weights, self.items(x.history))  # one batched matmul for all pools
+        return self._finish(x, valid, list(pooled.unbind(1)), pooled[:, 0])
 
 
 def query_output(layer: nn.TransformerEncoderLayer, x: Tensor, pad: Tensor) -> Tensor:
@@ -214,7 +227,7 @@ def query_output(layer: nn.TransformerEncoderLayer, x: Tensor, pad: Tensor) -> T
     return y + layer.dropout2(layer.linear2(hidden))
 
 
-class SequentialUserTower(nn.Module):
+class SequentialUserTower(_UserTowerBase):
     """Self-attention over the history: each position is the item's id vector (shared with
     the item tower) plus embeddings of its action type (plain, long view, like, both), of
     its time gap to the query and of its position; a learned query token appended last
@@ -223,10 +236,7 @@ class SequentialUserTower(nn.Module):
 
     def __init__(self, cfg: TwoTowerConfig, user_ids: Tensor, item_embedding: IdEmbedding,
                  history_content: HistoryContent | None = None, max_len: int = 512):
-        super().__init__()
-        self.cfg = cfg
-        self.items = item_embedding
-        self.history_content = history_content
+        super().__init__(cfg, user_ids, item_embedding, history_content, cfg.dim)
         self.action = nn.Embedding(4, cfg.dim)
         self.gap = nn.Embedding(GAP_BUCKETS, cfg.dim)
         self.position = nn.Embedding(max_len + 1, cfg.dim)
@@ -235,14 +245,6 @@ class SequentialUserTower(nn.Module):
             nn.TransformerEncoderLayer(cfg.dim, cfg.seq_heads, cfg.hidden, cfg.dropout,
                                        batch_first=True, norm_first=True)
             for _ in range(cfg.seq_layers))
-        width = cfg.dim + (cfg.dim if history_content is not None else 0)
-        if cfg.user_id:
-            self.ids = IdEmbedding(user_ids, cfg.dim, cfg.user_oov_buckets)
-            width += cfg.dim
-        if cfg.user_feature_dim:
-            self.features = nn.Linear(cfg.user_feature_dim, cfg.dim)
-            width += cfg.dim
-        self.head = _head(width, cfg)
 
     def forward(self, x: UserInputs) -> Tensor:
         b, length = x.history.shape
@@ -257,19 +259,8 @@ class SequentialUserTower(nn.Module):
         pad = torch.cat([~valid, torch.zeros(b, 1, dtype=torch.bool, device=valid.device)], 1)
         for layer in self.layers[:-1]:
             seq = layer(seq, src_key_padding_mask=pad)
-        parts = [query_output(self.layers[-1], seq, pad)]
-        residual = masked_mean(items, valid)
-        if self.history_content is not None:
-            parts.append(self.history_content(x.history, valid))
-            residual = residual + parts[-1]
-        if self.cfg.user_id:
-            parts.append(self.ids(x.user_id, self.cfg.id_dropout))
-        if self.cfg.user_feature_dim:
-            if x.features is None:
-                raise ValueError("this user tower needs user features")
-            parts.append(self.features(x.features))
-        out = self.head(torch.cat(parts, -1))
-        return F.normalize(out + residual if self.cfg.residual else out, dim=-1)
+        return self._finish(x, valid, [query_output(self.layers[-1], seq, pad)],
+                            masked_mean(items, valid))
 
 
 class TwoTower(nn.Module):

@@ -49,12 +49,15 @@ def code_fingerprint(paths: tuple[str, ...] = CODE, skip: tuple[str, ...] = TWO_
 class FitCheckpoint:
     """``get(...)`` / ``put(...)`` of one fit's record under ``scope`` (everything the
     results depend on that the key does not name: data, settings, code). ``code``: the
-    sources only this candidate's fits depend on (the two-tower's model and trainer), so a
-    change there keeps the baselines' fits."""
+    sources only this candidate's fits depend on (:data:`TWO_TOWER_CODE`: the two-tower's
+    model and trainer), so a change there keeps the baselines' fits."""
 
     def __init__(self, path: Path, scope: dict[str, Any]) -> None:
         self.path, self.reused = path, 0
         self.scope = json.dumps({**scope, "code": code_fingerprint()}, sort_keys=True)
+        # Hashed now, with the code this process runs: an edit during a run (hours long) must
+        # not label the fits of the code in memory as the edited code's.
+        self.own = {TWO_TOWER_CODE: code_fingerprint(TWO_TOWER_CODE, skip=())}
         self.entries: dict[str, dict[str, Any]] = {}
         if path.is_file():
             for line in path.read_text().splitlines():
@@ -66,7 +69,7 @@ class FitCheckpoint:
 
     def _key(self, phase: str, name: str, section: str, params: dict[str, Any],
              code: tuple[str, ...]) -> str:
-        own = code_fingerprint(code, skip=()) if code else None
+        own = self.own[code] if code else None
         text = json.dumps([self.scope, phase, name, section, params, own], sort_keys=True,
                           default=repr)
         return hashlib.sha256(text.encode()).hexdigest()

@@ -171,7 +171,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path
 def test_a_two_tower_change_keeps_only_the_baselines_fits(tmp_path, monkeypatch) -> None:
     """A checkpoint entry matches while the code it depends on is unchanged: an edit of the
     two-tower's model drops its fits and keeps the baselines'; an edit of the shared
-    evaluation drops both."""
+    evaluation drops both. The code is hashed when a run opens its checkpoint."""
     from training.retrieval import checkpoint
 
     repo = tmp_path / "repo"
@@ -192,6 +192,8 @@ def test_a_two_tower_change_keeps_only_the_baselines_fits(tmp_path, monkeypatch)
     with (repo / "models" / "two_tower.py").open("a") as f:
         f.write("\n# an edit\n")
     assert kept() == {"ease"}
+    # the run that was open before the edit runs the code it loaded: its keys stay as they were
+    assert ck.get("tune", "two-tower", "s", {"p": 1}, TWO_TOWER_CODE) is not None
     with (repo / "training" / "retrieval" / "metrics.py").open("a") as f:
         f.write("\n# an edit\n")
     assert kept() == set()
