@@ -197,3 +197,17 @@ def test_a_two_tower_change_keeps_only_the_baselines_fits(tmp_path, monkeypatch)
     with (repo / "training" / "retrieval" / "metrics.py").open("a") as f:
         f.write("\n# an edit\n")
     assert kept() == set()
+
+
+def test_the_cost_table_shows_the_longest_fit() -> None:
+    """The issue's budget is per fit (~15 minutes for one KuaiRand run): the table shows the
+    longest of a model's tuning fits and its final fit beside their sum."""
+    from benchmarks.retrieval import Section, training_cost
+
+    tuned = Outcome("ease", {}, {}, {}, 6.0, None,  # type: ignore[arg-type]
+                    tuning=[({"l2": 1.0}, {"fit_seconds": 20.0}),
+                            ({"l2": 3.0}, {"fit_seconds": 700.0})])
+    header, _, row = training_cost([Section("KuaiRand", "KuaiRand", None,  # type: ignore[arg-type]
+                                            [tuned])])
+    assert "longest fit (s)" in header
+    assert row.split(" | ")[1:6] == ["ease", "2", "720", "700", "6.0"]
