@@ -50,6 +50,10 @@ class TwoTowerConfig:
     user_tower: str = "pooled"
     seq_layers: int = 1
     seq_heads: int = 2
+    # The sequential tower attends over the last ``seq_window`` history items (SASRec's usual
+    # 50); the history mean beside it reads all of ``history_len``. A cost cap, not a tuned
+    # value: over 100 items a KuaiRand epoch took 220 s, about 30 minutes a fit.
+    seq_window: int = 50
     # Content on both sides of the score (items with content only): an item's projected
     # content is added to its output, and the mean projected content of a user's history is
     # an input of the user head and added to its output. A score then starts out as a content
@@ -247,16 +251,18 @@ class SequentialUserTower(_UserTowerBase):
             for _ in range(cfg.seq_layers))
 
     def forward(self, x: UserInputs) -> Tensor:
-        b, length = x.history.shape
         valid = x.history >= 0
         items = self.items(x.history)
-        action = x.long.long() + 2 * x.liked.long()
-        gap = x.gap if x.gap is not None else torch.zeros_like(x.history)
+        w = slice(-self.cfg.seq_window, None)  # the attention's window: the latest items
+        seen = valid[:, w]
+        b, length = seen.shape
+        action = x.long[:, w].long() + 2 * x.liked[:, w].long()
+        gap = x.gap[:, w] if x.gap is not None else torch.zeros_like(seen, dtype=torch.long)
         start = self.position.num_embeddings - 1 - length  # right-aligned positions
         pos = torch.arange(start, start + length + 1, device=items.device)
-        seq = items + (self.action(action) + self.gap(gap)) * valid.unsqueeze(-1)
+        seq = items[:, w] + (self.action(action) + self.gap(gap)) * seen.unsqueeze(-1)
         seq = torch.cat([seq, self.query.expand(b, 1, -1)], 1) + self.position(pos)
-        pad = torch.cat([~valid, torch.zeros(b, 1, dtype=torch.bool, device=valid.device)], 1)
+        pad = torch.cat([~seen, seen.new_zeros(b, 1)], 1)  # the query token is never padding
         for layer in self.layers[:-1]:
             seq = layer(seq, src_key_padding_mask=pad)
         return self._finish(x, valid, [query_output(self.layers[-1], seq, pad)],

@@ -71,3 +71,23 @@ def test_the_query_readout_is_the_full_encoder_at_the_last_position(layers: int)
     for layer in tower.layers[:-1]:
         x = layer(x, src_key_padding_mask=pad)
     assert torch.allclose(query_output(tower.layers[-1], x, pad), full[:, -1], atol=1e-5)
+
+
+def test_attention_reads_the_latest_window_and_the_mean_reads_all() -> None:
+    """``seq_window`` caps what self-attention reads (the latest items); the history mean
+    around the head (``residual``) still reads the whole history."""
+    def user_vectors(residual: bool, history: list[list[int]]) -> torch.Tensor:
+        torch.manual_seed(0)
+        cfg = TwoTowerConfig(dim=16, hidden=32, item_features=False, user_tower="sequential",
+                             residual=residual, seq_window=3)
+        m = TwoTower(cfg, user_ids=torch.arange(5), item_ids=torch.arange(100)).eval()
+        h = torch.tensor(history)
+        return m.user(UserInputs(user_id=torch.zeros(len(h), dtype=torch.long), history=h,
+                                 long=h >= 0, liked=torch.zeros_like(h, dtype=torch.bool)))
+
+    rows = [[1, 2, 3, 4, 5, 6], [9, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 9]]
+    attention_only = user_vectors(False, rows)
+    assert torch.allclose(attention_only[0], attention_only[1], atol=1e-6)  # outside the window
+    assert not torch.allclose(attention_only[0], attention_only[2], atol=1e-4)
+    with_mean = user_vectors(True, rows)
+    assert not torch.allclose(with_mean[0], with_mean[1], atol=1e-4)
