@@ -224,8 +224,7 @@ def test_hidden_videos_do_not_leak_through_feeds_or_pages(api: TestClient) -> No
         assert world["public"] in seen["trending"] and world["public"] in seen["page"]
         assert world["public"] in seen["profile"]
     fan = _seen(api, world["fan"], world["all"])
-    following = fan["following"]
-    assert world["followers"] in following, "a follower sees followers-only videos"
+    assert world["followers"] in fan["following"], "a follower sees followers-only videos"
     assert world["followers"] in fan["profile"]
 
 
