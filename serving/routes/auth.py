@@ -11,7 +11,7 @@ from platform_services import tokens
 from platform_services.auth import ConflictError, authenticate, register_user
 from serving.deps import CurrentUser, SessionDep, SettingsDep
 from serving.errors import error_responses
-from serving.limits import RateLimit, check
+from serving.limits import check, route_limit
 
 router = APIRouter(tags=["auth"])
 MIN_PASSWORD = 8
@@ -62,8 +62,8 @@ def _tokens_out(pair: tokens.TokenPair) -> TokenOut:
                     refresh_expires_in=pair.refresh_expires_in)
 
 
-@router.post("/auth/register", status_code=201, responses=error_responses(409, 422, 429),
-             dependencies=[Depends(RateLimit("signup"))])
+@router.post("/auth/register", status_code=201, responses=error_responses(409, 422, 429))
+@route_limit("signup")
 def register(body: RegisterIn, session: SessionDep) -> UserOut:
     try:
         user = register_user(session, body.username, body.email, body.password, body.region)
@@ -83,7 +83,8 @@ async def _per_account(body: LoginIn, request: Request) -> None:
 
 
 @router.post("/auth/token", responses=error_responses(401, 422, 429),
-             dependencies=[Depends(RateLimit("login")), Depends(_per_account)])
+             dependencies=[Depends(_per_account)])
+@route_limit("login")
 def token(body: LoginIn, session: SessionDep, settings: SettingsDep) -> TokenOut:
     """Log in: a 15-minute access token and a 7-day refresh token (a new login family)."""
     user = authenticate(session, body.username, body.password)
@@ -94,8 +95,8 @@ def token(body: LoginIn, session: SessionDep, settings: SettingsDep) -> TokenOut
     return _tokens_out(pair)
 
 
-@router.post("/auth/refresh", responses=error_responses(401, 422, 429),
-             dependencies=[Depends(RateLimit("login"))])
+@router.post("/auth/refresh", responses=error_responses(401, 422, 429))
+@route_limit("login")
 def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -> TokenOut:
     """Trade a refresh token for a new pair. Each refresh token works once: presenting a used
     one again revokes every token of its login (it was copied)."""

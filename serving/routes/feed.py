@@ -22,7 +22,7 @@ from serving.errors import error_responses
 from serving.feed.cursor import CursorError
 from serving.feed.pipeline import Feeds, Page, UnknownUser
 from serving.feed.schemas import FeedPage
-from serving.limits import RateLimit
+from serving.limits import route_limit
 
 router = APIRouter(prefix="/feed", tags=["feed"], responses=error_responses(400, 401, 422, 503))
 MAX_PAGE_SIZE = 50
@@ -90,8 +90,8 @@ async def _serve(response: Response, work: Callable[..., Page], *args: object) -
     return page.body
 
 
-@router.get("/for-you", response_model=FeedPage, responses=error_responses(403),
-            dependencies=[Depends(RateLimit("for_you"))])
+@router.get("/for-you", response_model=FeedPage, responses=error_responses(403))
+@route_limit("for_you")
 async def for_you(debug: DebugAllowed, _: Admitted, claims: ClaimsDep, feeds: FeedsDep,
                   settings: SettingsDep, response: Response, page_size: PageSize = None,
                   cursor: CursorQ = None) -> dict:

@@ -1,6 +1,7 @@
 """A real ``reelrank worker counters`` process: its ``/metrics`` on the port the settings give
 it (``worker_metrics_port`` + its index), the consumer-lag gauge and processed counter there,
-its log lines as JSON naming the consumer, its lowered CPU priority; and the lag gauge measured while events wait."""
+its log lines as JSON naming the consumer, its lowered CPU priority; and the lag gauge
+measured while events wait."""
 
 from __future__ import annotations
 

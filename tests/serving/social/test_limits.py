@@ -60,6 +60,28 @@ def test_signups_are_limited(api: TestClient) -> None:
     assert codes == [201, 201, 201, 429, 429]
 
 
+def test_a_route_with_its_own_limit_costs_one_round_trip(
+        api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The for-you feed's own limit is counted with the IP and user limits, in the one
+    pipelined call every request makes (a separate call was a second Redis round trip on
+    every page)."""
+    ann = make_account(api, "ann")
+    limiter = api.app.state.rate_limiter
+    calls: list[list[str]] = []
+    hit_all = limiter.hit_all
+
+    async def counted(*checks: tuple[str, tuple[str, ...]]) -> object:
+        calls.append([key[0] for _, key in checks])
+        return await hit_all(*checks)
+
+    monkeypatch.setattr(limiter, "hit_all", counted)
+    assert api.get(f"{V1}/feed/for-you", headers=ann.headers).status_code == 503  # no feed here
+    assert calls == [["ip", "user", "for_you"]]
+    calls.clear()
+    assert api.get(f"{V1}/users/me", headers=ann.headers).status_code == 200
+    assert calls == [["ip", "user"]]
+
+
 def test_per_user_limit_is_shared_and_survives_a_restart(strict: Settings) -> None:
     # The embedded Redis dies with the thread that started it (PR_SET_PDEATHSIG), and each
     # TestClient's event-loop thread ends with it: start it from this thread, as a server
