@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +30,13 @@ def machine() -> str:
     )
 
 
+def command() -> str:
+    """How this process was started, as typed (``reelrank bench serve --videos 3000 ...``):
+    a report says what reproduces it."""
+    prog = Path(sys.argv[0]).name
+    return shlex.join(["reelrank" if prog in ("-c", "reelrank") else prog, *sys.argv[1:]])
+
+
 def table(header: list[str], rows: list[list[object]]) -> str:
     """A markdown table; floats get 4 significant digits."""
 
@@ -44,5 +53,6 @@ def write_report(name: str, title: str, body: str, results_dir: Path = RESULTS_D
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.md"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    path.write_text(f"# {title}\n\n- date: {stamp}\n- machine: {machine()}\n\n{body.strip()}\n")
+    path.write_text(f"# {title}\n\n- date: {stamp}\n- machine: {machine()}\n"
+                    f"- command: `{command()}`\n\n{body.strip()}\n")
     return path
