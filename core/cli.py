@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import signal
 import sys
 from typing import Any
@@ -142,8 +141,6 @@ def worker(
         raise typer.Exit(2)
     run = resolve(WORKERS[name])
     settings = get_settings()
-    if settings.worker_nice:
-        os.nice(settings.worker_nice)
     if not metrics_port and settings.worker_metrics_base_port:
         metrics_port = settings.worker_metrics_base_port + list(WORKERS).index(name)
     serve_worker_metrics(metrics_port, settings.worker_metrics_host)

@@ -232,12 +232,6 @@ class Settings(BaseSettings):
     # workers would fight over the ports).
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65_000)
     worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a Prometheus on another host
-    # ``reelrank worker NAME`` lowers its own CPU priority by this much (``os.nice``; 0: as
-    # started). A worker consumes a log and catches up in bigger, cheaper batches when it
-    # lags; a request does not wait for it. On a machine it shares with the API it should
-    # take the CPU left over, not the API's (issues 11 and 14: the benchmarks run them side
-    # by side on 2 cores). Its lag is on ``/metrics``.
-    worker_nice: int = Field(default=10, ge=0, le=19)
     # A video's first page of comment threads, cached in Redis as the JSON it answers with
     # (issue 14 performance); a new, edited or deleted comment invalidates it at once, an
     # author's new display name or avatar shows within this many seconds. 0: no cache.
