@@ -70,6 +70,9 @@ def route_limit(scope: str) -> Callable[[F], F]:
         def token(...): ...
     """
 
+    if f"rate_limit_{scope}" not in Settings.model_fields:  # at import, not on a request
+        raise ValueError(f"no setting rate_limit_{scope} for the route limit {scope!r}")
+
     def mark(endpoint: F) -> F:
         setattr(endpoint, _ROUTE_LIMIT, scope)
         return endpoint

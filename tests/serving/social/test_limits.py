@@ -13,6 +13,7 @@ from core.config import Settings, get_settings
 from platform_services.storage.cache import embedded_server
 from platform_services.storage.db import migrate
 from serving.app import create_app
+from serving.limits import route_limit
 from tests.serving.social.conftest import PASSWORD, make_account
 
 V1 = "/api/v1"
@@ -80,6 +81,11 @@ def test_a_route_with_its_own_limit_costs_one_round_trip(
     calls.clear()
     assert api.get(f"{V1}/users/me", headers=ann.headers).status_code == 200
     assert calls == [["ip", "user"]]
+
+
+def test_a_route_limit_without_its_setting_fails_at_import() -> None:
+    with pytest.raises(ValueError, match="rate_limit_logni"):
+        route_limit("logni")
 
 
 def test_per_user_limit_is_shared_and_survives_a_restart(strict: Settings) -> None:
