@@ -8,11 +8,13 @@ LightGBM's parameters, single- vs multi-task, calibration), refit on 04-25..04-2
 on 04-30. Metrics are means over seeds with a 95 % Student-t interval over seeds
 (``scipy.stats.t``); ranker vs LightGBM is a paired difference per seed, and a "win" only when
 its interval excludes 0. Grids, trials and chosen values go into the results file. Latency is
-:meth:`RankerBundle.predict` for one user and 500 candidate rows of the test day.
+:meth:`RankerBundle.predict` for one user and 500 candidate rows of the test day, with the
+network in float32 and in bfloat16 (serving's precision on CPUs with native bfloat16).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -37,6 +39,7 @@ from training.ranker.pipeline import (
 from training.ranker.trainer import TrainConfig
 
 MODELS = ("ranker", "lightgbm", "single-task")
+PRECISIONS = ("float32", "bfloat16")
 TEST_DAY = "2022-04-30"
 CANDIDATES = 500
 
@@ -130,6 +133,19 @@ other half, both ways; `RunConfig.calibrate` is off, so it is reported, not appl
 """
 
 
+def _precision(outcomes: list) -> str:  # noqa: ANN001
+    rows = []
+    for task in ("click", "long_view"):
+        gauc = [o.selection.precision_gauc for o in outcomes]
+        if not all(task in g.get("bfloat16", {}) for g in gauc):
+            continue
+        full = np.array([g["float32"][task] for g in gauc])
+        diff = np.array([g["bfloat16"][task] for g in gauc]) - full
+        mean, low, high = interval(diff)
+        rows.append([task, f"{full.mean():.4f}", f"{mean:+.5f}", f"[{low:+.5f}, {high:+.5f}]"])
+    return table(["task", "valid GAUC float32", "bfloat16 - float32", "95 % CI"], rows)
+
+
 def _paired(tables: pd.DataFrame) -> str:
     """Ranker minus LightGBM per seed, GAUC and ECE, with the difference's interval."""
     rows = []
@@ -205,9 +221,11 @@ def run_bench(data: Path, seeds: int = 3, threads: int = 2,
     secs = pd.DataFrame([o.seconds for o in outcomes]).mean()
     cost = pd.DataFrame([o.cost for o in outcomes]).mean()
     lat = {}
-    for k in (1, 2):
-        torch.set_num_threads(k)
-        lat[k] = latency(first.bundle, frame[frame["ts"] >= end])
+    for precision in PRECISIONS:
+        served = copy.deepcopy(first.bundle).to_precision(precision)
+        for k in (1, 2):
+            torch.set_num_threads(k)
+            lat[precision, k] = latency(served, frame[frame["ts"] >= end])
     torch.set_num_threads(threads)
     calib = first.calibration[first.calibration["task"].isin(["click", "long_view"])]
     cat, num = feature_columns(frame)
@@ -261,11 +279,18 @@ join of {len(frame):,} impressions {joined - built:.1f} s.
 Load average when the benchmark started: {load:.1f} (other jobs share these cores; a second
 torch thread only helps on an idle machine).
 
-{table(["input", "threads", "p50 ms", "p99 ms"], [
-        [name, k, f"{lat[k][key + '_p50']:.2f}", f"{lat[k][key + '_p99']:.2f}"]
+{table(["input", "network", "threads", "p50 ms", "p99 ms"], [
+        [name, precision, k, f"{lat[precision, k][key + '_p50']:.2f}",
+         f"{lat[precision, k][key + '_p99']:.2f}"]
         for key, name in (("split", "user scalars + candidate frame (`predict`)"),
                           ("frame", "one flat frame (`score`, the feed's call)"))
-        for k in (1, 2)])}
+        for precision in PRECISIONS for k in (1, 2)])}
+
+The feed serves the network in bfloat16 where the CPU multiplies it natively
+(`ranker_precision=auto`). What that costs in ranking quality, on the validation day (the
+tuned network of each seed; GAUC bfloat16 - float32, 95 % Student-t interval over seeds):
+
+{_precision(outcomes)}
 
 ## Calibration of the ranker (seed 0, test day, equal-count buckets)
 

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     ranker_max_batch_size: int = Field(default=8, ge=1)
     ranker_batch_wait_ms: float = Field(default=0.5, ge=0)
     model_poll_s: float = Field(default=5.0, gt=0)
+    # The network's dtype when served (``models.ranker.inference_dtype``): ``auto`` is
+    # bfloat16 on CPUs that multiply it natively, else float32.
+    ranker_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     # Past this budget the feed falls back to a cheap score order (and says so).
     ranker_timeout_ms: int = Field(default=60, gt=0)
 

@@ -32,6 +32,23 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 
 ATTENTION = ("din", "bilinear")
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def inference_dtype(precision: str = "auto") -> torch.dtype:
+    """The dtype a network is served in. ``auto``: bfloat16 where the CPU multiplies it
+    natively (AVX-512 BF16 or AMX, through oneDNN: a 500-candidate pass about 1.7x faster,
+    ``benchmarks/results/ranker.md``), float32 elsewhere (emulated bfloat16 is slower)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"ranker precision {precision!r} (use {'|'.join(PRECISIONS)})")
+    if precision != "auto":
+        return getattr(torch, precision)
+    try:
+        native = (torch.backends.mkldnn.is_available()
+                  and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private probe: absent means "not known to work"
+        native = False
+    return torch.bfloat16 if native else torch.float32
 
 
 @dataclass
@@ -212,7 +229,7 @@ class Ranker(nn.Module):
             if self.attention is not None:
                 parts.append(self._pooled_history(fields, history))
         if self.cfg.n_numeric:
-            parts.append(numeric)
+            parts.append(numeric.to(self.embedding.weight.dtype))  # a bfloat16 copy: cast
         x0 = torch.cat(parts, 1)
         x = x0
         for cross in self.crosses:
@@ -228,13 +245,14 @@ class Ranker(nn.Module):
         return self.towers(mixed).squeeze(-1)  # [B, T]
 
     def to_predictions(self, logits: Tensor) -> Tensor:
-        """Probabilities for binary tasks, means in [0, ratio_cap] for ratio tasks."""
-        p = torch.sigmoid(logits)
+        """Probabilities for binary tasks, means in [0, ratio_cap] for ratio tasks (float32
+        whatever the network's precision: a bfloat16 probability has 2-3 significant digits)."""
+        p = torch.sigmoid(logits.float())
         return torch.where(self.is_ratio, p * self.cfg.ratio_cap, p)
 
     def score(self, predictions: Tensor) -> Tensor:
         """The final ranking score: the weighted sum of the task predictions."""
-        return predictions @ self.weights
+        return predictions @ self.weights.to(predictions.dtype)
 
     @torch.inference_mode()
     def predict(self, categorical: Tensor, numeric: Tensor,

@@ -105,11 +105,12 @@ class RankerBackend(Protocol):
     async def close(self) -> None: ...
 
 
-def load_scorer(model_uri: str) -> Scorer:
-    """The registered ranker behind ``model_uri`` (``training.ranker`` owns the format)."""
+def load_scorer(model_uri: str, precision: str = "float32") -> Scorer:
+    """The registered ranker behind ``model_uri`` (``training.ranker`` owns the format), in
+    ``precision`` (the ``ranker_precision`` setting)."""
     from training.ranker.bundle import load_ranker
 
-    scorer = load_ranker(model_uri)
+    scorer = load_ranker(model_uri, precision)
     # One pass on a few unknown rows: the first real request must not pay torch's warm-up.
     scorer.score({"video_id": np.zeros(8, np.int64)}, {"user_id": 0})
     return scorer
@@ -154,6 +155,8 @@ class LocalRanker:
 
     def __init__(self, model_name: str, poll_s: float, warm: tuple[str, ...] = ("champion",),
                  loader: Callable[[str], Scorer] = load_scorer) -> None:
+        """``loader``: model URI -> scorer (``functools.partial(load_scorer, precision=...)``
+        for another precision)."""
         self.models: AliasModels[Scorer] = AliasModels.started(model_name, loader, poll_s, warm,
                                                                owner="ranker")
 

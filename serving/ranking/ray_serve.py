@@ -35,8 +35,10 @@ class RankerDeployment:
     """One replica: ``score(alias, frame) -> (scores, "name/version")``."""
 
     def __init__(self, model_name: str, tracking_uri: str, poll_s: float, threads: int,
-                 warm_aliases: tuple[str, ...] = ("champion",)) -> None:
+                 warm_aliases: tuple[str, ...] = ("champion",), precision: str = "float32"
+                 ) -> None:
         import sys
+        from functools import partial
 
         import torch
 
@@ -50,7 +52,8 @@ class RankerDeployment:
         sys.setswitchinterval(0.001)
         # A missing model is not fatal: the API falls back until it loads.
         self.models: AliasModels[Scorer] = AliasModels.started(
-            model_name, load_scorer, poll_s, warm_aliases, owner="ranker replica")
+            model_name, partial(load_scorer, precision=precision), poll_s, warm_aliases,
+            owner="ranker replica")
 
     def reconfigure(self, config: dict) -> None:
         """``user_config`` (from the settings): micro-batch size and wait, changeable without a
@@ -106,7 +109,8 @@ class RayRanker:
             )
             threads = max(1, int(settings.ranker_num_cpus))
             serve.run(deployment.bind(settings.ranker_model, settings.mlflow_tracking_uri,
-                                      settings.model_poll_s, threads),
+                                      settings.model_poll_s, threads,
+                                      precision=settings.ranker_precision),
                       name=APP, route_prefix=None)
         # The cheapest handle path (measured in benchmarks/ray_hop.py): the request goes
         # by value over the replica's gRPC port with plain pickle, instead of as a Ray task

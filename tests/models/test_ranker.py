@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from models.ranker import Ranker, RankerConfig
+from models.ranker import Ranker, RankerConfig, inference_dtype
 
 TASKS = ("click", "like", "hate", "watch_ratio")
 
@@ -53,8 +55,9 @@ def test_config_errors() -> None:
         Ranker(RankerConfig(tasks=("click",)))
 
 
-def test_learns_a_feature_cross() -> None:
-    """Click iff the two categorical fields match: only crosses of the embeddings can tell."""
+def _cross_model() -> tuple[Ranker, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A ranker trained to click iff the two categorical fields match (only crosses of the
+    embeddings can tell), and its training batch."""
     torch.manual_seed(0)
     cfg = RankerConfig(tasks=("click",), cardinalities=(6, 6), n_numeric=0, dropout=0.0,
                        emb_dim=8, expert_hidden=(32,), tower_hidden=(16,))
@@ -69,5 +72,34 @@ def test_learns_a_feature_cross() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return model, cat, none, y
+
+
+def test_learns_a_feature_cross() -> None:
+    model, cat, none, y = _cross_model()
     _, p = model.predict(cat, none)
     assert ((p > 0.5).float() == y).float().mean() > 0.95
+
+
+def test_a_bfloat16_copy_predicts_like_float32() -> None:
+    """Serving's bfloat16 network: float32 in and out, the same decisions, probabilities
+    within bfloat16's rounding; the score's weights stay exact."""
+    model, cat, none, y = _cross_model()
+    half = copy.deepcopy(model).to(inference_dtype("bfloat16"))
+    (_, p), (score_half, p_half) = model.predict(cat, none), half.predict(cat, none)
+    assert p_half.dtype == score_half.dtype == torch.float32
+    assert (p_half - p).abs().max() < 0.02
+    assert ((p_half > 0.5).float() == y).float().mean() > 0.95
+    torch.testing.assert_close(score_half, p_half[:, 0] * model.cfg.score_weights["click"])
+    history = Ranker(_cfg(history_len=4, history_fields=(0,))).eval()
+    hist = torch.randint(-1, 50, (1, 4, 1)).expand(64, -1, -1)
+    _, p_hist = copy.deepcopy(history).to(torch.bfloat16).predict(*_batch(), hist)
+    assert (p_hist - history.predict(*_batch(), hist)[1]).abs().max() < 0.02
+
+
+def test_inference_dtype() -> None:
+    assert inference_dtype("float32") == torch.float32
+    assert inference_dtype("bfloat16") == torch.bfloat16
+    assert inference_dtype("auto") in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="precision"):
+        inference_dtype("float16")

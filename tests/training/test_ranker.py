@@ -270,6 +270,10 @@ def test_choices_are_made_on_validation_and_recorded(trained: Outcome) -> None:
     assert {t["task"] for t in sel.calibration_trials} >= {"click", "long_view"}
     assert set(sel.calibration) <= {t["task"] for t in sel.calibration_trials if t["kept"]}
     assert trained.cost["ranker_examples_per_s"] > 0 and trained.cost["ranker_s_per_epoch"] > 0
+    # Serving's bfloat16 network is checked on validation beside float32 (reported, not chosen)
+    assert sel.precision_gauc["float32"] == sel.valid_gauc["ranker"]
+    for task, full in sel.precision_gauc["float32"].items():
+        assert abs(sel.precision_gauc["bfloat16"][task] - full) < 0.01, task
 
 
 def test_the_history_input_is_a_validated_choice(trained: Outcome,

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from mlflow.models import infer_signature
 
-from models.ranker import Ranker, RankerConfig
+from models.ranker import Ranker, RankerConfig, inference_dtype
 from training import registry
 from training.ranker.featurizer import Featurizer
 from training.ranker.history import HISTORY_COLUMN
@@ -114,6 +114,13 @@ class RankerBundle:
         w = {**self.model.cfg.score_weights, **weights}
         return sum((w.get(t, 0.0) * p for t, p in per_task.items()), np.zeros(len(scores)))
 
+    def to_precision(self, precision: str) -> RankerBundle:
+        """The network cast for serving (``models.ranker.inference_dtype``: ``auto``,
+        ``float32`` or ``bfloat16``); inputs and outputs stay float32. Scoring only: a
+        bfloat16 copy is not for training."""
+        self.model.to(inference_dtype(precision))
+        return self
+
     def save(self, path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), path / "model.pt")
@@ -157,9 +164,12 @@ def log_bundle(bundle: RankerBundle, example: pd.DataFrame) -> str:
     return registry.log_bundle(bundle, RankerPyfunc(), infer_signature(example, output), example)
 
 
-def load_ranker(model_uri: str | Path) -> RankerBundle:
-    """A bundle from ``models:/reelrank-ranker@alias`` (or ``/VERSION``) or a bundle dir; for a
-    model URI the tracking URI must be set (:func:`training.registry.connect`)."""
+def load_ranker(model_uri: str | Path, precision: str = "float32") -> RankerBundle:
+    """A bundle from ``models:/reelrank-ranker@alias`` (or ``/VERSION``) or a bundle dir, in
+    ``precision`` (:meth:`RankerBundle.to_precision`); for a model URI the tracking URI must be
+    set (:func:`training.registry.connect`)."""
     if not str(model_uri).startswith("models:/"):
-        return RankerBundle.load(Path(model_uri))
-    return registry.load_bundle(str(model_uri), RankerBundle)[0]
+        bundle = RankerBundle.load(Path(model_uri))
+    else:
+        bundle = registry.load_bundle(str(model_uri), RankerBundle)[0]
+    return bundle.to_precision(precision)

@@ -16,10 +16,15 @@ the test rows (``tests/training/test_ranker.py`` spies on it), and decides:
   only when it lowers the ECE on held-out validation users (2-fold over users), since the
   in-sample ECE of a calibrator always improves (the pipeline applies it only on request:
   see ``RunConfig.calibrate``).
+
+It also measures, without choosing anything, the tuned network's validation GAUC in bfloat16
+beside float32: serving may run the network in bfloat16 (``ranker_precision``), and the cost
+of that in ranking quality is checked on validation, not on the test day.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import Callable
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 
 from models.ranker import RankerConfig
@@ -83,6 +89,8 @@ class Selection:
     calibration_trials: list[dict[str, Any]]
     seconds: dict[str, float]
     history: bool = False  # the chosen network reads the watch history
+    # Serving precision check: the tuned network's validation GAUC per dtype (main tasks).
+    precision_gauc: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _task_gauc(valid: Encoded, preds: np.ndarray, tasks: list[str]) -> dict[str, float]:
@@ -168,6 +176,9 @@ def select(net: NetConfig, tune: Encoded, valid: Encoded, tasks: list[str], trai
     seconds["ranker"] = time.perf_counter() - started
     valid_gauc = {"ranker": multi_gauc}
     calibration, calib_trials = choose_calibration(valid, predict(tuned.model, valid), tasks)
+    served = copy.deepcopy(tuned.model).to(torch.bfloat16)
+    precision_gauc = {"float32": multi_gauc,
+                      "bfloat16": _task_gauc(valid, predict(served, valid), tasks)}
 
     single_epochs: dict[str, int] = {}
     started = time.perf_counter()
@@ -226,4 +237,4 @@ def select(net: NetConfig, tune: Encoded, valid: Encoded, tasks: list[str], trai
         seconds["lightgbm"] = time.perf_counter() - started
     return Selection(replace(chosen_cfg, epochs=tuned.best_epoch), net_trials, lgb_params,
                      lgb_rounds, lgb_trials, single_epochs, valid_gauc, chosen, calibration,
-                     calib_trials, seconds, chosen_history)
+                     calib_trials, seconds, chosen_history, precision_gauc)
