@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.pool import NullPool
 
 from core.config import Settings
 from core.events import decode
 from platform_services.bus.models import OutboxRow
+from platform_services.storage.db import make_engine
 from platform_services.storage.models import Role, Video, VideoStats, VideoStatus, Visibility
 from platform_services.storage.social_models import Report
 from tests.serving.social.conftest import (
@@ -257,3 +260,30 @@ def test_world_video_zero_is_a_video_like_any_other(api: TestClient) -> None:
     assert [f["field"] for f in r.json()["error"]["fields"]] == ["events.0.video_id"]
     r = api.post(f"{V1}/reports", headers=h, json=report | {"target_id": -1})
     assert [f["field"] for f in r.json()["error"]["fields"]] == ["target_id"]
+
+
+def test_a_database_restart_costs_a_like_nothing(api: TestClient, api_settings: Settings) -> None:
+    """The pool does not ping each connection out (a round trip a request): when PostgreSQL
+    drops every connection, as a restart does, a like still succeeds (its unit runs once more
+    on a fresh connection) and any other route answers at most one 503, never a 500."""
+    if not api_settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    ann, bob = make_account(api, "ann"), make_account(api, "bob")
+    video = make_video(api, ann)
+    assert api.post(f"{V1}/videos/{video}/like", headers=bob.headers).status_code == 200
+
+    def drop_every_connection() -> None:
+        engine = make_engine(api_settings.database_url, poolclass=NullPool)
+        with engine.connect() as c:
+            dropped = c.scalar(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        engine.dispose()
+        assert dropped >= 1, "the API's pooled connection was dropped"
+
+    drop_every_connection()
+    r = api.delete(f"{V1}/videos/{video}/like", headers=bob.headers)
+    assert r.status_code == 200 and r.json()["liked"] is False and r.json()["changed"] is True
+    drop_every_connection()
+    statuses = [api.get(f"{V1}/users/me", headers=bob.headers).status_code for _ in range(3)]
+    assert statuses in ([200] * 3, [503, 200, 200]), statuses
