@@ -350,13 +350,23 @@ def _ratios(results: list[list[object]]) -> list[list[object]]:
             if backend == "ray" and (local := by.get(("local", mode, rate)))]
 
 
+def _precision() -> str:
+    from core.config import get_settings
+    from models.ranker import inference_dtype
+
+    setting = get_settings().ranker_precision
+    dtype = str(inference_dtype(setting)).removeprefix("torch.")
+    return f"network in {dtype}, `ranker_precision={setting}`"
+
+
 def _body(videos: int, users: int, seconds: float, world: dict, results: list, stages: dict,
           loads: list[float], workers: int) -> str:
     body = [
         f"Catalog: {videos:,} videos, {users:,} users (synthetic world, 7 days of logs); page "
         "size 20; the real two-tower (id variant) + IVF index, Feast online features on the "
         "embedded Redis (batch item features held in each API process), the multi-task "
-        f"ranker. API: {workers} worker processes; the demo's workers (relay, counters, "
+        f"ranker ({_precision()}). API: {workers} worker processes; the demo's workers "
+        "(relay, counters, "
         "trending, features) running. Setup: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in world["timings"].items()) + ".",
         "",
