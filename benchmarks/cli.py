@@ -79,6 +79,10 @@ def bench_retrieval(
     resume: Annotated[bool, typer.Option(help="Read back the fits an interrupted run of the "
                                          "same benchmark finished (same data, settings and "
                                          "code); --no-resume fits everything again.")] = True,
+    checkpoint: Annotated[Path, typer.Option(help="Where finished fits are kept (gzip JSON "
+                                             "lines); in the repository, so that a run "
+                                             "spanning sessions survives a new machine.")]
+    = Path("benchmarks/checkpoints/retrieval-fits.jsonl.gz"),
 ) -> None:
     """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
     from benchmarks.retrieval import bench
@@ -86,7 +90,6 @@ def bench_retrieval(
 
     set_threads(threads)
     settings = get_settings()
-    checkpoint = settings.path("bench", "retrieval-fits.jsonl")
     if not resume:
         checkpoint.unlink(missing_ok=True)
     with retrieval_errors():

@@ -7,12 +7,18 @@ same command reads them back instead of fitting again. An entry only matches whe
 its result depends on is the same: the data and fold sizes, the benchmark settings, the
 candidate, its parameters, and the source of the code that trains and evaluates (a code
 change starts over). The first seed's refit is never read back: the report needs its model.
+
+The file is gzip (one member per fit, so an append never rewrites it) and small enough to
+commit: a working session runs on a new machine, and a checkpoint outside the repository is
+lost with the old one.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +65,8 @@ class FitCheckpoint:
         # not label the fits of the code in memory as the edited code's.
         self.own = {TWO_TOWER_CODE: code_fingerprint(TWO_TOWER_CODE, skip=())}
         self.entries: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by the interruption
-                    continue
-                self.entries[entry["key"]] = entry["record"]
+        for entry in _read(path):
+            self.entries[entry["key"]] = entry["record"]
 
     def _key(self, phase: str, name: str, section: str, params: dict[str, Any],
              code: tuple[str, ...]) -> str:
@@ -86,8 +87,27 @@ class FitCheckpoint:
         key = self._key(phase, name, section, params, code)
         self.entries[key] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
+        with gzip.open(self.path, "at") as f:
             f.write(json.dumps({"key": key, "record": record}, default=_plain) + "\n")
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    """The entries in ``path``, but a last one the interruption cut short."""
+    if not path.is_file():
+        return []
+    lines: list[str] = []
+    try:
+        with gzip.open(path, "rt") as f:
+            lines.extend(f)
+    except (EOFError, gzip.BadGzipFile, zlib.error):  # a member cut short: keep what came before
+        pass
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short
+            continue
+    return entries
 
 
 def _plain(value: Any) -> Any:

@@ -3,6 +3,7 @@ intervals say when a difference is real, and content-kNN scores items nobody has
 
 from __future__ import annotations
 
+import gzip
 import shutil
 
 import numpy as np
@@ -142,7 +143,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path
 
     space = SearchSpace({"temperature": [0.05, 0.1]}, joint=("temperature",))
     cand = Candidate("two-tower (id only)", two_tower, space, seeded=True)
-    path = tmp_path / "fits.jsonl"
+    path = tmp_path / "fits.jsonl.gz"
     first = run(cand, prep, seeds=(0, 1, 2), checkpoint=FitCheckpoint(path, {"epochs": 2}))
     assert len(fits) == 2 + 3  # two tuning fits, a refit per seed
 
@@ -163,9 +164,13 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path
     run(cand, prep, seeds=(0,), checkpoint=other)
     assert other.reused == 0 and len(fits) == 2 + 1
 
-    with path.open("a") as f:
+    entries = len(FitCheckpoint(path, {"epochs": 2}).entries)
+    with gzip.open(path, "at") as f:
         f.write('{"key": "cut sho')  # a line the interruption cut short is skipped
-    assert FitCheckpoint(path, {"epochs": 2}).entries
+    assert len(FitCheckpoint(path, {"epochs": 2}).entries) == entries
+    with path.open("ab") as f:  # so is a gzip member cut short
+        f.write(gzip.compress(b'{"key": "k", "record": {}}\n')[:12])
+    assert len(FitCheckpoint(path, {"epochs": 2}).entries) == entries
 
 
 def test_a_two_tower_change_keeps_only_the_baselines_fits(tmp_path, monkeypatch) -> None:
