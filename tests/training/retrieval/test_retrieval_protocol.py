@@ -113,6 +113,30 @@ def test_content_knn_scores_unseen_items_by_their_content() -> None:
                                 rows, None))
 
 
+def test_content_knn_packed_histories_score_as_padded_ones() -> None:
+    """Histories of any length (none, shorter or longer than ``history_len``), packed and cut
+    into chunks, score as the last ``history_len`` items compared one by one."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 30, 200)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    item = rng.integers(0, 300, indptr[-1])
+    content = rng.normal(size=(300, 8)).astype(np.float32)
+    data = SimpleNamespace(item=item, indptr=indptr, items=SimpleNamespace(content=content))
+    unit = content / np.linalg.norm(content, axis=1, keepdims=True)
+    users = rng.permutation(200)[:150]
+    for aggregate in ("mean", "max"):
+        knn = ContentKNN(history_len=10, aggregate=aggregate)
+        knn.fit(data)  # type: ignore[arg-type]
+        scores = knn.score(users)
+        for row, u in enumerate(users):
+            sims = unit[item[indptr[u] : indptr[u + 1]][-10:]] @ unit.T
+            want = (np.zeros(300) if not len(sims) else
+                    sims.mean(0) if aggregate == "mean" else sims.max(0))
+            np.testing.assert_allclose(scores[row], want, atol=1e-5)
+
+
 def test_intervals_over_seeds_and_paired_over_users() -> None:
     iv = over_seeds([0.30, 0.31, 0.32])
     assert iv.low < 0.31 < iv.high and np.isnan(over_seeds([0.3]).low)
