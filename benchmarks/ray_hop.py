@@ -3,10 +3,12 @@ the scoring itself, per handle path.
 
 A stand-in deployment with the ranker's shape (``score(alias, request)`` through
 ``@serve.batch``, replicas on the Ray CPUs, user code on the replica's loop) returns zeros, so
-the figures are the hop alone: the caller's wall time and the API process's CPU per call (its
-request thread and Serve's router thread together), for a first page's request of 500
+the figures are the hop alone: the caller's wall time and the CPU per call of every process
+involved (the API process: its request thread and Serve's router thread; the replicas; the
+rest of Ray: raylet, GCS, Serve's controller, agents), for a first page's request of 500
 candidates with the ranker's real columns, sent one after another from a worker thread as
-the feed does. Paths: the default handle (a Ray actor task, arguments through the object
+the feed does. The replica side counts: a path that is cheap for the caller can move the
+work into the replica, which shares the same cores. Paths: the default handle (a Ray actor task, arguments through the object
 store, cloudpickle) and by value over the replica's gRPC port (``_by_reference=False``),
 with cloudpickle or plain pickle.
 """
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from benchmarks.report import table, write_report
 from serving.ranking.backends import RankRequest
@@ -60,19 +63,36 @@ def _deploy(cpus: int):  # noqa: ANN202 - a DeploymentHandle
         "num_cpus": 1, "runtime_env": {"env_vars": env}}).bind(), name=APP, route_prefix=None)
 
 
-def _measure(call, calls: int) -> tuple[float, float, float, float]:  # noqa: ANN001
-    """(p50, p99 wall ms, mean wall ms, caller CPU ms) per call after a warm-up."""
+def _ray_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's Ray children: the replicas, and the rest."""
+    out = {"replicas": 0.0, "ray": 0.0}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            t = p.cpu_times()
+            role = "replicas" if "ServeReplica" in " ".join(p.cmdline()) else "ray"
+            out[role] += t.user + t.system
+        except psutil.Error:  # a process that ended meanwhile
+            continue
+    return out
+
+
+def _measure(call, calls: int) -> tuple[float, ...]:  # noqa: ANN001
+    """(p50, p99, mean wall ms, caller, replica, other Ray, total CPU ms) per call after a
+    warm-up."""
     for _ in range(20):
         call()
     walls = np.empty(calls)
-    cpu0 = time.process_time()
+    ray0, cpu0 = _ray_cpu(), time.process_time()
     for i in range(calls):
         t = time.perf_counter()
         call()
         walls[i] = time.perf_counter() - t
-    cpu = (time.process_time() - cpu0) / calls
+    caller = (time.process_time() - cpu0) / calls * 1000
+    ray1 = _ray_cpu()
+    replicas, other = ((ray1[k] - ray0[k]) / calls * 1000 for k in ("replicas", "ray"))
     w = walls * 1000
-    return float(np.median(w)), float(np.quantile(w, 0.99)), float(w.mean()), cpu * 1000
+    return (float(np.median(w)), float(np.quantile(w, 0.99)), float(w.mean()), caller,
+            replicas, other, caller + replicas + other)
 
 
 def run_bench(calls: int, candidates: int, rounds: int, out: Path) -> Path:
@@ -83,7 +103,7 @@ def run_bench(calls: int, candidates: int, rounds: int, out: Path) -> Path:
     try:
         handle = _deploy(cpus)
         request = first_page_request(candidates)
-        rows: dict[str, list[tuple[float, float, float, float]]] = {p: [] for p in PATHS}
+        rows: dict[str, list[tuple[float, ...]]] = {p: [] for p in PATHS}
         for _ in range(rounds):  # interleaved, so a noisy spell hits every path alike
             for name, options in PATHS.items():
                 method = handle.options(**options).score
@@ -98,12 +118,15 @@ def run_bench(calls: int, candidates: int, rounds: int, out: Path) -> Path:
     body = [
         f"{calls} sequential calls per path and round, {rounds} rounds interleaved; a request "
         f"of {candidates} candidates with the ranker's columns; stand-in replicas that return "
-        f"zeros (the hop alone). Median over rounds; caller CPU = the API-side process's CPU "
-        f"time per call (request + router threads). Load average at the end: "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {cpus} cores.",
+        f"zeros (the hop alone). Median over rounds. CPU per call: `caller` the API-side "
+        f"process (request + router threads), `replicas` the {cpus} replica processes, `ray` "
+        f"the rest of Ray (raylet, GCS, Serve's controller, agents: mostly what they burn "
+        f"whether or not calls arrive, spread over the calls), `total` their sum. Load "
+        f"average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {cpus} cores.",
         "",
-        table(["handle path", "wall p50 ms", "wall p99 ms", "wall mean ms", "caller CPU ms"],
-              [[name, *(float(np.median([r[k] for r in got])) for k in range(4))]
+        table(["handle path", "wall p50 ms", "wall p99 ms", "wall mean ms", "caller CPU ms",
+               "replicas CPU ms", "ray CPU ms", "total CPU ms"],
+              [[name, *(float(np.median([r[k] for r in got])) for k in range(7))]
                for name, got in rows.items()]),
     ]
     return write_report(out.stem, "Ray Serve hop: cost per ranker call by handle path",
