@@ -8,9 +8,9 @@ involved (the API process: its request thread and Serve's router thread; the rep
 rest of Ray: raylet, GCS, Serve's controller, agents), for a first page's request of 500
 candidates with the ranker's real columns, sent one after another from a worker thread as
 the feed does. The replica side counts: a path that is cheap for the caller can move the
-work into the replica, which shares the same cores. Paths: the default handle (a Ray actor task, arguments through the object
-store, cloudpickle) and by value over the replica's gRPC port (``_by_reference=False``),
-with cloudpickle or plain pickle.
+work into the replica, which shares the same cores. Paths: the default handle (a Ray actor
+task, arguments through the object store, cloudpickle) and by value over the replica's gRPC
+port (``_by_reference=False``), with cloudpickle or plain pickle.
 """
 
 from __future__ import annotations

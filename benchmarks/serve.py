@@ -112,7 +112,7 @@ def _ranker_loads() -> bool:
     settings = get_settings()
     registry.connect(settings.mlflow_tracking_uri)
     try:
-        load_scorer(f"models:/{settings.ranker_model}@champion")
+        load_scorer(f"models:/{settings.ranker_model}@champion", settings.ranker_precision)
         return True
     except Exception as exc:
         print(f"the registered ranker does not load with this code ({exc!r}); retraining")

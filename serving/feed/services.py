@@ -38,7 +38,7 @@ from features.freshness import export_ages, stale_views
 from features.item_table import ItemTable
 from platform_services.storage.blobs import BlobStore, open_blob_store
 from platform_services.storage.cache import redis_client
-from serving.ranking.backends import LocalRanker, RankerBackend, load_scorer
+from serving.ranking.backends import LocalRanker, RankerBackend
 from serving.ranking.models import AliasModels, ModelUnavailable
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ def _ranker(settings: Settings) -> RankerBackend | None:
 
             return RayRanker(settings)
         return LocalRanker(settings.ranker_model, settings.model_poll_s,
-                           loader=partial(load_scorer, precision=settings.ranker_precision))
+                           settings.ranker_precision)
     except Exception as exc:
         log.exception("feed: ranker backend did not start (%s); ranking by cheap scores", exc)
         return None

@@ -14,8 +14,9 @@ columns are concatenated column by column into one batch, one forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -105,9 +106,10 @@ class RankerBackend(Protocol):
     async def close(self) -> None: ...
 
 
-def load_scorer(model_uri: str, precision: str = "float32") -> Scorer:
+def load_scorer(model_uri: str, precision: str) -> Scorer:
     """The registered ranker behind ``model_uri`` (``training.ranker`` owns the format), in
-    ``precision`` (the ``ranker_precision`` setting)."""
+    ``precision``: the ``ranker_precision`` setting, which every serving path passes (no
+    default here, so serving has one default: the setting's)."""
     from training.ranker.bundle import load_ranker
 
     scorer = load_ranker(model_uri, precision)
@@ -153,12 +155,11 @@ def result(got: Result) -> tuple[np.ndarray, str]:
 class LocalRanker:
     """The ranker in the API process."""
 
-    def __init__(self, model_name: str, poll_s: float, warm: tuple[str, ...] = ("champion",),
-                 loader: Callable[[str], Scorer] = load_scorer) -> None:
-        """``loader``: model URI -> scorer (``functools.partial(load_scorer, precision=...)``
-        for another precision)."""
-        self.models: AliasModels[Scorer] = AliasModels.started(model_name, loader, poll_s, warm,
-                                                               owner="ranker")
+    def __init__(self, model_name: str, poll_s: float, precision: str,
+                 warm: tuple[str, ...] = ("champion",)) -> None:
+        """``precision``: the ``ranker_precision`` setting (see :func:`load_scorer`)."""
+        self.models: AliasModels[Scorer] = AliasModels.started(
+            model_name, partial(load_scorer, precision=precision), poll_s, warm, owner="ranker")
 
     def score(self, alias: str, request: RankRequest, timeout_s: float
               ) -> tuple[np.ndarray, str]:

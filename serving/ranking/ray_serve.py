@@ -35,7 +35,7 @@ class RankerDeployment:
     """One replica: ``score(alias, frame) -> (scores, "name/version")``."""
 
     def __init__(self, model_name: str, tracking_uri: str, poll_s: float, threads: int,
-                 warm_aliases: tuple[str, ...] = ("champion",), precision: str = "float32"
+                 precision: str, warm_aliases: tuple[str, ...] = ("champion",)
                  ) -> None:
         import sys
         from functools import partial
