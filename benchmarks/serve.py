@@ -40,6 +40,7 @@ ROOT = Path("var/bench-serve")
 STAGES = ("viewer", "candidates", "ann", "filter", "features", "ranking", "rerank", "page")
 HELD_DEGRADED, HELD_FAILED = 0.01, 0.001
 CACHED_FACTOR = 5  # cached next pages are sent at 5x the first-page rates
+IDLE_S = 10.0  # the idle CPU window per backend, after the warm-up
 
 
 def prepare(root: Path, videos: int, users: int, days: int) -> dict:
@@ -220,6 +221,16 @@ class CpuMeter:
         return seconds
 
 
+def idle_cpu(meter: CpuMeter, seconds: float = IDLE_S) -> dict[str, float]:
+    """CPU milliseconds per second of each role with no request arriving: what the serving
+    processes burn anyway (Ray's controller and daemons, refresh loops). ``CPU ms/page``
+    includes it, spread over the pages: at ``r`` pages/s it adds ``idle / r`` to each."""
+    before = meter.read()
+    time.sleep(seconds)
+    after = meter.read()
+    return {k: 1000 * (after[k] - before.get(k, 0.0)) / seconds for k in after}
+
+
 def percentile_all(latencies: list[float], q: float) -> float:
     """The ``q``-th percentile over every request, failures at infinite latency."""
     if not latencies:
@@ -291,12 +302,13 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
     results: list[list[object]] = []
     stages: dict[str, list[list[object]]] = {}
     loads: list[float] = []
+    idle: dict[str, dict[str, float]] = {}
     n_workers = workers or os.cpu_count() or 1
 
     def report() -> Path:
         return write_report(out.stem, "Serving benchmark: GET /api/v1/feed/for-you",
                             _body(videos, users, seconds, world, results, stages, loads,
-                                  n_workers), out.parent)
+                                  n_workers, idle), out.parent)
 
     background = _demo_workers(root)
     try:
@@ -305,6 +317,8 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
             meter = CpuMeter(proc)
             try:
                 _load(8765, viewers.take(30), "first", 10, 3.0)  # warm-up, not reported
+                _drain(8765, probe)
+                idle[backend] = idle_cpu(meter)
                 # Cached pages first: an overloaded first-page run must not leave a backlog.
                 for mode in ("cached", "first"):
                     for rate in rates if mode == "first" else [r * CACHED_FACTOR for r in rates]:
@@ -360,7 +374,7 @@ def _precision() -> str:
 
 
 def _body(videos: int, users: int, seconds: float, world: dict, results: list, stages: dict,
-          loads: list[float], workers: int) -> str:
+          loads: list[float], workers: int, idle: dict[str, dict[str, float]]) -> str:
     body = [
         f"Catalog: {videos:,} videos, {users:,} users (synthetic world, 7 days of logs); page "
         "size 20; the real two-tower (id variant) + IVF index, Feast online features on the "
@@ -384,6 +398,14 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "",
         table(["backend", "pages", "req/s", "served/s", "success", "p50 ms", "p95 ms", "p99 ms",
                "degraded", "held", "ranked", "CPU ms/page", "why"], results),
+        "",
+        f"Idle CPU, ms per second with no request arriving ({IDLE_S:g} s after the warm-up, "
+        "by role as in `CPU ms/page`, which includes it: at r pages/s it adds idle / r ms to "
+        "each page):",
+        "",
+        table(["backend", "api", "ranker", "other"],
+              [[b, *(f"{v.get(k, 0.0):.1f}" for k in ("api", "ranker", "other"))]
+               for b, v in idle.items()]),
         "",
         "## Ray Serve against the in-process ranker (the baseline), same run and rates",
         "",
