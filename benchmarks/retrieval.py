@@ -24,6 +24,7 @@ from core.dataset_schema import DataError
 from training.retrieval.baselines import RandomScores
 from training.retrieval.checkpoint import FitCheckpoint
 from training.retrieval.intervals import over_seeds, paired_difference
+from training.retrieval.item2item import content_interests_candidate
 from training.retrieval.metrics import HEADLINE, METRICS
 from training.retrieval.pipeline import (
     TUNE_METRIC,
@@ -98,6 +99,7 @@ def candidates(prep: Prepared, threads: int, quick: bool, cold: bool,
             c for c in baseline_candidates(threads, timed) if c.name == "popularity"]
         if has_content:
             base.append(content_knn_candidate())
+            towers.append(content_interests_candidate())
     else:
         base = baseline_candidates(threads, timed)
     if quick:

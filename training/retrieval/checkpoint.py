@@ -30,14 +30,16 @@ import numpy as np
 TWO_TOWER_CODE = ("training/retrieval/towers.py", "training/retrieval/trainer.py",
                   "training/retrieval/bundle.py", "models/two_tower.py", "models/content.py",
                   "models/embeddings.py")
+# The two-tower with an interest per history item (the cold-item section): its own fits only.
+ITEM2ITEM_CODE = ("training/retrieval/item2item.py", "models/item_tower.py")
 CODE = ("training/retrieval", "training/datasets/kuairand.py", "training/datasets/microlens.py",
         "training/datasets/store.py", "training/datasets/raw.py", "training/content.py",
         "core/dataset_schema.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def code_fingerprint(paths: tuple[str, ...] = CODE, skip: tuple[str, ...] = TWO_TOWER_CODE
-                     ) -> str:
+def code_fingerprint(paths: tuple[str, ...] = CODE,
+                     skip: tuple[str, ...] = TWO_TOWER_CODE + ITEM2ITEM_CODE) -> str:
     """A hash of the Python sources under ``paths`` (relative to the repository root), but
     this module and ``skip``."""
     digest = hashlib.sha256()
@@ -63,7 +65,8 @@ class FitCheckpoint:
         self.scope = json.dumps({**scope, "code": code_fingerprint()}, sort_keys=True)
         # Hashed now, with the code this process runs: an edit during a run (hours long) must
         # not label the fits of the code in memory as the edited code's.
-        self.own = {TWO_TOWER_CODE: code_fingerprint(TWO_TOWER_CODE, skip=())}
+        self.own = {code: code_fingerprint(code, skip=()) for code in (TWO_TOWER_CODE,
+                                                                        ITEM2ITEM_CODE)}
         self.entries: dict[str, dict[str, Any]] = {}
         for entry in _read(path):
             self.entries[entry["key"]] = entry["record"]
