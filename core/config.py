@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     retrieval_model: str = "reelrank-retrieval"
     ranker_replicas: int | None = Field(default=None, ge=1)  # unset: one per Ray CPU
     ranker_num_cpus: float = Field(default=1.0, gt=0)
+    # Requests (first pages) per call from an API process, and per forward pass on a replica,
+    # which also waits up to ``ranker_batch_wait_ms`` for more (serving.ranking.ray_serve).
     ranker_max_batch_size: int = Field(default=8, ge=1)
     ranker_batch_wait_ms: float = Field(default=0.5, ge=0)
     model_poll_s: float = Field(default=5.0, gt=0)

@@ -8,8 +8,9 @@ in-process, within ``ranker_timeout_ms``) -> re-ranking under the source quotas 
 page; the rest of the list, the seen marks and the exposure written (one Redis round trip,
 one DB commit). A next page is the cached list, the viewer saved with it, and the same tail.
 Every dependency failure degrades (:mod:`serving.feed.degrade`) instead of failing the
-request. Trending and following share the page / cursor / exposure tail. First pages of for
-you run one at a time per process (:meth:`Feeds._computing`).
+request. Trending and following share the page / cursor / exposure tail. The CPU work of for
+you's first pages runs one page at a time per process (:class:`ComputeSlot`); a page waiting
+on a remote ranker gives the slot up meanwhile.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -47,6 +48,9 @@ from serving.feed.services import FeedServices
 from serving.ranking.models import ModelUnavailable
 
 FALLBACK_VERSION = "fallback:cheap-score"
+# A safety net for a page whose ranker request waits for the pages behind it (one of them, or
+# the slot's idle hook, always sends it; a call is bounded by ranker_timeout_ms).
+COHORT_WAIT_S = 5.0
 __all__ = ["Feeds", "Page", "UnknownUser"]
 
 
@@ -58,6 +62,74 @@ class Page:
     headers: dict[str, str]
 
 
+class ComputeSlot:
+    """One first page computes at a time per process. The GIL runs one thread at a time
+    anyway; what more concurrency inside a process adds is pages interleaving (each one
+    slower) and the ranker's call waiting for the GIL on its way out and back. Measured with
+    6 concurrent clients on one process (a loaded 2-core machine): ranker time p50 45 -> 11
+    ms, requests over budget 30 % -> 0 (fdfc587); processes (``api_workers``, one per core)
+    are what add throughput, not threads. Cursor pages (a few ms, no ranker) never wait.
+
+    The pages queued for the slot share a ranker call (a call costs as much CPU as a page's
+    scoring: :mod:`serving.ranking.ray_serve`): a page that has queued its request while
+    others wait to start steps out (:meth:`released`) and the last of them sends the call,
+    holding the slot while it waits, so no page computes during a call. Back, a page goes
+    before the pages not yet started, finishing work first. ``on_idle`` runs when the slot is
+    left with no page waiting to start (the ranker backend's ``send``: a request queued by a
+    page that stepped out always goes, even when the pages after it fail or rank nothing)."""
+
+    def __init__(self, on_idle: Callable[[], None] = lambda: None) -> None:
+        self._cond = threading.Condition()
+        self._busy, self._returning, self._starting = False, 0, 0
+        self._on_idle = on_idle
+
+    @property
+    def others_starting(self) -> bool:
+        """Pages wait to start computing (read while holding the slot)."""
+        return self._starting > 0
+
+    @contextmanager
+    def hold(self, trace: Trace) -> Iterator[None]:
+        """The slot for the block (the time waiting for it: the ``queue`` stage)."""
+        with trace.stage("queue"):
+            self._acquire(returning=False)
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Inside :meth:`hold`: the slot given up for the block, then taken back first."""
+        self._release()
+        try:
+            yield
+        finally:
+            self._acquire(returning=True)
+
+    def _acquire(self, returning: bool) -> None:
+        with self._cond:
+            if returning:
+                self._returning += 1
+            else:
+                self._starting += 1
+            while self._busy or (self._returning and not returning):
+                self._cond.wait()
+            if returning:
+                self._returning -= 1
+            else:
+                self._starting -= 1
+            self._busy = True
+
+    def _release(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+            idle = not self._starting
+        if idle:
+            self._on_idle()
+
+
 class Feeds:
     """The feed endpoints' logic over one process's :class:`FeedServices`."""
 
@@ -66,15 +138,7 @@ class Feeds:
         self.urls = MediaUrls(svc.blobs, PlaylistSigner.from_settings(svc.settings))
         self.trending_lists = TrendingCache(svc.redis)
         self.inflight = 0  # first pages admitted and not answered (serving.routes.feed.admit)
-        # One first page at a time per process, the ranker call included. The GIL runs one
-        # thread at a time anyway; what concurrency inside a process adds is a request
-        # waiting on Ray Serve while others compute, taking the CPU its replica needs (on 2
-        # cores, with a 60 ms budget). Measured with 6 concurrent clients on one process (a
-        # loaded 2-core machine): ranker time p50 45 -> 11 ms, requests over budget 30 % -> 0,
-        # at about a quarter less throughput for that one process; processes
-        # (``api_workers``, one per core) are what add throughput, not threads. Cursor pages
-        # (a few ms, no ranker) do not queue behind it.
-        self._compute = threading.Lock()
+        self.slot = ComputeSlot(self._send_queued)
         self.rerank_cfg = RerankConfig(self.s.feed_explore_slots, self.s.feed_fresh_hours,
                                        self.s.feed_freshness_boost, self.s.feed_topic_window)
 
@@ -95,7 +159,7 @@ class Feeds:
             body = self.next_page(user_id, cursor, page_size, trace, debug)
             if body is not None:
                 return Page(body, trace.headers())
-        with self.svc.sessions() as session, self._computing(trace):
+        with self.svc.sessions() as session, self.slot.hold(trace):
             user, viewer = read_viewer(session, user_id)
             # The experiment hook: the variant's aliases and pipeline parameters.
             assignment = self.svc.assignment(user.id, user.region)
@@ -124,30 +188,38 @@ class Feeds:
             body = self._first_page(session, ranked, page_size, trace, snap, viewer, debug)
         return Page(body, trace.headers())
 
-    @contextmanager
-    def _computing(self, trace: Trace) -> Iterator[None]:
-        """Hold the process's first-page slot (time waiting for it: the ``queue`` stage)."""
-        with trace.stage("queue"):
-            self._compute.acquire()
-        try:
-            yield
-        finally:
-            self._compute.release()
-
     def _rank(self, c: cands.Candidates, alias: str, snap: Snapshot, now: int,
               trace: Trace) -> tuple[np.ndarray, str]:
+        """The ranker's scores (its call within ``ranker_timeout_ms``), else the cheap
+        fallback's. A request the backend queues goes with those of the pages waiting behind
+        this one (:class:`ComputeSlot`): the last of them sends the call."""
+        ranker = self.svc.ranker
         with trace.stage("ranking"):
             try:
-                if self.svc.ranker is None:
+                if ranker is None:
                     raise ModelUnavailable("no ranker backend")
                 if len(c.ids):
-                    scores, version = self.svc.ranker.score(alias, c.request,
-                                                            self.s.ranker_timeout_ms / 1000)
+                    pending = ranker.submit(alias, c.request, self.s.ranker_timeout_ms / 1000)
+                    if pending.done():  # scored in process
+                        pass
+                    elif self.slot.others_starting and not ranker.batch_full:
+                        with self.slot.released():  # the pages behind join the call
+                            try:
+                                pending.result(timeout=COHORT_WAIT_S)
+                            finally:
+                                pending.cancel()  # unsent: it stays unsent
+                    else:  # the last of them: the call, holding the slot
+                        ranker.send()
+                    scores, version = pending.result(timeout=0)
                     return np.asarray(scores, np.float64), version
             except Exception as exc:  # down, not loaded, or over the time budget
                 trace.degrade("ranker", repr(exc))
         return cheap_scores(snap, c.ids, c.sources, now, self.s.feed_fresh_hours), \
             FALLBACK_VERSION
+
+    def _send_queued(self) -> None:
+        if self.svc.ranker is not None:
+            self.svc.ranker.send()
 
     # --- trending and following -------------------------------------------------------------
 

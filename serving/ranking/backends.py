@@ -1,9 +1,11 @@
-"""The ranker as the feed sees it: ``backend.score(alias, request, timeout_s) -> (scores,
-version)``, called from the request's worker thread.
+"""The ranker as the feed sees it: ``backend.submit(alias, request, timeout_s)`` -> a future of
+``(scores, version)``, from the request's worker thread; ``backend.send()`` sends what is
+queued.
 
-Two backends with one contract: :class:`LocalRanker` scores in the API process (the
-baseline), :class:`~serving.ranking.ray_serve.RayRanker` sends the request to a Ray Serve
-deployment that micro-batches concurrent requests of every API process. Both load the model
+Two backends with one contract: :class:`LocalRanker` scores in the API process on the
+caller's thread (the baseline; its future is done when returned, nothing is ever queued),
+:class:`~serving.ranking.ray_serve.RayRanker` queues the request for one call to a Ray Serve
+deployment with the process's next first pages. Both load the model
 by alias through :class:`~serving.ranking.models.AliasModels` and follow alias moves.
 
 A :class:`RankRequest` is columnar: one numpy array per candidate column plus the user's
@@ -15,6 +17,7 @@ columns are concatenated column by column into one batch, one forward pass.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -99,9 +102,23 @@ class Scorer(Protocol):
               *, weights: Mapping[str, float] | None = None) -> np.ndarray: ...
 
 
+Ranked = tuple[np.ndarray, str]  # scores, "name/version" of the model that gave them
+
+
 class RankerBackend(Protocol):
-    def score(self, alias: str, request: RankRequest, timeout_s: float
-              ) -> tuple[np.ndarray, str]: ...
+    def submit(self, alias: str, request: RankRequest, timeout_s: float) -> Future[Ranked]:
+        """Scores of ``request`` by the model behind ``alias``: done, or queued for
+        :meth:`send`, which gives the ranker ``timeout_s``."""
+        ...
+
+    def send(self) -> None:
+        """What is queued, scored; returns when every future of it is done."""
+        ...
+
+    @property
+    def batch_full(self) -> bool:
+        """As many requests queued as one call takes."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -118,7 +135,7 @@ def load_scorer(model_uri: str, precision: str) -> Scorer:
     return scorer
 
 
-Result = tuple[np.ndarray, str] | Exception
+Result = Ranked | Exception
 
 
 def score_many(models: AliasModels[Scorer], requests: list[tuple[str, RankRequest]],
@@ -146,10 +163,12 @@ def score_many(models: AliasModels[Scorer], requests: list[tuple[str, RankReques
     return out  # type: ignore[return-value]
 
 
-def result(got: Result) -> tuple[np.ndarray, str]:
+def resolve(future: Future[Ranked], got: Result) -> None:
+    """Complete ``future`` with a scoring result or its exception."""
     if isinstance(got, Exception):
-        raise got
-    return got
+        future.set_exception(got)
+    else:
+        future.set_result(got)
 
 
 class LocalRanker:
@@ -161,14 +180,21 @@ class LocalRanker:
         self.models: AliasModels[Scorer] = AliasModels.started(
             model_name, partial(load_scorer, precision=precision), poll_s, warm, owner="ranker")
 
-    def score(self, alias: str, request: RankRequest, timeout_s: float
-              ) -> tuple[np.ndarray, str]:
-        """On the caller's thread (a forward pass is a few ms: no budget to enforce)."""
-        return result(score_many(self.models, [(alias, request)])[0])
+    def submit(self, alias: str, request: RankRequest, timeout_s: float) -> Future[Ranked]:
+        """Scored now, on the caller's thread (a forward pass is a few ms: no budget to
+        enforce); the future is done when returned."""
+        future: Future[Ranked] = Future()
+        resolve(future, score_many(self.models, [(alias, request)])[0])
+        return future
+
+    def send(self) -> None:
+        """Nothing is ever queued."""
+
+    batch_full = True
 
     async def close(self) -> None:
         self.models.stop()
 
 
-__all__ = ["LocalRanker", "ModelUnavailable", "RankRequest", "RankerBackend", "Scorer",
-           "load_scorer", "result", "score_many"]
+__all__ = ["LocalRanker", "ModelUnavailable", "RankRequest", "Ranked", "RankerBackend",
+           "Scorer", "load_scorer", "resolve", "score_many"]

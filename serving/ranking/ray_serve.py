@@ -1,10 +1,16 @@
-"""The ranker on Ray Serve: replicas, micro-batching with ``@serve.batch``, hot reload.
+"""The ranker on Ray Serve: replicas, batching on both sides of the hop, hot reload.
 
 Each replica holds the models of the aliases it has been asked for and polls the registry
 every ``model_poll_s``; when an alias moves it loads the new version beside the old one and
 swaps (see :mod:`serving.ranking.models`), so a deploy needs no restart and fails no request.
-Concurrent requests that arrive within ``ranker_batch_wait_ms`` are scored together, up to
-``ranker_max_batch_size`` requests (one forward pass over all their candidates).
+
+A call costs ~3.6 ms of CPU across the caller, the replica and Ray whatever its payload
+(``benchmarks/results/ray_hop.md``), about as much as scoring a page. So the first pages an API
+process computes back to back share one call (:class:`CallBatch`; the pipeline sends it when
+no page waits behind the last one: no wait when the process is idle, several pages a hop
+under load). On the replica, requests that arrive within ``ranker_batch_wait_ms``
+(of any API process) are scored together, up to ``ranker_max_batch_size`` requests: one
+forward pass over all their candidates.
 
 :class:`RayRanker` is the API side: it starts local Ray with the machine's cores (or joins
 ``ray_address``), starts Serve without its HTTP proxy (the API is the only front door),
@@ -17,22 +23,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import ray
+from prometheus_client import Histogram
 from ray import serve
 
 from core.config import Settings
-from serving.ranking.backends import RankRequest, Result, Scorer, load_scorer, result, score_many
+from serving.ranking.backends import (
+    Ranked,
+    RankRequest,
+    Result,
+    Scorer,
+    load_scorer,
+    resolve,
+    score_many,
+)
 from serving.ranking.models import AliasModels
 
 APP = "reelrank-ranker"
+# Requests (first pages) per call from an API process: how much of the hop batching saves.
+CALL_REQUESTS = Histogram("reelrank_ranker_call_requests", "First pages per ranker call",
+                          buckets=(1, 2, 3, 4, 6, 8, 12, 16))
 WARM_ROWS, WARM_ROUNDS = 512, 4  # a first page's candidates; rounds of probes per replica
 
 
 @serve.deployment(max_ongoing_requests=64, health_check_period_s=5)
 class RankerDeployment:
-    """One replica: ``score(alias, frame) -> (scores, "name/version")``."""
+    """One replica: ``score([(alias, request), ...]) -> [(scores, "name/version") or the
+    exception, ...]``."""
 
     def __init__(self, model_name: str, tracking_uri: str, poll_s: float, threads: int,
                  precision: str, warm_aliases: tuple[str, ...] = ("champion",)
@@ -61,8 +84,9 @@ class RankerDeployment:
         self._batch.set_max_batch_size(int(config["max_batch_size"]))
         self._batch.set_batch_wait_timeout_s(float(config["batch_wait_ms"]) / 1000)
 
-    async def score(self, alias: str, request: RankRequest) -> Result:
-        return await self._batch((alias, request))
+    async def score(self, requests: list[tuple[str, RankRequest]]) -> list[Result]:
+        """One API call's requests, each into the micro-batch (with other callers' too)."""
+        return list(await asyncio.gather(*(self._batch(r) for r in requests)))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0005)
     async def _batch(self, requests: list[tuple[str, RankRequest]]) -> list[Result]:
@@ -120,6 +144,7 @@ class RayRanker:
             _by_reference=False, request_serialization="pickle",
             response_serialization="pickle")
         self._warm()
+        self.batch = CallBatch(self.handle, settings.ranker_max_batch_size)
 
     def _warm(self) -> None:
         """Calls through the handle before the first request: setting up its router, reaching
@@ -129,21 +154,21 @@ class RayRanker:
         probe = RankRequest({"video_id": np.zeros(WARM_ROWS, np.int64)}, {"user_id": 0})
         with contextlib.suppress(Exception):
             for _ in range(WARM_ROUNDS):
-                calls = [self.handle.score.remote("champion", probe)
+                calls = [self.handle.score.remote([("champion", probe)])
                          for _ in range(2 * _replica_count())]
                 for call in calls:
                     call.result(timeout_s=60)
 
-    def score(self, alias: str, request: RankRequest, timeout_s: float
-              ) -> tuple[np.ndarray, str]:
-        """From the request's worker thread; past ``timeout_s`` the call is cancelled (the
-        replica's slot freed) and ``TimeoutError`` raised."""
-        response = self.handle.score.remote(alias, request)
-        try:
-            return result(response.result(timeout_s=timeout_s))
-        except TimeoutError:
-            response.cancel()
-            raise
+    def submit(self, alias: str, request: RankRequest, timeout_s: float) -> Future[Ranked]:
+        """Queued for the next call (:meth:`send`)."""
+        return self.batch.add(alias, request, timeout_s)
+
+    def send(self) -> None:
+        self.batch.send()
+
+    @property
+    def batch_full(self) -> bool:
+        return self.batch.full
 
     async def close(self) -> None:
         await asyncio.to_thread(self.shutdown)
@@ -156,6 +181,61 @@ class RayRanker:
                 serve.shutdown()
             if self.connected:
                 ray.shutdown()
+
+
+@dataclass
+class _Queued:
+    alias: str
+    request: RankRequest
+    timeout_s: float
+    future: Future[Ranked]
+
+
+class CallBatch:
+    """The ranking requests an API process's pages have queued for one call to the
+    deployment (:meth:`send`). The pipeline decides when it goes (the last page of the pages
+    computing together sends it: :class:`serving.feed.pipeline.ComputeSlot`). A request
+    whose caller gave up is not sent; a call past its budget (the sum of its requests') is
+    cancelled, which frees the replica's slot, and fails each request in it."""
+
+    def __init__(self, handle: Any, max_batch: int) -> None:
+        self._handle, self.max_batch = handle, max_batch
+        self._lock = threading.Lock()
+        self._queued: list[_Queued] = []
+
+    def add(self, alias: str, request: RankRequest, timeout_s: float) -> Future[Ranked]:
+        future: Future[Ranked] = Future()
+        with self._lock:
+            self._queued.append(_Queued(alias, request, timeout_s, future))
+        return future
+
+    @property
+    def full(self) -> bool:
+        return len(self._queued) >= self.max_batch
+
+    def send(self) -> None:
+        """The queued requests as one call, on the caller's thread, each completed when it
+        returns (nothing queued: nothing sent)."""
+        with self._lock:
+            batch, self._queued = self._queued, []
+        batch = [q for q in batch if q.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        CALL_REQUESTS.observe(len(batch))
+        response = self._handle.score.remote([(q.alias, q.request) for q in batch])
+        try:
+            # Each request's budget, in sequence: the call does the work of that many calls
+            # made one after the other, as the pages would have (the last of k pages waits
+            # as long either way).
+            got = response.result(timeout_s=sum(q.timeout_s for q in batch))
+        except Exception as exc:  # down, or past the budget
+            if isinstance(exc, TimeoutError):
+                response.cancel()
+            for q in batch:
+                q.future.set_exception(exc)
+            return
+        for q, one in zip(batch, got, strict=True):
+            resolve(q.future, one)
 
 
 def _replica_count() -> int:
