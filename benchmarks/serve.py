@@ -279,6 +279,24 @@ def _drain(port: int, token: str, limit_s: float = 90.0) -> None:
         time.sleep(2)
 
 
+def ranker_calls(port: int) -> tuple[float, float]:
+    """``(first pages, calls)`` the API processes have sent to Ray Serve so far, from
+    ``/metrics`` (``reelrank_ranker_call_requests``: their sum and count)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    got = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for kind in got:
+            if line.startswith(f"reelrank_ranker_call_requests_{kind} "):
+                got[kind] += float(line.split()[-1])
+    return got["sum"], got["count"]
+
+
+def _per_call(before: tuple[float, float], after: tuple[float, float]) -> str:
+    pages, calls = after[0] - before[0], after[1] - before[1]
+    return f"{pages / calls:.2f}" if calls else "-"
+
+
 def stage_rows(run: dict) -> list[list[object]]:
     recs = [r for r in run["records"] if r["status"] == 200 and not r["cached"]]
     rows = []
@@ -327,14 +345,15 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
                         try:
                             n = int(rate * seconds) // (PAGES_PER_USER if mode == "cached"
                                                         else 1)
-                            before = meter.read()
+                            before, calls_before = meter.read(), ranker_calls(8765)
                             run = _load(8765, viewers.take(n + 1), mode, rate, seconds)
-                            after = meter.read()
+                            after, calls_after = meter.read(), ranker_calls(8765)
                         except Exception as exc:  # keep the other runs; say what failed
-                            results.append([backend, mode, rate] + ["-"] * 9
+                            results.append([backend, mode, rate] + ["-"] * 10
                                            + [f"failed: {str(exc)[:80]}"])
                             continue
                         s = summarize(run, {k: after[k] - before.get(k, 0.0) for k in after})
+                        s["pages_per_call"] = _per_call(calls_before, calls_after)
                         results.append(_row(backend, mode, rate, s))
                         if mode == "first" and rate in (min(rates), 50, max(rates)):
                             stages[f"{backend} @ {rate} req/s"] = stage_rows(run)
@@ -352,7 +371,7 @@ def _row(backend: str, mode: str, rate: int, s: dict) -> list[object]:
     ranked = "-" if mode == "cached" else f"{s['ranked_mean']:.0f} / {s['ranked_min']}"
     return [backend, mode, rate, s["throughput"], f"{100 * s['success']:.1f} %", s["p50"],
             s["p95"], s["p99"], f"{100 * s['degraded']:.1f} %", "yes" if s["held"] else "no",
-            ranked, f"{cpu.get('api', 0):.1f} + {cpu.get('ranker', 0):.1f} + "
+            ranked, s["pages_per_call"], f"{cpu.get('api', 0):.1f} + {cpu.get('ranker', 0):.1f} + "
             f"{cpu.get('other', 0):.1f}", ",".join(s["reasons"]) or "-"]
 
 
@@ -390,14 +409,16 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "infinite latency (`inf`), so a p99 is finite only with under 1 % failed. `degraded`: "
         "share of 200s served with a fallback (header `X-Reelrank-Degraded`, `why` its "
         "components). `held`: <= 1 % degraded and <= 0.1 % failed. `ranked`: candidates "
-        "ranked per first page (`X-Reelrank-Ranked`), mean / minimum. `CPU ms/page`: process "
+        "ranked per first page (`X-Reelrank-Ranked`), mean / minimum. `pages/call`: first "
+        "pages per call to Ray Serve (the API processes batch the pages they compute back to "
+        "back; `reelrank_ranker_call_requests`). `CPU ms/page`: process "
         "CPU time per page served, API workers + ranker replicas + other serving processes "
         "(Ray daemons, Redis). 1-minute load average at the start of the runs: "
         + (f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a")
         + f" on {os.cpu_count()} cores.",
         "",
         table(["backend", "pages", "req/s", "served/s", "success", "p50 ms", "p95 ms", "p99 ms",
-               "degraded", "held", "ranked", "CPU ms/page", "why"], results),
+               "degraded", "held", "ranked", "pages/call", "CPU ms/page", "why"], results),
         "",
         f"Idle CPU, ms per second with no request arriving ({IDLE_S:g} s after the warm-up, "
         "by role as in `CPU ms/page`, which includes it: at r pages/s it adds idle / r ms to "
