@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -45,6 +46,7 @@ from serving.feed.render import MediaUrls, render
 from serving.feed.rerank import RerankConfig, rerank
 from serving.feed.scoring import age_hours, cheap_scores
 from serving.feed.services import FeedServices
+from serving.ranking.backends import Ranked, RankerBackend
 from serving.ranking.models import ModelUnavailable
 
 FALLBACK_VERSION = "fallback:cheap-score"
@@ -200,22 +202,26 @@ class Feeds:
                     raise ModelUnavailable("no ranker backend")
                 if len(c.ids):
                     pending = ranker.submit(alias, c.request, self.s.ranker_timeout_ms / 1000)
-                    if pending.done():  # scored in process
-                        pass
-                    elif self.slot.others_starting and not ranker.batch_full:
-                        with self.slot.released():  # the pages behind join the call
-                            try:
-                                pending.result(timeout=COHORT_WAIT_S)
-                            finally:
-                                pending.cancel()  # unsent: it stays unsent
-                    else:  # the last of them: the call, holding the slot
-                        ranker.send()
+                    if not pending.done():  # queued (a local ranker has scored already)
+                        self._await_call(pending, ranker)
                     scores, version = pending.result(timeout=0)
                     return np.asarray(scores, np.float64), version
             except Exception as exc:  # down, not loaded, or over the time budget
                 trace.degrade("ranker", repr(exc))
         return cheap_scores(snap, c.ids, c.sources, now, self.s.feed_fresh_hours), \
             FALLBACK_VERSION
+
+    def _await_call(self, pending: Future[Ranked], ranker: RankerBackend) -> None:
+        """Step out while pages wait behind this one (they join the call, the last of them
+        sends it); else send the call now, holding the slot."""
+        if self.slot.others_starting and not ranker.batch_full:
+            with self.slot.released():
+                try:
+                    pending.result(timeout=COHORT_WAIT_S)
+                finally:
+                    pending.cancel()  # unsent: it stays unsent
+        else:
+            ranker.send()
 
     def _send_queued(self) -> None:
         if self.svc.ranker is not None:
