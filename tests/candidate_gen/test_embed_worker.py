@@ -34,7 +34,8 @@ from serving import demo
 from serving.app import create_app
 from serving.feed.services import FeedServices
 from tests.isolation import env_settings
-from tests.platform_services.media.conftest import clip, signup, upload
+from tests.platform_services.media.conftest import clip, upload
+from tests.serving.conftest import signup
 from training.datasets.store import load_dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate, recent_start
 from training.datasets.world import load_world

@@ -55,14 +55,6 @@ def api(media_settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
-def signup(client: TestClient, name: str) -> dict[str, str]:
-    """Register ``name``; its Authorization header."""
-    body = {"username": name, "email": f"{name}@example.com", "password": "correct horse"}
-    assert client.post("/api/v1/auth/register", json=body).status_code == 201
-    r = client.post("/api/v1/auth/token", json={"username": name, "password": "correct horse"})
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
 def http(client: TestClient, method: str, url: str, **kwargs) -> httpx.Response:
     """Follow a pre-signed URL: the app's own routes through the test client, S3 over HTTP."""
     u = urlsplit(url)

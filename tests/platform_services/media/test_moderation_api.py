@@ -18,10 +18,10 @@ from tests.platform_services.media.conftest import (
     cut,
     outbox,
     run_transcodes,
-    signup,
     upload,
     video_status,
 )
+from tests.serving.conftest import signup
 
 QUEUE = "/api/v1/moderation/queue"
 

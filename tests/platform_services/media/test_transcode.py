@@ -18,10 +18,10 @@ from tests.platform_services.media.conftest import (
     http,
     outbox,
     run_transcodes,
-    signup,
     upload,
     video_status,
 )
+from tests.serving.conftest import signup
 
 SEGMENT_S = 3.0
 

@@ -24,7 +24,8 @@ from platform_services.runtime import Runtime
 from platform_services.storage.blobs import open_blob_store
 from platform_services.storage.db import migrate
 from serving.app import create_app
-from tests.platform_services.media.conftest import clip, cut, outbox, signup, upload
+from tests.platform_services.media.conftest import clip, cut, outbox, upload
+from tests.serving.conftest import signup
 
 pytestmark = pytest.mark.timeout(600)
 MEMBERS = 2

@@ -23,10 +23,10 @@ from tests.platform_services.media.conftest import (
     clip,
     outbox,
     run_transcodes,
-    signup,
     upload,
     video_status,
 )
+from tests.serving.conftest import signup
 
 
 def _relay(settings: Settings) -> None:

@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from platform_services.media.models import VideoMedia
 from platform_services.storage.models import Follow, Moderation, Video, VideoStatus
-from tests.platform_services.media.conftest import http, outbox, signup, upload
+from tests.platform_services.media.conftest import http, outbox, upload
+from tests.serving.conftest import signup
 
 
 def _set(client: TestClient, video_id: int, **values) -> None:
