@@ -76,13 +76,17 @@ class ComputeSlot:
     scoring: :mod:`serving.ranking.ray_serve`): a page that has queued its request while
     others wait to start steps out (:meth:`released`) and the last of them sends the call,
     holding the slot while it waits, so no page computes during a call. Back, a page goes
-    before the pages not yet started, finishing work first. ``on_idle`` runs when the slot is
-    left with no page waiting to start (the ranker backend's ``send``: a request queued by a
-    page that stepped out always goes, even when the pages after it fail or rank nothing)."""
+    before the pages not yet started, finishing work first; those start in the order they
+    came. ``on_idle`` runs when the slot is left with no page waiting to start (the ranker
+    backend's ``send``: a request queued by a page that stepped out always goes, even when
+    the pages after it fail or rank nothing)."""
 
     def __init__(self, on_idle: Callable[[], None] = lambda: None) -> None:
         self._cond = threading.Condition()
         self._busy, self._returning, self._starting = False, 0, 0
+        # Pages start in the order they asked (a ticket each): a wake-up of every waiter
+        # lets the OS pick, and a page could wait behind later ones without bound.
+        self._tickets, self._serving = 0, 0
         self._on_idle = on_idle
 
     @property
@@ -113,13 +117,15 @@ class ComputeSlot:
         with self._cond:
             if returning:
                 self._returning += 1
-            else:
-                self._starting += 1
-            while self._busy or (self._returning and not returning):
-                self._cond.wait()
-            if returning:
+                while self._busy:
+                    self._cond.wait()
                 self._returning -= 1
             else:
+                ticket, self._tickets = self._tickets, self._tickets + 1
+                self._starting += 1
+                while self._busy or self._returning or ticket != self._serving:
+                    self._cond.wait()
+                self._serving += 1
                 self._starting -= 1
             self._busy = True
 

@@ -120,3 +120,26 @@ def test_pages_waiting_to_start_join_the_call_and_the_last_one_sends_it() -> Non
     for t in (first, last):
         t.join(5)
     assert dep.calls[-1] == ["d"] and "d done" in order
+
+
+def test_pages_start_in_the_order_they_came() -> None:
+    """Waking every waiter lets the OS pick the next page: tickets keep arrival order."""
+    slot, started = ComputeSlot(), []
+    first_in = threading.Event()
+
+    def page(name: str) -> None:
+        with slot.hold(Trace()):
+            started.append(name)
+            first_in.set()
+            time.sleep(0.03)
+
+    names = [f"p{i}" for i in range(8)]
+    threads = [threading.Thread(target=page, args=(n,)) for n in names]
+    threads[0].start()
+    assert first_in.wait(5)
+    for t in threads[1:]:
+        t.start()
+        time.sleep(0.005)
+    for t in threads:
+        t.join(5)
+    assert started == names
