@@ -125,21 +125,24 @@ def test_pages_waiting_to_start_join_the_call_and_the_last_one_sends_it() -> Non
 def test_pages_start_in_the_order_they_came() -> None:
     """Waking every waiter lets the OS pick the next page: tickets keep arrival order."""
     slot, started = ComputeSlot(), []
-    first_in = threading.Event()
+    first_in, all_queued = threading.Event(), threading.Event()
 
     def page(name: str) -> None:
         with slot.hold(Trace()):
             started.append(name)
             first_in.set()
-            time.sleep(0.03)
+            all_queued.wait(5)
 
     names = [f"p{i}" for i in range(8)]
     threads = [threading.Thread(target=page, args=(n,)) for n in names]
     threads[0].start()
     assert first_in.wait(5)
-    for t in threads[1:]:
+    for queued, t in enumerate(threads[1:], start=1):
         t.start()
-        time.sleep(0.005)
+        deadline = time.monotonic() + 5
+        while slot._starting < queued and time.monotonic() < deadline:  # in the queue
+            time.sleep(0.001)
+    all_queued.set()
     for t in threads:
         t.join(5)
     assert started == names
