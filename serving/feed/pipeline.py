@@ -83,7 +83,7 @@ class ComputeSlot:
 
     def __init__(self, on_idle: Callable[[], None] = lambda: None) -> None:
         self._cond = threading.Condition()
-        self._busy, self._returning, self._starting = False, 0, 0
+        self._busy, self._returning = False, 0
         # Pages start in the order they asked (a ticket each): a wake-up of every waiter
         # lets the OS pick, and a page could wait behind later ones without bound.
         self._tickets, self._serving = 0, 0
@@ -92,7 +92,12 @@ class ComputeSlot:
     @property
     def others_starting(self) -> bool:
         """Pages wait to start computing (read while holding the slot)."""
-        return self._starting > 0
+        return self.starting > 0
+
+    @property
+    def starting(self) -> int:
+        """Pages waiting to start: tickets given and not yet served."""
+        return self._tickets - self._serving
 
     @contextmanager
     def hold(self, trace: Trace) -> Iterator[None]:
@@ -122,18 +127,16 @@ class ComputeSlot:
                 self._returning -= 1
             else:
                 ticket, self._tickets = self._tickets, self._tickets + 1
-                self._starting += 1
                 while self._busy or self._returning or ticket != self._serving:
                     self._cond.wait()
                 self._serving += 1
-                self._starting -= 1
             self._busy = True
 
     def _release(self) -> None:
         with self._cond:
             self._busy = False
             self._cond.notify_all()
-            idle = not self._starting
+            idle = not self.starting
         if idle:
             self._on_idle()
 

@@ -140,7 +140,7 @@ def test_pages_start_in_the_order_they_came() -> None:
     for queued, t in enumerate(threads[1:], start=1):
         t.start()
         deadline = time.monotonic() + 5
-        while slot._starting < queued and time.monotonic() < deadline:  # in the queue
+        while slot.starting < queued and time.monotonic() < deadline:  # in the queue
             time.sleep(0.001)
     all_queued.set()
     for t in threads:
