@@ -123,7 +123,14 @@ def _stall(settings: Settings, seconds: float) -> threading.Thread:
         return thread
     client = redis.Redis.from_url(settings.redis_url)
     client.execute_command("CLIENT", "PAUSE", int(seconds * 1000))
-    thread = threading.Thread(target=time.sleep, args=(seconds,))
+
+    def until_answering() -> None:
+        # Redis lifts a pause on its next cron tick (up to 1/hz s late), so the stall is over
+        # when the server answers again, not when the clock says so: a PING waits for that.
+        time.sleep(seconds)
+        client.ping()
+
+    thread = threading.Thread(target=until_answering)
     thread.start()
     return thread
 
