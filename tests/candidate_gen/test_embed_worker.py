@@ -23,18 +23,14 @@ from candidate_gen.fresh_items import load_stored, pack, unpack
 from core.clock import utcnow
 from core.config import Settings
 from platform_services.auth import issue_token
-from platform_services.bus.outbox import OutboxRelay
-from platform_services.bus.worker import WorkerConfig
 from platform_services.media.models import VideoMedia
-from platform_services.media.worker import transcode_worker
-from platform_services.runtime import Runtime
 from platform_services.storage.db import make_engine, migrate, session_factory
 from platform_services.storage.models import Role, User, Video, VideoStatus
 from serving import demo
 from serving.app import create_app
 from serving.feed.services import FeedServices
 from tests.isolation import env_settings
-from tests.platform_services.media.conftest import clip, upload
+from tests.platform_services.media.conftest import clip, run_transcodes, upload
 from tests.serving.conftest import signup
 from training.datasets.store import load_dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate, recent_start
@@ -74,32 +70,6 @@ def db(world: Settings):  # noqa: ANN201
     engine.dispose()
 
 
-def _run_pipeline(settings: Settings, until, timeout_s: float = 240.0) -> None:
-    """The relay, a transcode worker and an embed worker until ``until()`` holds."""
-
-    async def main() -> None:
-        rt = Runtime.from_settings(settings)
-        stop = asyncio.Event()
-        config = WorkerConfig(max_batch=1, max_attempts=2, poll_timeout_ms=100)
-        members = [transcode_worker(settings, rt, config), embed_worker(settings, rt, config)]
-
-        async def watch() -> None:
-            try:
-                while not await asyncio.to_thread(until):
-                    await asyncio.sleep(0.05)
-            finally:
-                stop.set()
-
-        try:
-            await asyncio.wait_for(asyncio.gather(
-                OutboxRelay(rt.sessions, rt.bus).run(stop, idle_s=0.05),
-                *(m.run(stop) for m in members), watch()), timeout_s)
-        finally:
-            await rt.close()
-
-    asyncio.run(main())
-
-
 def test_new_upload_is_an_ann_candidate_within_seconds_of_ready(world: Settings, db) -> None:
     svc = FeedServices.start(world, db)
     try:
@@ -118,7 +88,7 @@ def test_new_upload_is_an_ann_candidate_within_seconds_of_ready(world: Settings,
                 return True
             return False
 
-        _run_pipeline(world, indexed)
+        run_transcodes(world, indexed, timeout_s=240, downstream=[embed_worker])
         with db() as s:
             media = s.get(VideoMedia, vid)
             assert s.get(Video, vid).status == VideoStatus.READY
@@ -164,8 +134,9 @@ def test_rejected_upload_leaves_the_index_and_the_feed_through_the_api(
         owner = signup(api, "maker")
         vid = upload(api, owner, clip("carphone_distorted.mp4").read_bytes(),
                      title="sunset skate session", tags=["skate"], category="sports")
-        _run_pipeline(world, lambda: len(retriever.in_index) > vid
-                      and bool(retriever.in_index[vid]))
+        run_transcodes(world, lambda: len(retriever.in_index) > vid
+                       and bool(retriever.in_index[vid]), timeout_s=240,
+                       downstream=[embed_worker])
         viewer = signup(api, "watcher")
         assert vid in _for_you(api, viewer), "the new upload reaches the for-you feed"
         with db() as s:  # the admin role granted in the database, as an admin would

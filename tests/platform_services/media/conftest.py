@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -104,8 +105,9 @@ def cut(src: Path, seconds: float, dst: Path) -> Path:
 
 
 def run_transcodes(settings: Settings, until, timeout_s: float = 180.0,
-                   workers: int = 1) -> None:
-    """Relay the outbox and run ``workers`` transcode workers until ``until()`` holds."""
+                   workers: int = 1, downstream: Sequence[Callable[..., Any]] = ()) -> None:
+    """Relay the outbox and run ``workers`` transcode workers, and a worker made by each of
+    ``downstream`` (``(settings, runtime, config)``: the embed worker), until ``until()``."""
     import asyncio
 
     from platform_services.bus.outbox import OutboxRelay
@@ -119,6 +121,7 @@ def run_transcodes(settings: Settings, until, timeout_s: float = 180.0,
         config = WorkerConfig(max_batch=1, max_attempts=2, poll_timeout_ms=100,
                               session_timeout_ms=3000)
         members = [transcode_worker(settings, rt, config) for _ in range(workers)]
+        members += [make(settings, rt, config) for make in downstream]
 
         async def watch() -> None:
             try:
