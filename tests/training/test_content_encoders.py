@@ -3,7 +3,6 @@ meaning, the cache is used, and an open_clip checkpoint from a local path really
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -51,27 +50,6 @@ def test_efficientnet_from_its_wheel_pools_thumbnails(tmp_path: Path) -> None:
     assert emb.shape == (3, 1280)
     assert np.allclose(np.linalg.norm(emb[:2], axis=1), 1, atol=1e-5) and not emb[2].any()
     assert emb[0] @ emb[1] < 0.99  # different pictures, different vectors
-
-
-@pytest.fixture
-def tiny_clip(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
-    """A small open_clip model saved the way local checkpoints are laid out."""
-    import open_clip
-
-    cfg = {"embed_dim": 16,
-           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
-                          "head_width": 16},
-           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1,
-                        "layers": 1}}
-    folder = tmp_path / "tiny-clip"
-    folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}))
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**cfg)
-    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
-    return folder, model.eval()
 
 
 def test_open_clip_loads_a_local_checkpoint(tiny_clip, tmp_path: Path) -> None:

@@ -5,12 +5,10 @@ makes, its thresholds deciding the outcome."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
 import pytest
-import torch
 
 from core.config import Settings
 from platform_services.media.probe import probe
@@ -23,27 +21,6 @@ from training.content import load_efficientnet
 
 HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 MILITARY_UNIFORM = 652  # ImageNet-1k, the canonical top-1 of this photo
-
-
-@pytest.fixture
-def tiny_clip(tmp_path: Path) -> Path:
-    """A small random open_clip model with the real BPE vocabulary (the tokenizer's), saved
-    the way local checkpoints are laid out."""
-    import open_clip
-
-    cfg = {"embed_dim": 16,
-           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
-                          "head_width": 16},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1,
-                        "layers": 1}}
-    folder = tmp_path / "tiny-clip"
-    folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}))
-    torch.manual_seed(0)
-    torch.save(open_clip.CLIP(**cfg).state_dict(), folder / "open_clip_pytorch_model.bin")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +50,10 @@ def test_real_clips_sampled_frames_are_approved(rule, name: str, tmp_path: Path)
     assert v.status == Moderation.APPROVED, v
 
 
-def test_clip_zero_shot_thresholds_decide(tiny_clip: Path, settings: Settings) -> None:
+def test_clip_zero_shot_thresholds_decide(tiny_clip, settings: Settings) -> None:
+    folder, _ = tiny_clip
     mod = frame_moderation.default(settings.model_copy(update={
-        "content_clip_checkpoint": tiny_clip}))
+        "content_clip_checkpoint": folder}))
     assert isinstance(mod, frame_moderation.ClipZeroShot)
     v = mod.review("", "", [], [HOPPER])
     p = v.scores["clip:unsafe"]
