@@ -90,13 +90,9 @@ class ComputeSlot:
         self._on_idle = on_idle
 
     @property
-    def others_starting(self) -> bool:
-        """Pages wait to start computing (read while holding the slot)."""
-        return self.starting > 0
-
-    @property
     def starting(self) -> int:
-        """Pages waiting to start: tickets given and not yet served."""
+        """Pages waiting to start computing: tickets given and not yet served (read while
+        holding the slot)."""
         return self._tickets - self._serving
 
     @contextmanager
@@ -223,7 +219,7 @@ class Feeds:
     def _await_call(self, pending: Future[Ranked], ranker: RankerBackend) -> None:
         """Step out while pages wait behind this one (they join the call, the last of them
         sends it); else send the call now, holding the slot."""
-        if self.slot.others_starting and not ranker.batch_full:
+        if self.slot.starting and not ranker.batch_full:
             with self.slot.released():
                 try:
                     pending.result(timeout=COHORT_WAIT_S)

@@ -91,7 +91,7 @@ def test_pages_waiting_to_start_join_the_call_and_the_last_one_sends_it() -> Non
                 order.append(f"{name} ranks nothing")
                 return
             pending = batch.add(name, request(), 1)
-            if slot.others_starting:
+            if slot.starting:
                 with slot.released():
                     pending.result(5)
             else:
