@@ -129,6 +129,7 @@ def _stall(settings: Settings, seconds: float) -> threading.Thread:
         # when the server answers again, not when the clock says so: a PING waits for that.
         time.sleep(seconds)
         client.ping()
+        client.close()
 
     thread = threading.Thread(target=until_answering)
     thread.start()
