@@ -8,6 +8,7 @@ import time
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from core.config import Settings
@@ -171,3 +172,22 @@ def test_a_deleted_users_tokens_stop_working(api: TestClient) -> None:
         s.delete(s.get(User, a.id))
     assert api.get(ME, headers=a.headers).status_code == 401
     assert _refresh(api, a.refresh_token).status_code == 401
+
+
+def test_a_token_decoded_before_still_expires_and_stays_bound_to_its_secret(
+        api_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each token's signature is checked once (:func:`platform_services.auth._verified`);
+    the cached result must still expire on time and never vouch under another secret."""
+    from platform_services import auth
+
+    token = issue_token(api_settings, 7, ttl_s=60)
+    assert auth.decode_token(api_settings, token).user_id == 7
+    assert auth.decode_token(api_settings, token).user_id == 7  # the cached answer
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    monkeypatch.setattr(auth.time, "time", lambda: exp)  # the second it expires
+    with pytest.raises(auth.AuthError, match="expired"):
+        auth.decode_token(api_settings, token)
+    monkeypatch.undo()
+    other = api_settings.model_copy(update={"jwt_secret": SecretStr("another-secret-" * 3)})
+    with pytest.raises(auth.AuthError, match="[Ss]ignature"):
+        auth.decode_token(other, token)
