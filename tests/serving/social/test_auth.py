@@ -4,6 +4,7 @@ roles, strict token parsing, and login failures that do not tell who has an acco
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import jwt
 import pytest
@@ -184,10 +185,11 @@ def test_a_token_decoded_before_still_expires_and_stays_bound_to_its_secret(
     assert auth.decode_token(api_settings, token).user_id == 7
     assert auth.decode_token(api_settings, token).user_id == 7  # the cached answer
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
-    monkeypatch.setattr(auth.time, "time", lambda: exp)  # the second it expires
-    with pytest.raises(auth.AuthError, match="expired"):
+    with monkeypatch.context() as m, pytest.raises(auth.AuthError, match="expired"):
+        # auth's clock only (not the time module: the fixtures' patches stay as they are),
+        # at the second the token expires
+        m.setattr(auth, "time", SimpleNamespace(time=lambda: exp))
         auth.decode_token(api_settings, token)
-    monkeypatch.undo()
     other = api_settings.model_copy(update={"jwt_secret": SecretStr("another-secret-" * 3)})
     with pytest.raises(auth.AuthError, match="[Ss]ignature"):
         auth.decode_token(other, token)
