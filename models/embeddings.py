@@ -22,14 +22,16 @@ class IdEmbedding(nn.Module):
     author with a huge id) falls into one of ``oov_buckets`` learned rows, so lookups never raise
     an IndexError. Negative ids are padding and embed to zeros. ``id_dropout`` sends known ids to
     their OOV bucket during training, which is what teaches the OOV rows (and the content
-    features beside them) to stand in for an id the model has never seen.
+    features beside them) to stand in for an id the model has never seen. With no OOV buckets
+    an unknown (or dropped) id embeds to zeros like padding, and only the features beside it
+    speak for it.
     """
 
     def __init__(self, known_ids: Sequence[int] | Tensor, dim: int, oov_buckets: int,
                  init_std: float = 0.05) -> None:
         super().__init__()
-        if oov_buckets < 1:
-            raise ValueError("oov_buckets must be at least 1")
+        if oov_buckets < 0:
+            raise ValueError("oov_buckets must be 0 or more")
         known = torch.as_tensor(known_ids, dtype=torch.int64).unique()  # sorted
         self.register_buffer("known", known, persistent=True)
         self.oov_buckets = oov_buckets
@@ -40,7 +42,8 @@ class IdEmbedding(nn.Module):
 
     def index(self, ids: Tensor, id_dropout: float = 0.0) -> Tensor:
         """Row numbers for ``ids``: 0 padding, then OOV buckets, then known ids."""
-        oov = 1 + hash_bucket(ids, self.oov_buckets)
+        oov = (1 + hash_bucket(ids, self.oov_buckets) if self.oov_buckets
+               else torch.zeros_like(ids))
         if len(self.known):
             pos = torch.searchsorted(self.known, ids).clamp(max=len(self.known) - 1)
             hit = self.known[pos] == ids

@@ -3,6 +3,7 @@ reaches the item vector, and nothing about an unseen item raises."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.content import ContentProjection
@@ -32,6 +33,17 @@ def test_unknown_ids_use_oov_rows_and_padding_is_zero() -> None:
     assert rows[5] == 0  # any negative id is padding
     out = emb(torch.tensor([-1, 99]))
     assert torch.equal(out[0], torch.zeros(4)) and out[1].abs().sum() > 0
+
+
+def test_without_oov_rows_unknown_and_dropped_ids_embed_to_zeros() -> None:
+    emb = IdEmbedding([10, 20], dim=4, oov_buckets=0)
+    assert emb.table.num_embeddings == 3  # padding and the two known ids
+    out = emb(torch.tensor([10, 20, 99, -1]))
+    assert (out[:2].abs().sum(-1) > 0).all() and torch.equal(out[2:], torch.zeros(2, 4))
+    emb.train()
+    assert (emb.index(torch.tensor([10] * 200), id_dropout=0.5) == 0).sum() > 50
+    with pytest.raises(ValueError, match="0 or more"):
+        IdEmbedding([1], dim=4, oov_buckets=-1)
 
 
 def test_id_dropout_only_in_training() -> None:

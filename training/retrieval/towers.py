@@ -82,6 +82,7 @@ def tuning_grid(protocol: str, kind: str | None = None) -> SearchSpace:
         # users: 1.0 over 10 with it). Both start where the search did without them (off, 10).
         return SearchSpace({"temperature": _TEMPERATURES, "id_dropout": [0.1, 0.3, 0.5],
                             "residual": [True, False], "content_residual": [False, True],
+                            "item_oov": [True, False],
                             "embedding_lr_scale": [3.0, 10.0, 30.0]},
                            joint=("temperature",),
                            bounds={"id_dropout": (0.02, 0.9), "embedding_lr_scale": (0.1, 100.0),
@@ -129,9 +130,10 @@ def two_tower_candidate(
     base = replace(model_cfg or TwoTowerConfig(), item_features=VARIANTS[variant])
     name = variant_name(variant, has_content)
     if not VARIANTS[variant] and isinstance(grid, SearchSpace):  # nothing but the id: no id
-        # dropout, no content
+        # dropout, no content, nothing but the OOV rows for an unseen item
         grid = replace(grid, axes={k: v for k, v in grid.axes.items()
-                                   if k not in ("id_dropout", "content_residual")})
+                                   if k not in ("id_dropout", "content_residual",
+                                                "item_oov")})
 
     def make(**params: Any) -> TwoTowerRecommender:
         if not VARIANTS[variant]:  # nothing but the id to fall back on: never hide it
