@@ -35,7 +35,8 @@ ITEM2ITEM_CODE = ("training/retrieval/item2item.py", "models/item_tower.py")
 # A version of a candidate's own sources whose fits are an earlier version's, bit for bit: a
 # change that adds an option, off unless a setting names it, leaves every setting fitted before
 # computing as it did. Each pair is checked before it is added (the same fits on the synthetic
-# world from both versions, hashed) and holds only for exactly these sources.
+# world from both versions, hashed) and holds only for exactly these sources: once they change
+# again the entry matches nothing and goes.
 SAME_FITS = {
     "cacc90df3bc77765": "9240c3dc301c57e4",  # TWO_TOWER_CODE: + TwoTowerConfig.item_oov
 }
@@ -72,8 +73,9 @@ class FitCheckpoint:
         self.scope = json.dumps({**scope, "code": code_fingerprint()}, sort_keys=True)
         # Hashed now, with the code this process runs: an edit during a run (hours long) must
         # not label the fits of the code in memory as the edited code's.
-        self.own = {code: _earliest(code_fingerprint(code, skip=()))
-                    for code in (TWO_TOWER_CODE, ITEM2ITEM_CODE)}
+        own = {code: code_fingerprint(code, skip=()) for code in (TWO_TOWER_CODE,
+                                                                   ITEM2ITEM_CODE)}
+        self.own = {code: SAME_FITS.get(fp, fp) for code, fp in own.items()}
         self.entries: dict[str, dict[str, Any]] = {}
         for entry in _read(path):
             self.entries[entry["key"]] = entry["record"]
@@ -99,13 +101,6 @@ class FitCheckpoint:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with gzip.open(self.path, "at") as f:
             f.write(json.dumps({"key": key, "record": record}, default=_plain) + "\n")
-
-
-def _earliest(fingerprint: str) -> str:
-    """The fingerprint of the earliest version with the same fits (:data:`SAME_FITS`)."""
-    while fingerprint in SAME_FITS:
-        fingerprint = SAME_FITS[fingerprint]
-    return fingerprint
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
