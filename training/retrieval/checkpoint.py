@@ -38,8 +38,13 @@ ITEM2ITEM_CODE = ("training/retrieval/item2item.py", "models/item_tower.py")
 # world from both versions, hashed) and holds only for exactly these sources: once they change
 # again the entry matches nothing and goes.
 SAME_FITS = {
-    "cacc90df3bc77765": "9240c3dc301c57e4",  # TWO_TOWER_CODE: + TwoTowerConfig.item_oov
+    # TWO_TOWER_CODE: + TwoTowerConfig.item_oov, and the item_oov axis in every search
+    "06a02dd073c08d86": "9240c3dc301c57e4",
 }
+# Axes a search gained after fits were made, each with the value every earlier fit had: a
+# setting at that value is keyed as it was before the axis existed, so the search resumes
+# from those fits and only the new values are fitted.
+ADDED_AXES = {"item_oov": True}
 CODE = ("training/retrieval", "training/datasets/kuairand.py", "training/datasets/microlens.py",
         "training/datasets/store.py", "training/datasets/raw.py", "training/content.py",
         "core/dataset_schema.py")
@@ -83,6 +88,7 @@ class FitCheckpoint:
     def _key(self, phase: str, name: str, section: str, params: dict[str, Any],
              code: tuple[str, ...]) -> str:
         own = self.own[code] if code else None
+        params = {k: v for k, v in params.items() if (k, v) not in ADDED_AXES.items()}
         text = json.dumps([self.scope, phase, name, section, params, own], sort_keys=True,
                           default=repr)
         return hashlib.sha256(text.encode()).hexdigest()

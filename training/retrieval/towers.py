@@ -90,7 +90,9 @@ def tuning_grid(protocol: str, kind: str | None = None) -> SearchSpace:
     axes: dict[str, list[Any]] = {"temperature": _TEMPERATURES, "user_id": [False, True],
                                   "history_len": [25, 50, 100],
                                   "user_tower": ["pooled", "sequential"],
-                                  "random_negatives": [0, 256]}  # in-batch (+ uniform)
+                                  "random_negatives": [0, 256],  # in-batch (+ uniform)
+                                  # a new upload's id: a hashed OOV row, or nothing (features)
+                                  "item_oov": [True, False]}
     if kind == "kuairand":  # long timelines; train on every positive or only strong ones
         axes.update(history_len=[50, 100, 200], strong_targets=[False, True])
     else:  # titles: content on both sides of the score, or only in the item head

@@ -228,6 +228,21 @@ def test_a_two_tower_change_keeps_only_the_baselines_fits(tmp_path, monkeypatch)
     assert kept() == set()
 
 
+def test_an_added_axis_keeps_the_fits_made_before_it(tmp_path) -> None:
+    """A search that gains an axis (``ADDED_AXES``: the value every earlier fit had) resumes
+    from the fits made without it; only the axis's other values are new fits."""
+    from training.retrieval.checkpoint import ADDED_AXES, FitCheckpoint
+
+    (axis, before), = ADDED_AXES.items()
+    ck = FitCheckpoint(tmp_path / "fits.jsonl", {"epochs": 2})
+    ck.put("tune", "two-tower", "s", {"p": 1}, {"m": 2.0}, TWO_TOWER_CODE)
+    again = FitCheckpoint(tmp_path / "fits.jsonl", {"epochs": 2})
+    assert again.get("tune", "two-tower", "s", {"p": 1, axis: before}, TWO_TOWER_CODE) == {
+        "m": 2.0}
+    assert again.get("tune", "two-tower", "s", {"p": 1, axis: not before},
+                     TWO_TOWER_CODE) is None
+
+
 def test_the_cost_table_shows_the_longest_fit() -> None:
     """The issue's budget is per fit (~15 minutes for one KuaiRand run): the table shows the
     longest of a model's tuning fits and its final fit beside their sum."""
