@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
@@ -49,6 +50,12 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync routes and ``as_user`` units run on anyio's worker threads, each holding one
+        # pooled connection: no more threads than pooled connections, or a burst past the pool
+        # opens overflow connections that are closed again on return (a PostgreSQL backend
+        # forked and torn down per request, just when the API is busiest).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = \
+            settings.database_pool_size
         app.state.runtime = Runtime.from_settings(settings)
         app.state.rate_limiter = await asyncio.to_thread(RateLimiter, settings.redis_url)
         app.state.feeds = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -15,7 +16,9 @@ from platform_services.auth import issue_token
 from platform_services.bus.models import OutboxRow
 from platform_services.media.delivery import PlaylistSigner
 from platform_services.storage.blobs import open_blob_store
+from platform_services.storage.db import migrate
 from platform_services.storage.models import Video, VideoStatus
+from serving.app import create_app
 from serving.feed.render import MediaUrls
 from tests.serving.conftest import signup
 
@@ -130,3 +133,15 @@ def test_a_signed_upload_may_exceed_the_api_body_cap(client: TestClient,
     r = client.post("/api/v1/auth/register", content=b"{" + b" " * size + b"}",
                     headers={"Content-Type": "application/json"})
     assert r.status_code == 413
+
+
+def test_worker_threads_do_not_outnumber_pooled_connections(settings: Settings) -> None:
+    """Each sync route holds one pooled connection on a worker thread: with more threads than
+    pooled connections a burst opens overflow connections and closes them again on return."""
+    migrate(settings.database_url)
+    small = settings.model_copy(update={"database_pool_size": 3})
+    with TestClient(create_app(small, feed_services=False)) as client:
+        def tokens() -> float:
+            return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+        assert client.portal.call(tokens) == 3
