@@ -82,7 +82,7 @@ def bench_retrieval(
     checkpoint: Annotated[Path, typer.Option(help="Where finished fits are kept (gzip JSON "
                                              "lines); in the repository, so that a run "
                                              "spanning sessions survives a new machine.")]
-    = Path("benchmarks/checkpoints/retrieval-fits.jsonl.gz"),
+    = Path("var/checkpoints/retrieval-fits.jsonl.gz"),
 ) -> None:
     """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
     from benchmarks.retrieval import bench
