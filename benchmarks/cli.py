@@ -80,8 +80,8 @@ def bench_retrieval(
                                          "same benchmark finished (same data, settings and "
                                          "code); --no-resume fits everything again.")] = True,
     checkpoint: Annotated[Path, typer.Option(help="Where finished fits are kept (gzip JSON "
-                                             "lines); in the repository, so that a run "
-                                             "spanning sessions survives a new machine.")]
+                                             "lines), under the ignored var/: an "
+                                             "interrupted run resumes from them.")]
     = Path("var/checkpoints/retrieval-fits.jsonl.gz"),
 ) -> None:
     """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
