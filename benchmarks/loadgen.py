@@ -5,8 +5,10 @@ and is bounded in time. Requests are sent on a fixed schedule (``rate`` per seco
 not earlier ones have returned, and latency is measured from each request's *scheduled* time,
 so a stalled server shows up as latency instead of as a politely slower client (no
 coordinated omission). ``first``: first pages of the for-you feed; ``cached``: next pages from
-cursors fetched beforehand. ``--plan FILE`` instead sends a given list of requests (any
-method and path, e.g. likes and follows for ``benchmarks/social.py``) on the same schedule.
+cursors fetched beforehand (``prime``, a separate run, so the server's CPU for the cached pages
+can be metered without the first pages behind the cursors). ``--plan FILE`` instead sends a
+given list of requests (any method and path, e.g. likes and follows for
+``benchmarks/social.py``) on the same schedule.
 Writes one JSON object to stdout.
 """
 
@@ -43,35 +45,52 @@ async def _get(session: aiohttp.ClientSession, base: str, token: str, params: di
         return resp.status, {k.lower(): v for k, v in resp.headers.items()}, body
 
 
-async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: float,
-              page_size: int, timeout_s: float) -> dict:
+def chains(tokens: list[str], rate: float, seconds: float) -> list[str]:
+    """The users of a cached run: each one's cursor chain advances about PAGES_PER_USER
+    pages during the run."""
+    return tokens[: max(1, min(len(tokens), int(rate * seconds / PAGES_PER_USER)))]
+
+
+async def prime(base: str, tokens: list[str], page_size: int, timeout_s: float
+                ) -> list[str | None]:
+    """One first page per user (four at a time): the cursors a cached run starts from. Its
+    own step, so that a caller metering the server's CPU for cached pages leaves it out."""
     _loopback(base)
+    sem = asyncio.Semaphore(4)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
+
+        async def one(token: str) -> str | None:
+            async with sem:
+                try:
+                    _, _, body = await _get(session, base, token, {"page_size": page_size},
+                                            timeout_s)
+                    return body.get("next_cursor")
+                except (TimeoutError, aiohttp.ClientError):
+                    return None
+
+        return list(await asyncio.gather(*(one(t) for t in tokens)))
+
+
+async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: float,
+              page_size: int, timeout_s: float, cursors: list[str | None] | None = None
+              ) -> dict:
+    """``first``: first pages of the users in turn; ``cached``: next pages along each user's
+    cursor chain from ``cursors`` (primed here when not given)."""
+    _loopback(base)
+    if mode == "cached":
+        tokens = chains(tokens, rate, seconds)
+        if cursors is None:
+            cursors = await prime(base, tokens, page_size, timeout_s)
+        tokens = tokens[:len(cursors)]
+    chain: list[str | None] = list(cursors or [None] * len(tokens))
     conn = aiohttp.TCPConnector(limit=1024, force_close=False)
     async with aiohttp.ClientSession(connector=conn) as session:
-        if mode == "cached":
-            # One first page per user (not measured); each user's cursor chain then advances
-            # about PAGES_PER_USER pages during the run.
-            tokens = tokens[: max(1, min(len(tokens), int(rate * seconds / PAGES_PER_USER)))]
-        cursors: list[str | None] = [None] * len(tokens)
-        if mode == "cached":
-            sem = asyncio.Semaphore(4)
-
-            async def prime(i: int) -> None:
-                async with sem:
-                    try:
-                        _, _, body = await _get(session, base, tokens[i],
-                                                {"page_size": page_size}, timeout_s)
-                        cursors[i] = body.get("next_cursor")
-                    except (TimeoutError, aiohttp.ClientError):
-                        pass
-
-            await asyncio.gather(*(prime(i) for i in range(len(tokens))))
 
         async def one(i: int, rec: dict) -> None:
             u = i % len(tokens)
             params: dict = {"page_size": page_size}
-            if mode == "cached" and cursors[u]:
-                params["cursor"] = cursors[u]
+            if mode == "cached" and chain[u]:
+                params["cursor"] = chain[u]
             rec["cached"] = "cursor" in params
             status, headers, body = await _get(session, base, tokens[u], params, timeout_s)
             rec |= {"status": status, "degraded": headers.get("x-reelrank-degraded", ""),
@@ -79,7 +98,7 @@ async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: flo
                     "ranked": int(headers.get("x-reelrank-ranked", -1)),
                     "items": len(body.get("videos", []))}
             if mode == "cached" and body.get("next_cursor"):
-                cursors[u] = body["next_cursor"]
+                chain[u] = body["next_cursor"]
 
         records, wall = await open_loop(int(rate * seconds), rate, one)
     return {"mode": mode, "rate": rate, "seconds": seconds, "wall_s": wall, "records": records}
@@ -142,7 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--base", default="http://127.0.0.1:8000")
     p.add_argument("--tokens", help="File with one bearer token per line.")
     p.add_argument("--plan", help="JSON file of requests to send instead of feed pages.")
-    p.add_argument("--mode", choices=("first", "cached"), default="first")
+    p.add_argument("--mode", choices=("first", "cached", "prime"), default="first",
+                   help="prime: write the cursors a cached run of the same rate and seconds "
+                        "starts from (first pages, not timed).")
+    p.add_argument("--cursors", help="cached: a prime run's output (else primed first).")
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--page-size", type=int, default=20)
@@ -157,8 +179,17 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--tokens is required without --plan")
     with open(a.tokens) as fh:
         tokens = [t.strip() for t in fh if t.strip()]
+    if a.mode == "prime":
+        cursors = asyncio.run(prime(a.base, chains(tokens, a.rate, a.seconds), a.page_size,
+                                    a.timeout))
+        json.dump({"mode": "prime", "cursors": cursors}, sys.stdout)
+        return
+    primed = None
+    if a.cursors:
+        with open(a.cursors) as fh:
+            primed = json.load(fh)["cursors"]
     result = asyncio.run(run(a.base, tokens, a.mode, a.rate, a.seconds, a.page_size,
-                             a.timeout))
+                             a.timeout, primed))
     json.dump(result, sys.stdout)
 
 

@@ -176,10 +176,11 @@ def _server(root: Path, backend: str, port: int, workers: int | None) -> subproc
     raise RuntimeError("API did not start within 300 s")
 
 
-def _load(port: int, tokens: Path, mode: str, rate: float, seconds: float) -> dict:
+def _load(port: int, tokens: Path, mode: str, rate: float, seconds: float,
+          cursors: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.loadgen", "--base", f"http://127.0.0.1:{port}",
            "--tokens", str(tokens), "--mode", mode, "--rate", str(rate), "--seconds",
-           str(seconds)]
+           str(seconds), *(["--cursors", str(cursors)] if cursors else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 4 + 300)
     if out.returncode:
         raise RuntimeError(f"loadgen failed: {out.stderr[-3000:]}")
@@ -345,8 +346,13 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
                         try:
                             n = int(rate * seconds) // (PAGES_PER_USER if mode == "cached"
                                                         else 1)
+                            tokens, cursors = viewers.take(n + 1), None
+                            if mode == "cached":  # its first pages are not metered
+                                cursors = root / "cursors.json"
+                                cursors.write_text(json.dumps(
+                                    _load(8765, tokens, "prime", rate, seconds)))
                             before, calls_before = meter.read(), ranker_calls(8765)
-                            run = _load(8765, viewers.take(n + 1), mode, rate, seconds)
+                            run = _load(8765, tokens, mode, rate, seconds, cursors)
                             after, calls_after = meter.read(), ranker_calls(8765)
                         except Exception as exc:  # keep the other runs; say what failed
                             results.append([backend, mode, rate] + ["-"] * 10
