@@ -419,7 +419,9 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "pages per call to Ray Serve (the API processes batch the pages they compute back to "
         "back; `reelrank_ranker_call_requests`). `CPU ms/page`: process "
         "CPU time per page served, API workers + ranker replicas + other serving processes "
-        "(Ray daemons, Redis). 1-minute load average at the start of the runs: "
+        "(Ray daemons, Redis); a cached run's users get their first pages (the cursors it "
+        "follows) beforehand, outside the run and its CPU. 1-minute load average at the "
+        "start of the runs: "
         + (f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a")
         + f" on {os.cpu_count()} cores.",
         "",
