@@ -26,6 +26,10 @@ import aiohttp
 
 PATH = "/api/v1/feed/for-you"
 PAGES_PER_USER = 8  # a list of 500 holds 25 pages of 20: a chain never runs dry
+# The lists behind a cached run are built at a pace the API keeps up with (one first page per
+# core): a list built in a burst that timed its ranker out is served degraded on every later
+# page, which would charge the burst to the cached pages (4 at a time did, on Ray Serve).
+PRIME_CONCURRENCY = 2
 
 
 def parse_timing(header: str) -> dict[str, float]:
@@ -53,10 +57,11 @@ def chains(tokens: list[str], rate: float, seconds: float) -> list[str]:
 
 async def prime(base: str, tokens: list[str], page_size: int, timeout_s: float
                 ) -> list[str | None]:
-    """One first page per user (four at a time): the cursors a cached run starts from. Its
-    own step, so that a caller metering the server's CPU for cached pages leaves it out."""
+    """One first page per user, ``PRIME_CONCURRENCY`` at a time: the cursors a cached run
+    starts from. Its own step, so that a caller metering the server's CPU for cached pages
+    leaves it out."""
     _loopback(base)
-    sem = asyncio.Semaphore(4)
+    sem = asyncio.Semaphore(PRIME_CONCURRENCY)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
 
         async def one(token: str) -> str | None:
