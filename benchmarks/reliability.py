@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy import insert
 
 from benchmarks.servers import embedded_env, free_port
-from benchmarks.social import _API, _healthy, load, summarize
+from benchmarks.social import _healthy, api_command, load, summarize
 from core.clock import utcnow
 from platform_services.storage import procs
 from platform_services.storage.db import make_engine, migrate
@@ -64,7 +64,7 @@ class Services:
 
     def _cmd(self, name: str) -> list[str]:
         if name == "api":
-            return [sys.executable, "-c", _API.format(port=self.port)]
+            return api_command(self.port)  # one process: the faults kill -9 it
         return [sys.executable, "-c", "from core.cli import main; main()", "worker", name]
 
     def start(self, name: str) -> None:

@@ -140,6 +140,11 @@ def platform_app() -> FastAPI:
     return create_app(feed_services=False)
 
 
+def api_command(port: int, workers: int = 1) -> list[str]:
+    """The API as a uvicorn server of ``workers`` processes (one: in this process)."""
+    return [sys.executable, "-c", _API.format(port=port, workers=workers)]
+
+
 def api_workers() -> int:
     """As many API processes as the product runs (``reelrank serve api``: the cores)."""
     from core.config import get_settings
@@ -176,9 +181,7 @@ def services(root: Path, env: dict[str, str], port: int) -> Iterator[dict[str, i
         for name in ("relay", "counters"):
             started.append(procs.spawn([*cli, name], log=root / f"{name}.log", env=full_env))
         api_log = root / "api.log"
-        api = procs.spawn([sys.executable, "-c", _API.format(port=port, workers=api_workers())],
-                          log=api_log,
-                          env=full_env)
+        api = procs.spawn(api_command(port, api_workers()), log=api_log, env=full_env)
         started.append(api)
         procs.wait_until(lambda: _healthy(port), api, what="API", log=api_log, timeout_s=120)
         yield {"api": api.pid, "relay": started[0].pid, "counters": started[1].pid}
