@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,9 +28,10 @@ import aiohttp
 PATH = "/api/v1/feed/for-you"
 PAGES_PER_USER = 8  # a list of 500 holds 25 pages of 20: a chain never runs dry
 # The lists behind a cached run are built at a pace the API keeps up with (one first page per
-# core): a list built in a burst that timed its ranker out is served degraded on every later
-# page, which would charge the burst to the cached pages (4 at a time did, on Ray Serve).
-PRIME_CONCURRENCY = 2
+# core; loopback only, so the API's cores): a list built in a burst that timed its ranker out
+# is served degraded on every later page, which would charge the burst to the cached pages
+# (4 at a time on 2 cores did, on Ray Serve).
+PRIME_CONCURRENCY = os.cpu_count() or 1
 
 
 def parse_timing(header: str) -> dict[str, float]:
@@ -79,14 +81,13 @@ async def prime(base: str, tokens: list[str], page_size: int, timeout_s: float
 async def run(base: str, tokens: list[str], mode: str, rate: float, seconds: float,
               page_size: int, timeout_s: float, cursors: list[str | None] | None = None
               ) -> dict:
-    """``first``: first pages of the users in turn; ``cached``: next pages along each user's
-    cursor chain from ``cursors`` (primed here when not given)."""
+    """``first``: first pages of the users in turn; ``cached``: next pages along the cursor
+    chains of :func:`prime`'s users, from ``cursors`` (its result)."""
     _loopback(base)
     if mode == "cached":
-        tokens = chains(tokens, rate, seconds)
         if cursors is None:
-            cursors = await prime(base, tokens, page_size, timeout_s)
-        tokens = tokens[:len(cursors)]
+            raise ValueError("a cached run starts from primed cursors")
+        tokens = chains(tokens, rate, seconds)[:len(cursors)]
     chain: list[str | None] = list(cursors or [None] * len(tokens))
     conn = aiohttp.TCPConnector(limit=1024, force_close=False)
     async with aiohttp.ClientSession(connector=conn) as session:
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mode", choices=("first", "cached", "prime"), default="first",
                    help="prime: write the cursors a cached run of the same rate and seconds "
                         "starts from (first pages, not timed).")
-    p.add_argument("--cursors", help="cached: a prime run's output (else primed first).")
+    p.add_argument("--cursors", help="cached: a prime run's output (else primed first, "
+                                    "with the same run's CPU).")
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--page-size", type=int, default=20)
@@ -184,15 +186,16 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--tokens is required without --plan")
     with open(a.tokens) as fh:
         tokens = [t.strip() for t in fh if t.strip()]
-    if a.mode == "prime":
-        cursors = asyncio.run(prime(a.base, chains(tokens, a.rate, a.seconds), a.page_size,
-                                    a.timeout))
-        json.dump({"mode": "prime", "cursors": cursors}, sys.stdout)
-        return
     primed = None
     if a.cursors:
         with open(a.cursors) as fh:
             primed = json.load(fh)["cursors"]
+    elif a.mode in ("cached", "prime"):  # a cached run on its own primes first
+        primed = asyncio.run(prime(a.base, chains(tokens, a.rate, a.seconds), a.page_size,
+                                   a.timeout))
+    if a.mode == "prime":
+        json.dump({"mode": "prime", "cursors": primed}, sys.stdout)
+        return
     result = asyncio.run(run(a.base, tokens, a.mode, a.rate, a.seconds, a.page_size,
                              a.timeout, primed))
     json.dump(result, sys.stdout)

@@ -16,7 +16,6 @@ import random
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert
 
-from benchmarks.servers import embedded_env, free_port
+from benchmarks.servers import CLI, embedded_env, free_port
 from benchmarks.social import _healthy, api_command, load, summarize
 from core.clock import utcnow
 from platform_services.storage import procs
@@ -64,8 +63,8 @@ class Services:
 
     def _cmd(self, name: str) -> list[str]:
         if name == "api":
-            return api_command(self.port)  # one process: the faults kill -9 it
-        return [sys.executable, "-c", "from core.cli import main; main()", "worker", name]
+            return api_command(self.port, workers=1)  # one process: the faults kill -9 it
+        return [*CLI, "worker", name]
 
     def start(self, name: str) -> None:
         self.procs[name] = procs.spawn(self._cmd(name), log=self.root / f"{name}.log",

@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,11 +36,10 @@ import numpy as np
 import psutil
 
 from benchmarks.report import table, write_report
-from benchmarks.servers import embedded_env, tansu
+from benchmarks.servers import CLI, embedded_env, tansu
 from platform_services.storage.procs import spawn, stop_all, wait_until
 
 ROOT = Path("var/bench-scaleout")
-CLI = [sys.executable, "-c", "from core.cli import main; main()"]
 BUSES = ("db", "kafka")  # the worker demonstration on each event bus
 
 

@@ -33,7 +33,7 @@ import psutil
 
 from benchmarks.loadgen import PAGES_PER_USER
 from benchmarks.report import table, write_report
-from benchmarks.servers import embedded_env
+from benchmarks.servers import CLI, embedded_env
 from platform_services.storage.procs import spawn, stop, stop_all
 
 ROOT = Path("var/bench-serve")
@@ -140,9 +140,6 @@ class Viewers:
         self.next += n
         self.path.write_text("\n".join(picked))
         return self.path
-
-
-CLI = [sys.executable, "-c", "from core.cli import main; main()"]
 
 
 def _demo_workers(root: Path) -> list[subprocess.Popen]:

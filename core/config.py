@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # API worker processes of ``reelrank serve api`` and the demo (unset: the machine's cores);
     # each holds its own catalog, ANN index and item features.
     api_workers: int | None = Field(default=None, ge=1)
+    # Whether ``reelrank serve api`` serves the feeds (models, catalog, ranker): off, a
+    # platform-only API (accounts, social, comments, ...) that loads no model; its feed
+    # routes answer 503.
+    api_feed: bool = True
     # Shares of ``feed_candidates`` per source (ANN's share goes to popularity without an index).
     feed_quotas: dict[str, float] = Field(
         default_factory=lambda: {

@@ -24,6 +24,9 @@ def serve_api(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int | None, typer.Option(
         min=1, help="API worker processes (default: api_workers, else the cores).")] = None,
+    feed: Annotated[bool | None, typer.Option(
+        "--feed/--no-feed", help="Serve the feeds (default: api_feed); --no-feed: a "
+        "platform-only API that loads no model.")] = None,
 ) -> None:
     """Serve /api/v1 (feeds included) until Ctrl-C; the ranker runs as configured
     (``REELRANK_RANKER_BACKEND=ray|local``), one Ray Serve deployment for all workers."""
@@ -31,6 +34,9 @@ def serve_api(
     from platform_services.storage.db import migrate
     from serving.launch import run_api
 
+    if feed is not None:  # through the environment: the worker processes read it there
+        os.environ["REELRANK_API_FEED"] = str(feed).lower()
+        get_settings.cache_clear()
     settings = get_settings()
     migrate(settings.database_url)
     serving_threads()

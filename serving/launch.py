@@ -37,7 +37,8 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
 
     n = workers_for(settings, workers)
     ranker = None
-    if n > 1 and settings.ranker_backend == "ray" and not settings.ray_address:
+    if n > 1 and settings.api_feed and settings.ranker_backend == "ray" \
+            and not settings.ray_address:
         import ray
 
         from serving.ranking.ray_serve import RayRanker
@@ -66,7 +67,7 @@ def worker_app() -> FastAPI:
     settings = get_settings()
     if not logging_configured():
         configure_logging("INFO", settings.log_format_resolved)
-    return create_app(settings)
+    return create_app(settings, feed_services=settings.api_feed)
 
 
 def proxy_options(settings: Settings) -> dict[str, object]:

@@ -5,15 +5,18 @@ the cached run then sends nothing but next pages along each user's cursor chain.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
-from benchmarks.loadgen import PAGES_PER_USER, chains, prime, run
+from benchmarks.loadgen import PAGES_PER_USER, chains, main, prime, run
 from benchmarks.servers import free_port
 
 
@@ -23,7 +26,7 @@ class FeedStub:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str | None]] = []
 
-    async def __call__(self, scope: dict, receive: object, send: object) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers = dict(scope["headers"])
@@ -32,9 +35,9 @@ class FeedStub:
         self.calls.append((token, cursor))
         page = 0 if cursor is None else int(cursor.rsplit(":", 1)[1]) + 1
         body = f'{{"videos": [{{"video_id": {page}}}], "next_cursor": "{token}:{page}"}}'
-        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+        await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body.encode()})  # type: ignore
+        await send({"type": "http.response.body", "body": body.encode()})
 
 
 @pytest.fixture
@@ -73,8 +76,19 @@ def test_cached_pages_follow_primed_cursor_chains(stub: tuple[FeedStub, str]) ->
         assert sent == [f"{user}:{n}" for n in range(len(sent))] and len(sent) == 10
 
 
-def test_a_cached_run_without_cursors_primes_them_first(stub: tuple[FeedStub, str]) -> None:
+def test_a_cached_run_without_cursors_primes_them_first(stub: tuple[FeedStub, str],
+                                                        tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
     app, base = stub
-    result = asyncio.run(run(base, ["a", "b", "c"], "cached", 16.0, 1.0, 20, 5.0))
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("a\nb\nc\n")
+    main(["--base", base, "--tokens", str(tokens), "--mode", "cached", "--rate", "16",
+          "--seconds", "1"])
+    result = json.loads(capsys.readouterr().out)
     assert sorted(c for c in app.calls if c[1] is None) == [("a", None), ("b", None)]
     assert len(result["records"]) == 16 and all(r["cached"] for r in result["records"])
+
+
+def test_a_cached_run_needs_primed_cursors() -> None:
+    with pytest.raises(ValueError, match="primed cursors"):
+        asyncio.run(run("http://127.0.0.1:1", ["a"], "cached", 8.0, 1.0, 20, 1.0))

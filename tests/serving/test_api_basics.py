@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -19,7 +20,9 @@ from platform_services.storage.blobs import open_blob_store
 from platform_services.storage.db import migrate
 from platform_services.storage.models import Video, VideoStatus
 from serving.app import create_app
+from serving.cli import serve_api
 from serving.feed.render import MediaUrls
+from serving.launch import worker_app
 from tests.serving.conftest import signup
 
 
@@ -145,3 +148,23 @@ def test_worker_threads_do_not_outnumber_pooled_connections(settings: Settings) 
             return anyio.to_thread.current_default_thread_limiter().total_tokens
 
         assert client.portal.call(tokens) == 3
+
+
+def test_serve_api_no_feed_gives_its_workers_an_api_without_the_feed(
+        settings: Settings, clean_env: pytest.MonkeyPatch) -> None:
+    """``reelrank serve api --no-feed`` (the social and reliability benchmarks' API): the worker
+    processes read their settings from the environment, so the option goes there, and each
+    worker's app loads no feed (its routes answer 503) while the platform routes serve."""
+    clean_env.setenv("REELRANK_API_FEED", "true")  # put back after the test
+    launched: dict[str, bool] = {}
+    clean_env.setattr("serving.cli.serving_threads", lambda: None)  # the test's own torch
+    clean_env.setattr("serving.launch.run_api", lambda s, host, port, workers: launched.update(
+        feed=s.api_feed))
+    serve_api(port=0, feed=False)
+    assert launched == {"feed": False}
+    with TestClient(worker_app()) as client:
+        assert client.app.state.feeds is None
+        auth = signup(client, "nofeed")
+        assert client.get("/api/v1/users/me", headers=auth).status_code == 200
+        r = client.get("/api/v1/feed/for-you", headers=auth)
+        assert r.status_code == 503 and "not running" in r.json()["error"]["message"]

@@ -8,9 +8,9 @@ its result depends on is the same: the data and fold sizes, the benchmark settin
 candidate, its parameters, and the source of the code that trains and evaluates (a code
 change starts over). The first seed's refit is never read back: the report needs its model.
 
-The file is gzip (one member per fit, so an append never rewrites it) and small enough to
-commit: a working session runs on a new machine, and a checkpoint outside the repository is
-lost with the old one.
+The file is gzip (one member per fit, so an append never rewrites it), under the ignored
+``var/`` (``reelrank bench retrieval --checkpoint``): it outgrew what belongs in the
+repository, so a run resumes only on the machine that ran it.
 """
 
 from __future__ import annotations
