@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, literal_column, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
@@ -30,9 +31,31 @@ def emit(session: Session, *events: Event) -> None:
     A Core ``INSERT`` in the session's transaction, not ``session.add``: the ORM's flush of
     an outbox row cost a like more than the insert itself (``reelrank bench social``)."""
     if events:
-        session.execute(insert(OutboxRow.__table__), [
-            {"topic": e.topic, "key": e.key, "value": encode(e), "created_at": utcnow()}
-            for e in events])
+        session.execute(insert(OutboxRow.__table__), [outbox_values(e) for e in events])
+
+
+def outbox_values(event: Event) -> dict[str, Any]:
+    """The outbox row of ``event``: the parameters of :func:`emit_if_changed`'s statement."""
+    return {"topic": event.topic, "key": event.key, "value": encode(event),
+            "created_at": utcnow()}
+
+
+_OUTBOX_COLUMNS = ("topic", "key", "value", "created_at")
+
+
+def emit_if_changed(change: Any) -> Any:
+    """One statement that makes ``change`` (an ``INSERT``/``DELETE ... RETURNING``) and stages
+    its event only if the change returned a row: ``WITH changed AS (change) INSERT INTO
+    outbox SELECT :topic, :key, :value, :created_at FROM changed RETURNING 1`` (PostgreSQL's
+    data-modifying CTE). Bound with the change's values and :func:`outbox_values`; a row
+    comes back if it changed something. One statement is atomic without a transaction, so a
+    toggle needs one round trip where a transaction's BEGIN, change, event and COMMIT took
+    four."""
+    table = OutboxRow.__table__
+    changed = change.cte("changed")
+    values = select(*(bindparam(c, type_=table.c[c].type) for c in _OUTBOX_COLUMNS))
+    return (insert(table).from_select(_OUTBOX_COLUMNS, values.select_from(changed))
+            .returning(literal_column("1")))
 
 
 class OutboxRelay:
@@ -70,7 +93,11 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self, stop: asyncio.Event, idle_s: float = 0.05) -> None:
-        """Relay until ``stop`` is set; bus errors are logged and retried with backoff."""
+        """Relay until ``stop`` is set; bus errors are logged and retried with backoff.
+        After a batch short of ``batch_size`` it waits ``idle_s`` (Kafka's ``linger.ms``):
+        relaying as fast as rows came made batches of a few rows, and each batch's fixed
+        reads and writes cost more than its rows (300 likes/s on PostgreSQL: 1.7 ms of
+        relay and counters CPU a like, 0.9 with the wait and the consumer's)."""
         delay = idle_s
         while not stop.is_set():
             try:
@@ -79,6 +106,6 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox relay: publish failed; retrying in %.1fs", delay)
                 sent, delay = 0, min(delay * 2, 10.0)
-            if not sent:
+            if sent < self.batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)

@@ -10,6 +10,7 @@ applied twice. An event that cannot be decoded, or whose handler keeps failing a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -52,6 +53,10 @@ LAG = Gauge(
 class WorkerConfig:
     max_batch: int = 500
     poll_timeout_ms: int = 200
+    # After a batch short of ``max_batch``, wait this long for more (Kafka's
+    # ``fetch.max.wait.ms``): a batch's fixed costs (offsets, dedupe, a transaction) were most
+    # of a worker's CPU when it polled again at once for the few records that came meanwhile.
+    linger_s: float = 0.05
     max_attempts: int = 3
     backoff_s: float = 0.1
     session_timeout_ms: int = 10_000
@@ -95,6 +100,9 @@ class Worker:
                             break
                         raise
                     await consumer.commit(records)
+                if 0 < len(records) < self.config.max_batch and self.config.linger_s:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.config.linger_s)
                 if loop.time() >= next_lag:
                     next_lag = loop.time() + self.config.lag_every_s
                     for (topic, part), lag in (await consumer.lag()).items():

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.pool import NullPool
 
 from core.config import Settings
@@ -130,6 +130,39 @@ def test_likes_are_idempotent_and_never_negative(api: TestClient,
     for bad in (999_999, 2**63, 10**30):
         r = api.post(f"{V1}/videos/{bad}/like", headers=bob.headers)
         assert r.status_code in (404, 422), (bad, r.status_code)
+
+
+def test_a_like_on_postgresql_is_one_statement_outside_a_transaction(
+        api: TestClient, api_settings: Settings) -> None:
+    """On PostgreSQL a like's change and its event are one statement (a data-modifying CTE),
+    atomic on its own, so it runs in autocommit: no BEGIN and COMMIT round trips. The pooled
+    connection goes back to transactions for the next request."""
+    if not api_settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite cannot write in a CTE: its toggles commit a transaction")
+    ann, bob = make_account(api, "ann"), make_account(api, "bob")
+    video = make_video(api, ann)
+    engine = sessions_of(api).kw["bind"]
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn, cursor, statement, *_) -> None:  # noqa: ANN001
+        seen.append((statement.split()[0], conn.connection.driver_connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert api.post(f"{V1}/videos/{video}/like", headers=bob.headers).status_code == 200
+        like = list(seen)
+        seen.clear()
+        assert api.delete(f"{V1}/videos/{video}/like", headers=bob.headers).json()["changed"]
+        unlike = list(seen)
+        seen.clear()
+        assert api.get(f"{V1}/users/me", headers=bob.headers).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    for statements in (like, unlike):
+        assert [s for s, _ in statements] == ["SELECT", "SELECT", "WITH"], statements
+        assert all(autocommit for _, autocommit in statements)
+    assert seen and not any(autocommit for _, autocommit in seen), seen
+    assert _actions(api) == ["like", "unlike"]
 
 
 def test_counters_are_exact_under_concurrency(api: TestClient, api_settings: Settings) -> None:
