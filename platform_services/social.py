@@ -281,11 +281,12 @@ def _like_target(session: Session, viewer_id: int, video_id: int) -> tuple[int, 
 
 def like(session: Session, user_id: int, video_id: int) -> Reaction:
     """Like (idempotent). ``total`` is the worker's count plus this call's change (the worker
-    counts the like after the commit)."""
+    counts the like after the commit), and at least 1: a repeat that comes before the worker
+    counted the first (it batches for up to ~0.1 s) showed a liked video with 0 likes."""
     owner, counted = _like_target(session, user_id, video_id)
     added = _toggle(session, Like, {"user_id": user_id, "video_id": video_id}, True,
                     Action.LIKE, user_id, video_id=video_id, author_id=owner)
-    return Reaction(True, added, max(0, counted + int(added)))
+    return Reaction(True, added, max(1, counted + int(added)))
 
 
 def unlike(session: Session, user_id: int, video_id: int) -> Reaction:

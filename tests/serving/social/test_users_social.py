@@ -113,6 +113,8 @@ def test_likes_are_idempotent_and_never_negative(api: TestClient,
         "success": True, "liked": False, "changed": False, "total_likes": 0}
     r = api.post(f"{V1}/videos/{video}/like", headers=bob.headers)
     assert r.status_code == 200 and r.json()["total_likes"] == 1, "counted 0 + this like"
+    r = api.post(f"{V1}/videos/{video}/like", headers=bob.headers)  # before the worker ran
+    assert r.json() == {"success": True, "liked": True, "changed": False, "total_likes": 1}
     drain_counters(api_settings, redeliver=True)
     for _ in range(4):  # repeats change nothing (the count is the worker's, now with the like)
         r = api.post(f"{V1}/videos/{video}/like", headers=bob.headers)
