@@ -27,6 +27,7 @@ from platform_services.storage import procs
 # ``reelrank ...`` as a child process of this interpreter (an installed script may be missing).
 CLI = [sys.executable, "-c", "from core.cli import main; main()"]
 
+
 def free_port() -> int:
     """A TCP port free right now on 127.0.0.1 (the OS picks it)."""
     with socket.socket() as s:

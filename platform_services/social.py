@@ -91,17 +91,16 @@ def _toggle(session: Session, model: type, key: dict[str, int | str], on: bool, 
     (follow, block, like, save and their undos) is written: on PostgreSQL one statement, the
     change and its event together (so :data:`ONE_WRITE` actions need no transaction there)."""
     conn = session.connection()  # Core statements: no ORM execution layer
-    dialect = conn.dialect.name
-    change = _change(dialect, model.__table__, tuple(key), on)
-    if on:
-        key = key | _defaulted(model.__table__, tuple(key))
-    if dialect == "postgresql":
-        event = UserInteraction(user_id=actor_id, action=action, video_id=video_id,
-                                author_id=author_id)
-        return conn.execute(change, key | outbox_values(event)).first() is not None
-    changed = conn.execute(change, key).first() is not None
+    dialect, table, columns = conn.dialect.name, model.__table__, tuple(key)
+    values = key | _defaulted(table, columns) if on else key
+    event = UserInteraction(user_id=actor_id, action=action, video_id=video_id,
+                            author_id=author_id)
+    change = _change(dialect, table, columns, on)
+    if dialect == "postgresql":  # the change writes the event's outbox row too
+        return conn.execute(change, values | outbox_values(event)).first() is not None
+    changed = conn.execute(change, values).first() is not None
     if changed:
-        _event(session, actor_id, action, video_id=video_id, author_id=author_id)
+        emit(session, event)
     return changed
 
 

@@ -17,7 +17,7 @@ RUN_S = 0.3
 LINGER_S = 0.1
 
 
-async def _calls_within(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+async def _run_for(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(run(stop))
     await asyncio.sleep(RUN_S)
@@ -37,7 +37,7 @@ def test_the_relay_lingers_after_a_short_batch(batch: int) -> None:
         return batch
 
     relay.run_once = run_once  # type: ignore[method-assign]
-    asyncio.run(_calls_within(lambda stop: relay.run(stop, idle_s=LINGER_S)))
+    asyncio.run(_run_for(lambda stop: relay.run(stop, idle_s=LINGER_S)))
     if batch < relay.batch_size:
         assert 2 <= calls <= RUN_S / LINGER_S + 1, calls
     else:
@@ -85,7 +85,7 @@ def test_a_worker_lingers_after_a_short_batch(batch: int) -> None:
         await asyncio.sleep(0)
 
     worker.process = process  # type: ignore[method-assign]
-    asyncio.run(_calls_within(worker.run))
+    asyncio.run(_run_for(worker.run))
     if batch < 10:
         assert 2 <= consumer.polls <= RUN_S / LINGER_S + 1, consumer.polls
     else:
