@@ -83,6 +83,10 @@ def bench_retrieval(
                                              "lines), under the ignored var/: an "
                                              "interrupted run resumes from them.")]
     = Path("var/checkpoints/retrieval-fits.jsonl.gz"),
+    tuning_fits: Annotated[Path, typer.Option(help="Where finished tuning fits are kept (JSON "
+                                              "lines, a few numbers each, committed): a run "
+                                              "resumes from them on a fresh clone too.")]
+    = Path("benchmarks/results/retrieval-tuning-fits.jsonl"),
 ) -> None:
     """Quality of every retrieval model and baseline, training cost, ANN search -> markdown."""
     from benchmarks.retrieval import bench
@@ -92,11 +96,13 @@ def bench_retrieval(
     settings = get_settings()
     if not resume:
         checkpoint.unlink(missing_ok=True)
+        tuning_fits.unlink(missing_ok=True)
     with retrieval_errors():
         path = bench(kuairand, microlens, out, ann_items, threads or os.cpu_count() or 1, quick,
                      cache_dir=settings.path("content"), seeds=seeds,
                      sections_run=tuple(x.strip() for x in sections.split(",") if x.strip()),
-                     max_epochs=max_epochs, checkpoint_path=checkpoint)
+                     max_epochs=max_epochs, checkpoint_path=checkpoint,
+                     tuning_path=tuning_fits)
         typer.echo(f"wrote {path}")
 
 

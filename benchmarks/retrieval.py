@@ -260,18 +260,19 @@ def _resumed(checkpoint: FitCheckpoint | None) -> str:
         return ""
     return (f" Resumed: {checkpoint.reused} fits were read back from the checkpoint of an "
             "interrupted run of the same benchmark on the same code "
-            f"(`{checkpoint.path}`); the time in all counts this run only, the fit times "
-            "below are those measured when each fit ran.")
+            f"(`{checkpoint.tuning}`, `{checkpoint.path}`); the time in all counts this run "
+            "only, the fit times below are those measured when each fit ran.")
 
 
 def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000,
           threads: int = 2, quick: bool = False, cache_dir: Path | None = None,
           kuairand_train_end: str | None = "2022-04-29", seeds: int = 3,
           sections_run: tuple[str, ...] = SECTIONS, max_epochs: int | None = None,
-          checkpoint_path: Path | None = None) -> Path:
+          checkpoint_path: Path | None = None, tuning_path: Path | None = None) -> Path:
     """Every section in ``sections_run`` (tuned once on validation, refitted and tested once
     per seed), the ANN part when the MicroLens leave-last-out section ran. Fits finished by an
-    interrupted run of the same benchmark are read back from ``checkpoint_path``."""
+    interrupted run of the same benchmark are read back from ``checkpoint_path`` (the tuning
+    fits from ``tuning_path`` where given)."""
     started, load_before = time.perf_counter(), os.getloadavg()
     specs = [("kuairand", "KuaiRand (temporal: train 04-25..04-28 + history, test "
               "04-29..04-30)", "KuaiRand", "kuairand", kuairand, "temporal"),
@@ -285,7 +286,7 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
     epochs = 3 if quick else (max_epochs or 20)
     checkpoint = None if checkpoint_path is None else FitCheckpoint(checkpoint_path, {
         "kuairand": str(kuairand), "microlens": str(microlens), "epochs": epochs,
-        "quick": quick, "kuairand_train_end": kuairand_train_end})
+        "quick": quick, "kuairand_train_end": kuairand_train_end}, tuning_path)
     sections, loaded = [], {}
     for key, title, short, kind, path, protocol in specs:
         if key not in sections_run:

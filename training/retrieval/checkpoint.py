@@ -8,9 +8,12 @@ its result depends on is the same: the data and fold sizes, the benchmark settin
 candidate, its parameters, and the source of the code that trains and evaluates (a code
 change starts over). The first seed's refit is never read back: the report needs its model.
 
-The file is gzip (one member per fit, so an append never rewrites it), under the ignored
-``var/`` (``reelrank bench retrieval --checkpoint``): it outgrew what belongs in the
-repository, so a run resumes only on the machine that ran it.
+Two files. The refits carry every test user's metrics (for the bootstrap intervals), which
+outgrew what belongs in the repository: they go to gzip (one member per fit, so an append
+never rewrites it) under the ignored ``var/`` (``reelrank bench retrieval --checkpoint``).
+The tuning fits are a few numbers each and are most of the hours: they go to a plain JSON
+lines file in the repository (``--tuning-fits``), so a run too long for one working session
+resumes from a fresh clone of what was committed, not only on the machine that ran it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hashlib
 import json
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -73,8 +76,9 @@ class FitCheckpoint:
     sources only this candidate's fits depend on (:data:`TWO_TOWER_CODE`: the two-tower's
     model and trainer), so a change there keeps the baselines' fits."""
 
-    def __init__(self, path: Path, scope: dict[str, Any]) -> None:
-        self.path, self.reused = path, 0
+    def __init__(self, path: Path, scope: dict[str, Any], tuning: Path | None = None) -> None:
+        """``tuning``: where the tuning fits go (``path`` too when None)."""
+        self.path, self.tuning, self.reused = path, tuning or path, 0
         self.scope = json.dumps({**scope, "code": code_fingerprint()}, sort_keys=True)
         # Hashed now, with the code this process runs: an edit during a run (hours long) must
         # not label the fits of the code in memory as the edited code's.
@@ -82,7 +86,7 @@ class FitCheckpoint:
                                                                    ITEM2ITEM_CODE)}
         self.own = {code: SAME_FITS.get(fp, fp) for code, fp in own.items()}
         self.entries: dict[str, dict[str, Any]] = {}
-        for entry in _read(path):
+        for entry in [*_read(self.tuning), *(_read(path) if self.tuning != path else [])]:
             self.entries[entry["key"]] = entry["record"]
 
     def _key(self, phase: str, name: str, section: str, params: dict[str, Any],
@@ -104,9 +108,28 @@ class FitCheckpoint:
             record: dict[str, Any], code: tuple[str, ...] = ()) -> None:
         key = self._key(phase, name, section, params, code)
         self.entries[key] = record
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with gzip.open(self.path, "at") as f:
-            f.write(json.dumps({"key": key, "record": record}, default=_plain) + "\n")
+        path = self.tuning if phase == "tune" else self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cut = path.suffix != ".gz" and path.is_file() and _ends_short(path)
+        with _open(path, "at") as f:
+            line = json.dumps({"key": key, "record": record}, default=_plain)
+            f.write(("\n" if cut else "") + line + "\n")
+
+
+def _ends_short(path: Path) -> bool:
+    """Whether the text file's last line was cut short (no newline at its end)."""
+    with path.open("rb") as f:
+        if f.seek(0, 2) == 0:
+            return False
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
+
+
+def _open(path: Path, mode: str) -> IO[str]:
+    """gzip for a ``.gz`` name, plain text otherwise."""
+    if path.suffix == ".gz":
+        return gzip.open(path, mode)  # type: ignore[return-value]
+    return path.open(mode.replace("t", ""))
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -115,7 +138,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
         return []
     lines: list[str] = []
     try:
-        with gzip.open(path, "rt") as f:
+        with _open(path, "rt") as f:
             lines.extend(f)
     except (EOFError, gzip.BadGzipFile, zlib.error):  # a member cut short: keep what came before
         pass

@@ -4,6 +4,7 @@ intervals say when a difference is real, and content-kNN scores items nobody has
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import numpy as np
@@ -255,3 +256,39 @@ def test_the_cost_table_shows_the_longest_fit() -> None:
                                             [tuned])])
     assert "longest fit (s)" in header
     assert row.split(" | ")[1:6] == ["ease", "2", "720", "700", "6.0"]
+
+
+def test_the_tuning_fits_resume_on_a_fresh_clone(world: Dataset, tmp_path) -> None:
+    """The tuning fits go to their own plain JSON lines file (committed), the refits with
+    their per-user metrics to the gzip one (not committed): with the gzip file gone, as on a
+    fresh clone, a rerun still reads every tuning fit back and refits only the seeds."""
+    from training.retrieval.checkpoint import FitCheckpoint
+
+    prep = prepare(world, "synth", content=False)
+    fits: list[dict] = []
+
+    def two_tower(**params):  # noqa: ANN003, ANN202 - counts the fits
+        fits.append(params)
+        return towers.two_tower_candidate(
+            "id", train_cfg=towers.TrainConfig(epochs=2, batch_size=512, progress=False)
+        ).make(**params)
+
+    cand = Candidate("two-tower (id only)", two_tower,
+                     SearchSpace({"temperature": [0.05, 0.1]}, joint=("temperature",)),
+                     seeded=True)
+    refits, tuning = tmp_path / "var" / "fits.jsonl.gz", tmp_path / "tuning.jsonl"
+    first = run(cand, prep, seeds=(0, 1), checkpoint=FitCheckpoint(refits, {"e": 2}, tuning))
+    lines = [json.loads(line) for line in tuning.read_text().splitlines()]
+    assert len(lines) == 2 and all("per_user" not in e["record"] for e in lines)
+    assert refits.is_file()
+
+    shutil.rmtree(refits.parent)
+    with tuning.open("a") as f:
+        f.write('{"key": "cut sho')  # a line cut short: skipped, and the next put starts anew
+    fits.clear()
+    again = FitCheckpoint(refits, {"e": 2}, tuning)
+    second = run(cand, prep, seeds=(0, 1), checkpoint=again)
+    assert again.reused == 2 and [f.get("seed") for f in fits] == [0, 1]
+    assert second.params == first.params and second.valid == first.valid
+    again.put("tune", "ease", "s", {"l2": 1}, {"m": 1.0})
+    assert len(FitCheckpoint(refits, {"e": 2}, tuning).entries) == 2 + 1 + 1  # + seed 1
