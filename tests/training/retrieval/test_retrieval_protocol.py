@@ -151,14 +151,9 @@ def test_intervals_over_seeds_and_paired_over_users() -> None:
     assert not paired_difference(same, b, "m").excludes_zero()
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path) -> None:
-    """The fits a run finished are read back by the next run (same results, no refitting);
-    the first seed is always refitted (the report needs its model); other settings, or a
-    run that was interrupted mid-search, only reuse what matches."""
-    from training.retrieval.checkpoint import FitCheckpoint
-
-    prep = prepare(world, "synth", content=False)
-    fits: list[dict] = []
+def _counted_two_tower(fits: list[dict]) -> Candidate:
+    """A small id-only two-tower searched over two temperatures; each fit's parameters are
+    appended to ``fits``."""
 
     def two_tower(**params):  # noqa: ANN003, ANN202 - counts the fits
         fits.append(params)
@@ -167,7 +162,18 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path
         ).make(**params)
 
     space = SearchSpace({"temperature": [0.05, 0.1]}, joint=("temperature",))
-    cand = Candidate("two-tower (id only)", two_tower, space, seeded=True)
+    return Candidate("two-tower (id only)", two_tower, space, seeded=True)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(world: Dataset, tmp_path) -> None:
+    """The fits a run finished are read back by the next run (same results, no refitting);
+    the first seed is always refitted (the report needs its model); other settings, or a
+    run that was interrupted mid-search, only reuse what matches."""
+    from training.retrieval.checkpoint import FitCheckpoint
+
+    prep = prepare(world, "synth", content=False)
+    fits: list[dict] = []
+    cand = _counted_two_tower(fits)
     path = tmp_path / "fits.jsonl.gz"
     first = run(cand, prep, seeds=(0, 1, 2), checkpoint=FitCheckpoint(path, {"epochs": 2}))
     assert len(fits) == 2 + 3  # two tuning fits, a refit per seed
@@ -266,16 +272,7 @@ def test_the_tuning_fits_resume_on_a_fresh_clone(world: Dataset, tmp_path) -> No
 
     prep = prepare(world, "synth", content=False)
     fits: list[dict] = []
-
-    def two_tower(**params):  # noqa: ANN003, ANN202 - counts the fits
-        fits.append(params)
-        return towers.two_tower_candidate(
-            "id", train_cfg=towers.TrainConfig(epochs=2, batch_size=512, progress=False)
-        ).make(**params)
-
-    cand = Candidate("two-tower (id only)", two_tower,
-                     SearchSpace({"temperature": [0.05, 0.1]}, joint=("temperature",)),
-                     seeded=True)
+    cand = _counted_two_tower(fits)
     refits, tuning = tmp_path / "var" / "fits.jsonl.gz", tmp_path / "tuning.jsonl"
     first = run(cand, prep, seeds=(0, 1), checkpoint=FitCheckpoint(refits, {"e": 2}, tuning))
     lines = [json.loads(line) for line in tuning.read_text().splitlines()]
