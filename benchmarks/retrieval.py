@@ -258,10 +258,10 @@ SECTIONS = ("kuairand", "microlens", "cold")
 def _resumed(checkpoint: FitCheckpoint | None) -> str:
     if checkpoint is None or not checkpoint.reused:
         return ""
+    files = ", ".join(f"`{p}`" for p in dict.fromkeys((checkpoint.tuning, checkpoint.path)))
     return (f" Resumed: {checkpoint.reused} fits were read back from the checkpoint of an "
-            "interrupted run of the same benchmark on the same code "
-            f"(`{checkpoint.tuning}`, `{checkpoint.path}`); the time in all counts this run "
-            "only, the fit times below are those measured when each fit ran.")
+            f"interrupted run of the same benchmark on the same code ({files}); the time in all "
+            "counts this run only, the fit times below are those measured when each fit ran.")
 
 
 def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000,

@@ -53,12 +53,6 @@ from platform_services.storage.social_models import (
 )
 
 
-def _event(session: Session, user_id: int, action: Action, video_id: int | None = None,
-           author_id: int | None = None) -> None:
-    emit(session, UserInteraction(user_id=user_id, action=action, video_id=video_id,
-                                  author_id=author_id))
-
-
 @lru_cache(maxsize=64)
 def _change(dialect: str, table: Table, columns: tuple[str, ...], on: bool) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` (``on``) or ``DELETE`` of the row keyed by
@@ -321,7 +315,8 @@ def share(session: Session, user_id: int, video_id: int, channel: str) -> int:
     row = Share(user_id=user_id, video_id=video_id, channel=channel)
     session.add(row)
     session.flush()
-    _event(session, user_id, Action.SHARE, video_id=video_id, author_id=video.owner_id)
+    emit(session, UserInteraction(user_id=user_id, action=Action.SHARE, video_id=video_id,
+                                  author_id=video.owner_id))
     return row.id
 
 

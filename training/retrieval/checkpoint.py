@@ -2,7 +2,7 @@
 
 The benchmark tunes every model on validation with dozens of fits (a KuaiRand two-tower fit
 alone takes minutes on 2 cores), which together outlast a working session. Each finished
-tuning fit and each refit of a later seed is appended here as one JSON line; a rerun of the
+tuning fit and each refit of a later seed is appended as one JSON line; a rerun of the
 same command reads them back instead of fitting again. An entry only matches when everything
 its result depends on is the same: the data and fold sizes, the benchmark settings, the
 candidate, its parameters, and the source of the code that trains and evaluates (a code
