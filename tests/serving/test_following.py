@@ -32,6 +32,7 @@ from platform_services.storage.models import (
 )
 from platform_services.storage.social_models import UserStats
 from serving.app import create_app
+from tests.serving.conftest import FeedClient
 
 FEED = "/api/v1/feed/following"
 
@@ -163,7 +164,7 @@ def test_fanout_worker_end_to_end_on_the_bus(settings: Settings, rt: Runtime) ->
 def client(settings: Settings) -> Iterator[TestClient]:
     migrate(settings.database_url)
     local = settings.model_copy(update={"ranker_backend": "local", "catalog_refresh_s": 3600})
-    with TestClient(create_app(local)) as c:
+    with FeedClient(create_app(local)) as c:
         yield c
 
 

@@ -36,6 +36,7 @@ from serving.feed import cursor as cursors
 from serving.feed.degrade import HEADER
 from serving.ranking.ray_serve import RayRanker
 from tests.isolation import env_settings
+from tests.serving.conftest import FeedClient
 from training.datasets.store import load_dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate, recent_start
 from training.datasets.world import load_world
@@ -142,7 +143,7 @@ def ray_serve(world: Settings) -> Iterator[RayRanker]:
 
 @pytest.fixture(scope="module")
 def client(world: Settings, ray_serve: RayRanker) -> Iterator[TestClient]:
-    with TestClient(create_app(world)) as c:
+    with FeedClient(create_app(world)) as c:
         yield c
 
 
@@ -351,7 +352,7 @@ def test_degraded_but_never_failing(case: str, world: Settings, ray_serve: RayRa
         "no-ann-no-features-no-ranker": {"ann", "features", "ranker"},
         "redis-down": {"trending", "cache", "features"},
     }[case]
-    with TestClient(create_app(world.model_copy(update=update_))) as c:
+    with FeedClient(create_app(world.model_copy(update=update_))) as c:
         for user in (21, 22):
             r = c.get(FEED, headers=auth(world, user))
             assert r.status_code == 200, r.text
