@@ -1,5 +1,5 @@
 """A content item tower for held-out items: a residual MLP over frozen text embeddings and,
-optionally, learned embeddings of the title's hashtags.
+optionally, learned embeddings of the item's tags (MicroLens: its title's hashtags).
 
 One tower encodes both the items a user consumed and the candidates (shared weights): a
 candidate is scored by its similarity to each recent history item and the user's score is
@@ -26,37 +26,20 @@ from torch import Tensor, nn
 class ItemTowerConfig:
     content_dim: int
     hidden: int = 1024
-    vocab: int = 0  # distinct tokens (hashtags) with an embedding (0: content only)
+    vocab: int = 0  # distinct tags with an embedding (0: content only); id ``vocab`` pads
     token_dim: int = 64
 
 
-@dataclass(frozen=True)
-class TokenBags:
-    """Every item's tokens (its title's hashtags), CSR: item i's token ids are
-    ``ids[offsets[i]:offsets[i+1]]`` (int64 tensors; ``offsets``: one entry per item plus
-    one)."""
-
-    ids: Tensor
-    offsets: Tensor
-
-    def rows(self, items: Tensor) -> tuple[Tensor, Tensor]:
-        """``items``' tokens as ``nn.EmbeddingBag`` input: (flat ids, each bag's start)."""
-        starts, lengths = self.offsets[items], self.offsets[items + 1] - self.offsets[items]
-        bag_starts = torch.cumsum(lengths, 0) - lengths
-        flat = torch.repeat_interleave(starts - bag_starts, lengths) + torch.arange(
-            int(lengths.sum()))
-        return self.ids[flat], bag_starts
-
-
 class ContentItemTower(nn.Module):
-    """``forward(content [N, D], tokens) -> unit vectors [N, D]``: ``normalize(c + mlp(c ‖
-    mean token embedding))``; ``tokens`` (the rows' bags, :meth:`TokenBags.rows`) only when
-    ``cfg.vocab``."""
+    """``forward(content [N, D], tags [N, L]) -> unit vectors [N, D]``: ``normalize(c + mlp(c
+    ‖ mean tag embedding))``; ``tags`` (each row's tag ids, padded with ``cfg.vocab``, which
+    the mean leaves out) only when ``cfg.vocab``."""
 
     def __init__(self, cfg: ItemTowerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.bag = nn.EmbeddingBag(cfg.vocab, cfg.token_dim, mode="mean") if cfg.vocab else None
+        self.bag = nn.EmbeddingBag(cfg.vocab + 1, cfg.token_dim, mode="mean",
+                                   padding_idx=cfg.vocab) if cfg.vocab else None
         if self.bag is not None:
             nn.init.normal_(self.bag.weight, std=0.1)
         width = cfg.content_dim + (cfg.token_dim if cfg.vocab else 0)
@@ -65,13 +48,13 @@ class ContentItemTower(nn.Module):
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
 
-    def forward(self, content: Tensor, tokens: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, content: Tensor, tags: Tensor | None = None) -> Tensor:
         content = F.normalize(content, dim=-1)
         x = content
         if self.bag is not None:
-            if tokens is None:
-                raise ValueError("this tower reads title tokens: pass each row's bag")
-            x = torch.cat([content, self.bag(*tokens)], dim=-1)
+            if tags is None:
+                raise ValueError("this tower reads tags: pass each row's tag ids")
+            x = torch.cat([content, self.bag(tags)], dim=-1)
         return F.normalize(content + self.mlp(x), dim=-1)
 
 

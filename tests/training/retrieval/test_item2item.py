@@ -1,6 +1,6 @@
 """The two-tower with an interest per history item: it is content-kNN before training, it
 learns from what users watch next, and it scores held-out items through their content (and
-their titles' hashtags)."""
+their tags)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from training.datasets.store import Dataset
 from training.retrieval.baselines import ContentKNN
 from training.retrieval.data import timeline
 from training.retrieval.inputs import build_id_space, encode
-from training.retrieval.item2item import ContentInterests, hashtag_bags, next_item_pairs
+from training.retrieval.item2item import ContentInterests, next_item_pairs, tag_ids
 from training.retrieval.pipeline import Candidate, prepare, run
 
 
 def _data(content: np.ndarray, timelines: list[list[int]],  # noqa: ANN202 - TrainData
-          titles: list[str] | None = None):
+          tags: list[list[str]] | None = None):
     frame = pd.DataFrame([{"user_id": u, "item_id": i, "event": "view", "ts": pd.NaT, "seq": s}
                           for u, items in enumerate(timelines) for s, i in enumerate(items)])
     rows = timeline(frame)
     items = pd.DataFrame({"item_id": np.arange(len(content))})
-    if titles is not None:
-        items["title"] = titles
+    if tags is not None:
+        items["tags"] = tags
     ids = build_id_space(items,
                          pd.DataFrame({"user_id": np.arange(len(timelines))}), rows, content)
     return encode(ids, rows, None)
@@ -43,26 +42,22 @@ def test_pairs_are_later_items_of_the_same_user_within_the_window() -> None:
     assert pairs(2) == [(0, 1), (0, 2), (1, 2), (3, 4)]
 
 
-def test_hashtags_are_whole_tags_found_in_enough_titles() -> None:
-    bags, vocab = hashtag_bags(["Cat jumps # funny cats # Pets", "cat sleeps #Funny Cats",
-                                None, "dog # pets #dogs"], min_count=2)
-    names = ["funny cats", "pets"]  # sorted; "dogs": one title
+def test_tags_get_ids_when_found_on_enough_items() -> None:
+    rows, vocab = tag_ids([["funny cats", "pets"], np.array(["funny cats"]), None, float("nan"),
+                           ["pets", "dogs"]], min_count=2)
+    names = ["funny cats", "pets"]  # sorted; "dogs": one item
     assert vocab == len(names)
-    per_title = [[names[i] for i in bags.ids[a:b].tolist()]
-                 for a, b in zip(bags.offsets[:-1].tolist(), bags.offsets[1:].tolist(),
-                                 strict=True)]
-    assert per_title == [["funny cats", "pets"], ["funny cats"], [], ["pets"]]
-    flat, starts = bags.rows(torch.tensor([3, 0]))  # EmbeddingBag input, in the rows' order
-    assert [names[i] for i in flat.tolist()] == ["pets", "funny cats", "pets"]
-    assert starts.tolist() == [0, 1]
+    assert rows.shape == (5, 2)  # the longest row; the rest padded with the vocabulary's size
+    per_item = [[names[i] for i in row if i < vocab] for row in rows.tolist()]
+    assert per_item == [["funny cats", "pets"], ["funny cats"], [], [], ["pets"]]
 
 
 @pytest.mark.parametrize("hashtags", [0, 4])
 def test_untrained_it_scores_as_content_knn_with_max(hashtags: int) -> None:
     rng = np.random.default_rng(0)
     content = rng.normal(size=(40, 8)).astype(np.float32)
-    titles = [f"video {i} #t{i % 5} #u{i % 3}" for i in range(40)]
-    data = _data(content, [rng.integers(0, 40, n).tolist() for n in (3, 7, 1, 12)], titles)
+    tags = [[f"t{i % 5}", f"u{i % 3}"] for i in range(40)]
+    data = _data(content, [rng.integers(0, 40, n).tolist() for n in (3, 7, 1, 12)], tags)
     model = ContentInterests(history_len=5, lr=0.0, epochs=1, hidden=16,
                              hashtags=hashtags)
     model.fit(data)
