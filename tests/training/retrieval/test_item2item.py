@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from models.item_tower import ContentItemTower, ItemTowerConfig
 from training.datasets.store import Dataset
 from training.retrieval.baselines import ContentKNN
 from training.retrieval.data import timeline
@@ -50,6 +52,16 @@ def test_tags_get_ids_when_found_on_enough_items() -> None:
     assert rows.shape == (5, 2)  # the longest row; the rest padded with the vocabulary's size
     per_item = [[names[i] for i in row if i < vocab] for row in rows.tolist()]
     assert per_item == [["funny cats", "pets"], ["funny cats"], [], [], ["pets"]]
+
+
+def test_the_tower_reads_each_rows_own_tags_and_leaves_the_padding_out() -> None:
+    rows, vocab = tag_ids([["a", "b"], ["a"], None, ["b"]], min_count=2)  # a: 0, b: 1
+    tower = ContentItemTower(ItemTowerConfig(content_dim=4, hidden=8, vocab=vocab, token_dim=3))
+    assert tower.bag is not None
+    emb = tower.bag.weight.detach()
+    got = tower.bag(rows[torch.tensor([3, 0, 1, 2])]).detach()  # rows picked out of order
+    expected = torch.stack([emb[1], (emb[0] + emb[1]) / 2, emb[0], torch.zeros(3)])
+    torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("hashtags", [0, 4])
