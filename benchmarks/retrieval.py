@@ -24,7 +24,11 @@ from core.dataset_schema import DataError
 from training.retrieval.baselines import RandomScores
 from training.retrieval.checkpoint import FitCheckpoint
 from training.retrieval.intervals import over_seeds, paired_difference
-from training.retrieval.item2item import content_interests_candidate
+from training.retrieval.item2item import (
+    ContentInterests,
+    content_interests_candidate,
+    next_item_pairs,
+)
 from training.retrieval.metrics import HEADLINE, METRICS
 from training.retrieval.pipeline import (
     TUNE_METRIC,
@@ -206,6 +210,13 @@ def training_cost(sections: list[Section]) -> list[str]:
                 r = o.model.result
                 epochs = str(len(r.history))
                 ex, per = f"{r.examples_per_s:,.0f}", f"{r.epoch_seconds:.1f}"
+            elif isinstance(o.model, ContentInterests) and o.model.best_epoch:
+                # Its examples are next-item pairs; the fit's time includes encoding every
+                # item once per epoch.
+                m, n = o.model, o.model.best_epoch
+                pairs = len(next_item_pairs(m.data, m.window)[0])
+                epochs, ex = str(n), f"{pairs * n / max(o.fit_seconds, 1e-9):,.0f}"
+                per = f"{o.fit_seconds / n:.1f}"
             fits = [m.get("fit_seconds", 0.0) for _, m in o.tuning]
             lines.append(f"| {sec.short} | {o.name} | {len(fits)} | {sum(fits):.0f} | "
                          f"{max([*fits, o.fit_seconds]):.0f} | {o.fit_seconds:.1f} | {epochs} | "

@@ -289,3 +289,20 @@ def test_the_tuning_fits_resume_on_a_fresh_clone(world: Dataset, tmp_path) -> No
     assert second.params == first.params and second.valid == first.valid
     again.put("tune", "ease", "s", {"l2": 1}, {"m": 1.0})
     assert len(FitCheckpoint(refits, {"e": 2}, tuning).entries) == 2 + 1 + 1  # + seed 1
+
+
+def test_the_cost_table_shows_the_interests_towers_speed() -> None:
+    """The interests tower's final fit reports its epochs, next-item pairs per second and
+    seconds per epoch like the two-tower (the issue keeps training cost in the results)."""
+    from benchmarks.retrieval import Section, training_cost
+    from training.retrieval.item2item import ContentInterests
+
+    model = ContentInterests(window=1)
+    model.best_epoch = 2
+    model.data = type("Timelines", (), {"item": np.array([0, 1, 2, 3, 4]), "n_users": 2,
+                                        "indptr": np.array([0, 3, 5])})()
+    fitted = Outcome("interests", {}, {}, {}, 8.0, model)  # type: ignore[arg-type]
+    _, _, row = training_cost([Section("MicroLens", "MicroLens", None,  # type: ignore[arg-type]
+                                       [fitted])])
+    # Pairs one step apart: (0, 1), (1, 2), (3, 4): 3 pairs x 2 epochs in 8 s.
+    assert row.removesuffix(" |").split(" | ")[5:9] == ["8.0", "2", "1", "4.0"]
