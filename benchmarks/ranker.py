@@ -292,6 +292,10 @@ tuned network of each seed; GAUC bfloat16 - float32, 95 % Student-t interval ove
 
 {_precision(outcomes)}
 
+## How the test day differs (features only: no label is read)
+
+{_shift(frame, end, num)}
+
 ## Calibration of the ranker (seed 0, test day, equal-count buckets)
 
 {table(["task", "bucket", "n", "predicted", "observed"],
@@ -302,6 +306,33 @@ tuned network of each seed; GAUC bfloat16 - float32, 95 % Student-t interval ove
     if test_day != TEST_DAY:
         name, title = f"ranker-{test_day}", f"{title}, test day {test_day}"
     return write_report(name, title, body, results_dir)
+
+
+def _shift(frame: pd.DataFrame, end: pd.Timestamp, numeric: list[str], top: int = 8) -> str:
+    """Impressions per local day with its weekday, and the numeric features whose mean moved
+    most from the validation day to the test day (in training standard deviations) beside the
+    step from the day before to the validation day: a calibration that holds on validation and
+    not on the test day is read against these."""
+    from training.retrieval.pipeline import TIMEZONES
+
+    tz = TIMEZONES["kuairand"]
+    day = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert(tz).dt.normalize()
+    test = end.tz_convert(tz).normalize()
+    valid = test - pd.Timedelta(days=1)
+    counts = day.value_counts().sort_index()
+    per_day = table(["day (UTC+8)", "weekday", "impressions"],
+                    [[d.strftime("%Y-%m-%d"), d.day_name(), f"{n:,}"] for d, n in counts.items()])
+    x = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    std = x[day < test].std().replace(0.0, np.nan)
+    mean = {d: x[day == d].mean() for d in (valid - pd.Timedelta(days=1), valid, test)}
+    step = {d: (mean[d] - mean[d - pd.Timedelta(days=1)]) / std for d in (valid, test)}
+    moved = step[test].dropna()
+    moved = moved.reindex(moved.abs().sort_values(ascending=False).index)[:top]
+    rows = [[c, f"{mean[valid][c]:.3g}", f"{mean[test][c]:.3g}", f"{v:+.2f}",
+             f"{step[valid][c]:+.2f}"] for c, v in moved.items()]
+    return per_day + "\n\n" + table(
+        ["feature", "validation-day mean", "test-day mean", "test - validation day (training std)",
+         "validation - day before"], rows)
 
 
 def _days(frame: pd.DataFrame, end: pd.Timestamp) -> dict[str, object]:

@@ -335,3 +335,21 @@ def test_bench_days_follow_the_chosen_test_day() -> None:
     ts = pd.to_datetime(["2022-04-24T16:30:00Z", "2022-04-28T10:00:00Z"], utc=True)
     days = _days(pd.DataFrame({"ts": ts}), parse_day("2022-04-29", "kuairand"))
     assert days == {"first": "2022-04-25", "valid": "2022-04-28", "train": 4}
+
+
+def test_bench_shows_how_the_test_days_features_moved() -> None:
+    """The report's shift table: per local day its weekday and size, and a feature that
+    jumps on the test day (and not the day before) listed first with its step in training
+    standard deviations; no label column is needed."""
+    from benchmarks.ranker import _shift
+    from training.retrieval.pipeline import parse_day
+
+    ts = pd.to_datetime([f"2022-04-{d}T04:00:00Z" for d in (27, 27, 28, 28, 29, 29)], utc=True)
+    frame = pd.DataFrame({"ts": ts, "jumps": [0.0, 2.0, 0.0, 2.0, 4.0, 6.0],
+                          "steady": [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]})
+    text = _shift(frame, parse_day("2022-04-29", "kuairand"), ["steady", "jumps"])
+    assert "| 2022-04-29 | Friday | 2 |" in text
+    rows = [line.removesuffix(" |") for line in text.splitlines()
+            if line.startswith(("| jumps", "| steady"))]
+    assert rows[0].split(" | ")[:5] == ["| jumps", "1", "5", "+3.46", "+0.00"]
+    assert rows[1].split(" | ")[3] == "+0.00"
