@@ -213,8 +213,8 @@ def training_cost(sections: list[Section]) -> list[str]:
             elif isinstance(o.model, ContentInterests) and o.model.best_epoch:
                 # Its examples are next-item pairs; the fit's time includes encoding every
                 # item once per epoch.
-                m, n = o.model, o.model.best_epoch
-                pairs = len(next_item_pairs(m.data, m.window)[0])
+                n = o.model.best_epoch
+                pairs = len(next_item_pairs(o.model.data, o.model.window)[0])
                 epochs, ex = str(n), f"{pairs * n / max(o.fit_seconds, 1e-9):,.0f}"
                 per = f"{o.fit_seconds / n:.1f}"
             fits = [m.get("fit_seconds", 0.0) for _, m in o.tuning]
