@@ -313,16 +313,12 @@ def _shift(frame: pd.DataFrame, end: pd.Timestamp, numeric: list[str], top: int 
     most from the validation day to the test day (in training standard deviations) beside the
     step from the day before to the validation day: a calibration that holds on validation and
     not on the test day is read against these."""
-    from training.retrieval.pipeline import TIMEZONES
-
-    tz = TIMEZONES["kuairand"]
-    day = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert(tz).dt.normalize()
-    test = end.tz_convert(tz).normalize()
+    day, test = _local_day(frame["ts"]), _local_day(end)
     valid = test - pd.Timedelta(days=1)
     counts = day.value_counts().sort_index()
     per_day = table(["day (UTC+8)", "weekday", "impressions"],
                     [[d.strftime("%Y-%m-%d"), d.day_name(), f"{n:,}"] for d, n in counts.items()])
-    x = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    x = frame[numeric].astype(float)
     std = x[day < test].std().replace(0.0, np.nan)
     mean = {d: x[day == d].mean() for d in (valid - pd.Timedelta(days=1), valid, test)}
     step = {d: (mean[d] - mean[d - pd.Timedelta(days=1)]) / std for d in (valid, test)}
@@ -335,13 +331,18 @@ def _shift(frame: pd.DataFrame, end: pd.Timestamp, numeric: list[str], top: int 
          "validation - day before"], rows)
 
 
-def _days(frame: pd.DataFrame, end: pd.Timestamp) -> dict[str, object]:
-    """The local (UTC+8) days of the split at ``end``: first, validation, training days."""
+def _local_day(ts: pd.Series | pd.Timestamp) -> pd.Series | pd.Timestamp:
+    """KuaiRand's local (UTC+8) day of each timestamp (the days the report names)."""
     from training.retrieval.pipeline import TIMEZONES
 
-    tz = TIMEZONES["kuairand"]
-    first = pd.to_datetime(frame["ts"], utc=True).min().tz_convert(tz).normalize()
-    test = end.tz_convert(tz).normalize()
+    if isinstance(ts, pd.Timestamp):
+        return ts.tz_convert(TIMEZONES["kuairand"]).normalize()
+    return pd.to_datetime(ts, utc=True).dt.tz_convert(TIMEZONES["kuairand"]).dt.normalize()
+
+
+def _days(frame: pd.DataFrame, end: pd.Timestamp) -> dict[str, object]:
+    """The local (UTC+8) days of the split at ``end``: first, validation, training days."""
+    first, test = _local_day(frame["ts"]).min(), _local_day(end)
     return {"first": first.strftime("%Y-%m-%d"),
             "valid": (test - pd.Timedelta(days=1)).strftime("%Y-%m-%d"),
             "train": (test - first).days}

@@ -211,8 +211,10 @@ def training_cost(sections: list[Section]) -> list[str]:
                 epochs = str(len(r.history))
                 ex, per = f"{r.examples_per_s:,.0f}", f"{r.epoch_seconds:.1f}"
             elif isinstance(o.model, ContentInterests) and o.model.best_epoch:
-                # Its examples are next-item pairs; the fit's time includes encoding every
-                # item once per epoch.
+                # Its examples are next-item pairs, counted here rather than kept by the
+                # model: item2item.py's source keys its fits (training/retrieval/checkpoint.py),
+                # so a change there would refit every committed tuning fit. The fit's time
+                # includes encoding every item once per epoch.
                 n = o.model.best_epoch
                 pairs = len(next_item_pairs(o.model.data, o.model.window)[0])
                 epochs, ex = str(n), f"{pairs * n / max(o.fit_seconds, 1e-9):,.0f}"
