@@ -29,6 +29,17 @@ def _seen_key(user_id: int) -> str:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A list whose positions from ``done`` on are still in score order: the re-ranking
+    rules choose them when a page gets near (``serving.feed.rerank.resume``), with the
+    parameters the list was made with."""
+
+    done: int
+    quotas: dict[int, float]  # source code -> share
+    explore_slots: float
+
+
+@dataclass(frozen=True)
 class RankedList:
     """A user's ranked, re-ranked candidates and how they were made."""
 
@@ -44,6 +55,7 @@ class RankedList:
     arms: tuple[tuple[str, str], ...] = ()  # (experiment, variant) the list was made for
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # per id;
     # what the list was ordered by before re-ranking (empty for unscored lists): debug only
+    pending: Pending | None = None  # None: every position is final
 
 
 def _i8(a: np.ndarray) -> bytes:
@@ -57,8 +69,10 @@ def write(r: redis.Redis, user_id: int, shown: np.ndarray, now_ms: int, keep: in
     pipe = r.pipeline(transaction=False)
     if saved is not None:
         list_id, ranked, ttl_s = saved
+        p = ranked.pending
         meta = {"u": ranked.user_id, "m": ranked.model_version, "v": ranked.variant,
-                "e": ranked.experiment, "d": list(ranked.degraded), "a": list(ranked.arms)}
+                "e": ranked.experiment, "d": list(ranked.degraded), "a": list(ranked.arms),
+                "p": None if p is None else [p.done, list(p.quotas.items()), p.explore_slots]}
         key = _list_key(list_id)
         pipe.hset(key, mapping={"meta": json.dumps(meta), "ids": _i8(ranked.ids),
                                 "src": np.asarray(ranked.sources, np.uint8).tobytes(),
@@ -79,12 +93,15 @@ def load(r: redis.Redis, list_id: str) -> RankedList | None:
     if not got or b"meta" not in got:
         return None
     meta = json.loads(got[b"meta"])
+    p = meta.get("p")
     return RankedList(int(meta["u"]), np.frombuffer(got[b"ids"], "<i8"),
                       np.frombuffer(got[b"src"], np.uint8), meta["m"], meta["v"], meta["e"],
                       tuple(meta["d"]), np.frombuffer(got.get(b"fol", b""), "<i8"),
                       np.frombuffer(got.get(b"blk", b""), "<i8"),
                       tuple(map(tuple, meta.get("a", ()))),
-                      np.frombuffer(got.get(b"sc", b""), "<f4"))
+                      np.frombuffer(got.get(b"sc", b""), "<f4"),
+                      None if p is None else Pending(
+                          int(p[0]), {int(k): float(v) for k, v in p[1]}, float(p[2])))
 
 
 def mark_seen(r: redis.Redis, user_id: int, ids: np.ndarray, now_ms: int, keep: int) -> None:

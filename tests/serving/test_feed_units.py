@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from candidate_gen.sources import CODE, blend
 from serving.feed import cursor as cursors
-from serving.feed.rerank import RerankConfig, rerank
+from serving.feed.rerank import RerankConfig, rerank, resume
 
 SECRET = SecretStr("a-test-signing-secret-of-32-bytes!")
 
@@ -117,6 +117,36 @@ def test_rerank_pages_follow_source_quotas_and_a_dry_source_leaves_its_share_to_
     assert abs(share["trending"] - 0.9 * 0.15 / 0.75) < 0.05, share
     assert abs(share["explore"] - 0.1) < 0.01, share
 
+
+
+def test_rerank_in_steps_gives_the_list_rerank_at_once_gives() -> None:
+    """A first page re-ranks its first pages' positions and a later page the next ones
+    (``resume``): the rules must carry over (quota counts, the last creator, the topic window,
+    the exploration slots' rhythm), so the pages read the same as a list ranked in one go."""
+    rng = np.random.default_rng(2)
+    quotas = {CODE["ann"]: 0.5, CODE["following"]: 0.15, CODE["trending"]: 0.15,
+              CODE["fresh"]: 0.1, CODE["explore"]: 0.1}
+    for trial in range(60):
+        n = int(rng.integers(1, 400))
+        sources = rng.choice(list(quotas), n, p=[0.5, 0.1, 0.15, 0.15, 0.1]).astype(np.uint8)
+        sources[: n // 4] = CODE["following"] if trial % 3 == 0 else sources[: n // 4]
+        owners = rng.integers(0, int(rng.integers(1, 60)), n)
+        topics = rng.integers(-1, int(rng.integers(1, 8)), n)
+        explore = sources == CODE["explore"]
+        cfg = RerankConfig(explore_slots=float(rng.choice([0.0, 0.1, 0.25])),
+                           topic_window=int(rng.integers(1, 7)))
+        args = (rng.random(n), owners, topics, rng.random(n) * 100, explore, cfg, sources, quotas)
+        at_once = rerank(*args)
+        done = int(rng.integers(0, 80))
+        steps = rerank(*args, depth=done)
+        assert sorted(steps.tolist()) == list(range(n))
+        assert (steps[:done] == at_once[:done]).all()
+        while done < n:
+            depth = int(rng.integers(1, 70))
+            steps = steps[resume(done, owners[steps], topics[steps], explore[steps], cfg,
+                                 sources[steps], quotas, depth)]
+            done += depth
+        assert (steps == at_once).all(), trial
 
 
 async def test_for_you_debug_is_for_staff_outside_dev() -> None:
