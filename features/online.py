@@ -128,8 +128,11 @@ class FeastBackend:
         self.store = open_store(settings)
 
     def read(self, requests: list[Request]) -> list[Raw]:
-        out = []
+        out: list[Raw] = []
         for refs, rows in requests:
+            if not any(len(ids) for ids in rows.values()):  # Feast refuses a request of no rows
+                out.append({ref: [] for ref in refs})
+                continue
             resp = self.store.get_online_features(refs, rows, full_feature_names=True).to_dict()
             out.append({ref: resp[ref.replace(":", "__")] for ref in refs})
         return out

@@ -6,10 +6,11 @@ Split in two so the feed can filter between them:
    profile and real-time fields (its seen set included, which the feed filters on). The feed
    sends this in the same round trip as its own Redis reads when both live on one Redis.
 2. :meth:`RankingFeatures.for_candidates`: for the candidates left after filtering, the
-   real-time counters and new-upload metadata (``video_realtime``, ``video_fresh``) and the
-   user x creator history (only the pairs :class:`~features.pair_index.PairIndex` says have
-   a row), in one pipelined read; the batch video and creator features come from the
-   in-memory :class:`~features.item_table.ItemTable`.
+   real-time counters (``video_realtime``), the upload metadata of videos newer than the
+   batch snapshot (``video_fresh``) and the user x creator history (only the pairs
+   :class:`~features.pair_index.PairIndex` says have a row), in one pipelined read; the
+   batch video and creator features come from the in-memory
+   :class:`~features.item_table.ItemTable`.
 
 The columns are made by :func:`features.schema.assemble`, the function training uses, and
 come back as one array per column (no DataFrame): the ranker's input as it is.
@@ -34,6 +35,8 @@ from features.store import materialized_mark, repo_dir
 from features.windows import minute_of, window_sums
 
 LIVE_REFS = schema.VIDEO_LIVE_REFS + schema.PAIR_REFS
+FRESH_REFS = [ref for ref in schema.VIDEO_LIVE_REFS if ref.startswith("video_fresh:")]
+REALTIME_REFS = [ref for ref in schema.VIDEO_LIVE_REFS if ref not in FRESH_REFS]
 LOAD_TIMEOUT_S = 30.0  # socket timeout of the item table's bulk loads
 
 
@@ -101,20 +104,27 @@ class RankingFeatures:
                        creator_ids: np.ndarray, now_ms: int) -> CandidateFeatures:
         """The candidates' columns as of ``now_ms``; defaults (``timed_out``) past the budget."""
         n = len(video_ids)
+        batch, _ = self.table.gather(video_ids, creator_ids)
+        # Upload metadata only for the videos newer than the batch snapshot: for the others
+        # ``schema.assemble`` takes the snapshot's (4 of a video's 7 live fields unread).
+        new = np.flatnonzero(np.asarray(batch["video_stats:creator_id"]) < 0)
         paired = np.flatnonzero(self.pairs.has(int(user_id), creator_ids))  # rows to ask for
         live_req: list[Request] = [
-            (schema.VIDEO_LIVE_REFS, {"video_id": video_ids.tolist()}),
+            (REALTIME_REFS, {"video_id": video_ids.tolist()}),
             (schema.PAIR_REFS, {"user_id": [int(user_id)] * len(paired),
                                 "creator_id": creator_ids[paired].tolist()}),
+            (FRESH_REFS, {"video_id": video_ids[new].tolist()}),
         ]
         timed_out = False
         try:
-            live, pairs = self._read(live_req)
+            live, pairs, fresh = self._read(live_req)
         except (FutureTimeout, redis.TimeoutError):  # other failures: the caller degrades
-            live, pairs, timed_out = {}, {}, True
-        if len(paired) < n:  # the other rows have no pair row: the store would answer nothing
-            pairs = {ref: _spread(values, paired, n) for ref, values in pairs.items()}
-        return self._assemble(user_raw, live | pairs, video_ids, creator_ids, now_ms, timed_out)
+            live, pairs, fresh, timed_out = {}, {}, {}, True
+        for rows, raw in ((new, fresh), (paired, pairs)):  # the other rows: nothing to read
+            if len(rows) < n:
+                raw.update({ref: _spread(values, rows, n) for ref, values in raw.items()})
+        return self._assemble(user_raw, batch, live | fresh | pairs, video_ids, now_ms,
+                              timed_out)
 
     def _read(self, requests: list[Request]) -> list[Raw]:
         if self.direct is not None:
@@ -123,8 +133,8 @@ class RankingFeatures:
         future = self.reader._pool.submit(self.backend.read, requests)
         return future.result(timeout=self.budget_s)
 
-    def _assemble(self, user_raw: Raw, live_raw: Raw, video_ids: np.ndarray,
-                  creator_ids: np.ndarray, now_ms: int, timed_out: bool) -> CandidateFeatures:
+    def _assemble(self, user_raw: Raw, batch: dict[str, Any], live_raw: Raw,
+                  video_ids: np.ndarray, now_ms: int, timed_out: bool) -> CandidateFeatures:
         n = len(video_ids)
         rows = max(n, 1)
         column = self.reader._column
@@ -132,7 +142,6 @@ class RankingFeatures:
         for ref in schema.USER_REFS:  # one value, repeated for the per-row derivations
             col = column(user_raw, ref, 1)
             full[ref] = col * rows if isinstance(col, list) else np.repeat(col, rows)
-        batch, _ = self.table.gather(video_ids, creator_ids)
         full |= batch
         for ref in LIVE_REFS:
             full[ref] = column(live_raw, ref, rows)

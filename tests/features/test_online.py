@@ -244,3 +244,26 @@ def test_the_ranker_gets_the_users_watch_history(built: Settings) -> None:
     assert feats.for_candidates(8, feats.read_user(8), ids, np.array([-1, -1]),
                                 int(now.timestamp() * 1000)).user[HISTORY] == []
     feats.close()
+
+
+def test_a_new_upload_is_ranked_with_its_upload_metadata(built: Settings) -> None:
+    """Only videos newer than the batch snapshot have their upload metadata read
+    (``video_fresh``); the others take the snapshot's, whatever the upload row says."""
+    now = datetime.now(UTC)
+    new_id = 10_000_001
+    open_store(built).write_to_online_store("video_fresh", pd.DataFrame({
+        "video_id": [new_id, 11], "event_timestamp": [now, now], "creator_id": [77, 999],
+        "duration_ms": [12_345, 1], "ready": [1, 1],
+        "upload_ts_s": [int(now.timestamp()) - 7_200, 1]}))
+    feats = RankingFeatures(built.model_copy(update={"feature_read_timeout_ms": 10_000}))
+    feats.sync(np.array([3, 11], np.int64), np.array([], np.int64))
+    ids = np.array([new_id, 11], np.int64)
+    got = feats.for_candidates(7, feats.read_user(7), ids, np.array([77, -1]),
+                               int(now.timestamp() * 1000)).items
+    stats = _latest(built, "video_stats", "video_id", 11)
+    assert got["v_is_new"].tolist() == [1, 0]
+    assert got["v_creator_id"].tolist() == [77, stats["creator_id"]]
+    assert got["v_duration_ms"].tolist() == [12_345, stats["duration_ms"]]
+    assert got["v_age_hours"][0] == pytest.approx(2.0, abs=0.01)
+    assert got["v_age_hours"][1] < 1e5  # the snapshot's upload time, not the row's 1970 one
+    feats.close()
