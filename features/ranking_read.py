@@ -34,7 +34,6 @@ from features.repo import VIEW_BY_NAME
 from features.store import materialized_mark, repo_dir
 from features.windows import minute_of, window_sums
 
-LIVE_REFS = schema.VIDEO_LIVE_REFS + schema.PAIR_REFS
 FRESH_REFS = [ref for ref in schema.VIDEO_LIVE_REFS if ref.startswith("video_fresh:")]
 REALTIME_REFS = [ref for ref in schema.VIDEO_LIVE_REFS if ref not in FRESH_REFS]
 LOAD_TIMEOUT_S = 30.0  # socket timeout of the item table's bulk loads
@@ -103,7 +102,6 @@ class RankingFeatures:
     def for_candidates(self, user_id: int, user_raw: Raw, video_ids: np.ndarray,
                        creator_ids: np.ndarray, now_ms: int) -> CandidateFeatures:
         """The candidates' columns as of ``now_ms``; defaults (``timed_out``) past the budget."""
-        n = len(video_ids)
         batch, _ = self.table.gather(video_ids, creator_ids)
         # Upload metadata only for the videos newer than the batch snapshot: for the others
         # ``schema.assemble`` takes the snapshot's (4 of a video's 7 live fields unread).
@@ -120,11 +118,9 @@ class RankingFeatures:
             live, pairs, fresh = self._read(live_req)
         except (FutureTimeout, redis.TimeoutError):  # other failures: the caller degrades
             live, pairs, fresh, timed_out = {}, {}, {}, True
-        for rows, raw in ((new, fresh), (paired, pairs)):  # the other rows: nothing to read
-            if len(rows) < n:
-                raw.update({ref: _spread(values, rows, n) for ref, values in raw.items()})
-        return self._assemble(user_raw, batch, live | fresh | pairs, video_ids, now_ms,
-                              timed_out)
+        return self._assemble(user_raw, batch, live, ((new, fresh, FRESH_REFS),
+                                                      (paired, pairs, schema.PAIR_REFS)),
+                              video_ids, now_ms, timed_out)
 
     def _read(self, requests: list[Request]) -> list[Raw]:
         if self.direct is not None:
@@ -134,7 +130,9 @@ class RankingFeatures:
         return future.result(timeout=self.budget_s)
 
     def _assemble(self, user_raw: Raw, batch: dict[str, Any], live_raw: Raw,
-                  video_ids: np.ndarray, now_ms: int, timed_out: bool) -> CandidateFeatures:
+                  partial: tuple[tuple[np.ndarray, Raw, list[str]], ...], video_ids: np.ndarray,
+                  now_ms: int, timed_out: bool) -> CandidateFeatures:
+        """``partial``: ``(rows, raw, refs)`` read for those rows only; defaults elsewhere."""
         n = len(video_ids)
         rows = max(n, 1)
         column = self.reader._column
@@ -143,8 +141,16 @@ class RankingFeatures:
             col = column(user_raw, ref, 1)
             full[ref] = col * rows if isinstance(col, list) else np.repeat(col, rows)
         full |= batch
-        for ref in LIVE_REFS:
+        for ref in REALTIME_REFS:
             full[ref] = column(live_raw, ref, rows)
+        for at, raw, refs in partial:
+            for ref in refs:
+                col = np.full(rows, self.reader.defaults[ref])
+                if len(at):
+                    got = column(raw, ref, len(at))
+                    col = col.astype(np.result_type(col, got), copy=False)
+                    col[at] = got
+                full[ref] = col
         now_minute = minute_of(now_ms / 1000)
         heads = full["video_realtime:head_minute"]
         for kind in ("view", "like"):
@@ -162,11 +168,3 @@ class RankingFeatures:
     def close(self) -> None:
         self.reader.close()
 
-
-def _spread(values: list, rows: np.ndarray, n: int) -> list:
-    """``values`` read for ``rows`` placed in a list of ``n`` (None, a missing value,
-    elsewhere)."""
-    out: list = [None] * n
-    for row, value in zip(rows.tolist(), values, strict=True):
-        out[row] = value
-    return out
