@@ -31,7 +31,10 @@ def emit(session: Session, *events: Event) -> None:
     A Core ``INSERT`` in the session's transaction, not ``session.add``: the ORM's flush of
     an outbox row cost a like more than the insert itself (``reelrank bench social``)."""
     if events:
-        session.execute(insert(OutboxRow.__table__), [outbox_values(e) for e in events])
+        session.execute(_INSERT, [outbox_values(e) for e in events])
+
+
+_INSERT = insert(OutboxRow.__table__)  # built once: a statement's cache key is kept with it
 
 
 def outbox_values(event: Event) -> dict[str, Any]:

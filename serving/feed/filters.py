@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select, union
+from sqlalchemy import bindparam, select, union
 from sqlalchemy.orm import Session
 
 from candidate_gen.catalog import FOLLOWERS, PUBLIC, Snapshot
@@ -27,13 +27,17 @@ class Viewer:
     blocked: np.ndarray  # sorted int64: blocked by the viewer, or blocking the viewer
 
 
+# Built once: building a statement and its cache key per request was ~40 % of the viewer read.
+_FOLLOWEES = select(Follow.followee_id).where(Follow.follower_id == bindparam("user"))
+_BLOCKED = union(select(Block.blocked_id).where(Block.blocker_id == bindparam("user")),
+                 select(Block.blocker_id).where(Block.blocked_id == bindparam("user")))
+
+
 def load_viewer(session: Session, user: User) -> Viewer:
     """The viewer's social context (indexed range reads)."""
-    follows = session.scalars(select(Follow.followee_id).where(Follow.follower_id == user.id))
-    blocks = session.scalars(union(
-        select(Block.blocked_id).where(Block.blocker_id == user.id),
-        select(Block.blocker_id).where(Block.blocked_id == user.id),
-    ))
+    params = {"user": user.id}
+    follows = session.scalars(_FOLLOWEES, params)
+    blocks = session.scalars(_BLOCKED, params)
     return Viewer(user.id, user.region, np.sort(np.fromiter(follows, np.int64)),
                   np.sort(np.fromiter(blocks, np.int64)))
 
