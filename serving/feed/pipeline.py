@@ -351,10 +351,10 @@ class Feeds:
             pos = np.asarray(picked, np.int64)
             ids, sources = ranked.ids[pos], ranked.sources[pos]
             try:
-                keep = (list_id, ranked, max(1, expires_s - int(time.time()))) \
-                    if save and expires_s is not None else None
+                saved = (list_id, ranked, max(1, expires_s - int(time.time()))) \
+                    if save and expires_s is not None else None  # its life as it was
                 page_cache.write(self.svc.redis, viewer.user_id, ids, now_ms(),
-                                 self.s.feed_seen_max, keep)
+                                 self.s.feed_seen_max, saved)
             except redis.RedisError as exc:
                 trace.degrade("cache", exc)
                 expires_s = None  # the rest is nowhere: this page is the whole list
