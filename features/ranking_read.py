@@ -105,7 +105,7 @@ class RankingFeatures:
         batch, _ = self.table.gather(video_ids, creator_ids)
         # Upload metadata only for the videos newer than the batch snapshot: for the others
         # ``schema.assemble`` takes the snapshot's (4 of a video's 7 live fields unread).
-        new = np.flatnonzero(np.asarray(batch["video_stats:creator_id"]) < 0)
+        new = np.flatnonzero(~schema.in_snapshot(batch))
         paired = np.flatnonzero(self.pairs.has(int(user_id), creator_ids))  # rows to ask for
         live_req: list[Request] = [
             (REALTIME_REFS, {"video_id": video_ids.tolist()}),

@@ -101,6 +101,12 @@ CREATOR_REFS = [f"creator_stats:{f.name}" for f in VIEW_BY_NAME["creator_stats"]
 PAIR_REFS = [f"user_creator:{f.name}" for f in VIEW_BY_NAME["user_creator"].fields]
 
 
+def in_snapshot(raw: Mapping[str, Any]) -> np.ndarray:
+    """Mask of the rows whose video the batch snapshot has (``video_stats``); the others are
+    uploads too new for it, described by their ``video_fresh`` upload metadata."""
+    return np.asarray(raw["video_stats:creator_id"]) >= 0
+
+
 def assemble(raw: Mapping[str, Any], at_ms: np.ndarray) -> dict[str, Any]:
     """Feature columns (arrays of ``len(at_ms)``) from raw values as of each row's time.
 
@@ -123,7 +129,7 @@ def assemble(raw: Mapping[str, Any], at_ms: np.ndarray) -> dict[str, Any]:
     out["ctx_weekday"] = ((when.astype("datetime64[D]").astype(np.int64) + 3) % 7).astype(np.int64)
 
     # Batch metadata first; a video too new for a snapshot falls back to its upload event.
-    known = np.asarray(raw["video_stats:creator_id"]) >= 0
+    known = in_snapshot(raw)
     for col, field in (("v_creator_id", "creator_id"), ("v_duration_ms", "duration_ms")):
         out[col] = np.where(known, raw[f"video_stats:{field}"], raw[f"video_fresh:{field}"])
     upload = np.where(known, raw["video_stats:upload_ts_s"], raw["video_fresh:upload_ts_s"])

@@ -23,6 +23,7 @@ from platform_services.bus.base import EventBus, Message
 from platform_services.bus.models import OutboxRow
 
 log = logging.getLogger(__name__)
+_INSERT = insert(OutboxRow.__table__)  # built once: a statement's cache key is kept with it
 
 
 def emit(session: Session, *events: Event) -> None:
@@ -32,9 +33,6 @@ def emit(session: Session, *events: Event) -> None:
     an outbox row cost a like more than the insert itself (``reelrank bench social``)."""
     if events:
         session.execute(_INSERT, [outbox_values(e) for e in events])
-
-
-_INSERT = insert(OutboxRow.__table__)  # built once: a statement's cache key is kept with it
 
 
 def outbox_values(event: Event) -> dict[str, Any]:

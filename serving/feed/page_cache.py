@@ -38,6 +38,13 @@ class Pending:
     quotas: dict[int, float]  # source code -> share
     explore_slots: float
 
+    @classmethod
+    def after(cls, done: int, total: int, quotas: dict[int, float], explore_slots: float
+              ) -> Pending | None:
+        """What is left of a list of ``total`` positions once ``done`` are chosen; None when
+        nothing is."""
+        return cls(done, quotas, explore_slots) if done < total else None
+
 
 @dataclass(frozen=True)
 class RankedList:

@@ -193,8 +193,7 @@ class Feeds:
                 order = rerank(scores, snap.owner[c.ids], snap.topic[c.ids],
                                age_hours(snap, c.ids, now), c.sources == src.CODE["explore"],
                                cfg, c.sources, c.quotas, depth)
-            pending = page_cache.Pending(depth, c.quotas, cfg.explore_slots) \
-                if depth < len(order) else None
+            pending = page_cache.Pending.after(depth, len(order), c.quotas, cfg.explore_slots)
             ranked = page_cache.RankedList(
                 user.id, c.ids[order], c.sources[order], version, assignment.variant,
                 assignment.experiment, tuple(trace.degraded), viewer.followees, viewer.blocked,
@@ -331,10 +330,10 @@ class Feeds:
             depth = offset + RERANK_PAGES * page_size - p.done
             order = resume(p.done, snap.owner[ids], snap.topic[ids],
                            sources == src.CODE["explore"], cfg, sources, p.quotas, depth)
-        done = p.done + depth
-        return replace(ranked, ids=ids[order], sources=sources[order],
-                       scores=ranked.scores[order] if len(ranked.scores) else ranked.scores,
-                       pending=replace(p, done=done) if done < len(ids) else None)
+        # Only a first page's list is pending, and it has a score per id.
+        return replace(ranked, ids=ids[order], sources=sources[order], scores=ranked.scores[order],
+                       pending=page_cache.Pending.after(p.done + depth, len(ids), p.quotas,
+                                                        p.explore_slots))
 
     def _page(self, session, list_id: str, ranked: page_cache.RankedList,  # noqa: ANN001
               offset: int, page_size: int, expires_s: int | None, trace: Trace,
