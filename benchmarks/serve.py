@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from benchmarks.loadgen import PAGES_PER_USER
+from benchmarks.loadgen import PAGES_PER_USER, PATH
 from benchmarks.report import table, write_report
 from benchmarks.servers import CLI, embedded_env
 from platform_services.storage.procs import spawn, stop, stop_all
@@ -40,7 +40,9 @@ ROOT = Path("var/bench-serve")
 STAGES = ("viewer", "candidates", "ann", "filter", "features", "ranking", "rerank", "page")
 HELD_DEGRADED, HELD_FAILED = 0.01, 0.001
 CACHED_FACTOR = 5  # cached next pages are sent at 5x the first-page rates
+PORT = 8765
 IDLE_S = 10.0  # the idle CPU window per backend, after the warm-up
+ROLES = ("api", "ranker", "other")  # CpuMeter's, in the order the tables add them
 
 
 def prepare(root: Path, videos: int, users: int, days: int) -> dict:
@@ -153,24 +155,39 @@ def _demo_workers(root: Path) -> list[subprocess.Popen]:
 
 
 def _server(root: Path, backend: str, port: int, workers: int | None) -> subprocess.Popen:
-    env = os.environ | embedded_env(root) | {"REELRANK_RANKER_BACKEND": backend}
     cmd = [*CLI, "serve", "api", "--port", str(port)]
     if workers:
         cmd += ["--workers", str(workers)]
-    log = root / f"api-{backend}.log"
+    return _start(cmd, root / f"api-{backend}.log", {"REELRANK_RANKER_BACKEND": backend}, root,
+                  port)
+
+
+def _floor_server(root: Path, port: int, workers: int, page: Path) -> subprocess.Popen:
+    """The framework floor (:mod:`benchmarks.floor_app`) serving ``page``."""
+    from benchmarks.floor_app import PAGE_ENV
+
+    cmd = [sys.executable, "-m", "uvicorn", "benchmarks.floor_app:create_floor_app",
+           "--factory", "--port", str(port), "--workers", str(workers), "--log-level",
+           "warning", "--no-access-log"]
+    return _start(cmd, root / "api-floor.log", {PAGE_ENV: str(page)}, root, port)
+
+
+def _start(cmd: list[str], log: Path, env: dict[str, str], root: Path, port: int
+           ) -> subprocess.Popen:
+    """``cmd`` started on the bench world's settings; returned once ``/healthz`` answers."""
     log.unlink(missing_ok=True)
-    proc = spawn(cmd, log=log, env=env)
+    proc = spawn(cmd, log=log, env=os.environ | embedded_env(root) | env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"API exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
                 return proc
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError("API did not start within 300 s")
+    raise RuntimeError("server did not start within 300 s")
 
 
 def _load(port: int, tokens: Path, mode: str, rate: float, seconds: float,
@@ -260,12 +277,20 @@ def summarize(run: dict, cpu: dict[str, float] | None = None) -> dict:
     }
 
 
+def _first_page(port: int, token: str) -> bytes:
+    """One first page's body, as the API sends it."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read()
+
+
 def _drain(port: int, token: str, limit_s: float = 90.0) -> None:
     """Wait until the server answers a first page within a second again: an overloaded run
     leaves queued work behind, which must not be charged to the next run."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/feed/for-you?page_size=5",
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}?page_size=5",
                                      headers={"Authorization": f"Bearer {token}"})
         t = time.monotonic()
         try:
@@ -320,50 +345,62 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
     loads: list[float] = []
     idle: dict[str, dict[str, float]] = {}
     n_workers = workers or os.cpu_count() or 1
+    cached_rates = [r * CACHED_FACTOR for r in rates]
+    page = root / "floor-page.json"
 
     def report() -> Path:
         return write_report(out.stem, "Serving benchmark: GET /api/v1/feed/for-you",
                             _body(videos, users, seconds, world, results, stages, loads,
                                   n_workers, idle), out.parent)
 
+    def measure(backend: str, proc: subprocess.Popen, mode: str, rate: int) -> None:
+        """One rate's run on the server at PORT: its row (and its stage times)."""
+        meter = CpuMeter(proc)
+        _drain(PORT, probe)
+        loads.append(os.getloadavg()[0])
+        try:
+            n = int(rate * seconds) // (PAGES_PER_USER if mode == "cached" else 1)
+            tokens, cursors = viewers.take(n + 1), None
+            if mode == "cached":  # its first pages are not metered
+                cursors = root / "cursors.json"
+                cursors.write_text(json.dumps(_load(PORT, tokens, "prime", rate, seconds)))
+            calls = ranker_calls if backend == "ray" else lambda port: (0.0, 0.0)
+            before, calls_before = meter.read(), calls(PORT)
+            run = _load(PORT, tokens, mode, rate, seconds, cursors)
+            after, calls_after = meter.read(), calls(PORT)
+        except Exception as exc:  # keep the other runs; say what failed
+            results.append([backend, mode, rate] + ["-"] * 10 + [f"failed: {str(exc)[:80]}"])
+            return
+        s = summarize(run, {k: after[k] - before.get(k, 0.0) for k in after})
+        s["pages_per_call"] = _per_call(calls_before, calls_after)
+        results.append(_row(backend, mode, rate, s))
+        if mode == "first" and rate in (min(rates), 50, max(rates)):
+            stages[f"{backend} @ {rate} req/s"] = stage_rows(run)
+        report()
+
     background = _demo_workers(root)
     try:
         for backend in ("ray", "local"):
-            proc = _server(root, backend, port=8765, workers=workers)
-            meter = CpuMeter(proc)
+            proc = _server(root, backend, port=PORT, workers=workers)
             try:
-                _load(8765, viewers.take(30), "first", 10, 3.0)  # warm-up, not reported
-                _drain(8765, probe)
-                idle[backend] = idle_cpu(meter)
+                _load(PORT, viewers.take(30), "first", 10, 3.0)  # warm-up, not reported
+                _drain(PORT, probe)
+                idle[backend] = idle_cpu(CpuMeter(proc))
+                page.write_bytes(_first_page(PORT, probe))
                 # Cached pages first: an overloaded first-page run must not leave a backlog.
-                for mode in ("cached", "first"):
-                    for rate in rates if mode == "first" else [r * CACHED_FACTOR for r in rates]:
-                        _drain(8765, probe)
-                        loads.append(os.getloadavg()[0])
-                        try:
-                            n = int(rate * seconds) // (PAGES_PER_USER if mode == "cached"
-                                                        else 1)
-                            tokens, cursors = viewers.take(n + 1), None
-                            if mode == "cached":  # its first pages are not metered
-                                cursors = root / "cursors.json"
-                                cursors.write_text(json.dumps(
-                                    _load(8765, tokens, "prime", rate, seconds)))
-                            before, calls_before = meter.read(), ranker_calls(8765)
-                            run = _load(8765, tokens, mode, rate, seconds, cursors)
-                            after, calls_after = meter.read(), ranker_calls(8765)
-                        except Exception as exc:  # keep the other runs; say what failed
-                            results.append([backend, mode, rate] + ["-"] * 10
-                                           + [f"failed: {str(exc)[:80]}"])
-                            continue
-                        s = summarize(run, {k: after[k] - before.get(k, 0.0) for k in after})
-                        s["pages_per_call"] = _per_call(calls_before, calls_after)
-                        results.append(_row(backend, mode, rate, s))
-                        if mode == "first" and rate in (min(rates), 50, max(rates)):
-                            stages[f"{backend} @ {rate} req/s"] = stage_rows(run)
-                        report()
+                for mode, mode_rates in (("cached", cached_rates), ("first", rates)):
+                    for rate in mode_rates:
+                        measure(backend, proc, mode, rate)
             finally:
                 # SIGTERM: uvicorn shuts the lifespan down (Ray Serve, Ray) cleanly
                 stop(proc, timeout_s=60)
+        proc = _floor_server(root, PORT, n_workers, page)
+        try:
+            _load(PORT, viewers.take(30), "first", 10, 3.0)
+            for rate in cached_rates:
+                measure("floor", proc, "cached", rate)
+        finally:
+            stop(proc, timeout_s=60)
     finally:
         stop_all(background, timeout_s=60)
     return report()
@@ -374,8 +411,8 @@ def _row(backend: str, mode: str, rate: int, s: dict) -> list[object]:
     ranked = "-" if mode == "cached" else f"{s['ranked_mean']:.0f} / {s['ranked_min']}"
     return [backend, mode, rate, s["throughput"], f"{100 * s['success']:.1f} %", s["p50"],
             s["p95"], s["p99"], f"{100 * s['degraded']:.1f} %", "yes" if s["held"] else "no",
-            ranked, s["pages_per_call"], f"{cpu.get('api', 0):.1f} + {cpu.get('ranker', 0):.1f} + "
-            f"{cpu.get('other', 0):.1f}", ",".join(s["reasons"]) or "-"]
+            ranked, s["pages_per_call"], " + ".join(f"{cpu.get(role, 0):.2f}" for role in ROLES),
+            ",".join(s["reasons"]) or "-"]
 
 
 def _ratios(results: list[list[object]]) -> list[list[object]]:
@@ -384,6 +421,24 @@ def _ratios(results: list[list[object]]) -> list[list[object]]:
     return [[mode, rate, ray[5] - local[5], ray[7] - local[7]]
             for (backend, mode, rate), ray in by.items()
             if backend == "ray" and (local := by.get(("local", mode, rate)))]
+
+
+def _cpu_total(row: list[object]) -> float:
+    return sum(float(part) for part in str(row[12]).split(" + "))
+
+
+def _floor_rows(results: list[list[object]]) -> list[list[object]]:
+    """Per cached rate: each feed backend's served/s, p99 and CPU per page beside the
+    framework floor's, and the CPU as a ratio to the floor's."""
+    by = {(r[0], r[1], r[2]): r for r in results if isinstance(r[5], float)}
+    rows = []
+    for (backend, mode, rate), row in by.items():
+        floor = by.get(("floor", "cached", rate))
+        if backend == "floor" or mode != "cached" or floor is None:
+            continue
+        rows.append([backend, rate, row[3], row[7], _cpu_total(row), floor[3], floor[7],
+                     _cpu_total(floor), f"{_cpu_total(row) / _cpu_total(floor):.2f}x"])
+    return rows
 
 
 def _precision() -> str:
@@ -430,13 +485,25 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "each page):",
         "",
         table(["backend", "api", "ranker", "other"],
-              [[b, *(f"{v.get(k, 0.0):.1f}" for k in ("api", "ranker", "other"))]
+              [[b, *(f"{v.get(k, 0.0):.1f}" for k in ROLES)]
                for b, v in idle.items()]),
         "",
         "## Ray Serve against the in-process ranker (the baseline), same run and rates",
         "",
         table(["pages", "req/s", "p50 ray - local (ms)", "p99 ray - local (ms)"],
               _ratios(results)),
+        "",
+        "## Cached pages against the framework floor, same run and rates",
+        "",
+        "The floor (`benchmarks/floor_app.py`, the `floor` rows above): uvicorn and FastAPI "
+        "with the same worker count, the API's token check and a fixed body (a first page "
+        "this run's API served), nothing else: what any signed-in page costs on this stack "
+        "and machine, the demo's workers running beside it as for the API. Whatever a cached "
+        "page costs above it is the feed's own work (middleware, rate limit, the list in "
+        "Redis, seen marks, the exposure log, rendering).",
+        "",
+        table(["backend", "req/s", "served/s", "p99 ms", "CPU ms/page", "floor served/s",
+               "floor p99 ms", "floor CPU ms/page", "CPU / floor"], _floor_rows(results)),
         "",
         "## Time per stage, first pages (ms)",
     ]
