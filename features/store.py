@@ -126,7 +126,10 @@ def open_store(settings: Settings) -> FeatureStore:
 
     repo = repo_dir(settings)
     write_repo_config(settings)
-    return FeatureStore(config=RepoConfig(**repo_config_dict(settings), repo_path=repo))
+    # ``repo_path`` for the store too: Feast resolves the registry's relative path against
+    # the store's own, which defaults to the working directory, not the config's.
+    return FeatureStore(repo_path=repo,
+                        config=RepoConfig(**repo_config_dict(settings), repo_path=repo))
 
 
 def apply_repo(settings: Settings) -> FeatureStore:

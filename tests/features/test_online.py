@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -267,3 +268,14 @@ def test_a_new_upload_is_ranked_with_its_upload_metadata(built: Settings) -> Non
     assert got["v_age_hours"][0] == pytest.approx(2.0, abs=0.01)
     assert got["v_age_hours"][1] < 1e5  # the snapshot's upload time, not the row's 1970 one
     feats.close()
+
+
+def test_the_registry_is_the_repos_whatever_the_working_directory(
+        built: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process started in another directory (a worker under a service manager) reads the
+    definitions the build applied: the registry is a file of the repo, not of the cwd."""
+    monkeypatch.chdir(tmp_path)
+    views = {v.name for v in open_store(built).list_feature_views()}
+    assert views and views <= set(VIEW_BY_NAME)
+    assert (repo_dir(built) / "registry.db").is_file()
+    assert not (tmp_path / "registry.db").exists()
