@@ -91,8 +91,8 @@ class _Engine:
         self.search = VideoSearch(self.index, None, settings.search_lexical_weight,
                                   settings.search_candidates, settings.search_min_similarity)
         self.stopped = threading.Event()
-        self.loading = threading.Thread(target=self._load, name="search-encoder", daemon=True)
-        self.loading.start()
+        self.ready = threading.Event()  # set once queries are encoded (semantic search on)
+        threading.Thread(target=self._load, name="search-encoder", daemon=True).start()
 
     def _load(self) -> None:
         from training.content import load_text_encoder
@@ -106,6 +106,7 @@ class _Engine:
 
         self.index.refresh()
         self.search.encode = lambda texts: np.stack([one(t) for t in texts])
+        self.ready.set()
         self.index.run(self.stopped)  # this daemon thread now keeps the index fresh
 
 

@@ -71,7 +71,8 @@ def setup_world(client: TestClient) -> tuple[int, dict[str, int]]:
 def wait_semantic(client: TestClient, headers: dict) -> None:
     client.get(VIDEOS, headers=headers, params={"q": "warm up"})
     engine = client.app.state.search_engine
-    engine.loading.join(120)
+    # Not the loading thread's end: it goes on keeping the index fresh until shutdown.
+    assert engine.ready.wait(120)
     assert engine.search.encode is not None
 
 
