@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,20 @@ def _load(port: int, tokens: Path, mode: str, rate: float, seconds: float,
     if out.returncode:
         raise RuntimeError(f"loadgen failed: {out.stderr[-3000:]}")
     return json.loads(out.stdout)
+
+
+@dataclass(frozen=True)
+class CpuPerPage:
+    """A row's CPU ms per page by role (:data:`ROLES`), shown as their sum's terms."""
+
+    by_role: tuple[float, ...]
+
+    @property
+    def total(self) -> float:
+        return sum(self.by_role)
+
+    def __str__(self) -> str:
+        return " + ".join(f"{v:.2f}" for v in self.by_role)
 
 
 class CpuMeter:
@@ -411,7 +426,7 @@ def _row(backend: str, mode: str, rate: int, s: dict) -> list[object]:
     ranked = "-" if mode == "cached" else f"{s['ranked_mean']:.0f} / {s['ranked_min']}"
     return [backend, mode, rate, s["throughput"], f"{100 * s['success']:.1f} %", s["p50"],
             s["p95"], s["p99"], f"{100 * s['degraded']:.1f} %", "yes" if s["held"] else "no",
-            ranked, s["pages_per_call"], " + ".join(f"{cpu.get(role, 0):.2f}" for role in ROLES),
+            ranked, s["pages_per_call"], CpuPerPage(tuple(cpu.get(role, 0.0) for role in ROLES)),
             ",".join(s["reasons"]) or "-"]
 
 
@@ -423,10 +438,6 @@ def _ratios(results: list[list[object]]) -> list[list[object]]:
             if backend == "ray" and (local := by.get(("local", mode, rate)))]
 
 
-def _cpu_total(row: list[object]) -> float:
-    return sum(float(part) for part in str(row[12]).split(" + "))
-
-
 def _floor_rows(results: list[list[object]]) -> list[list[object]]:
     """Per cached rate: each feed backend's served/s, p99 and CPU per page beside the
     framework floor's, and the CPU as a ratio to the floor's."""
@@ -436,8 +447,9 @@ def _floor_rows(results: list[list[object]]) -> list[list[object]]:
         floor = by.get(("floor", "cached", rate))
         if backend == "floor" or mode != "cached" or floor is None:
             continue
-        rows.append([backend, rate, row[3], row[7], _cpu_total(row), floor[3], floor[7],
-                     _cpu_total(floor), f"{_cpu_total(row) / _cpu_total(floor):.2f}x"])
+        ours, base = row[12].total, floor[12].total
+        rows.append([backend, rate, row[3], row[7], ours, floor[3], floor[7], base,
+                     f"{ours / base:.2f}x"])
     return rows
 
 
