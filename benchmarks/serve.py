@@ -226,7 +226,8 @@ class CpuMeter:
         self.api = psutil.Process(api.pid)
 
     def _roles(self) -> dict[str, list[psutil.Process]]:
-        out: dict[str, list[psutil.Process]] = {"api": [self.api], "ranker": [], "other": []}
+        out: dict[str, list[psutil.Process]] = {role: [] for role in ROLES}
+        out["api"].append(self.api)
         for p in self.api.children(recursive=True):
             try:
                 line = " ".join(p.cmdline())
@@ -292,11 +293,11 @@ def summarize(run: dict, cpu: dict[str, float] | None = None) -> dict:
     }
 
 
-def _first_page(port: int, token: str) -> bytes:
+def _first_page(port: int, token: str, query: str = "", timeout_s: float = 30.0) -> bytes:
     """One first page's body, as the API sends it."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}",
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}{query}",
                                  headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
         return r.read()
 
 
@@ -305,13 +306,11 @@ def _drain(port: int, token: str, limit_s: float = 90.0) -> None:
     leaves queued work behind, which must not be charged to the next run."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}?page_size=5",
-                                     headers={"Authorization": f"Bearer {token}"})
         t = time.monotonic()
         try:
-            with urllib.request.urlopen(req, timeout=5):
-                if time.monotonic() - t < 1.0:
-                    return
+            _first_page(port, token, "?page_size=5", timeout_s=5)
+            if time.monotonic() - t < 1.0:
+                return
         except OSError:
             pass
         time.sleep(2)
@@ -379,10 +378,12 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
             if mode == "cached":  # its first pages are not metered
                 cursors = root / "cursors.json"
                 cursors.write_text(json.dumps(_load(PORT, tokens, "prime", rate, seconds)))
-            calls = ranker_calls if backend == "ray" else lambda port: (0.0, 0.0)
-            before, calls_before = meter.read(), calls(PORT)
+            def calls() -> tuple[float, float]:  # only Ray Serve's are counted
+                return ranker_calls(PORT) if backend == "ray" else (0.0, 0.0)
+
+            before, calls_before = meter.read(), calls()
             run = _load(PORT, tokens, mode, rate, seconds, cursors)
-            after, calls_after = meter.read(), calls(PORT)
+            after, calls_after = meter.read(), calls()
         except Exception as exc:  # keep the other runs; say what failed
             results.append([backend, mode, rate] + ["-"] * 10 + [f"failed: {str(exc)[:80]}"])
             return
@@ -401,7 +402,8 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
                 _load(PORT, viewers.take(30), "first", 10, 3.0)  # warm-up, not reported
                 _drain(PORT, probe)
                 idle[backend] = idle_cpu(CpuMeter(proc))
-                page.write_bytes(_first_page(PORT, probe))
+                if backend == "local":  # the page the floor serves: the in-process API's
+                    page.write_bytes(_first_page(PORT, probe))
                 # Cached pages first: an overloaded first-page run must not leave a backlog.
                 for mode, mode_rates in (("cached", cached_rates), ("first", rates)):
                     for rate in mode_rates:
@@ -430,9 +432,15 @@ def _row(backend: str, mode: str, rate: int, s: dict) -> list[object]:
             ",".join(s["reasons"]) or "-"]
 
 
+def _completed(results: list[list[object]]) -> dict[tuple, list[object]]:
+    """The rows of runs that completed (a failed one has no latencies), by (backend, pages,
+    rate)."""
+    return {(r[0], r[1], r[2]): r for r in results if isinstance(r[5], float)}
+
+
 def _ratios(results: list[list[object]]) -> list[list[object]]:
     """Ray Serve minus the in-process ranker: p50 and p99 (ms) at the same rates."""
-    by = {(r[0], r[1], r[2]): r for r in results if isinstance(r[5], float)}
+    by = _completed(results)
     return [[mode, rate, ray[5] - local[5], ray[7] - local[7]]
             for (backend, mode, rate), ray in by.items()
             if backend == "ray" and (local := by.get(("local", mode, rate)))]
@@ -441,7 +449,7 @@ def _ratios(results: list[list[object]]) -> list[list[object]]:
 def _floor_rows(results: list[list[object]]) -> list[list[object]]:
     """Per cached rate: each feed backend's served/s, p99 and CPU per page beside the
     framework floor's, and the CPU as a ratio to the floor's."""
-    by = {(r[0], r[1], r[2]): r for r in results if isinstance(r[5], float)}
+    by = _completed(results)
     rows = []
     for (backend, mode, rate), row in by.items():
         floor = by.get(("floor", "cached", rate))

@@ -34,8 +34,6 @@ from features.repo import VIEW_BY_NAME
 from features.store import materialized_mark, repo_dir
 from features.windows import minute_of, window_sums
 
-FRESH_REFS = [ref for ref in schema.VIDEO_LIVE_REFS if ref.startswith("video_fresh:")]
-REALTIME_REFS = [ref for ref in schema.VIDEO_LIVE_REFS if ref not in FRESH_REFS]
 LOAD_TIMEOUT_S = 30.0  # socket timeout of the item table's bulk loads
 
 
@@ -108,17 +106,17 @@ class RankingFeatures:
         new = np.flatnonzero(~schema.in_snapshot(batch))
         paired = np.flatnonzero(self.pairs.has(int(user_id), creator_ids))  # rows to ask for
         live_req: list[Request] = [
-            (REALTIME_REFS, {"video_id": video_ids.tolist()}),
+            (schema.VIDEO_REALTIME_REFS, {"video_id": video_ids.tolist()}),
             (schema.PAIR_REFS, {"user_id": [int(user_id)] * len(paired),
                                 "creator_id": creator_ids[paired].tolist()}),
-            (FRESH_REFS, {"video_id": video_ids[new].tolist()}),
+            (schema.VIDEO_FRESH_REFS, {"video_id": video_ids[new].tolist()}),
         ]
         timed_out = False
         try:
             live, pairs, fresh = self._read(live_req)
         except (FutureTimeout, redis.TimeoutError):  # other failures: the caller degrades
             live, pairs, fresh, timed_out = {}, {}, {}, True
-        return self._assemble(user_raw, batch, live, ((new, fresh, FRESH_REFS),
+        return self._assemble(user_raw, batch, live, ((new, fresh, schema.VIDEO_FRESH_REFS),
                                                       (paired, pairs, schema.PAIR_REFS)),
                               video_ids, now_ms, timed_out)
 
@@ -141,7 +139,7 @@ class RankingFeatures:
             col = column(user_raw, ref, 1)
             full[ref] = col * rows if isinstance(col, list) else np.repeat(col, rows)
         full |= batch
-        for ref in REALTIME_REFS:
+        for ref in schema.VIDEO_REALTIME_REFS:
             full[ref] = column(live_raw, ref, rows)
         for at, raw, refs in partial:
             for ref in refs:

@@ -92,11 +92,10 @@ USER_REFS = sorted(
     }
 )
 VIDEO_BATCH_REFS = [f"video_stats:{f.name}" for f in VIEW_BY_NAME["video_stats"].fields]
-VIDEO_LIVE_REFS = [
-    f"{view}:{f.name}"
-    for view in ("video_fresh", "video_realtime")
-    for f in VIEW_BY_NAME[view].fields
-]
+# Upload metadata (read for videos newer than the batch snapshot) and real-time counters.
+VIDEO_FRESH_REFS = [f"video_fresh:{f.name}" for f in VIEW_BY_NAME["video_fresh"].fields]
+VIDEO_REALTIME_REFS = [f"video_realtime:{f.name}" for f in VIEW_BY_NAME["video_realtime"].fields]
+VIDEO_LIVE_REFS = VIDEO_FRESH_REFS + VIDEO_REALTIME_REFS
 CREATOR_REFS = [f"creator_stats:{f.name}" for f in VIEW_BY_NAME["creator_stats"].fields]
 PAIR_REFS = [f"user_creator:{f.name}" for f in VIEW_BY_NAME["user_creator"].fields]
 
