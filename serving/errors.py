@@ -95,6 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 name = "body"
                 if err["type"] in _NOT_AN_OBJECT:
                     message = "the body must be a JSON object"
+            elif err["type"] == "json_invalid":  # its loc is ("body", <character offset>)
+                name, message = "body", f"not valid JSON (at character {err['loc'][-1]})"
             field = {"field": name, "in": where, "message": message}
             if field not in fields:  # a body read by two models fails twice the same way
                 fields.append(field)

@@ -65,6 +65,15 @@ def test_a_body_that_is_not_a_json_object_is_named_once(api: TestClient) -> None
     assert r.status_code == 422 and [f["field"] for f in r.json()["error"]["fields"]] == ["body"]
 
 
+def test_a_body_that_is_not_json_is_named_with_where_parsing_failed(api: TestClient) -> None:
+    r = api.post("/api/v1/auth/token", content=b'{"username": ',
+                 headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["fields"] == [
+        {"field": "body", "in": "body", "message": "not valid JSON (at character 13)"}]
+    assert r.json()["error"]["message"] == "invalid body"
+
+
 def test_login_failures_are_indistinguishable(api: TestClient) -> None:
     make_account(api, "dora")
 
