@@ -133,9 +133,15 @@ def list_(status: Annotated[Status | None, typer.Option(help="Only this status."
     from experiments import store
 
     with _sessions()() as session:
-        for exp in store.list_experiments(session, status):
+        found = store.list_experiments(session, status)
+        for exp in found:
             split = "/".join(f"{v.name}:{v.weight_pct:g}" for v in exp.variants)
             typer.echo(f"{exp.name:<32}{exp.status:<9}{exp.layer:<16}{split}")
+    if not found:  # say so, and how to get one, rather than print nothing
+        which = f"{status.value} experiments" if status else "experiments"
+        typer.echo(f"no {which}: `reelrank experiment create` defines one; `reelrank "
+                   "experiment simulate --preset two-tower-vs-popularity` runs a ready one",
+                   err=True)
 
 
 def show(name: str) -> None:

@@ -142,6 +142,9 @@ def test_first_admin_is_made_from_the_command_line(api: TestClient) -> None:
 
 def test_cli_create_start_stop_and_errors(exp_settings: Settings, tmp_path) -> None:
     run = CliRunner().invoke
+    empty = run(cli, ["experiment", "list"])  # a new analyst is told how to get one
+    assert empty.exit_code == 0 and "no experiments: `reelrank experiment create`" in \
+        empty.output, empty.output
     bad = run(cli, ["experiment", "create", "--name", "c1", "--variant", "control=50",
                     "--variant", "t=40,explore=0.3"])
     assert bad.exit_code == 2 and "variants: " in bad.output and "sum to 90" in bad.output
