@@ -12,6 +12,7 @@ too). ``--experiment NAME`` simulates against an experiment that is already runn
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -32,6 +33,7 @@ KUAIRAND = Path("../shared/data/kuairand")
 PRESET_NAMES = ("two-tower-vs-popularity",)
 WORKERS = ("relay", "exposures", "counters", "features", "trending")
 SIMULATED_IP_LIMIT = "1000000/minute"
+log = logging.getLogger(__name__)
 
 
 def preset(name: str) -> dict[str, Any]:
@@ -71,6 +73,7 @@ def response_model(settings: Settings, kuairand: Path, refit: bool = False):  # 
     if refit or not (path / "model.json").is_file():
         if not kuairand.exists():
             raise FileNotFoundError(f"{kuairand}: no KuaiRand data to fit the users on")
+        log.info("fitting the simulated users to KuaiRand (once; kept in %s)", path)
         return fit_kuairand(kuairand, path)
     return ResponseModel.load(path)
 
@@ -209,8 +212,14 @@ def run_simulation(settings: Settings, *, users: int, preset_name: str | None = 
                         max_pages=max_pages)
 
         def go(url: str) -> Any:
-            time.sleep(settings.experiments_refresh_s)  # every API process sees it running
-            return asyncio.run(simulate(url, tokens, pop, model, cfg))
+            log.info("experiment %s running; %d simulated users visit %s after %.0f s (once "
+                     "every API process has seen it start)", experiment, len(ids), url,
+                     settings.experiments_refresh_s)
+            time.sleep(settings.experiments_refresh_s)
+            result = asyncio.run(simulate(url, tokens, pop, model, cfg))
+            log.info("simulated in %.0f s; waiting for the exposure log to settle",
+                     result.seconds)
+            return result
 
         if api_url:
             result = go(api_url)
@@ -222,6 +231,7 @@ def run_simulation(settings: Settings, *, users: int, preset_name: str | None = 
         with sessions.begin() as s:
             if store.get(s, experiment).status == "running":
                 store.stop(s, experiment)
+        log.info("logged %d exposures, %d interactions; analysing", *logged)
         with sessions() as s:
             analysis = analyze(s, experiment)
         path = report.write(analysis, out or settings.path("reports", "x").parent)

@@ -63,10 +63,13 @@ def welch(control: pd.DataFrame, treatment: pd.DataFrame, metric: str,
 
     data = pd.concat([control.assign(_arm=0), treatment.assign(_arm=1)], ignore_index=True)
     columns = [metric, "_arm"] + ([covariate] if covariate else [])
-    result = tt.Experiment(
-        {metric: tt.Mean(metric, covariate, equal_var=False, confidence_level=1 - alpha)},
-        variant="_arm",
-    ).analyze(data[columns], control=0)[metric]
+    # A metric constant in both arms (no shares in a short test) has no interval: scipy's t
+    # with scale 0 gives NaN (shown as "-"), with a RuntimeWarning per bound otherwise.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = tt.Experiment(
+            {metric: tt.Mean(metric, covariate, equal_var=False, confidence_level=1 - alpha)},
+            variant="_arm",
+        ).analyze(data[columns], control=0)[metric]
     return Comparison(
         metric, float(control[metric].mean()), float(treatment[metric].mean()),
         len(control), len(treatment), result.effect_size, result.effect_size_ci_lower,

@@ -115,3 +115,15 @@ def test_quantile_interval_brackets_the_p99() -> None:
     q, lo, hi = stats.quantile_ci(x)
     truth = 40.0 * np.log(100)
     assert lo <= q <= hi and lo < truth < hi
+
+
+def test_a_metric_constant_in_both_arms_has_no_interval_and_no_warning() -> None:
+    """No shares in either arm: the difference is 0 with no interval ("-" in the table), and
+    the analysis stays quiet (scipy warned twice per bound)."""
+    import warnings
+
+    zeros = pd.DataFrame({"m": np.zeros(50)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = stats.welch(zeros, zeros.iloc[:40], "m")
+    assert got.diff == 0.0 and np.isnan(got.diff_lo) and np.isnan(got.pvalue)
