@@ -1,6 +1,7 @@
 """Request dependencies: ``SettingsDep``, ``SessionDep``, ``CurrentUser``, ``ModeratorUser``,
-``AdminUser``, the bounded id parameters every route takes (ids are signed 64-bit), and
-:func:`as_user`, the one-transaction path of the hot write routes."""
+``AdminUser``, the bounded id parameters every route takes (ids are signed 64-bit), the base of
+every JSON body (:class:`RequestBody`), and :func:`as_user`, the one-transaction path of the hot
+write routes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -169,6 +171,13 @@ AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 UserIdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="A user id.")]
 VideoIdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="A video id.")]
 CommentIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A comment id.")]
+
+
+class RequestBody(BaseModel):
+    """A JSON request body: a field the route does not know is a 422 naming it, not dropped
+    without a word (a client sending ``role`` in a profile edit must learn it changed nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 R = TypeVar("R")

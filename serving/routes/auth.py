@@ -9,7 +9,7 @@ from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from platform_services import tokens
 from platform_services.auth import ConflictError, authenticate, register_user
-from serving.deps import CurrentUser, SessionDep, SettingsDep
+from serving.deps import CurrentUser, RequestBody, SessionDep, SettingsDep
 from serving.errors import error_responses
 from serving.limits import check, route_limit
 
@@ -18,7 +18,7 @@ MIN_PASSWORD = 8
 _WRONG_LOGIN = "wrong username or password"  # one message whoever asks, existing or not
 
 
-class RegisterIn(BaseModel):
+class RegisterIn(RequestBody):
     username: str = Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.]+$")
     email: EmailStr = Field(max_length=254)
     password: str = Field(min_length=MIN_PASSWORD, max_length=128)
@@ -32,12 +32,12 @@ class RegisterIn(BaseModel):
         return v
 
 
-class LoginIn(BaseModel):
+class LoginIn(RequestBody):
     username: str = Field(min_length=1, max_length=32)
     password: str = Field(min_length=1, max_length=128)
 
 
-class RefreshIn(BaseModel):
+class RefreshIn(RequestBody):
     refresh_token: str = Field(min_length=1, max_length=128)
 
 

@@ -23,6 +23,7 @@ from serving.deps import (
     ClaimsDep,
     CommentIdPath,
     CurrentUser,
+    RequestBody,
     RuntimeDep,
     SessionDep,
     VideoIdPath,
@@ -34,7 +35,7 @@ router = APIRouter(tags=["comments"], responses=error_responses(401, 404, 422, 4
 MAX_BODY = 2000
 
 
-class CommentIn(BaseModel):
+class CommentIn(RequestBody):
     content: str = Field(min_length=1, max_length=MAX_BODY)
     parent_comment_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
@@ -46,7 +47,7 @@ class CommentIn(BaseModel):
         return v
 
 
-class CommentEditIn(BaseModel):
+class CommentEditIn(RequestBody):
     content: str = Field(min_length=1, max_length=MAX_BODY)
 
 

@@ -23,7 +23,7 @@ from core.events import UserInteraction
 from platform_services.auth import MAX_ID
 from platform_services.bus.outbox import emit
 from platform_services.social import visible_videos
-from serving.deps import CurrentUser, SessionDep, SettingsDep
+from serving.deps import CurrentUser, RequestBody, SessionDep, SettingsDep
 from serving.errors import error_responses
 
 router = APIRouter(tags=["events"], responses=error_responses(401, 422))
@@ -32,7 +32,7 @@ MAX_LOOPS = 5  # a short video may loop; a day of watch time on a 15 s clip is n
 UNKNOWN_DURATION_MS = 10 * 60 * 1000  # the bound while a video's duration is not known
 
 
-class InteractionIn(BaseModel):
+class InteractionIn(RequestBody):
     action: Literal["view", "watch", "skip", "share"]
     # ge=0: a loaded world keeps its data set's ids, and those start at 0 (the feed serves
     # video 0, so its viewers must be able to report watching it).
@@ -50,7 +50,7 @@ class InteractionIn(BaseModel):
         return v
 
 
-class EventsIn(BaseModel):
+class EventsIn(RequestBody):
     events: list[InteractionIn] = Field(min_length=1, max_length=500)
 
 

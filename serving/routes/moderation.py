@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from platform_services.media import review
 from platform_services.media.uploads import MediaError
 from platform_services.storage.models import Moderation
-from serving.deps import ModeratorUser, SessionDep
+from serving.deps import ModeratorUser, RequestBody, SessionDep
 from serving.routes.videos import VideoId, errors
 
 router = APIRouter(prefix="/moderation", tags=["moderation"])
@@ -39,9 +39,7 @@ class QueueOut(BaseModel):
     has_more: bool
 
 
-class DecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DecisionIn(RequestBody):
     action: Literal["approve", "reject"]
     reason: str = Field(min_length=1, max_length=400)
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 from platform_services import notifications as notes
 from platform_services.auth import MAX_ID
 from platform_services.signing import TokenError, sign, unsign
-from serving.deps import CurrentUser, SessionDep, SettingsDep
+from serving.deps import CurrentUser, RequestBody, SessionDep, SettingsDep
 from serving.errors import error_responses
 
 router = APIRouter(prefix="/notifications", tags=["notifications"],
@@ -45,7 +45,7 @@ class NotificationPage(BaseModel):
     has_more: bool
 
 
-class MarkReadIn(BaseModel):
+class MarkReadIn(RequestBody):
     ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(default=None,
                                                                      max_length=100)
     all: bool = False

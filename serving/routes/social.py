@@ -17,6 +17,7 @@ from platform_services.storage.social_models import ReportReason, ReportStatus, 
 from serving.deps import (
     ClaimsDep,
     CurrentUser,
+    RequestBody,
     RuntimeDep,
     SessionDep,
     VideoIdPath,
@@ -48,7 +49,7 @@ class ShareChannel(StrEnum):
     EXTERNAL = "external"
 
 
-class ShareIn(BaseModel):
+class ShareIn(RequestBody):
     channel: ShareChannel = ShareChannel.LINK
 
 
@@ -57,7 +58,7 @@ class ShareOut(BaseModel):
     share_id: int
 
 
-class ReportIn(BaseModel):
+class ReportIn(RequestBody):
     target_type: ReportTarget
     target_id: int = Field(ge=0, le=MAX_ID)  # ge=0: world video (and user) ids start at 0
     reason: ReportReason

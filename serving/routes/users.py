@@ -18,6 +18,7 @@ from serving.deps import (
     AdminUser,
     ClaimsDep,
     CurrentUser,
+    RequestBody,
     RuntimeDep,
     SessionDep,
     UserIdPath,
@@ -61,7 +62,7 @@ class MeOut(ProfileOut):
     role: Role
 
 
-class ProfileIn(BaseModel):
+class ProfileIn(RequestBody):
     """Fields to change; omitted ones stay as they are, ``null`` clears an optional one."""
 
     display_name: str | None = Field(default=None, min_length=1, max_length=64)
@@ -83,17 +84,17 @@ class ProfileIn(BaseModel):
         return v
 
 
-class DeleteAccountIn(BaseModel):
+class DeleteAccountIn(RequestBody):
     """The password again: a stolen access token alone cannot delete an account."""
 
     password: str = Field(min_length=1, max_length=128)
 
 
-class VerifiedIn(BaseModel):
+class VerifiedIn(RequestBody):
     verified: bool
 
 
-class RoleIn(BaseModel):
+class RoleIn(RequestBody):
     role: Role
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import exists, select
 from starlette.concurrency import run_in_threadpool
 
@@ -21,7 +21,7 @@ from platform_services.media.models import VideoMedia
 from platform_services.storage.blobs import BlobStore
 from platform_services.storage.models import User, Video, VideoStats, Visibility
 from platform_services.storage.social_models import Like, Save
-from serving.deps import CurrentUser, SessionDep, SettingsDep
+from serving.deps import CurrentUser, RequestBody, SessionDep, SettingsDep
 from serving.video_card import VideoCard, card_fields
 
 router = APIRouter(prefix="/videos", tags=["videos"])
@@ -65,9 +65,7 @@ class Location(BaseModel):
     city: str | None = Field(default=None, max_length=100)
 
 
-class UploadIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UploadIn(RequestBody):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=5000)
     tags: list[Tag] = Field(default_factory=list, max_length=30)

@@ -119,6 +119,17 @@ def test_oversized_bodies_are_refused(api: TestClient) -> None:
     assert r.status_code == 413
 
 
+def test_a_body_field_the_route_does_not_know_is_refused_by_name(api: TestClient) -> None:
+    """Not dropped without a word: a client that sends ``role`` in a profile edit learns that it
+    changed nothing, and the edit is not half applied."""
+    ann = make_account(api, "ann")
+    r = api.patch(f"{V1}/users/me", headers=ann.headers, json={"bio": "hi", "role": "admin"})
+    assert r.status_code == 422, r.text
+    assert [f["field"] for f in r.json()["error"]["fields"]] == ["role"]
+    me = api.get(f"{V1}/users/me", headers=ann.headers).json()
+    assert me["bio"] == "" and me["role"] == "user"
+
+
 def test_openapi_documents_the_error_statuses(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
     paths = spec["paths"]
