@@ -168,6 +168,42 @@ def test_rank_cli_rebuilds_from_the_models_data_or_refuses(
     assert not list(Path(settings.var_dir).glob("rank-features-*")), "scratch repo left behind"
 
 
+def test_eval_ranker_cli_reports_the_later_logs_metrics(
+    settings: Settings, history: Dataset, later: pd.DataFrame, repo: Path, trained: Outcome,
+    rebuilt: pd.DataFrame, tmp_path: Path,
+) -> None:
+    """``reelrank eval ranker``: the same rows as ``rank`` (rebuilt snapshots), scored against
+    the log's own outcomes; its GAUC is the one computed here from the rebuilt rows."""
+    from core.cli import app
+
+    data = write_dataset("hist-eval", {"interactions": history.interactions,
+                                       "items": history.items, "users": history.users,
+                                       "follows": history.follows},
+                         "synth", root=settings.data_dir)
+    model = tmp_path / "bundle"
+    replace(trained.bundle, meta={**trained.bundle.meta, "data": str(data),
+                                  "feature_repo": str(repo)}).save(model)
+    log = tmp_path / "later.parquet"
+    later.to_parquet(log)
+    res = runner.invoke(app, ["eval", "ranker", "--model", str(model), "--impressions",
+                              str(log), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert f"{len(later):,} impressions" in res.output
+    _, probs = trained.bundle.predict(rebuilt)
+    expected, _ = gauc(later["user_id"].to_numpy(), later["clicked"].to_numpy(float),
+                       np.asarray(probs["click"]))
+    row = next(line.split() for line in res.output.splitlines() if line.startswith("click "))
+    header = next(line.split() for line in res.output.splitlines() if "gauc" in line)
+    assert float(row[header.index("gauc") + 2]) == pytest.approx(expected, abs=1e-4)
+    # A log without outcomes cannot be evaluated: one error line, exit 2.
+    later.drop(columns=["clicked", "long_view", "liked", "followed", "shared", "hated",
+                        "commented", "watch_ms"], errors="ignore").to_parquet(log)
+    res = runner.invoke(app, ["eval", "ranker", "--model", str(model), "--impressions",
+                              str(log), "--threads", "1"])
+    errors = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert res.exit_code == 2 and len(errors) == 1, res.output
+
+
 def test_the_logs_rows_replace_their_copies_in_the_history(history: Dataset,
                                                            later: pd.DataFrame) -> None:
     span = history.interactions.iloc[-500:]

@@ -1,4 +1,4 @@
-"""``reelrank train ranker`` and ``reelrank rank``.
+"""``reelrank train ranker``, ``reelrank rank`` and ``reelrank eval ranker``.
 
 Bad input (a missing path or column, an unknown model alias, a split with no training rows)
 ends with one ``error:`` line and exit code 2. The model is registered only after training,
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from training.datasets.store import Dataset
+    from training.ranker.bundle import RankerBundle
 
 DATASETS = ("kuairand", "synth")
 
@@ -218,80 +219,98 @@ def read_impressions(path: Path, kind: str) -> Dataset | pd.DataFrame:
     return validate("interactions", table, str(path)).to_pandas()
 
 
-def rank(
-    model: Annotated[str, typer.Option(help="models:/reelrank-ranker@champion, /3, or a dir.")],
-    impressions: Annotated[Path, typer.Option(
-        help="Logged impressions: a KuaiRand log file, canonical interactions, or a data set "
-             "dir.")],
-    out: Annotated[Path, typer.Option(help="Output parquet: user_id, video_id, time_ms, score, "
-                                      "one column per task.")],
-    feature_repo: Annotated[Path | None, typer.Option(
-        help="Feast repo to read features from (default: the one the model was trained on).")]
-    = None,
-    items: Annotated[Path | None, typer.Option(
-        help="Data set dir whose items table describes the videos (default: the impressions "
-             "dir, else the model's training data).")] = None,
-    threads: Annotated[int, typer.Option(min=1)] = 2,
-    history: Annotated[Path | None, typer.Option(
-        help="Data set dir with the events before the log (default: the model's training "
-             "data); read only when the log is later than the feature repo.")] = None,
-    rebuild_features: Annotated[bool, typer.Option(
-        help="Rebuild the daily snapshots from the history + the log when the log is later "
-             "than the feature repo (else such a log is refused).")] = True,
-) -> None:
-    """Score logged impressions, each with the features it would have had online: from the
-    feature repo when it covers the log, else from the daily snapshots rebuilt from the
-    history and the log (events strictly before each impression). Never from defaults."""
+ModelOpt = Annotated[str, typer.Option(
+    help="models:/reelrank-ranker@champion, /3, or a dir.")]
+ImpressionsOpt = Annotated[Path, typer.Option(
+    help="Logged impressions: a KuaiRand log file, canonical interactions, or a data set dir.")]
+FeatureRepoOpt = Annotated[Path | None, typer.Option(
+    help="Feast repo to read features from (default: the one the model was trained on).")]
+ItemsOpt = Annotated[Path | None, typer.Option(
+    help="Data set dir whose items table describes the videos (default: the impressions dir, "
+         "else the model's training data).")]
+ThreadsOpt = Annotated[int, typer.Option(min=1)]
+HistoryOpt = Annotated[Path | None, typer.Option(
+    help="Data set dir with the events before the log (default: the model's training data); "
+         "read only when the log is later than the feature repo.")]
+RebuildOpt = Annotated[bool, typer.Option(
+    help="Rebuild the daily snapshots from the history + the log when the log is later than "
+         "the feature repo (else such a log is refused).")]
+
+
+def scored_log(model: str, impressions: Path, feature_repo: Path | None, items: Path | None,
+               history: Path | None, rebuild_features: bool, labels: bool = False,
+               ) -> tuple[RankerBundle, str, pd.DataFrame, pd.DataFrame]:
+    """(the ranker, its name, the log's impressions with the features each would have had
+    online (with ``labels``, one column per task), the log's impressions as logged: row for
+    row the same)."""
     import tempfile
 
     import pandas as pd
-    import torch
 
     from training import registry
-    from training.ranker.bundle import EXPERIMENT, RankerBundle, output_frame
+    from training.ranker.bundle import EXPERIMENT, RankerBundle
+    from training.ranker.pipeline import timed_impressions
     from training.ranker.scoring import needs_rebuild, scoring_frame
     from training.retrieval.pipeline import load_data
 
+    if model.startswith("models:/"):
+        registry.configure(get_settings(), EXPERIMENT)
+        bundle, version = registry.load_bundle(model, RankerBundle)
+        name = f"{version.name} v{version.version}"
+    else:
+        bundle, name = RankerBundle.load(Path(model)), model
+    kind = bundle.meta.get("dataset", "synth")
+    got = read_impressions(impressions, kind)
+    inter = got if isinstance(got, pd.DataFrame) else got.interactions
+    if items is not None:
+        item_table = load_data(kind, items).items
+    elif not isinstance(got, pd.DataFrame):
+        item_table = got.items
+    elif bundle.meta.get("data"):
+        item_table = load_data(kind, Path(bundle.meta["data"])).items
+    else:
+        raise DataError("--items: needed to describe the videos of a single log file")
+    repo = feature_repo or Path(bundle.meta.get("feature_repo", ""))
+    if not (repo / "meta.json").is_file():
+        raise DataError(f"{repo}: no built feature repo (pass --feature-repo)")
+    settings = get_settings()
+    past, scratch = None, None
+    if rebuild_features and needs_rebuild(settings, repo, inter):
+        source = history or (Path(bundle.meta["data"]) if bundle.meta.get("data") else None)
+        if source is None:
+            raise DataError("--history: the log is later than the feature repo, and the "
+                            "events before it are needed to rebuild its snapshots")
+        past = load_data(kind, source)
+        scratch = tempfile.TemporaryDirectory(prefix="rank-features-",
+                                              dir=Path(settings.var_dir))
+        typer.echo(f"the log is later than {repo}: rebuilding its daily snapshots from "
+                   f"{source} + the log")
+    try:
+        frame = scoring_frame(settings, repo, inter, item_table, past,
+                              Path(scratch.name) / "repo" if scratch else None, labels)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    return bundle, name, frame, timed_impressions(inter)
+
+
+def rank(model: ModelOpt, impressions: ImpressionsOpt,
+         out: Annotated[Path, typer.Option(help="Output parquet: user_id, video_id, time_ms, "
+                                           "score, one column per task.")],
+         feature_repo: FeatureRepoOpt = None, items: ItemsOpt = None, threads: ThreadsOpt = 2,
+         history: HistoryOpt = None, rebuild_features: RebuildOpt = True) -> None:
+    """Score logged impressions, each with the features it would have had online: from the
+    feature repo when it covers the log, else from the daily snapshots rebuilt from the
+    history and the log (events strictly before each impression). Never from defaults."""
+    import pandas as pd
+    import torch
+
+    from training.ranker.bundle import output_frame
+
     torch.set_num_threads(threads)
     with clean_errors():
-        if model.startswith("models:/"):
-            registry.configure(get_settings(), EXPERIMENT)
-            bundle, version = registry.load_bundle(model, RankerBundle)
-            name = f"{version.name} v{version.version}"
-        else:
-            bundle, name = RankerBundle.load(Path(model)), model
-        kind = bundle.meta.get("dataset", "synth")
-        got = read_impressions(impressions, kind)
-        inter = got if isinstance(got, pd.DataFrame) else got.interactions
-        if items is not None:
-            item_table = load_data(kind, items).items
-        elif not isinstance(got, pd.DataFrame):
-            item_table = got.items
-        elif bundle.meta.get("data"):
-            item_table = load_data(kind, Path(bundle.meta["data"])).items
-        else:
-            raise DataError("--items: needed to describe the videos of a single log file")
-        repo = feature_repo or Path(bundle.meta.get("feature_repo", ""))
-        if not (repo / "meta.json").is_file():
-            raise DataError(f"{repo}: no built feature repo (pass --feature-repo)")
-        settings = get_settings()
-        past, scratch = None, None
-        if rebuild_features and needs_rebuild(settings, repo, inter):
-            source = history or (Path(bundle.meta["data"]) if bundle.meta.get("data") else None)
-            if source is None:
-                raise DataError("--history: the log is later than the feature repo, and the "
-                                "events before it are needed to rebuild its snapshots")
-            past = load_data(kind, source)
-            scratch = tempfile.TemporaryDirectory(prefix="rank-features-",
-                                                  dir=Path(settings.var_dir))
-            typer.echo(f"the log is later than {repo}: rebuilding its daily snapshots from "
-                       f"{source} + the log")
-        try:
-            frame = scoring_frame(settings, repo, inter, item_table, past,
-                                  Path(scratch.name) / "repo" if scratch else None)
-        finally:
-            if scratch is not None:
-                scratch.cleanup()
+        bundle, name, frame, _ = scored_log(model, impressions, feature_repo, items, history,
+                                            rebuild_features)
         scores, preds = bundle.predict(frame)
         result = pd.concat([
             pd.DataFrame({
@@ -307,6 +326,44 @@ def rank(
         typer.echo(f"scored {len(result):,} impressions with {name} -> {out}")
 
 
+def eval_ranker(model: ModelOpt, impressions: ImpressionsOpt,
+                feature_repo: FeatureRepoOpt = None, items: ItemsOpt = None,
+                threads: ThreadsOpt = 2, history: HistoryOpt = None,
+                rebuild_features: RebuildOpt = True) -> None:
+    """Score logged impressions as ``reelrank rank`` does and print each task's AUC,
+    log-loss, GAUC, ECE and mean prediction against the observed rate (the training report's
+    table): a registered ranker on a log it has not seen, e.g. a later week of the app."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from features.training_set import LABELS
+    from training.ranker.metrics import task_metrics
+
+    torch.set_num_threads(threads)
+    with clean_errors():
+        bundle, name, frame, log = scored_log(model, impressions, feature_repo, items, history,
+                                              rebuild_features, labels=True)
+        _, preds = bundle.predict(frame)
+        ratio = set(bundle.model.cfg.ratio_tasks)
+        rows = []
+        for task, p in preds.items():
+            outcome = LABELS.get(task, "")
+            if task not in frame or outcome not in log or log[outcome].isna().all():
+                continue  # the log has no outcome for it
+            # A row whose outcome the log does not know is left out, not counted a negative.
+            y = np.where(log[outcome].isna(), np.nan, frame[task].to_numpy(np.float64))
+            m = task_metrics(task, y, p, frame["user_id"].to_numpy(), ratio=task in ratio)
+            rows.append({"task": task, "model": name,
+                         **{k.removeprefix(f"{task}_"): v for k, v in m.items()}})
+        if not rows:
+            raise DataError(f"{impressions}: no outcome column of any task the model has "
+                            f"({', '.join(preds)})")
+        typer.echo(f"{len(frame):,} impressions")
+        typer.echo(format_metrics(pd.DataFrame(rows)))
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     groups["train"].command("ranker")(train_ranker)
     groups["__root__"].command("rank")(rank)
+    groups["eval"].command("ranker")(eval_ranker)

@@ -58,8 +58,10 @@ def with_history(history: Dataset, log: pd.DataFrame) -> Dataset:
 
 
 def scoring_frame(settings: Settings, repo: Path, log: pd.DataFrame, items: pd.DataFrame,
-                  history: Dataset | None, rebuild_into: Path | None) -> pd.DataFrame:
-    """The log's impressions with their point-in-time features (see the module docstring).
+                  history: Dataset | None, rebuild_into: Path | None,
+                  labels: bool = False) -> pd.DataFrame:
+    """The log's impressions with their point-in-time features (see the module docstring)
+    and, with ``labels``, a column per task whose outcome the log has.
 
     Read from ``repo`` when it covers the log; else rebuilt into ``rebuild_into`` from
     ``history`` + the log. ``rebuild_into=None`` (no rebuild wanted) or no history for a log
@@ -70,14 +72,14 @@ def scoring_frame(settings: Settings, repo: Path, log: pd.DataFrame, items: pd.D
         raise StaleFeaturesError("the log has no timestamped impressions to score")
     prior = history.history if history is not None else None  # untimed, before every event
     if not needs_rebuild(settings, repo, log):
-        return point_in_time(settings, repo, log, items, labels=False, history=prior)
+        return point_in_time(settings, repo, log, items, labels=labels, history=prior)
     if rebuild_into is None or history is None:
         # The builder's own check names the rows and the span that are missing.
-        return point_in_time(settings, repo, log, items, labels=False, history=prior)
+        return point_in_time(settings, repo, log, items, labels=labels, history=prior)
     events = with_history(history, log)
     if items is not history.items:
         events = replace(events, items=items)
     build_feature_repo(settings, rebuild_into, events)
-    frame = point_in_time(settings, rebuild_into, events.interactions, items, labels=False,
+    frame = point_in_time(settings, rebuild_into, events.interactions, items, labels=labels,
                           history=prior)
     return frame.iloc[len(frame) - n :].reset_index(drop=True)
