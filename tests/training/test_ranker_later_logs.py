@@ -135,21 +135,28 @@ def test_later_span_keeps_the_in_period_gauc(trained: Outcome, later: pd.DataFra
 runner = CliRunner()
 
 
+def _saved_model_and_log(settings: Settings, history: Dataset, later: pd.DataFrame, repo: Path,
+                         trained: Outcome, tmp_path: Path) -> tuple[Path, Path]:
+    """The trained ranker saved as the CLI loads one (its training data the history, its
+    feature repo ``repo``) and the later log as a file."""
+    data = write_dataset(f"hist-{tmp_path.name}", {
+        "interactions": history.interactions, "items": history.items, "users": history.users,
+        "follows": history.follows}, "synth", root=settings.data_dir)
+    model = tmp_path / "bundle"
+    replace(trained.bundle, meta={**trained.bundle.meta, "data": str(data),
+                                  "feature_repo": str(repo)}).save(model)
+    log = tmp_path / "later.parquet"
+    later.to_parquet(log)
+    return model, log
+
+
 def test_rank_cli_rebuilds_from_the_models_data_or_refuses(
     settings: Settings, history: Dataset, later: pd.DataFrame, repo: Path, trained: Outcome,
     rebuilt: pd.DataFrame, tmp_path: Path,
 ) -> None:
     from core.cli import app
 
-    data = write_dataset("hist", {"interactions": history.interactions, "items": history.items,
-                                  "users": history.users, "follows": history.follows},
-                         "synth", root=settings.data_dir)
-    model = tmp_path / "bundle"
-    replace(trained.bundle, meta={**trained.bundle.meta, "data": str(data),
-                                  "feature_repo": str(repo)}).save(model)
-    log = tmp_path / "later.parquet"
-    later.to_parquet(log)
-
+    model, log = _saved_model_and_log(settings, history, later, repo, trained, tmp_path)
     out = tmp_path / "none.parquet"
     res = runner.invoke(app, ["rank", "--model", str(model), "--impressions", str(log),
                               "--out", str(out), "--no-rebuild-features"])
@@ -176,15 +183,7 @@ def test_eval_ranker_cli_reports_the_later_logs_metrics(
     the log's own outcomes; its GAUC is the one computed here from the rebuilt rows."""
     from core.cli import app
 
-    data = write_dataset("hist-eval", {"interactions": history.interactions,
-                                       "items": history.items, "users": history.users,
-                                       "follows": history.follows},
-                         "synth", root=settings.data_dir)
-    model = tmp_path / "bundle"
-    replace(trained.bundle, meta={**trained.bundle.meta, "data": str(data),
-                                  "feature_repo": str(repo)}).save(model)
-    log = tmp_path / "later.parquet"
-    later.to_parquet(log)
+    model, log = _saved_model_and_log(settings, history, later, repo, trained, tmp_path)
     res = runner.invoke(app, ["eval", "ranker", "--model", str(model), "--impressions",
                               str(log), "--threads", "1"])
     assert res.exit_code == 0, res.output
