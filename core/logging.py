@@ -21,6 +21,11 @@ from typing import Literal
 from pythonjsonlogger.json import JsonFormatter
 
 LogFormat = Literal["json", "text"]
+# Libraries that log routine calls at INFO: Feast a registry refresh on nearly every store
+# access (37 lines in one `make demo`), httpx a line per request the demo's traffic and the
+# experiment simulator send (hundreds a minute), burying the progress lines. Their warnings
+# still show, and everything at DEBUG (``reelrank -v``).
+CHATTY_LOGGERS = ("feast.infra.registry.registry", "httpx")
 _context: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
     "reelrank_log_context", default=None)
 
@@ -105,6 +110,9 @@ def configure_logging(level: str | None = "INFO", fmt: LogFormat | None = None) 
         handler.setFormatter(_FORMATTERS[fmt]())
     if level is not None:
         root.setLevel(level)
+        quiet = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(quiet)
 
 
 def logging_configured() -> bool:

@@ -129,3 +129,26 @@ def test_a_429_counts_in_the_rate_limit_counter(client: TestClient) -> None:
     samples = scrape(client)
     assert count(samples, "/api/v1/auth/register", "POST", "4xx") >= 2
     assert samples[("reelrank_rate_limited_total", (("limit", "signup"),))] == after
+
+
+def test_chatty_library_loggers_show_warnings_only_unless_debug() -> None:
+    """Feast's registry refreshes and httpx's line per request stay out of a terminal at INFO
+    (they buried the demo's and the simulator's progress lines); their warnings still show,
+    and ``-v`` (DEBUG) shows everything."""
+    from core.logging import CHATTY_LOGGERS
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        configure_logging("INFO")
+        for name in CHATTY_LOGGERS:
+            lib = logging.getLogger(name)
+            assert lib.isEnabledFor(logging.WARNING) and not lib.isEnabledFor(logging.INFO)
+        assert logging.getLogger("reelrank.access").isEnabledFor(logging.INFO)
+        configure_logging("DEBUG")
+        assert all(logging.getLogger(n).isEnabledFor(logging.DEBUG) for n in CHATTY_LOGGERS)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
