@@ -206,6 +206,19 @@ def bench_ray_hop(
     typer.echo(f"wrote {run_bench(calls, candidates, rounds, out)}")
 
 
+def bench_api_overhead(
+    requests: Annotated[int, typer.Option(min=100, help="Timed requests per round.")] = 2000,
+    rounds: Annotated[int, typer.Option(min=1)] = 5,
+    out: Annotated[Path, typer.Option(help="Report file.")] = Path(
+        "benchmarks/results/api_overhead.md"),
+) -> None:
+    """Event-loop CPU per API request, with the rate limiter's round trip, the API's middleware
+    and the route order taken out one at a time -> api_overhead.md."""
+    from benchmarks.api_overhead import run_bench
+
+    typer.echo(f"wrote {run_bench(requests, rounds, out)}")
+
+
 def bench_social(
     out: Annotated[Path, typer.Option(help="Report file.")] = Path(
         "benchmarks/results/social.md"),
@@ -299,6 +312,7 @@ def register(groups: dict[str, typer.Typer]) -> None:
     bench.command("features")(bench_features)
     bench.command("ranker")(bench_ranker)
     bench.command("ray-hop")(bench_ray_hop)
+    bench.command("api-overhead")(bench_api_overhead)
     bench.command("retrieval")(bench_retrieval)
     bench.command("serve")(bench_serve)
     bench.command("experiments-analysis")(bench_experiments_analysis)
