@@ -21,13 +21,11 @@ from experiments.spec import ExperimentSpec, SpecError
 from serving.deps import AdminUser, SessionDep, SettingsDep
 from serving.errors import error_body, error_responses
 
-router = APIRouter(prefix="/experiments", tags=["experiments"])
-Name = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
-
-
 # 403: the caller's role (token and account) is below admin; 413 and 429 come from the app's
 # body cap and rate limits, documented where the router is mounted.
-ERRORS = error_responses(401, 403, 404, 409, 422)
+router = APIRouter(prefix="/experiments", tags=["experiments"],
+                   responses=error_responses(401, 403, 422))
+Name = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
 
 class VariantOut(BaseModel):
@@ -89,7 +87,7 @@ def _get(session: Any, name: str) -> Any:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("", status_code=201, response_model=ExperimentOut, responses=ERRORS)
+@router.post("", status_code=201, response_model=ExperimentOut, responses=error_responses(409))
 def create(body: ExperimentSpec, _: AdminUser, session: SessionDep,
            settings: SettingsDep) -> Any:
     """Create a draft experiment (aliases checked against the model registry)."""
@@ -101,17 +99,20 @@ def create(body: ExperimentSpec, _: AdminUser, session: SessionDep,
     return _out(exp)
 
 
-@router.get("", response_model=ExperimentList, responses=ERRORS)
+@router.get("", response_model=ExperimentList)
 def list_all(_: AdminUser, session: SessionDep,
              status: Annotated[Status | None, Query()] = None) -> Any:
     """Every experiment (or those of one status), oldest first."""
     return ExperimentList(experiments=[_out(e) for e in store.list_experiments(session, status)])
 
 
-@router.get("/{name}", response_model=ExperimentOut, responses=ERRORS)
+@router.get("/{name}", response_model=ExperimentOut, responses=error_responses(404))
 def show(name: Name, _: AdminUser, session: SessionDep) -> Any:
     """One experiment with its users and pages per arm so far."""
     return _out(_get(session, name), session)
+
+
+TRANSITION_ERRORS = error_responses(404, 409)  # no such experiment; not in a state to move
 
 
 def _transition(session: Any, name: str, action: str) -> Any:
@@ -124,13 +125,13 @@ def _transition(session: Any, name: str, action: str) -> Any:
     return _out(exp, session)
 
 
-@router.post("/{name}/start", response_model=ExperimentOut, responses=ERRORS)
+@router.post("/{name}/start", response_model=ExperimentOut, responses=TRANSITION_ERRORS)
 def start(name: Name, _: AdminUser, session: SessionDep) -> Any:
     """Start a draft: users are assigned within the API's refresh interval."""
     return _transition(session, name, "start")
 
 
-@router.post("/{name}/stop", response_model=ExperimentOut, responses=ERRORS)
+@router.post("/{name}/stop", response_model=ExperimentOut, responses=TRANSITION_ERRORS)
 def stop(name: Name, _: AdminUser, session: SessionDep) -> Any:
     """Stop a running experiment; its exposures stay for the analysis."""
     return _transition(session, name, "stop")

@@ -119,8 +119,12 @@ def test_life_cycle_and_stopping_keeps_exposures(api: TestClient, sessions) -> N
     assert api.get(f"{URL}/nope", headers=admin).status_code == 404
     listed = api.get(URL, headers=admin, params={"status": "stopped"}).json()
     assert [e["name"] for e in listed["experiments"]] == ["exp-a"]
-    spec_doc = api.get("/openapi.json").json()["paths"][URL]["post"]["responses"]
-    assert {"201", "401", "403", "409", "422"} <= set(spec_doc)
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"201", "401", "403", "409", "422"} <= set(paths[URL]["post"]["responses"])
+    # Each route documents the errors it can return, no others: a list has no 404 or 409.
+    assert not {"404", "409"} & set(paths[URL]["get"]["responses"])
+    assert "404" in paths[f"{URL}/{{name}}"]["get"]["responses"]
+    assert {"404", "409"} <= set(paths[f"{URL}/{{name}}/start"]["post"]["responses"])
 
 
 def test_first_admin_is_made_from_the_command_line(api: TestClient) -> None:
