@@ -154,8 +154,8 @@ async def _all(variants: dict[str, tuple[str, ...]], n: int, rounds: int
     """Every variant on one event loop (the limiter's async Redis pool is bound to its loop)."""
     from prometheus_client import REGISTRY
 
-    def failed_open() -> float | None:  # platform_services.ratelimit.FAILED_OPEN
-        return REGISTRY.get_sample_value("reelrank_rate_limit_unavailable_total")
+    def failed_open() -> float:  # platform_services.ratelimit.FAILED_OPEN (none: not loaded)
+        return REGISTRY.get_sample_value("reelrank_rate_limit_unavailable_total") or 0.0
 
     skipped = failed_open()
     out = {name: await _variant(layers, n, rounds) for name, layers in variants.items()}

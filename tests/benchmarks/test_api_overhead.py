@@ -19,3 +19,17 @@ def test_each_layer_is_measured_against_the_app_as_it_is(tmp_path: Path) -> None
         # The limiter's round trip is a third or more of a request's loop time: not noise.
         assert got["without the rate limiter's round trip"][0] < 0.85 * got["as it is"][0]
         assert got["all three"][0] < got["as it is"][0]
+
+
+def test_a_run_where_the_limiter_failed_open_is_not_reported(tmp_path: Path) -> None:
+    """Without Redis the limiter lets requests through unchecked: such a run would compare the
+    app without its round trip against itself, so it raises instead of writing a report."""
+    from unittest import mock
+
+    import pytest
+    from redis.exceptions import ConnectionError as RedisDown
+
+    with mock.patch("platform_services.ratelimit.RateLimiter._acquire",
+                    side_effect=RedisDown("down")), pytest.raises(RuntimeError, match="open"):
+        run_bench(100, 1, tmp_path / "api_overhead.md")
+    assert not (tmp_path / "api_overhead.md").exists()
