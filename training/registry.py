@@ -31,7 +31,7 @@ import mlflow.artifacts
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
@@ -190,17 +190,14 @@ class BundlePyfunc(PythonModel):
         self.bundle = self.bundle_type.load(Path(context.artifacts[BUNDLE_KEY]))
 
 
-def log_bundle(bundle: Bundle, model: BundlePyfunc, inputs: pd.DataFrame, outputs: Any,
-               params: dict[str, Any] | None = None, input_example: pd.DataFrame | None = None,
-               ) -> str:
-    """Log ``bundle`` as the artifact of the pyfunc ``model`` into the active run, its
-    signature inferred from example ``inputs`` and ``outputs``; its URI."""
-    with tempfile.TemporaryDirectory() as tmp, _without_inapplicable_advice():
+def log_bundle(bundle: Bundle, model: BundlePyfunc, signature: ModelSignature,
+               input_example: pd.DataFrame | None = None) -> str:
+    """Log ``bundle`` as the artifact of the pyfunc ``model`` into the active run; its URI."""
+    with tempfile.TemporaryDirectory() as tmp, without_inapplicable_advice():
         bundle_dir = bundle.save(Path(tmp) / BUNDLE_KEY)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=model, artifacts={BUNDLE_KEY: str(bundle_dir)},
-            signature=infer_signature(inputs, outputs, params=params),
-            input_example=input_example, pip_requirements=PIP,
+            signature=signature, input_example=input_example, pip_requirements=PIP,
         )
     return info.model_uri
 
@@ -215,13 +212,16 @@ class _Drop(logging.Filter):
 
 
 @contextmanager
-def _without_inapplicable_advice() -> Iterator[None]:
+def without_inapplicable_advice() -> Iterator[None]:
     """MLflow's advice that does not apply to these models, kept off the terminal (every
     training run and ``make demo`` printed it): integer columns cannot hold a missing value
     (ids are never missing; the features that may be are doubles), no input example (the
     retrieval model's input is a user id), and a pickled ``python_model`` (a loader class: the
     weights are the bundle's own files, and serving loads the bundle without unpickling the
-    pyfunc, :func:`load_bundle`)."""
+    pyfunc, :func:`load_bundle`). Around ``infer_signature`` too, where the first is raised;
+    the retrieval bundle's call is not wrapped: a change to ``training/retrieval/bundle.py``
+    would change the fingerprint of every committed two-tower tuning fit
+    (``training.retrieval.checkpoint``)."""
     pickled = _Drop("Passing a Python object as `python_model`")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)

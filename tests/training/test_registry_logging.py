@@ -11,6 +11,7 @@ from typing import Self
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.models import infer_signature
 
 from core.config import Settings
 from training import registry
@@ -46,7 +47,9 @@ def test_logging_a_bundle_prints_none_of_the_advice_that_does_not_apply(
     with mlflow.start_run(), warnings.catch_warnings(record=True) as seen, \
             caplog.at_level(logging.INFO, logger="mlflow"):
         warnings.simplefilter("always")
-        uri = registry.log_bundle(TinyBundle(), TinyPyfunc(), users, users.assign(score=1.0))
+        with registry.without_inapplicable_advice():
+            signature = infer_signature(users, users.assign(score=1.0))
+        uri = registry.log_bundle(TinyBundle(), TinyPyfunc(), signature)
     advice = [str(w.message) for w in seen if "integer column" in str(w.message)
               or "input example was not provided" in str(w.message)]
     assert advice == []

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.models import infer_signature
 
 from models.ranker import Ranker, RankerConfig, inference_dtype
 from training import registry
@@ -160,7 +161,9 @@ def log_bundle(bundle: RankerBundle, example: pd.DataFrame) -> str:
     # Numbers as doubles: a missing value (NaN) must pass the signature, it means "unknown".
     example = example.astype({c: "float64" for c in bundle.featurizer.numeric if c in example})
     output = output_frame(bundle, *bundle.predict(example))
-    return registry.log_bundle(bundle, RankerPyfunc(), example, output, input_example=example)
+    with registry.without_inapplicable_advice():
+        signature = infer_signature(example, output)
+    return registry.log_bundle(bundle, RankerPyfunc(), signature, example)
 
 
 def load_ranker(model_uri: str | Path, precision: str = "float32") -> RankerBundle:

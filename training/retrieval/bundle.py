@@ -22,6 +22,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.models import infer_signature
 
 from models.two_tower import TwoTower, TwoTowerConfig, UserInputs
 from training import registry
@@ -202,4 +203,5 @@ def log_bundle(bundle: Bundle, eval_table: pd.DataFrame) -> str:
         mlflow.log_artifact(str(emb_path), artifact_path="embeddings")
     users = pd.DataFrame({"user_id": bundle.data.ids.user_ids[:3].astype(np.int64)})
     example = bundle.recommend(users["user_id"].to_numpy(), 3)
-    return registry.log_bundle(bundle, RetrievalPyfunc(), users, example, params={"k": 100})
+    signature = infer_signature(users, example, params={"k": 100})
+    return registry.log_bundle(bundle, RetrievalPyfunc(), signature)
