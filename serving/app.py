@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
     async def healthz() -> dict[str, str]:  # async: no worker-thread hop for a probe
         return {"status": "ok"}
 
-    for router in (auth.router, events.router, feed.router, user_routes.router,
+    # The busiest first (the feed, the app's telemetry): same reason as /healthz above.
+    for router in (feed.router, events.router, auth.router, user_routes.router,
                    social_routes.router, comment_routes.router, list_routes.router,
                    experiments.router, video_routes.router, media_routes.router,
                    moderation_routes.router, search_routes.router, notification_routes.router):
