@@ -338,7 +338,7 @@ def eval_ranker(model: ModelOpt, impressions: ImpressionsOpt,
     import torch
 
     from features.training_set import LABELS
-    from training.ranker.metrics import task_metrics
+    from training.ranker.metrics import eval_row, task_metrics
 
     torch.set_num_threads(threads)
     with clean_errors():
@@ -353,9 +353,8 @@ def eval_ranker(model: ModelOpt, impressions: ImpressionsOpt,
                 continue  # the log has no outcome for it
             # A row whose outcome the log does not know is left out, not counted a negative.
             y = np.where(log[outcome].isna(), np.nan, frame[task].to_numpy(np.float64))
-            m = task_metrics(task, y, p, frame["user_id"].to_numpy(), ratio=task in ratio)
-            rows.append({"task": task, "model": name,
-                         **{k.removeprefix(f"{task}_"): v for k, v in m.items()}})
+            rows.append(eval_row(name, task, task_metrics(task, y, p, frame["user_id"].to_numpy(),
+                                                          ratio=task in ratio)))
         if not rows:
             raise DataError(f"{impressions}: no outcome column of any task the model has "
                             f"({', '.join(preds)})")

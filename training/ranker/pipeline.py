@@ -38,7 +38,7 @@ from training.ranker.bundle import RankerBundle
 from training.ranker.data import RATIO_TASKS, TASKS, Encoded, encode, split_at, trainable_tasks
 from training.ranker.featurizer import Featurizer
 from training.ranker.history import HISTORY_COLUMN, as_lists, watch_history
-from training.ranker.metrics import calibration, platt, task_metrics
+from training.ranker.metrics import calibration, eval_row, platt, task_metrics
 from training.ranker.selection import Grids, Selection, select
 from training.ranker.trainer import TrainConfig, fit, predict
 
@@ -269,8 +269,7 @@ def run(frame: pd.DataFrame, end: pd.Timestamp, cfg: RunConfig | None = None,
             m = task_metrics(task, e_test.labels[:, j], p[:, j], e_test.users,
                              ratio=task in RATIO_TASKS)
             metrics[name] |= m
-            rows.append({"model": name, "task": task,
-                         **{k.removeprefix(f"{task}_"): v for k, v in m.items()}})
+            rows.append(eval_row(name, task, m))
             if name == "ranker":
                 y = e_test.labels[:, j]
                 known = np.isfinite(y)
