@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     feed_freshness_boost: float = Field(default=0.15, ge=0)
     feed_topic_window: int = Field(default=5, ge=1)  # at most half of any window is one topic
     feed_seen_max: int = Field(default=5000, ge=0)  # remembered exposures per user
+    # Each feed page's exposure is queued in its process and written to the outbox in one
+    # transaction per interval (``platform_services.bus.outbox.OutboxBuffer``): a crash loses
+    # at most this much of the log.
+    feed_exposure_flush_ms: int = Field(default=100, ge=1, le=10_000)
     # The least role that may ask for-you for ``debug`` (scores, the experiment arm: a user who
     # knows their arm behaves differently). Unset: anyone in ``dev``, moderators elsewhere.
     feed_debug_role: Literal["user", "moderator", "admin"] | None = None

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from candidate_gen.sources import CODE
 from core.events import ExperimentExposure
 from platform_services import fanout
-from platform_services.bus.outbox import emit
 from platform_services.signing import TokenError, sign, unsign
 from platform_services.storage.models import User
 from serving.feed.context import UnknownUser
@@ -73,7 +72,7 @@ class FollowingFeed:
             ids = np.fromiter((i.video_id for i in picked), np.int64, len(picked))
             pos = np.arange(offset, offset + len(ids), dtype=np.int64)
             sources = np.full(len(ids), CODE["following"], np.uint8)
-            request_id = self._log_exposure(session, user, ids, offset)
+            request_id = self._log_exposure(user, ids, offset)
             videos = render(self.svc.catalog.snapshot, ids, sources, pos, self.urls,
                             MODEL_VERSION, request_id)
             token = None
@@ -120,12 +119,10 @@ class FollowingFeed:
         items = sorted(merged.values(), key=lambda i: i.key, reverse=True)[:n]
         return items, len(pushed) < n and len(pulled) < n
 
-    def _log_exposure(self, session: Session, user: User, ids: np.ndarray,
-                      offset: int) -> str:
+    def _log_exposure(self, user: User, ids: np.ndarray, offset: int) -> str:
         request_id = uuid.uuid4().hex
         if len(ids):
-            emit(session, ExperimentExposure(
+            self.svc.exposures.put(ExperimentExposure(
                 user_id=user.id, request_id=request_id, model_version=MODEL_VERSION,
                 video_ids=ids.tolist(), sources=[KIND] * len(ids), first_position=offset))
-            session.commit()
         return request_id

@@ -6,7 +6,8 @@ what the viewer has seen and their features (one Redis round trip) -> candidates
 once, blended, with their features (:mod:`serving.feed.candidates`) -> ranking (Ray Serve or
 in-process, within ``ranker_timeout_ms``) -> re-ranking under the source quotas (the first
 ``RERANK_PAGES`` pages' positions) -> the first page; the rest of the list, the seen marks
-and the exposure written (one Redis round trip, one DB commit). A next page is the cached
+and the exposure queued (one Redis round trip; the exposures are written in batches, off
+the request path: :class:`~platform_services.bus.outbox.OutboxBuffer`). A next page is the cached
 list, the viewer saved with it, and the same tail (a page near the re-ranked positions' end
 re-ranks the next ones first and saves the list with them).
 Every dependency failure degrades (:mod:`serving.feed.degrade`) instead of failing the
@@ -34,7 +35,6 @@ from core.clock import now_ms
 from core.events import ExperimentExposure
 from core.metrics import cache_lookups
 from platform_services import trending
-from platform_services.bus.outbox import emit
 from platform_services.media.delivery import PlaylistSigner
 from serving.feed import candidates as cands
 from serving.feed import cursor as cursors
@@ -199,7 +199,7 @@ class Feeds:
                 assignment.experiment, tuple(trace.degraded), viewer.followees, viewer.blocked,
                 tuple((a.experiment, a.variant) for a in assignment.arms),
                 np.asarray(scores, np.float32)[order], pending)
-            body = self._first_page(session, ranked, page_size, trace, snap, viewer, debug)
+            body = self._first_page(ranked, page_size, trace, snap, viewer, debug)
         return Page(body, trace.headers())
 
     def _rank(self, c: cands.Candidates, alias: str, snap: Snapshot, now: int,
@@ -262,7 +262,7 @@ class Feeds:
                     ids = _by_views(snap, category, n * cands.OVERFETCH)
             ids = ids[visible(snap, viewer, ids)][:n]
             ranked = self._plain_list(viewer, ids, "trending", f"trending:{window}")
-            body = self._first_page(session, ranked, page_size, trace, snap, viewer)
+            body = self._first_page(ranked, page_size, trace, snap, viewer)
         return Page(body, trace.headers())
 
     def following_page(self, user_id: int, page_size: int, cursor: str | None = None) -> Page:
@@ -281,13 +281,13 @@ class Feeds:
 
     # --- pages ------------------------------------------------------------------------------
 
-    def _first_page(self, session, ranked: page_cache.RankedList, page_size: int,  # noqa: ANN001
-                    trace: Trace, snap: Snapshot, viewer: Viewer, debug: bool = False) -> dict:
+    def _first_page(self, ranked: page_cache.RankedList, page_size: int, trace: Trace,
+                    snap: Snapshot, viewer: Viewer, debug: bool = False) -> dict:
         """The first page of a fresh list; the rest cached behind a cursor."""
         list_id = uuid.uuid4().hex
         keep = len(ranked.ids) > page_size
         expires = int(time.time()) + self.s.feed_cache_ttl_s if keep else None
-        return self._page(session, list_id, ranked, 0, page_size, expires, trace, snap, viewer,
+        return self._page(list_id, ranked, 0, page_size, expires, trace, snap, viewer,
                           save=keep, debug=debug)
 
     def next_page(self, user_id: int, token: str, page_size: int, trace: Trace,
@@ -311,10 +311,8 @@ class Feeds:
         viewer = Viewer(user_id, None, ranked.followees, ranked.blocked)
         snap = self.svc.catalog.snapshot
         ahead = self._rerank_ahead(ranked, c.offset, page_size, snap, trace)
-        with self.svc.sessions() as session:
-            return self._page(session, c.list_id, ahead or ranked, c.offset, page_size,
-                              c.expires_s, trace, snap, viewer, save=ahead is not None,
-                              debug=debug)
+        return self._page(c.list_id, ahead or ranked, c.offset, page_size, c.expires_s, trace,
+                          snap, viewer, save=ahead is not None, debug=debug)
 
     def _rerank_ahead(self, ranked: page_cache.RankedList, offset: int, page_size: int,
                       snap: Snapshot, trace: Trace) -> page_cache.RankedList | None:
@@ -335,9 +333,9 @@ class Feeds:
                        pending=page_cache.Pending.after(p.done + depth, len(ids), p.quotas,
                                                         p.explore_slots))
 
-    def _page(self, session, list_id: str, ranked: page_cache.RankedList,  # noqa: ANN001
-              offset: int, page_size: int, expires_s: int | None, trace: Trace,
-              snap: Snapshot, viewer: Viewer, save: bool = False, debug: bool = False) -> dict:
+    def _page(self, list_id: str, ranked: page_cache.RankedList, offset: int, page_size: int,
+              expires_s: int | None, trace: Trace, snap: Snapshot, viewer: Viewer,
+              save: bool = False, debug: bool = False) -> dict:
         """Up to ``page_size`` still-visible videos from ``offset``, logged and rendered; a
         cursor to the rest while ``expires_s`` (the cached list's life) is set."""
         with trace.stage("page"):
@@ -357,7 +355,7 @@ class Feeds:
             except redis.RedisError as exc:
                 trace.degrade("cache", exc)
                 expires_s = None  # the rest is nowhere: this page is the whole list
-            self._log_exposure(session, list_id, ranked, ids, sources, pos, trace)
+            self._log_exposure(list_id, ranked, ids, sources, pos, trace)
             more = expires_s is not None and end < len(ranked.ids)
             token = None
             if more:
@@ -369,23 +367,21 @@ class Feeds:
                 annotate(videos, ranked, pos, trace.degraded)
             return {"videos": videos, "next_cursor": token, "has_more": more}
 
-    @staticmethod
-    def _log_exposure(session, list_id: str, ranked: page_cache.RankedList,  # noqa: ANN001
-                      ids: np.ndarray, sources: np.ndarray, positions: np.ndarray,
-                      trace: Trace) -> None:
+    def _log_exposure(self, list_id: str, ranked: page_cache.RankedList, ids: np.ndarray,
+                      sources: np.ndarray, positions: np.ndarray, trace: Trace) -> None:
         """One exposure per experiment arm the list was made for (one without any when none):
-        logged only here, when a page is actually served (experiment analysis joins on it)."""
+        logged only here, when a page is actually served (experiment analysis joins on it);
+        queued, written with the process's others within ``feed_exposure_flush_ms``."""
         if not len(ids):
             return
         arms = ranked.arms or ((ranked.experiment, ranked.variant),)
         video_ids, names = ids.tolist(), [src.SOURCES[s] for s in sources.tolist()]
         latency, degraded = round(trace.elapsed_ms(), 3), trace.degraded
-        emit(session, *(ExperimentExposure(
+        self.svc.exposures.put(*(ExperimentExposure(
             user_id=ranked.user_id, request_id=list_id, experiment=experiment,
             variant=variant, model_version=ranked.model_version, video_ids=video_ids,
             sources=names, first_position=int(positions[0]), latency_ms=latency,
             degraded=degraded) for experiment, variant in arms))
-        session.commit()
 
 
 def _by_views(snap: Snapshot, category: str | None, n: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from core.config import Settings
 from experiments.assignment import Assignment, ExperimentAssigner, assign
 from features.freshness import export_ages, stale_views
 from features.item_table import ItemTable
+from platform_services.bus.outbox import OutboxBuffer
 from platform_services.storage.blobs import BlobStore, open_blob_store
 from platform_services.storage.cache import redis_client
 from serving.ranking.backends import LocalRanker, RankerBackend
@@ -56,6 +57,7 @@ class FeedServices:
     catalog: Catalog
     redis: redis.Redis
     blobs: BlobStore
+    exposures: OutboxBuffer  # every feed page's exposure, written in batches
     retrievers: AliasModels[AnnRetriever] = field(init=False)
     ranker: RankerBackend | None = None
     features: RankingFeatures | None = None
@@ -86,6 +88,8 @@ class FeedServices:
                                socket_connect_timeout=REDIS_TIMEOUT_S,
                                retry=Retry(NoBackoff(), 0)),  # fail fast, then degrade
             blobs=open_blob_store(settings),
+            exposures=OutboxBuffer(sessions, "exposures",
+                                   settings.feed_exposure_flush_ms / 1000),
         )
         try:
             svc.catalog.refresh()
@@ -197,6 +201,7 @@ class FeedServices:
             await self.ranker.close()
         if self.features is not None:
             self.features.close()
+        self.exposures.close()
         self.redis.close()
 
 

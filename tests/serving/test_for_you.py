@@ -212,7 +212,9 @@ def test_pages_never_repeat_and_are_logged(client: TestClient, world: Settings, 
     assert {it["request_id"] for p in pages for it in p["videos"]} == {item["request_id"]}
     assert {it["source"] for p in pages for it in p["videos"]} <= set(SOURCES)
     assert len({it["source"] for p in pages for it in p["videos"]}) >= 3
-    # One exposure event per page, with positions, sources, model version.
+    # One exposure event per page, with positions, sources, model version (queued by the
+    # process, written in batches: flush them now).
+    client.app.state.feeds.svc.exposures.flush()
     with db() as s:
         events = [decode(r.value) for r in s.scalars(
             select(OutboxRow).where(OutboxRow.topic == "experiment.exposure"))]
@@ -545,6 +547,7 @@ def test_experiment_variants_are_served_and_logged(client: TestClient, world: Se
             shares[want].append(sources.count("explore") / max(len(sources), 1))
         assert all(shares.values()), {k: len(v) for k, v in shares.items()}
         assert np.mean(shares["explore"]) > np.mean(shares["control"]) + 0.15, shares
+        client.app.state.feeds.svc.exposures.flush()
         with db() as s:
             events = [decode(r.value) for r in s.scalars(
                 select(OutboxRow).where(OutboxRow.topic == "experiment.exposure"))]
@@ -556,6 +559,7 @@ def test_experiment_variants_are_served_and_logged(client: TestClient, world: Se
             store.stop(s, "feed-explore")
         assigner.refresh()
     body = client.get(FEED, headers=auth(world, 21)).json()
+    client.app.state.feeds.svc.exposures.flush()
     with db() as s:
         last = [decode(r.value) for r in s.scalars(select(OutboxRow).where(
             OutboxRow.topic == "experiment.exposure").order_by(OutboxRow.id.desc()).limit(1))]
