@@ -11,9 +11,11 @@ take the API down with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +31,60 @@ from platform_services.storage.cache import embedded_server
 log = logging.getLogger(__name__)
 LIMITED = Counter("reelrank_rate_limited", "Requests refused with 429", ["limit"])
 FAILED_OPEN = Counter("reelrank_rate_limit_unavailable", "Checks skipped: Redis unreachable")
+
+
+Item = tuple[RateLimitItem, tuple[str, ...], str]  # (limit, key, the limit as written)
+
+
+class Batches:
+    """The checks of concurrent requests in one round trip: a request whose checks arrive
+    while another's are in flight goes with the next batch, sent as soon as that one is back
+    (no added wait when requests do not overlap; under load, one pipeline for all that came
+    meanwhile). Each check is still its own atomic script in Redis, so the limits stay exact.
+    The round trip was the largest part of a cached page's event-loop CPU
+    (``reelrank bench api-overhead``): most of it is per pipeline, not per command."""
+
+    def __init__(self, send: Callable[[list[Item]], Awaitable[list]]) -> None:
+        self._send = send
+        self._queue: list[tuple[list[Item], asyncio.Future]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # where a batch is in flight
+
+    async def run(self, items: list[Item]) -> list:
+        """``items``' replies, in order."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:  # a batch is in flight: join the next one
+            reply = loop.create_future()
+            self._queue.append((items, reply))
+            return await reply
+        if self._loop is not None and not self._loop.is_closed():  # another loop's, in flight
+            return await self._send(items)
+        self._loop, self._queue = loop, []  # (a loop that died mid-batch left nothing to wait)
+        try:
+            return await self._send(items)
+        finally:
+            if self._queue:  # whatever came meanwhile, even if this request was cancelled
+                loop.create_task(self._drain())
+            else:
+                self._loop = None
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    replies = await self._send([item for items, _ in batch for item in items])
+                except Exception as exc:
+                    for _, reply in batch:
+                        if not reply.done():
+                            reply.set_exception(exc)
+                    continue
+                at = 0
+                for items, reply in batch:
+                    if not reply.done():  # (its request may have been cancelled)
+                        reply.set_result(replies[at:at + len(items)])
+                    at += len(items)
+        finally:
+            self._loop = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +123,7 @@ class RateLimiter:
             socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
         )
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        self._batches = Batches(self._acquire)
 
     async def hit(self, rule_text: str, *key: str) -> Decision:
         return await self.hit_all((rule_text, key))
@@ -78,7 +135,7 @@ class RateLimiter:
         refuses decides."""
         items = [(rule(text), key, text) for text, key in checks]
         try:
-            acquired = await self._acquire(items)
+            acquired = await self._batches.run(items)
             refused = next((checked for checked, ok in zip(items, acquired, strict=True)
                             if not ok), None)
             if refused is None:
@@ -94,7 +151,7 @@ class RateLimiter:
         retry = max(1, math.ceil(stats.reset_time - time.time()))
         return Decision(False, retry, item.amount, stats.remaining, text)
 
-    async def _acquire(self, items: list[tuple[RateLimitItem, tuple[str, ...], str]]) -> list:
+    async def _acquire(self, items: list[Item]) -> list:
         """What ``SlidingWindowCounterRateLimiter.hit`` runs per limit (the same script and
         keys, so counts mix with its), as ``EVALSHA`` commands in one pipeline. The script is
         not registered with the pipeline (redis-py would then send ``SCRIPT EXISTS`` first, a

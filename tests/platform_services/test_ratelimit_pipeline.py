@@ -44,3 +44,45 @@ def test_a_redis_that_lost_its_scripts_still_counts(redis_url: str) -> None:
         return out
 
     assert asyncio.run(run()) == [True, True, False]
+
+
+def test_concurrent_checks_share_round_trips_and_stay_exact(redis_url: str) -> None:
+    async def run() -> tuple[list, list[int]]:
+        limiter = RateLimiter(redis_url, prefix=f"t-{uuid.uuid4().hex}")
+        sent, send = [], limiter._batches._send
+
+        async def counted(items: list) -> list:
+            sent.append(len(items))
+            return await send(items)
+
+        limiter._batches._send = counted
+        got = await asyncio.gather(*(limiter.hit_all(("25/minute", ("user", "1")),
+                                                     ("1000/minute", ("ip", "x")))
+                                     for _ in range(40)))
+        return got, sent
+
+    got, sent = asyncio.run(run())
+    assert sum(d.allowed for d in got) == 25, "each request counted once, none lost"
+    assert sum(sent) == 80 and len(sent) < 10, f"not batched: {sent}"
+
+
+def test_a_cancelled_request_does_not_strand_the_ones_behind_it(redis_url: str) -> None:
+    async def run() -> list:
+        limiter = RateLimiter(redis_url, prefix=f"t-{uuid.uuid4().hex}")
+        send = limiter._batches._send
+
+        async def slow(items: list) -> list:
+            await asyncio.sleep(0.05)
+            return await send(items)
+
+        limiter._batches._send = slow
+        first = asyncio.create_task(limiter.hit_all(("3/minute", ("user", "1"))))
+        await asyncio.sleep(0.01)  # its batch is in flight
+        behind = [asyncio.create_task(limiter.hit_all(("3/minute", ("user", "1"))))
+                  for _ in range(3)]
+        await asyncio.sleep(0)
+        first.cancel()  # before its batch reached Redis: it is not counted
+        got = [d.allowed for d in await asyncio.wait_for(asyncio.gather(*behind), 5)]
+        return got + [(await limiter.hit_all(("3/minute", ("user", "1")))).allowed]
+
+    assert asyncio.run(run()) == [True, True, True, False], "the three behind it were counted"
