@@ -26,6 +26,8 @@ from core.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+QUIET_SIGTERM_ENV = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"  # Ray's C++ crash handler, off
+
 
 def workers_for(settings: Settings, workers: int | None = None) -> int:
     return workers or settings.api_workers or os.cpu_count() or 1
@@ -45,6 +47,10 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
 
         ranker = RayRanker(settings)
         os.environ["REELRANK_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        # The workers join this Ray and are stopped by SIGTERM as a matter of course (uvicorn's
+        # supervisor, on Ctrl-C): Ray's crash handler printed a stack dump for it in each,
+        # which reads as a crash. (Read when a process imports ray: set before they start.)
+        os.environ[QUIET_SIGTERM_ENV] = "1"
     if n > 1:
         prepare_multiprocess_dir(settings.var_dir / "prometheus-api")
     try:
@@ -55,6 +61,7 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
         os.environ.pop(MULTIPROC_ENV, None)
         if ranker is not None:
             os.environ.pop("REELRANK_RAY_ADDRESS", None)
+            os.environ.pop(QUIET_SIGTERM_ENV, None)
             ranker.shutdown()
 
 
