@@ -23,9 +23,11 @@ from pythonjsonlogger.json import JsonFormatter
 LogFormat = Literal["json", "text"]
 # Libraries that log routine calls at INFO: Feast a registry refresh on nearly every store
 # access (37 lines in one `make demo`), httpx a line per request the demo's traffic and the
-# experiment simulator send (hundreds a minute), burying the progress lines. Their warnings
-# still show, and everything at DEBUG (``reelrank -v``).
-CHATTY_LOGGERS = ("feast.infra.registry.registry", "httpx")
+# experiment simulator send (hundreds a minute), burying the progress lines, and faiss's
+# loader its search for a build the wheel does not ship ("ModuleNotFoundError ... avx512",
+# which reads as a failure, before "Successfully loaded faiss"). Their warnings still show,
+# and everything at DEBUG (``reelrank -v``).
+CHATTY_LOGGERS = ("feast.infra.registry.registry", "httpx", "faiss.loader")
 _context: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
     "reelrank_log_context", default=None)
 
