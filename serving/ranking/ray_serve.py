@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import threading
+import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,6 @@ from typing import Any
 import numpy as np
 import ray
 from prometheus_client import Histogram
-from ray import serve
 
 from core.config import Settings
 from serving.ranking.backends import (
@@ -44,6 +45,13 @@ from serving.ranking.backends import (
     score_many,
 )
 from serving.ranking.models import AliasModels
+
+with warnings.catch_warnings():
+    # Ray Serve's own config models use a form pydantic 2 deprecates, and every process that
+    # imports it (the API and each of its workers) printed the warning. Scoped to the import:
+    # Feast's import sets every DeprecationWarning to "once", ahead of any global filter.
+    warnings.filterwarnings("ignore", "Using extra keyword arguments on `Field` is deprecated")
+    serve = importlib.import_module("ray.serve")
 
 APP = "reelrank-ranker"
 # Requests (first pages) per call from an API process: how much of the hop batching saves.
