@@ -49,7 +49,7 @@ def run_api(settings: Settings, host: str, port: int, workers: int | None = None
         os.environ["REELRANK_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
         # The workers join this Ray and are stopped by SIGTERM as a matter of course (uvicorn's
         # supervisor, on Ctrl-C): Ray's crash handler printed a stack dump for it in each,
-        # which reads as a crash. (Read when a process imports ray: set before they start.)
+        # which reads as a crash. Set before they start: they inherit it.
         os.environ[QUIET_SIGTERM_ENV] = "1"
     if n > 1:
         prepare_multiprocess_dir(settings.var_dir / "prometheus-api")

@@ -105,6 +105,15 @@ def store_ladders(settings: Settings) -> None:
     engine.dispose()
 
 
+def logged_exposures(client: TestClient, db) -> list[ExperimentExposure]:  # noqa: ANN001
+    """The feed's exposures in the outbox, oldest first, once the app's queue is written
+    (the feed writes them in batches, ``feed_exposure_flush_ms``)."""
+    client.app.state.feeds.svc.exposures.flush()
+    with db() as s:
+        return [decode(r.value) for r in s.scalars(select(OutboxRow).where(
+            OutboxRow.topic == "experiment.exposure").order_by(OutboxRow.id))]
+
+
 def check_media(client: TestClient, item: dict, fetch: bool) -> None:
     """The item's playback URLs are the media pipeline's: the signed playlist route for the
     master and each rendition the video has (only those), a pre-signed thumbnail; none for a
@@ -214,10 +223,7 @@ def test_pages_never_repeat_and_are_logged(client: TestClient, world: Settings, 
     assert len({it["source"] for p in pages for it in p["videos"]}) >= 3
     # One exposure event per page, with positions, sources, model version (queued by the
     # process, written in batches: flush them now).
-    client.app.state.feeds.svc.exposures.flush()
-    with db() as s:
-        events = [decode(r.value) for r in s.scalars(
-            select(OutboxRow).where(OutboxRow.topic == "experiment.exposure"))]
+    events = logged_exposures(client, db)
     mine = [e for e in events if isinstance(e, ExperimentExposure) and e.user_id == user
             and e.request_id == item["request_id"]]
     assert [e.video_ids for e in mine] == [[it["video_id"] for it in p["videos"]]
@@ -547,10 +553,7 @@ def test_experiment_variants_are_served_and_logged(client: TestClient, world: Se
             shares[want].append(sources.count("explore") / max(len(sources), 1))
         assert all(shares.values()), {k: len(v) for k, v in shares.items()}
         assert np.mean(shares["explore"]) > np.mean(shares["control"]) + 0.15, shares
-        client.app.state.feeds.svc.exposures.flush()
-        with db() as s:
-            events = [decode(r.value) for r in s.scalars(
-                select(OutboxRow).where(OutboxRow.topic == "experiment.exposure"))]
+        events = logged_exposures(client, db)
         logged = {e.request_id: (e.experiment, e.variant) for e in events
                   if e.request_id in requests}
         assert logged == {r: ("feed-explore", v) for r, v in requests.items()}
@@ -559,10 +562,7 @@ def test_experiment_variants_are_served_and_logged(client: TestClient, world: Se
             store.stop(s, "feed-explore")
         assigner.refresh()
     body = client.get(FEED, headers=auth(world, 21)).json()
-    client.app.state.feeds.svc.exposures.flush()
-    with db() as s:
-        last = [decode(r.value) for r in s.scalars(select(OutboxRow).where(
-            OutboxRow.topic == "experiment.exposure").order_by(OutboxRow.id.desc()).limit(1))]
+    last = logged_exposures(client, db)[-1:]
     assert last[0].request_id == body["videos"][0]["request_id"]
     assert last[0].experiment is None
 

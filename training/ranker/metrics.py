@@ -98,11 +98,11 @@ def task_metrics(
     return {f"{task}_{k}": v for k, v in out.items()}
 
 
-
 def eval_row(model: str, task: str, metrics: dict[str, float]) -> dict[str, object]:
     """One row of an eval table (``format_metrics``): :func:`task_metrics`' values unprefixed."""
     return {"model": model, "task": task,
             **{k.removeprefix(f"{task}_"): v for k, v in metrics.items()}}
+
 
 def logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
