@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     # which also waits up to ``ranker_batch_wait_ms`` for more (serving.ranking.ray_serve).
     ranker_max_batch_size: int = Field(default=8, ge=1)
     ranker_batch_wait_ms: float = Field(default=0.5, ge=0)
+    # How a call reaches a replica (serving.ranking.sockets): ``unix``, the replica's socket
+    # file (replicas on the API's machine: local Ray); ``tcp``, a port on the replica's node
+    # (a cluster); ``handle``, Ray Serve's handle (router + gRPC: ~3 ms of CPU more a call).
+    # Ray Serve deploys, scales and health-checks the replicas in every case.
+    ranker_transport: Literal["unix", "tcp", "handle"] = "unix"
     model_poll_s: float = Field(default=5.0, gt=0)
     # The network's dtype when served (``models.ranker.inference_dtype``): ``auto`` is
     # bfloat16 on CPUs that multiply it natively, else float32.

@@ -4,9 +4,12 @@ Each replica holds the models of the aliases it has been asked for and polls the
 every ``model_poll_s``; when an alias moves it loads the new version beside the old one and
 swaps (see :mod:`serving.ranking.models`), so a deploy needs no restart and fails no request.
 
-A call costs ~3.6 ms of CPU across the caller, the replica and Ray whatever its payload
-(``benchmarks/results/ray_hop.md``), about as much as scoring a page. So the first pages an API
-process computes back to back share one call (:class:`CallBatch`; the pipeline sends it when
+A call through Serve's handle costs ~3.6 ms of CPU across the caller, the replica and Ray
+whatever its payload (``benchmarks/results/ray_hop.md``), about as much as scoring a page. So
+each replica also listens on a socket of its own (``ranker_transport``), publishes its URL in
+Ray's key-value store, and the API sends its calls there (:mod:`serving.ranking.sockets`); the
+handle stays the path while no socket is reachable. And the first pages an API process
+computes back to back share one call (:class:`CallBatch`; the pipeline sends it when
 no page waits behind the last one: no wait when the process is idle, several pages a hop
 under load). On the replica, requests that arrive within ``ranker_batch_wait_ms``
 (of any API process) are scored together, up to ``ranker_max_batch_size`` requests: one
@@ -32,7 +35,8 @@ from typing import Any
 
 import numpy as np
 import ray
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
+from ray.experimental import internal_kv
 
 from core.config import Settings
 from serving.ranking.backends import (
@@ -45,6 +49,7 @@ from serving.ranking.backends import (
     score_many,
 )
 from serving.ranking.models import AliasModels
+from serving.ranking.sockets import EndpointDown, ReplicaSockets, Transport, close_server, listen
 
 with warnings.catch_warnings():
     # Ray Serve's own config models use a form pydantic 2 deprecates, and every process that
@@ -54,9 +59,14 @@ with warnings.catch_warnings():
     serve = importlib.import_module("ray.serve")
 
 APP = "reelrank-ranker"
+# Where each replica publishes its socket's URL: Ray's own key-value store (in the GCS, which
+# every process of the cluster reaches), the one registry a Ray deployment already has.
+KV_NAMESPACE, ENDPOINT_PREFIX = "reelrank", "ranker-endpoint/"
 # Requests (first pages) per call from an API process: how much of the hop batching saves.
 CALL_REQUESTS = Histogram("reelrank_ranker_call_requests", "First pages per ranker call",
                           buckets=(1, 2, 3, 4, 6, 8, 12, 16))
+CALLS = Counter("reelrank_ranker_calls_total", "Calls to the ranker deployment, by path "
+                "(socket: straight to a replica; handle: through Ray Serve's router)", ["path"])
 WARM_ROWS, WARM_ROUNDS = 512, 4  # a first page's candidates; rounds of probes per replica
 
 
@@ -65,9 +75,11 @@ class RankerDeployment:
     """One replica: ``score([(alias, request), ...]) -> [(scores, "name/version") or the
     exception, ...]``."""
 
-    def __init__(self, model_name: str, tracking_uri: str, poll_s: float, threads: int,
-                 precision: str, warm_aliases: tuple[str, ...] = ("champion",)
-                 ) -> None:
+    # Ray runs an async constructor on the replica's loop: the socket server lives there.
+    async def __init__(self, model_name: str, tracking_uri: str,  # type: ignore[misc]
+                       poll_s: float, threads: int, precision: str,
+                       transport: Transport = "unix",
+                       warm_aliases: tuple[str, ...] = ("champion",)) -> None:
         import sys
         from functools import partial
 
@@ -85,6 +97,22 @@ class RankerDeployment:
         self.models: AliasModels[Scorer] = AliasModels.started(
             model_name, partial(load_scorer, precision=precision), poll_s, warm_aliases,
             owner="ranker replica")
+        self._server, self._url, self._key = None, None, ""
+        if transport != "handle":
+            context = serve.get_replica_context()
+            replica = context.replica_id.unique_id
+            self._server, self._url = await listen(
+                self.score, transport, ray.util.get_node_ip_address(), replica)
+            self._key = f"{ENDPOINT_PREFIX}{context.app_name}/{replica}"
+            internal_kv._internal_kv_put(self._key, self._url, namespace=KV_NAMESPACE)
+
+    def __del__(self) -> None:
+        """Serve's shutdown of the replica: its endpoint withdrawn, the socket closed (and its
+        file removed)."""
+        if getattr(self, "_key", ""):
+            with contextlib.suppress(Exception):
+                internal_kv._internal_kv_del(self._key, namespace=KV_NAMESPACE)
+        close_server(getattr(self, "_server", None), getattr(self, "_url", None))
 
     def reconfigure(self, config: dict) -> None:
         """``user_config`` (from the settings): micro-batch size and wait, changeable without a
@@ -142,7 +170,8 @@ class RayRanker:
             threads = max(1, int(settings.ranker_num_cpus))
             serve.run(deployment.bind(settings.ranker_model, settings.mlflow_tracking_uri,
                                       settings.model_poll_s, threads,
-                                      precision=settings.ranker_precision),
+                                      precision=settings.ranker_precision,
+                                      transport=settings.ranker_transport),
                       name=APP, route_prefix=None)
         # The cheapest handle path (measured in benchmarks/ray_hop.py): the request goes
         # by value over the replica's gRPC port with plain pickle, instead of as a Ray task
@@ -152,7 +181,15 @@ class RayRanker:
             _by_reference=False, request_serialization="pickle",
             response_serialization="pickle")
         self._warm()
-        self.batch = CallBatch(self.handle, settings.ranker_max_batch_size)
+        # The replicas' sockets, if they listen on one (the deployment's settings decide; on a
+        # cluster another API process may have deployed it).
+        self.sockets: ReplicaSockets | None = ReplicaSockets(self._endpoints)
+        self.sockets.start()
+        if not self.sockets.urls:
+            self.sockets.close()
+            self.sockets = None
+        self._warm_sockets()
+        self.batch = CallBatch(self.handle, settings.ranker_max_batch_size, self.sockets)
 
     def _warm(self) -> None:
         """Calls through the handle before the first request: setting up its router, reaching
@@ -166,6 +203,21 @@ class RayRanker:
                          for _ in range(2 * _replica_count())]
                 for call in calls:
                     call.result(timeout_s=60)
+
+    @staticmethod
+    def _endpoints() -> set[str]:
+        """The socket URLs the deployment's replicas have published (a killed replica's stays
+        until its URL fails once: :class:`ReplicaSockets` then ignores it)."""
+        keys = internal_kv._internal_kv_list(f"{ENDPOINT_PREFIX}{APP}/", namespace=KV_NAMESPACE)
+        urls = (internal_kv._internal_kv_get(k, namespace=KV_NAMESPACE) for k in keys)
+        return {url.decode() for url in urls if url}
+
+    def _warm_sockets(self) -> None:
+        """Each replica's socket opened and used once before the first request."""
+        probe = RankRequest({"video_id": np.zeros(WARM_ROWS, np.int64)}, {"user_id": 0})
+        for url in self.sockets.urls if self.sockets else ():
+            with contextlib.suppress(Exception):
+                self.sockets.call([("champion", probe)], 60, url=url)
 
     def submit(self, alias: str, request: RankRequest, timeout_s: float) -> Future[Ranked]:
         """Queued for the next call (:meth:`send`)."""
@@ -182,6 +234,8 @@ class RayRanker:
         await asyncio.to_thread(self.shutdown)
 
     def shutdown(self) -> None:
+        if self.sockets is not None:
+            self.sockets.close()
         with contextlib.suppress(Exception):
             if self.owns_app:
                 serve.delete(APP)
@@ -206,8 +260,9 @@ class CallBatch:
     whose caller gave up is not sent; a call past its budget (the sum of its requests') is
     cancelled, which frees the replica's slot, and fails each request in it."""
 
-    def __init__(self, handle: Any, max_batch: int) -> None:
-        self._handle, self.max_batch = handle, max_batch
+    def __init__(self, handle: Any, max_batch: int, sockets: ReplicaSockets | None = None
+                 ) -> None:
+        self._handle, self.max_batch, self._sockets = handle, max_batch, sockets
         self._lock = threading.Lock()
         self._queued: list[_Queued] = []
 
@@ -230,20 +285,35 @@ class CallBatch:
         if not batch:
             return
         CALL_REQUESTS.observe(len(batch))
-        response = self._handle.score.remote([(q.alias, q.request) for q in batch])
         try:
             # Each request's budget, in sequence: the call does the work of that many calls
             # made one after the other, as the pages would have (the last of k pages waits
             # as long either way).
-            got = response.result(timeout_s=sum(q.timeout_s for q in batch))
+            got = self._call([(q.alias, q.request) for q in batch],
+                             sum(q.timeout_s for q in batch))
         except Exception as exc:  # down, or past the budget
-            if isinstance(exc, TimeoutError):
-                response.cancel()
             for q in batch:
                 q.future.set_exception(exc)
             return
         for q, one in zip(batch, got, strict=True):
             resolve(q.future, one)
+
+    def _call(self, requests: list[tuple[str, RankRequest]], timeout_s: float
+              ) -> list[Result]:
+        """Straight to a replica's socket; through the handle when there is none, or the one
+        chosen cannot be reached (nothing was scored: Serve routes the call to a live one)."""
+        if self._sockets is not None:
+            with contextlib.suppress(EndpointDown):
+                got = self._sockets.call(requests, timeout_s)
+                CALLS.labels("socket").inc()
+                return got
+        CALLS.labels("handle").inc()
+        response = self._handle.score.remote(requests)
+        try:
+            return response.result(timeout_s=timeout_s)
+        except TimeoutError:
+            response.cancel()  # frees the replica's slot
+            raise
 
 
 def _replica_count() -> int:

@@ -234,6 +234,26 @@ def test_pages_never_repeat_and_are_logged(client: TestClient, world: Settings, 
     assert not {it["video_id"] for it in again["videos"]} & set(ids)
 
 
+def test_first_pages_reach_the_replicas_over_their_sockets(client: TestClient,
+                                                           world: Settings) -> None:
+    """A ranker call goes straight to a replica's socket (``ranker_transport`` unix, the
+    default), not through Serve's router: every replica's socket found, the handle unused."""
+    from prometheus_client import REGISTRY
+
+    def calls(path: str) -> float:
+        return REGISTRY.get_sample_value("reelrank_ranker_calls_total", {"path": path}) or 0
+
+    ranker = client.app.state.feeds.svc.ranker
+    assert ranker.sockets is not None and len(ranker.sockets.urls) == 2  # a replica per CPU
+    assert all(url.startswith("unix://") for url in ranker.sockets.urls)
+    before = calls("socket"), calls("handle")
+    for user in (40, 41, 42):
+        r = client.get(FEED, headers=auth(world, user))
+        assert r.status_code == 200 and HEADER not in r.headers, r.headers.get(HEADER)
+        assert r.json()["videos"][0]["model_version"].startswith("reelrank-ranker/")
+    assert calls("socket") - before[0] == 3 and calls("handle") == before[1]
+
+
 def test_privacy_rules_hold_in_every_feed(client: TestClient, world: Settings, db) -> None:
     videos = video_rows(db)
     with db() as s:  # a follower of a creator who has a recent followers-only video
