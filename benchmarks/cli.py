@@ -200,7 +200,7 @@ def bench_ray_hop(
     out: Annotated[Path, typer.Option(help="Report file.")] = Path(
         "benchmarks/results/ray_hop.md"),
 ) -> None:
-    """Cost of one ranker call through Ray Serve per handle path -> ray_hop.md."""
+    """Cost of one ranker call to Ray Serve replicas per path (handles, socket) -> ray_hop.md."""
     from benchmarks.ray_hop import run_bench
 
     typer.echo(f"wrote {run_bench(calls, candidates, rounds, out)}")

@@ -10,13 +10,17 @@ candidates with the ranker's real columns, sent one after another from a worker 
 the feed does. The replica side counts: a path that is cheap for the caller can move the
 work into the replica, which shares the same cores. Paths: the default handle (a Ray actor
 task, arguments through the object store, cloudpickle) and by value over the replica's gRPC
-port (``_by_reference=False``), with cloudpickle or plain pickle.
+port (``_by_reference=False``), with cloudpickle or plain pickle; and the replica's own
+socket (:mod:`serving.ranking.sockets`, ``ranker_transport=unix``), where Serve deploys the
+replicas but the call does not pass through it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ import psutil
 
 from benchmarks.report import table, write_report
 from serving.ranking.backends import RankRequest
+from serving.ranking.sockets import ReplicaSockets
 
 APP = "reelrank-bench-hop"
 PATHS = {
@@ -32,6 +37,7 @@ PATHS = {
     "by value (gRPC), pickle": {"_by_reference": False, "request_serialization": "pickle",
                                 "response_serialization": "pickle"},
 }
+SOCKET = "replica's socket (unix), msgpack"
 
 
 def first_page_request(n: int, seed: int = 0) -> RankRequest:
@@ -48,8 +54,20 @@ def first_page_request(n: int, seed: int = 0) -> RankRequest:
 def _deploy(cpus: int):  # noqa: ANN202 - a DeploymentHandle
     from ray import serve
 
+    from serving.ranking.sockets import listen
+
     @serve.deployment(max_ongoing_requests=64)
     class Echo:
+        async def __init__(self) -> None:  # type: ignore[misc]
+            replica = serve.get_replica_context().replica_id.unique_id
+            self._server, self.url = await listen(self.score_all, "unix", "", replica)
+
+        def endpoint(self) -> str:
+            return self.url
+
+        async def score_all(self, requests: list) -> list:
+            return list(await asyncio.gather(*(self._batch(r) for r in requests)))
+
         async def score(self, alias: str, request: RankRequest) -> tuple[np.ndarray, str]:
             return await self._batch((alias, request))
 
@@ -61,6 +79,20 @@ def _deploy(cpus: int):  # noqa: ANN202 - a DeploymentHandle
     env = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
     return serve.run(Echo.options(num_replicas=cpus, ray_actor_options={
         "num_cpus": 1, "runtime_env": {"env_vars": env}}).bind(), name=APP, route_prefix=None)
+
+
+def _call(method, request: RankRequest) -> object:  # noqa: ANN001 - a handle's method
+    return method.remote("champion", request).result(timeout_s=10)
+
+
+def _endpoints(handle, replicas: int) -> set[str]:  # noqa: ANN001
+    """Every replica's socket URL (asked through the handle until each has answered)."""
+    urls: set[str] = set()
+    for _ in range(200):
+        urls |= {c.result(timeout_s=10) for c in [handle.endpoint.remote() for _ in range(4)]}
+        if len(urls) == replicas:
+            break
+    return urls
 
 
 def _ray_cpu() -> dict[str, float]:
@@ -103,12 +135,16 @@ def run_bench(calls: int, candidates: int, rounds: int, out: Path) -> Path:
     try:
         handle = _deploy(cpus)
         request = first_page_request(candidates)
-        rows: dict[str, list[tuple[float, ...]]] = {p: [] for p in PATHS}
+        paths = {name: partial(_call, handle.options(**options).score, request)
+                 for name, options in PATHS.items()}
+        sockets = ReplicaSockets(lambda: _endpoints(handle, cpus))
+        sockets.refresh()
+        paths[SOCKET] = lambda: sockets.call([("champion", request)], 10)
+        rows: dict[str, list[tuple[float, ...]]] = {p: [] for p in paths}
         for _ in range(rounds):  # interleaved, so a noisy spell hits every path alike
-            for name, options in PATHS.items():
-                method = handle.options(**options).score
-                rows[name].append(_measure(
-                    lambda m=method: m.remote("champion", request).result(timeout_s=10), calls))
+            for name, call in paths.items():
+                rows[name].append(_measure(call, calls))
+        sockets.close()
     finally:
         from ray import serve
 
@@ -124,10 +160,10 @@ def run_bench(calls: int, candidates: int, rounds: int, out: Path) -> Path:
         f"whether or not calls arrive, spread over the calls), `total` their sum. Load "
         f"average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {cpus} cores.",
         "",
-        table(["handle path", "wall p50 ms", "wall p99 ms", "wall mean ms", "caller CPU ms",
+        table(["path", "wall p50 ms", "wall p99 ms", "wall mean ms", "caller CPU ms",
                "replicas CPU ms", "ray CPU ms", "total CPU ms"],
               [[name, *(float(np.median([r[k] for r in got])) for k in range(7))]
                for name, got in rows.items()]),
     ]
-    return write_report(out.stem, "Ray Serve hop: cost per ranker call by handle path",
+    return write_report(out.stem, "Ray Serve hop: cost per ranker call by path",
                         "\n".join(body), out.parent)
