@@ -106,6 +106,11 @@ class RankerDeployment:
             self._key = f"{ENDPOINT_PREFIX}{context.app_name}/{replica}"
             internal_kv._internal_kv_put(self._key, self._url, namespace=KV_NAMESPACE)
 
+    def check_health(self) -> None:
+        """Serve's periodic health check: a replica whose socket stopped serving is replaced."""
+        if self._server is not None and not self._server.is_serving():
+            raise RuntimeError(f"the ranker socket {self._url} is closed")
+
     def __del__(self) -> None:
         """Serve's shutdown of the replica: its endpoint withdrawn, the socket closed (and its
         file removed)."""
