@@ -75,9 +75,8 @@ async def listen(score: Score, transport: Transport, host: str, name: str
 def close_server(server: asyncio.Server | None, url: str | None) -> None:
     if server is not None:
         server.close()
-    if url and url.startswith("unix://"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(urlsplit(url).path)
+    if url:
+        _remove_stale(url)
 
 
 class ReplicaSockets:
@@ -157,6 +156,8 @@ class ReplicaSockets:
             except OSError as exc:
                 self._checkin(url, None)
                 self._drop(url)
+                if isinstance(exc, ConnectionRefusedError):
+                    _remove_stale(url)
                 raise EndpointDown(f"ranker replica at {url}: {exc!r}") from exc
         return url, conn
 
@@ -188,6 +189,14 @@ class ReplicaSockets:
             self._idle, self._busy = {}, {}
         for conn in conns:
             conn.close()
+
+
+def _remove_stale(url: str) -> None:
+    """A socket file nothing listens on (its replica was killed, with no shutdown to remove
+    it) is removed by the first caller refused by it."""
+    if url.startswith("unix://"):
+        with contextlib.suppress(OSError):
+            os.unlink(urlsplit(url).path)
 
 
 def _connect(url: str, timeout_s: float) -> socket.socket:

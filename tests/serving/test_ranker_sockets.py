@@ -11,6 +11,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,13 +175,18 @@ def test_an_unreachable_replica_is_dropped_and_the_call_goes_through_the_handle(
         return {dead}
 
     with replica() as dead:
-        pass  # its server stopped and its socket file removed: the replica died
+        pass
+    # Killed, not stopped: its socket file stays, with nothing listening on it.
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(dead.removeprefix("unix://"))
+    stale.close()
     sockets = ReplicaSockets(discover, refresh_s=60)
     sockets.start()
     asked.clear()
     with pytest.raises(EndpointDown):
         sockets.call([("champion", request())], 1)
     assert sockets.urls == []  # dropped at once
+    assert not Path(dead.removeprefix("unix://")).exists()  # and its stale file removed
     assert asked.wait(5)  # and the deployment asked again, without waiting 60 s
     deployment = FakeDeployment()
     batch = CallBatch(deployment, max_batch=4, sockets=sockets)
