@@ -143,12 +143,12 @@ class ReplicaSockets:
 
     def _checkout(self, url: str | None, timeout_s: float) -> tuple[str, socket.socket]:
         with self._lock:
-            if url is None:
-                if not self._busy:
-                    raise EndpointDown("no ranker replica endpoint known")
+            if url is None and self._busy:
                 url = min(self._busy, key=self._busy.__getitem__)
-            self._busy[url] = self._busy.get(url, 0) + 1
-            idle = self._idle.setdefault(url, [])
+            if url not in self._busy:
+                raise EndpointDown(f"no ranker replica endpoint known ({url or 'none'})")
+            self._busy[url] += 1
+            idle = self._idle[url]
             conn = idle.pop() if idle else None
         if conn is None:
             try:

@@ -188,6 +188,10 @@ def test_an_unreachable_replica_is_dropped_and_the_call_goes_through_the_handle(
     assert sockets.urls == []  # dropped at once
     assert not Path(dead.removeprefix("unix://")).exists()  # and its stale file removed
     assert asked.wait(5)  # and the deployment asked again, without waiting 60 s
+    with pytest.raises(EndpointDown):  # dead for good: neither named nor found again
+        sockets.call([("champion", request())], 1, url=dead)
+    sockets.refresh()
+    assert sockets.urls == []
     deployment = FakeDeployment()
     batch = CallBatch(deployment, max_batch=4, sockets=sockets)
     future = batch.add("champion", request(3), 1)
