@@ -195,14 +195,13 @@ class RayRanker:
             _by_reference=False, request_serialization="pickle",
             response_serialization="pickle")
         self._warm()
-        # The replicas' sockets, if they listen on one (the deployment's settings decide; on a
-        # cluster another API process may have deployed it).
-        self.sockets: ReplicaSockets | None = ReplicaSockets(self._endpoints)
-        self.sockets.start()
-        if not self.sockets.urls:
-            self.sockets.close()
-            self.sockets = None
-        self._warm_sockets()
+        # The replicas' sockets, as published (none while the replicas are down, or if whoever
+        # deployed them chose ``handle``: the calls go through the handle meanwhile).
+        self.sockets: ReplicaSockets | None = None
+        if settings.ranker_transport != "handle":
+            self.sockets = ReplicaSockets(self._endpoints)
+            self.sockets.start()
+            self._warm_sockets(self.sockets)
         self.batch = CallBatch(self.handle, settings.ranker_max_batch_size, self.sockets)
 
     def _warm(self) -> None:
@@ -226,12 +225,13 @@ class RayRanker:
         urls = (internal_kv._internal_kv_get(k, namespace=KV_NAMESPACE) for k in keys)
         return {url.decode() for url in urls if url}
 
-    def _warm_sockets(self) -> None:
+    @staticmethod
+    def _warm_sockets(sockets: ReplicaSockets) -> None:
         """Each replica's socket opened and used once before the first request."""
         probe = RankRequest({"video_id": np.zeros(WARM_ROWS, np.int64)}, {"user_id": 0})
-        for url in self.sockets.urls if self.sockets else ():
+        for url in sockets.urls:
             with contextlib.suppress(Exception):
-                self.sockets.call([("champion", probe)], 60, url=url)
+                sockets.call([("champion", probe)], 60, url=url)
 
     def submit(self, alias: str, request: RankRequest, timeout_s: float) -> Future[Ranked]:
         """Queued for the next call (:meth:`send`)."""

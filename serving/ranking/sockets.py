@@ -76,7 +76,7 @@ def close_server(server: asyncio.Server | None, url: str | None) -> None:
     if server is not None:
         server.close()
     if url:
-        _remove_stale(url)
+        _unlink(url)
 
 
 class ReplicaSockets:
@@ -156,8 +156,6 @@ class ReplicaSockets:
             except OSError as exc:
                 self._checkin(url, None)
                 self._drop(url)
-                if isinstance(exc, ConnectionRefusedError):
-                    _remove_stale(url)
                 raise EndpointDown(f"ranker replica at {url}: {exc!r}") from exc
         return url, conn
 
@@ -178,6 +176,7 @@ class ReplicaSockets:
             idle = self._idle.pop(url, [])
         for conn in idle:
             conn.close()
+        _remove_if_stale(url)
         log.warning("ranker sockets: %s unreachable; calls go through the handle meanwhile", url)
         self._wake.set()  # ask the deployment again now: a replacement may be up
 
@@ -191,12 +190,23 @@ class ReplicaSockets:
             conn.close()
 
 
-def _remove_stale(url: str) -> None:
-    """A socket file nothing listens on (its replica was killed, with no shutdown to remove
-    it) is removed by the first caller refused by it."""
+def _unlink(url: str) -> None:
     if url.startswith("unix://"):
         with contextlib.suppress(OSError):
             os.unlink(urlsplit(url).path)
+
+
+def _remove_if_stale(url: str) -> None:
+    """A socket file nothing listens on (its replica was killed, with no shutdown to remove
+    it) is removed by the caller that drops it."""
+    if not url.startswith("unix://"):
+        return
+    try:
+        _connect(url, 1.0).close()  # someone listens: not stale
+    except ConnectionRefusedError:
+        _unlink(url)
+    except OSError:
+        pass
 
 
 def _connect(url: str, timeout_s: float) -> socket.socket:
