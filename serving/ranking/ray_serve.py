@@ -4,7 +4,7 @@ Each replica holds the models of the aliases it has been asked for and polls the
 every ``model_poll_s``; when an alias moves it loads the new version beside the old one and
 swaps (see :mod:`serving.ranking.models`), so a deploy needs no restart and fails no request.
 
-A call through Serve's handle costs ~3.6 ms of CPU across the caller, the replica and Ray
+A call through Serve's handle costs ~4.4 ms of CPU across the caller, the replica and Ray
 whatever its payload (``benchmarks/results/ray_hop.md``), about as much as scoring a page. So
 each replica also listens on a socket of its own (``ranker_transport``), publishes its URL in
 Ray's key-value store, and the API sends its calls there (:mod:`serving.ranking.sockets`); the

@@ -2,10 +2,10 @@
 call's arrays directly (:mod:`serving.ranking.wire`).
 
 Ray Serve deploys, scales, health-checks and reconfigures the replicas; each publishes where
-it listens in Ray's key-value store (:mod:`serving.ranking.ray_serve`). A call through
-the handle itself costs ~3.4 ms of CPU across the caller, the replica and Ray for a call that
-does nothing (``benchmarks/results/ray_hop.md``: router, gRPC, pickling): as much as scoring
-the page. Straight to the replica's socket, the same call is a frame each way.
+it listens in Ray's key-value store (:mod:`serving.ranking.ray_serve`). A call through the
+handle costs ~4.4 ms of CPU across the caller, the replica and Ray for a call that does
+nothing (router, gRPC, pickling), as much as scoring the page; straight to the replica's
+socket the same call costs ~1.2 ms (``benchmarks/results/ray_hop.md``).
 
 :class:`ReplicaSockets` is the API side: a pool of blocking connections per replica (a call
 is made on the thread of the page that sends it), the replica with the fewest of this
@@ -13,6 +13,11 @@ process's calls in flight chosen for each. A replica that cannot be reached is d
 once and the call goes through the handle (Serve routes it to a live replica); the
 published endpoints are read again at that moment and every ``refresh_s`` (every second
 while none is known), which also finds replicas added since.
+
+What bypassing Serve's router gives up: Serve's request metrics do not count these calls (so
+Serve autoscaling, not configured here, would not see them), ``max_ongoing_requests`` does not
+bound them (the API's ``feed_max_inflight`` and batch size do), and each API process balances
+by its own calls in flight rather than by Serve's view of every replica's queue.
 """
 
 from __future__ import annotations
