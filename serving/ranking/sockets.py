@@ -43,7 +43,8 @@ Score = Callable[[list[tuple[str, RankRequest]]], Awaitable[list[Result]]]
 
 
 class EndpointDown(ConnectionError):
-    """The replica's socket cannot be reached or broke mid-call: the call did not happen."""
+    """The replica's socket cannot be reached or broke mid-call: no answer came back (a call
+    only reads, so it can be made again through the handle)."""
 
 
 async def listen(score: Score, transport: Transport, host: str, name: str
@@ -130,10 +131,11 @@ class ReplicaSockets:
         """One call to a replica (``url``, else the least busy): its results, TimeoutError
         past ``timeout_s``, or :class:`EndpointDown` (no replica reachable; nothing scored)."""
         deadline = time.monotonic() + timeout_s
+        frame = wire.encode_call(requests)  # a call that cannot be sent fails here, alone
         url, conn = self._checkout(url, timeout_s)
         try:
             conn.settimeout(timeout_s)
-            conn.sendall(wire.encode_call(requests))
+            conn.sendall(frame)
             header = _receive(conn, wire.HEADER.size, deadline)
             body = _receive(conn, wire.body_length(header), deadline)
         except TimeoutError:

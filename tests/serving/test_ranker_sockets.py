@@ -114,6 +114,11 @@ def test_calls_reach_the_replica_and_each_request_gets_its_own_result(transport:
                 [("champion", request(4)), ("missing", request(2)), ("bad", request(2))], 5)
             assert ok[1] == "m/champion" and np.array_equal(ok[0], [0, 2, 4, 6])
             assert isinstance(missing, ModelUnavailable) and isinstance(bad, wire.RankerError)
+        # A call that cannot be encoded fails alone: the replica stays in the pool.
+        odd = RankRequest({"video_id": np.arange(2)}, {"user_id": object()})
+        with pytest.raises(TypeError, match="cannot send"):
+            sockets.call([("champion", odd)], 5)
+        assert sockets.urls == [url]
         sockets.close()
 
 
