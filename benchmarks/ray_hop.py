@@ -28,7 +28,8 @@ import psutil
 
 from benchmarks.report import table, write_report
 from serving.ranking.backends import RankRequest
-from serving.ranking.sockets import ReplicaSockets
+from serving.ranking.ray_serve import publish, published
+from serving.ranking.sockets import ReplicaSockets, close_server, listen
 
 APP = "reelrank-bench-hop"
 PATHS = {
@@ -54,16 +55,16 @@ def first_page_request(n: int, seed: int = 0) -> RankRequest:
 def _deploy(cpus: int):  # noqa: ANN202 - a DeploymentHandle
     from ray import serve
 
-    from serving.ranking.sockets import listen
-
     @serve.deployment(max_ongoing_requests=64)
     class Echo:
         async def __init__(self) -> None:  # type: ignore[misc]
+            """Listens and publishes its socket as the ranker's replicas do."""
             replica = serve.get_replica_context().replica_id.unique_id
             self._server, self.url = await listen(self.score_all, "unix", "", replica)
+            publish(APP, replica, self.url)
 
-        def endpoint(self) -> str:
-            return self.url
+        def __del__(self) -> None:
+            close_server(self._server, self.url)
 
         async def score_all(self, requests: list) -> list:
             return list(await asyncio.gather(*(self._batch(r) for r in requests)))
@@ -83,16 +84,6 @@ def _deploy(cpus: int):  # noqa: ANN202 - a DeploymentHandle
 
 def _call(method, request: RankRequest) -> object:  # noqa: ANN001 - a handle's method
     return method.remote("champion", request).result(timeout_s=10)
-
-
-def _endpoints(handle, replicas: int) -> set[str]:  # noqa: ANN001
-    """Every replica's socket URL (asked through the handle until each has answered)."""
-    urls: set[str] = set()
-    for _ in range(200):
-        urls |= {c.result(timeout_s=10) for c in [handle.endpoint.remote() for _ in range(4)]}
-        if len(urls) == replicas:
-            break
-    return urls
 
 
 def _ray_cpu() -> dict[str, float]:
@@ -137,7 +128,7 @@ def run_bench(calls: int, candidates: int, rounds: int, out: Path) -> Path:
         request = first_page_request(candidates)
         paths = {name: partial(_call, handle.options(**options).score, request)
                  for name, options in PATHS.items()}
-        sockets = ReplicaSockets(lambda: _endpoints(handle, cpus))
+        sockets = ReplicaSockets(partial(published, APP))
         sockets.refresh()
         paths[SOCKET] = lambda: sockets.call([("champion", request)], 10)
         rows: dict[str, list[tuple[float, ...]]] = {p: [] for p in paths}

@@ -28,6 +28,8 @@ _SCHEMES: dict[str, tuple[str, ...]] = {
 }
 
 
+RankerTransport = Literal["unix", "tcp", "handle"]  # how ranker calls reach a replica
+
 class SettingsError(ValueError):
     """A setting is malformed; the message is one line naming it."""
 
@@ -75,7 +77,7 @@ class Settings(BaseSettings):
     # file (replicas on the API's machine: local Ray); ``tcp``, a port on the replica's node
     # (a cluster); ``handle``, Ray Serve's handle (router + gRPC: ~3 ms of CPU more a call).
     # Ray Serve deploys, scales and health-checks the replicas in every case.
-    ranker_transport: Literal["unix", "tcp", "handle"] = "unix"
+    ranker_transport: RankerTransport = "unix"
     model_poll_s: float = Field(default=5.0, gt=0)
     # The network's dtype when served (``models.ranker.inference_dtype``): ``auto`` is
     # bfloat16 on CPUs that multiply it natively, else float32.

@@ -31,6 +31,7 @@ import threading
 import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ import ray
 from prometheus_client import Counter, Histogram
 from ray.experimental import internal_kv
 
-from core.config import Settings
+from core.config import RankerTransport, Settings
 from serving.ranking.backends import (
     Ranked,
     RankRequest,
@@ -49,7 +50,7 @@ from serving.ranking.backends import (
     score_many,
 )
 from serving.ranking.models import AliasModels
-from serving.ranking.sockets import EndpointDown, ReplicaSockets, Transport, close_server, listen
+from serving.ranking.sockets import EndpointDown, ReplicaSockets, close_server, listen
 
 with warnings.catch_warnings():
     # Ray Serve's own config models use a form pydantic 2 deprecates, and every process that
@@ -85,10 +86,9 @@ class RankerDeployment:
     # Ray runs an async constructor on the replica's loop: the socket server lives there.
     async def __init__(self, model_name: str, tracking_uri: str,  # type: ignore[misc]
                        poll_s: float, threads: int, precision: str,
-                       transport: Transport = "unix",
+                       transport: RankerTransport = "unix",
                        warm_aliases: tuple[str, ...] = ("champion",)) -> None:
         import sys
-        from functools import partial
 
         import torch
 
@@ -110,8 +110,7 @@ class RankerDeployment:
             replica = context.replica_id.unique_id
             self._server, self._url = await listen(
                 self.score, transport, ray.util.get_node_ip_address(), replica)
-            self._key = f"{ENDPOINT_PREFIX}{context.app_name}/{replica}"
-            internal_kv._internal_kv_put(self._key, self._url, namespace=KV_NAMESPACE)
+            self._key = publish(context.app_name, replica, self._url)
 
     def check_health(self) -> None:
         """Serve's periodic health check: a replica whose socket stopped serving is replaced."""
@@ -194,44 +193,34 @@ class RayRanker:
         self.handle = serve.get_app_handle(APP).options(
             _by_reference=False, request_serialization="pickle",
             response_serialization="pickle")
-        self._warm()
         # The replicas' sockets, as published (none while the replicas are down, or if whoever
         # deployed them chose ``handle``: the calls go through the handle meanwhile).
         self.sockets: ReplicaSockets | None = None
         if settings.ranker_transport != "handle":
-            self.sockets = ReplicaSockets(self._endpoints)
+            self.sockets = ReplicaSockets(partial(published, APP))
             self.sockets.start()
-            self._warm_sockets(self.sockets)
+        self._warm()
         self.batch = CallBatch(self.handle, settings.ranker_max_batch_size, self.sockets)
 
     def _warm(self) -> None:
-        """Calls through the handle before the first request: setting up its router, reaching
-        each replica and a replica's first few full-size requests (measured: 25-40 ms each,
-        then 11) must not be charged to a user's time budget. Concurrent probes reach every
-        replica (the router sends each to the least busy)."""
-        probe = RankRequest({"video_id": np.zeros(WARM_ROWS, np.int64)}, {"user_id": 0})
+        """Calls before the first request: a replica's first few full-size requests
+        (measured: 25-40 ms each, then 11) must not be charged to a user's time budget. They
+        go where calls will go: each replica's socket, ``WARM_ROUNDS`` times; the handle gets
+        one round (its router set up for the fallback), or every round when there is no
+        socket: concurrent probes, which the router spreads over the replicas."""
+        probe = [("champion", RankRequest({"video_id": np.zeros(WARM_ROWS, np.int64)},
+                                          {"user_id": 0}))]
+        sockets = [partial(self.sockets.call, probe, 60, url=url)
+                   for url in self.sockets.urls] if self.sockets else []
         with contextlib.suppress(Exception):
-            for _ in range(WARM_ROUNDS):
-                calls = [self.handle.score.remote([("champion", probe)])
-                         for _ in range(2 * _replica_count())]
+            for round_ in range(WARM_ROUNDS):
+                for call_socket in sockets:
+                    call_socket()
+                if round_ and sockets:
+                    continue
+                calls = [self.handle.score.remote(probe) for _ in range(2 * _replica_count())]
                 for call in calls:
                     call.result(timeout_s=60)
-
-    @staticmethod
-    def _endpoints() -> set[str]:
-        """The socket URLs the deployment's replicas have published (a killed replica's stays
-        until its URL fails once: :class:`ReplicaSockets` then ignores it)."""
-        keys = internal_kv._internal_kv_list(f"{ENDPOINT_PREFIX}{APP}/", namespace=KV_NAMESPACE)
-        urls = (internal_kv._internal_kv_get(k, namespace=KV_NAMESPACE) for k in keys)
-        return {url.decode() for url in urls if url}
-
-    @staticmethod
-    def _warm_sockets(sockets: ReplicaSockets) -> None:
-        """Each replica's socket opened and used once before the first request."""
-        probe = RankRequest({"video_id": np.zeros(WARM_ROWS, np.int64)}, {"user_id": 0})
-        for url in sockets.urls:
-            with contextlib.suppress(Exception):
-                sockets.call([("champion", probe)], 60, url=url)
 
     def submit(self, alias: str, request: RankRequest, timeout_s: float) -> Future[Ranked]:
         """Queued for the next call (:meth:`send`)."""
@@ -271,8 +260,9 @@ class CallBatch:
     """The ranking requests an API process's pages have queued for one call to the
     deployment (:meth:`send`). The pipeline decides when it goes (the last page of the pages
     computing together sends it: :class:`serving.feed.pipeline.ComputeSlot`). A request
-    whose caller gave up is not sent; a call past its budget (the sum of its requests') is
-    cancelled, which frees the replica's slot, and fails each request in it."""
+    whose caller gave up is not sent; a call past its budget (the sum of its requests') fails
+    each request in it (through the handle it is cancelled, which frees the replica's slot; on
+    a socket the connection is closed and the late answer dropped)."""
 
     def __init__(self, handle: Any, max_batch: int, sockets: ReplicaSockets | None = None
                  ) -> None:
@@ -328,6 +318,21 @@ class CallBatch:
         except TimeoutError:
             response.cancel()  # frees the replica's slot
             raise
+
+
+def publish(app: str, replica: str, url: str) -> str:
+    """``url`` recorded as where ``replica`` of ``app`` takes calls; returns its key."""
+    key = f"{ENDPOINT_PREFIX}{app}/{replica}"
+    internal_kv._internal_kv_put(key, url, namespace=KV_NAMESPACE)
+    return key
+
+
+def published(app: str) -> set[str]:
+    """The socket URLs ``app``'s replicas have published (a killed replica's stays until its
+    URL fails once: :class:`ReplicaSockets` then ignores it)."""
+    keys = internal_kv._internal_kv_list(f"{ENDPOINT_PREFIX}{app}/", namespace=KV_NAMESPACE)
+    urls = (internal_kv._internal_kv_get(k, namespace=KV_NAMESPACE) for k in keys)
+    return {url.decode() for url in urls if url}
 
 
 def _replica_count() -> int:

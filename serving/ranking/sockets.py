@@ -31,14 +31,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
 from urllib.parse import urlsplit
 
+from core.config import RankerTransport
 from serving.ranking import wire
 from serving.ranking.backends import RankRequest, Result
 
 log = logging.getLogger(__name__)
-Transport = Literal["unix", "tcp", "handle"]
 Score = Callable[[list[tuple[str, RankRequest]]], Awaitable[list[Result]]]
 
 
@@ -47,7 +46,7 @@ class EndpointDown(ConnectionError):
     only reads, so it can be made again through the handle)."""
 
 
-async def listen(score: Score, transport: Transport, host: str, name: str
+async def listen(score: Score, transport: RankerTransport, host: str, name: str
                  ) -> tuple[asyncio.Server, str]:
     """A server on the running loop answering each frame with ``score``'s results, and its
     URL, unique to ``name`` (the replica's id: a URL is never a later replica's):

@@ -80,15 +80,9 @@ def encode_results(results: list[Result]) -> bytes:
 
 
 def decode_results(document: Any) -> list[Result]:
-    out: list[Result] = []
-    for r in document:
-        if isinstance(r, dict):
-            kind = ModelUnavailable if r["error"] == ModelUnavailable.__name__ else RankerError
-            out.append(kind(f"{r['error']}: {r['message']}" if kind is RankerError
-                            else r["message"]))
-        else:
-            out.append((r[0], str(r[1])))
-    return out
+    return [(r[0], str(r[1])) if not isinstance(r, dict)
+            else ModelUnavailable(r["message"]) if r["error"] == ModelUnavailable.__name__
+            else RankerError(f"{r['error']}: {r['message']}") for r in document]
 
 
 def _encode(obj: Any) -> Any:
@@ -99,8 +93,6 @@ def _encode(obj: Any) -> Any:
         return obj.tolist()  # an object column (a list per row): as msgpack lists
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, tuple):
-        return list(obj)
     raise TypeError(f"cannot send {type(obj).__name__} to the ranker")
 
 
@@ -115,10 +107,8 @@ def _decode(code: int, data: bytes) -> Any:
     return np.frombuffer(data, dtype, offset=unpacker.tell()).reshape(shape)
 
 
-def _objects(values: Any) -> np.ndarray:
+def _objects(values: list) -> np.ndarray:
     """An object column back as a 1-D object array: a list per row stays one element."""
-    if isinstance(values, np.ndarray):
-        return values
     out = np.empty(len(values), object)
     for i, v in enumerate(values):
         out[i] = v
