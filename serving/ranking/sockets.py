@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from core.config import RankerTransport
@@ -84,21 +85,28 @@ def close_server(server: asyncio.Server | None, url: str | None) -> None:
         _unlink(url)
 
 
+@dataclass
+class _Endpoint:
+    """One replica's socket as this process uses it."""
+
+    busy: int = 0  # this process's calls in flight to it
+    idle: list[socket.socket] = field(default_factory=list)  # open connections, free
+
+
 class ReplicaSockets:
     """Calls to the replicas' sockets from one API process (any thread)."""
 
     def __init__(self, discover: Callable[[], set[str]], refresh_s: float = 30.0) -> None:
         self._discover, self._refresh_s = discover, refresh_s
         self._lock = threading.Lock()
-        self._idle: dict[str, list[socket.socket]] = {}
-        self._busy: dict[str, int] = {}
+        self._pool: dict[str, _Endpoint] = {}
         self._dead: set[str] = set()  # dropped: a replica that died (its URL is never reused)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def urls(self) -> list[str]:
-        return list(self._busy)
+        return list(self._pool)
 
     def refresh(self) -> None:
         """Add the endpoints the deployment reports, but those that failed (a killed replica
@@ -109,8 +117,8 @@ class ReplicaSockets:
             log.warning("ranker sockets: could not list the replicas' endpoints: %r", exc)
             return
         with self._lock:
-            for url in found - set(self._busy) - self._dead:
-                self._busy[url], self._idle[url] = 0, []
+            for url in found - set(self._pool) - self._dead:
+                self._pool[url] = _Endpoint()
 
     def start(self) -> None:
         self.refresh()
@@ -120,7 +128,7 @@ class ReplicaSockets:
     def _poll(self) -> None:
         while not self._stop.is_set():
             # With no endpoint known (replicas being replaced), ask again every second.
-            self._wake.wait(self._refresh_s if self._busy else min(self._refresh_s, 1.0))
+            self._wake.wait(self._refresh_s if self._pool else min(self._refresh_s, 1.0))
             self._wake.clear()
             if not self._stop.is_set():
                 self.refresh()
@@ -149,13 +157,13 @@ class ReplicaSockets:
 
     def _checkout(self, url: str | None, timeout_s: float) -> tuple[str, socket.socket]:
         with self._lock:
-            if url is None and self._busy:
-                url = min(self._busy, key=self._busy.__getitem__)
-            if url not in self._busy:
+            if url is None and self._pool:
+                url = min(self._pool, key=lambda u: self._pool[u].busy)
+            endpoint = self._pool.get(url or "")
+            if endpoint is None:
                 raise EndpointDown(f"no ranker replica endpoint known ({url or 'none'})")
-            self._busy[url] += 1
-            idle = self._idle[url]
-            conn = idle.pop() if idle else None
+            endpoint.busy += 1
+            conn = endpoint.idle.pop() if endpoint.idle else None
         if conn is None:
             try:
                 conn = _connect(url, timeout_s)
@@ -167,20 +175,20 @@ class ReplicaSockets:
 
     def _checkin(self, url: str, conn: socket.socket | None, broken: bool = False) -> None:
         with self._lock:
-            if url in self._busy:
-                self._busy[url] -= 1
-            if conn is not None and not broken and url in self._idle:
-                self._idle[url].append(conn)
-                return
+            endpoint = self._pool.get(url)
+            if endpoint is not None:
+                endpoint.busy -= 1
+                if conn is not None and not broken:
+                    endpoint.idle.append(conn)
+                    return
         if conn is not None:
             conn.close()
 
     def _drop(self, url: str) -> None:
         with self._lock:
             self._dead.add(url)
-            self._busy.pop(url, None)
-            idle = self._idle.pop(url, [])
-        for conn in idle:
+            endpoint = self._pool.pop(url, None)
+        for conn in endpoint.idle if endpoint else ():
             conn.close()
         _remove_if_stale(url)
         log.warning("ranker sockets: %s unreachable; calls go through the handle meanwhile", url)
@@ -190,8 +198,8 @@ class ReplicaSockets:
         self._stop.set()
         self._wake.set()
         with self._lock:
-            conns = [c for idle in self._idle.values() for c in idle]
-            self._idle, self._busy = {}, {}
+            conns = [c for endpoint in self._pool.values() for c in endpoint.idle]
+            self._pool = {}
         for conn in conns:
             conn.close()
 
