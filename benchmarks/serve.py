@@ -50,6 +50,7 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
     """Build the bench world, models and index, step by step; a step already done for the
     same configuration is kept (so an interrupted build resumes). Returns its description."""
     from core.config import get_settings
+    from platform_services.storage.db import migrate
 
     os.environ.update(embedded_env(root))
     get_settings.cache_clear()
@@ -61,7 +62,6 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
     from serving import demo
 
     def world() -> None:
-        from platform_services.storage.db import migrate
         from training.datasets.store import load_dataset, write_dataset
         from training.datasets.synth import SynthConfig, generate, recent_start
         from training.datasets.world import load_world
@@ -70,7 +70,6 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
                           start=recent_start(days), impressions_per_user=40.0)
         settings = get_settings()
         write_dataset(demo.DATASET, generate(cfg), "synth", root=settings.data_dir)
-        migrate(settings.database_url)
         load_world(settings, load_dataset(demo.DATASET, settings.data_dir), replace=True)
 
     # The id-only two-tower: encoding 100k titles takes ~10 min on 2 cores, and serving cost
@@ -79,6 +78,9 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
              "features": demo.build_features,
              "ranker": lambda: demo.train_ranker(epochs=2, build_features=False),
              "deploy": demo.deploy_champions}
+    # A world kept from an older version gets the current schema (the workers write to it
+    # before the API, which would migrate it, starts).
+    migrate(get_settings().database_url)
     for attempt in range(2):
         for name, step in steps.items():
             if f"{name}_s" in info["timings"]:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, case, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.clock import utcnow
 from core.events import Action, Event, UserInteraction
 from platform_services.storage.db import upsert_insert
 from platform_services.storage.models import User, VideoStats
@@ -80,10 +81,11 @@ def _upsert(conn: Connection, model: type, key: str, columns: tuple[str, ...]) -
     if (stmt := _UPSERTS.get(cache_key)) is None:
         insert = upsert_insert(conn, model.__table__)
         table = model.__table__.c
+        stamp = {"updated_at": insert.excluded.updated_at} if "updated_at" in table else {}
         stmt = _UPSERTS[cache_key] = insert.on_conflict_do_update(
             index_elements=[key],
             set_={c: case((table[c] + insert.excluded[c] < 0, 0),
-                          else_=table[c] + insert.excluded[c]) for c in columns},
+                          else_=table[c] + insert.excluded[c]) for c in columns} | stamp,
         )
     return stmt
 
@@ -95,7 +97,11 @@ def _add(session: Session, model: type, key: str, columns: tuple[str, ...],
         return
     # One INSERT ... ON CONFLICT DO UPDATE: adds the deltas atomically, whoever else writes.
     # Sorted: concurrent members lock rows in one order, so they cannot deadlock.
-    rows = [{key: k, **{c: d.get(c, 0) for c in columns}} for k, d in sorted(deltas.items())]
+    # A table with ``updated_at`` (``video_stats``) gets each changed row stamped: readers
+    # poll by it (serving's catalog).
+    stamp = {"updated_at": utcnow()} if "updated_at" in model.__table__.c else {}
+    rows = [{key: k, **{c: d.get(c, 0) for c in columns}, **stamp}
+            for k, d in sorted(deltas.items())]
     conn = session.connection()
     conn.execute(_upsert(conn, model, key, columns), rows)
     # A row created by a negative delta (an undo whose do was never counted) starts at zero:

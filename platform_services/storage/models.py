@@ -175,9 +175,11 @@ class Block(Base):
 
 
 class VideoStats(Base):
-    """Per-video engagement counters kept by the ``counters`` worker."""
+    """Per-video engagement counters kept by the ``counters`` worker, which stamps
+    ``updated_at`` on each row it changes (serving's catalog reads only those)."""
 
     __tablename__ = "video_stats"
+    __table_args__ = (Index("ix_video_stats_updated_at", "updated_at"),)
     video_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     views: Mapped[int] = mapped_column(BigInteger, default=0)
     likes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -186,3 +188,6 @@ class VideoStats(Base):
     skips: Mapped[int] = mapped_column(BigInteger, default=0)
     reports: Mapped[int] = mapped_column(BigInteger, default=0)
     watch_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -11,6 +11,8 @@ from sqlalchemy import func, select, update
 from candidate_gen.catalog import FOLLOWERS, PRIVATE, PUBLIC, Catalog
 from core.config import Settings
 from core.dataset_schema import DataError
+from core.events import Action, UserInteraction
+from platform_services.counters import apply_counts
 from platform_services.storage.cache import redis_client
 from platform_services.storage.db import make_engine, migrate, session_factory
 from platform_services.storage.models import Follow, User, Video, VideoStats, VideoStatus
@@ -87,3 +89,33 @@ def test_catalog_snapshot_follows_the_database(loaded) -> None:
     assert not snap.ready[0] and snap.ready[400] and snap.topics[snap.topic[400]] == "pets"
     assert snap.fresh(int(datetime.now(UTC).timestamp() * 1000) - 60_000, 5).tolist() == [400]
     assert snap.by_owner[owner][0] == 400
+
+
+def test_catalog_reads_only_the_counters_the_worker_changed(loaded) -> None:
+    """After its first read the catalog reads the ``video_stats`` rows stamped since (the
+    counters worker stamps what it changes): a row changed without a stamp is not read, so
+    the counts it shows come from the stamped rows alone."""
+    _, sessions = loaded
+    with sessions.begin() as s:  # the world's rows written an hour ago, one counted since
+        s.execute(update(VideoStats).values(updated_at=datetime.now(UTC) - timedelta(hours=1)))
+        apply_counts(s, [UserInteraction(user_id=1, action=Action.VIEW, video_id=1)])
+    catalog = Catalog(sessions, stats_every_s=0)
+    catalog.refresh()
+    before = catalog.snapshot
+    with sessions.begin() as s:  # behind the worker's back: no new stamp
+        s.execute(update(VideoStats).where(VideoStats.video_id == 5)
+                  .values(views=VideoStats.views + 1000, updated_at=VideoStats.updated_at))
+        apply_counts(s, [UserInteraction(user_id=1, action=Action.LIKE, video_id=7),
+                         UserInteraction(user_id=2, action=Action.LIKE, video_id=7),
+                         UserInteraction(user_id=1, action=Action.VIEW, video_id=9)])
+    catalog.refresh()
+    snap = catalog.snapshot
+    assert snap.views[5] == before.views[5]  # not stamped: not read
+    assert snap.likes[7] == before.likes[7] + 2 and snap.views[9] == before.views[9] + 1
+    changed = (snap.views != before.views) | (snap.likes != before.likes)
+    assert np.flatnonzero(changed).tolist() == [7, 9]
+    with sessions.begin() as s:  # a stamped change of the same row is read
+        apply_counts(s, [UserInteraction(user_id=3, action=Action.VIEW, video_id=5)])
+    catalog.refresh()
+    with sessions() as s:
+        assert catalog.snapshot.views[5] == s.get(VideoStats, 5).views
