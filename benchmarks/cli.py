@@ -49,12 +49,12 @@ def bench_ranker(
     seeds: Annotated[int, typer.Option(min=1, help="Training seeds (mean and spread).")] = 3,
     threads: Annotated[int, typer.Option(min=1)] = 2,
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("benchmarks/results"),
-    test_day: Annotated[str, typer.Option(
-        help="The test day (UTC+8). An earlier day runs the same protocol on the days before "
-             "it and tests on it alone (ranker-<day>.md): a check that never reads 04-30.")]
-        = "2022-04-30",
+    test_day: Annotated[str | None, typer.Option(
+        help="The test day (UTC+8); default: the log's last day (04-30 on KuaiRand-Pure). An "
+             "earlier day runs the same protocol on the days before it and tests on it alone "
+             "(ranker-<day>.md): a check that never reads the last day.")] = None,
 ) -> None:
-    """Ranker vs LightGBM vs single-task on KuaiRand (test day 04-30); latency for 500."""
+    """Ranker vs LightGBM vs single-task on KuaiRand (test: the last day); latency for 500."""
     from benchmarks.ranker import run_bench
 
     with ranker_errors():

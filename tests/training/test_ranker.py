@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from core.config import Settings, get_settings
+from core.dataset_schema import DataError
 from training.datasets.store import Dataset, write_dataset
 from training.datasets.synth import SynthConfig, generate
 from training.lineage import dataset_fingerprint
@@ -353,3 +354,18 @@ def test_bench_shows_how_the_test_days_features_moved() -> None:
             if line.startswith(("| jumps", "| steady"))]
     assert rows[0].split(" | ")[:5] == ["| jumps", "1", "5", "+3.46", "+0.00"]
     assert rows[1].split(" | ")[3] == "+0.00"
+
+
+def test_bench_tests_on_the_logs_last_day_unless_told() -> None:
+    """``reelrank bench ranker`` with no ``--test-day`` tests on the log's last local day
+    (04-30 on KuaiRand-Pure, a later log's own last day), as ``reelrank train ranker`` splits;
+    an earlier day is a check before it; a day the log lacks is refused."""
+    from benchmarks.ranker import split_day
+    from training.retrieval.pipeline import parse_day
+
+    ts = pd.Series(pd.to_datetime(["2022-04-24T16:30:00Z", "2022-04-30T10:00:00Z",
+                                   "2022-05-06T02:00:00Z", "2022-05-07T03:00:00Z"], utc=True))
+    assert split_day(ts, None) == (parse_day("2022-05-07", "kuairand"), True)
+    assert split_day(ts, "2022-04-30") == (parse_day("2022-04-30", "kuairand"), False)
+    with pytest.raises(DataError, match="no impressions that day"):
+        split_day(ts, "2022-05-09")
