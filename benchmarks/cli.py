@@ -68,6 +68,9 @@ def bench_retrieval(
     microlens: Annotated[Path, typer.Option(help="MicroLens directory (raw or imported).")]
     = Path("../shared/data/microlens50k"),
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/retrieval.md"),
+    kuairand_train_end: Annotated[str, typer.Option(
+        help="KuaiRand's first test day (UTC+8): training and validation before it, the test "
+             "from it to the log's end (a later log's days too).")] = "2022-04-29",
     ann_items: Annotated[int, typer.Option(min=1000)] = 1_000_000,
     threads: Annotated[int | None, typer.Option()] = None,
     quick: Annotated[bool, typer.Option(help="Few epochs, no grids: a smoke run.")] = False,
@@ -102,7 +105,7 @@ def bench_retrieval(
                      cache_dir=settings.path("content"), seeds=seeds,
                      sections_run=tuple(x.strip() for x in sections.split(",") if x.strip()),
                      max_epochs=max_epochs, checkpoint_path=checkpoint,
-                     tuning_path=tuning_fits)
+                     tuning_path=tuning_fits, kuairand_train_end=kuairand_train_end)
         typer.echo(f"wrote {path}")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pandas as pd
 
 from benchmarks.report import machine as machine_line
 from candidate_gen.faiss_index import IndexSpec, ItemIndex, exact_search, latency, recall_at_k
@@ -31,6 +32,7 @@ from training.retrieval.item2item import (
 )
 from training.retrieval.metrics import HEADLINE, METRICS
 from training.retrieval.pipeline import (
+    TIMEZONES,
     TUNE_METRIC,
     Candidate,
     Outcome,
@@ -63,6 +65,17 @@ class Section:
     short: str
     prep: Prepared
     outcomes: list[Outcome] = field(default_factory=list)
+
+
+def _days(prep: Prepared) -> str:
+    """The local days a temporal split trains and tests on, as the data has them."""
+    tz, fold = TIMEZONES.get(prep.kind, "UTC"), prep.protocol.final
+
+    def span(ms: pd.Series) -> str:
+        days = pd.to_datetime(ms.dropna(), unit="ms", utc=True).dt.tz_convert(tz)
+        return f"{days.min():%m-%d}..{days.max():%m-%d}"
+
+    return f"train {span(fold.train['ts'])} + history, test {span(fold.test['ts'])}"
 
 
 def machine() -> str:
@@ -287,8 +300,8 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
     interrupted run of the same benchmark are read back from ``checkpoint_path`` (the tuning
     fits from ``tuning_path`` where given)."""
     started, load_before = time.perf_counter(), os.getloadavg()
-    specs = [("kuairand", "KuaiRand (temporal: train 04-25..04-28 + history, test "
-              "04-29..04-30)", "KuaiRand", "kuairand", kuairand, "temporal"),
+    specs = [("kuairand", "KuaiRand (temporal: {days})", "KuaiRand", "kuairand", kuairand,
+              "temporal"),
              ("microlens", "MicroLens-50K (leave-last-out)", "MicroLens LLO", "microlens",
               microlens, "leave-last-out"),
              ("cold", "MicroLens-50K (cold-item: 20% of items held out of training, 10% for "
@@ -308,7 +321,7 @@ def bench(kuairand: Path, microlens: Path, out: Path, ann_items: int = 1_000_000
             loaded[kind] = load_data(kind, path)
         train_end = kuairand_train_end if kind == "kuairand" else None
         prep = prepare(loaded[kind], kind, train_end, protocol, cache_dir=cache_dir)
-        sec = Section(title, short, prep)
+        sec = Section(title.format(days=_days(prep)), short, prep)
         for cand in candidates(prep, threads, quick, cold=protocol == "cold-item",
                                epochs=epochs):
             log.info("bench %s: %s", title, cand.name)

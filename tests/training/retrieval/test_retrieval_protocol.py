@@ -306,3 +306,23 @@ def test_the_cost_table_shows_the_interests_towers_speed() -> None:
                                        [fitted])])
     # Pairs one step apart: (0, 1), (1, 2), (3, 4): 3 pairs x 2 epochs in 8 s.
     assert row.removesuffix(" |").split(" | ")[5:9] == ["8.0", "2", "1", "4.0"]
+
+
+def test_bench_names_the_days_the_data_has() -> None:
+    """The KuaiRand section's title gives the local (UTC+8) days its split trained and
+    tested on, read from the folds (a later log's test reaches its own last day), not fixed
+    dates; history rows without a time do not count."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from benchmarks.retrieval import _days
+
+    ms = lambda *stamps: pd.Series(  # noqa: E731
+        [pd.Timestamp(t).value // 10**6 if t else None for t in stamps], dtype=float)
+    final = SimpleNamespace(train=pd.DataFrame({"ts": ms("2022-04-24T17:00Z", None,
+                                                       "2022-04-28T15:00Z")}),
+                            test=pd.DataFrame({"ts": ms("2022-04-28T16:30Z",
+                                                      "2022-05-07T03:00Z")}))
+    prep = SimpleNamespace(kind="kuairand", protocol=SimpleNamespace(final=final))
+    assert _days(prep) == "train 04-25..04-28 + history, test 04-29..05-07"
