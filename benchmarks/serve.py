@@ -35,6 +35,7 @@ import psutil
 from benchmarks.loadgen import PAGES_PER_USER, PATH
 from benchmarks.report import table, write_report
 from benchmarks.servers import CLI, embedded_env
+from platform_services.storage.cache import embedded_server_pid
 from platform_services.storage.procs import spawn, stop, stop_all
 
 ROOT = Path("var/bench-serve")
@@ -221,16 +222,21 @@ class CpuPerPage:
 class CpuMeter:
     """Process CPU time (user + system) of the serving processes, by role: the API (the
     ``serve api`` process and its uvicorn workers), the Ray Serve ranker replicas, and the rest
-    the API started (Ray's daemons, an embedded Redis). Not the load generator, not the demo's
+    the API started (Ray's daemons) and the embedded Redis (``redis_pid``: a child of whichever
+    process connected first, often a demo worker). Not the load generator, not the demo's
     workers: they are not the cost of a page."""
 
-    def __init__(self, api: subprocess.Popen) -> None:
+    def __init__(self, api: subprocess.Popen, redis_pid: int | None = None) -> None:
         self.api = psutil.Process(api.pid)
+        self.redis = _process(redis_pid)
 
     def _roles(self) -> dict[str, list[psutil.Process]]:
         out: dict[str, list[psutil.Process]] = {role: [] for role in ROLES}
         out["api"].append(self.api)
-        for p in self.api.children(recursive=True):
+        children = self.api.children(recursive=True)
+        if self.redis is not None and self.redis not in children:
+            out["other"].append(self.redis)
+        for p in children:
             try:
                 line = " ".join(p.cmdline())
             except psutil.Error:
@@ -252,6 +258,13 @@ class CpuMeter:
                     pass
             seconds[role] = total
         return seconds
+
+
+def _process(pid: int | None) -> psutil.Process | None:
+    try:
+        return None if pid is None else psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def idle_cpu(meter: CpuMeter, seconds: float = IDLE_S) -> dict[str, float]:
@@ -371,7 +384,7 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
 
     def measure(backend: str, proc: subprocess.Popen, mode: str, rate: int) -> None:
         """One rate's run on the server at PORT: its row (and its stage times)."""
-        meter = CpuMeter(proc)
+        meter = CpuMeter(proc, embedded_server_pid(root / "redis.db"))
         _drain(PORT, probe)
         loads.append(os.getloadavg()[0])
         try:
@@ -403,7 +416,7 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
             try:
                 _load(PORT, viewers.take(30), "first", 10, 3.0)  # warm-up, not reported
                 _drain(PORT, probe)
-                idle[backend] = idle_cpu(CpuMeter(proc))
+                idle[backend] = idle_cpu(CpuMeter(proc, embedded_server_pid(root / "redis.db")))
                 if backend == "local":  # the page the floor serves: the in-process API's
                     page.write_bytes(_first_page(PORT, probe))
                 # Cached pages first: an overloaded first-page run must not leave a backlog.

