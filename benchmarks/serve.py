@@ -5,7 +5,7 @@
    deployed exactly as ``make demo`` does, under ``var/bench-serve`` (reused when present).
 2. The API runs as ``reelrank serve api`` (its default worker processes: one per core),
    once with the ranker on Ray Serve and once in-process (the baseline, same run), with the
-   demo's workers (relay, counters, trending, features) running beside it as ``make demo``
+   demo's workers (``core.cli.WORKERS``) running beside it as ``make demo``
    runs them; a load generator (:mod:`benchmarks.loadgen`, another process, loopback,
    bounded in time) sends first pages and cached next pages at increasing rates.
 3. Per rate: latency percentiles over *every* request sent (a 503, a timeout or an error
@@ -35,6 +35,7 @@ import psutil
 from benchmarks.loadgen import PAGES_PER_USER, PATH
 from benchmarks.report import table, write_report
 from benchmarks.servers import CLI, embedded_env
+from core.cli import WORKERS
 from platform_services.storage.cache import embedded_server_pid
 from platform_services.storage.procs import spawn, stop, stop_all
 
@@ -150,8 +151,6 @@ class Viewers:
 
 def _demo_workers(root: Path) -> list[subprocess.Popen]:
     """The demo's background workers (``core.cli.WORKERS``), as ``make demo`` runs them."""
-    from core.cli import WORKERS
-
     env = os.environ | embedded_env(root)
     # spawn: they die with this process, however it ends.
     return [spawn([*CLI, "worker", name], log=root / f"worker-{name}.log", env=env)
@@ -492,8 +491,7 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "size 20; the real two-tower (id variant) + IVF index, Feast online features on the "
         "embedded Redis (batch item features held in each API process), the multi-task "
         f"ranker ({_precision()}). API: {workers} worker processes; the demo's workers "
-        "(relay, counters, "
-        "trending, features) running. Setup: "
+        f"({', '.join(WORKERS)}) running. Setup: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in world["timings"].items()) + ".",
         "",
         "Open-loop load from a separate process over loopback; latency from each request's "
