@@ -27,6 +27,11 @@ from platform_services.runtime import Runtime
 
 NAME = "exposures"
 TOPICS = ("experiment.exposure", "user.interaction")
+# After a short batch, wait this long for more (the framework's default is 50 ms). Each batch
+# recomputes its users' metrics (a pandas pass per experiment, a few ms whatever its size), and
+# nobody waits on this log by the second: at 40 first pages/s of the serving benchmark the
+# worker took 2.2 ms of CPU a page in batches of one or two exposures.
+LINGER_S = 0.5
 
 
 class UnknownExperiment(ValueError):
@@ -67,7 +72,8 @@ async def run(settings: Settings, stop: asyncio.Event, config: WorkerConfig | No
     """``reelrank worker exposures``: consume until ``stop`` is set."""
     rt = Runtime.from_settings(settings)
     worker = Worker(NAME, TOPICS, apply_events, rt.bus, rt.sessions,
-                    config or WorkerConfig(session_timeout_ms=settings.bus_session_timeout_ms))
+                    config or WorkerConfig(session_timeout_ms=settings.bus_session_timeout_ms,
+                                           linger_s=LINGER_S))
     try:
         await worker.run(stop)
     finally:
