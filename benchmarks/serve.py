@@ -52,6 +52,7 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
     """Build the bench world, models and index, step by step; a step already done for the
     same configuration is kept (so an interrupted build resumes). Returns its description."""
     from core.config import get_settings
+    from features.store import repo_dir
     from platform_services.storage.db import migrate
 
     os.environ.update(embedded_env(root))
@@ -78,7 +79,10 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
     # does not depend on it (item vectors are precomputed, the user tower is the same).
     steps = {"world": world, "retrieval": lambda: demo.train_retrieval(epochs=3, variant="id"),
              "features": demo.build_features,
-             "ranker": lambda: demo.train_ranker(epochs=2, build_features=False),
+             # On the snapshots the features step built and serving reads (the ranker's own
+             # default repo would be another world's when this root held one before).
+             "ranker": lambda: demo.train_ranker(epochs=2, build_features=False,
+                                                 feature_repo=repo_dir(get_settings())),
              "deploy": demo.deploy_champions}
     # A world kept from an older version gets the current schema (the workers write to it
     # before the API, which would migrate it, starts).
@@ -360,9 +364,10 @@ def stage_rows(run: dict) -> list[list[object]]:
 
 def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: float,
               quick: bool = False, workers: int | None = None) -> Path:
-    root = ROOT / ("quick" if quick else "full")
     if quick:
         videos, users, rates, seconds = 5_000, 1_000, [10, 25], 3.0
+    # One world per size: the demo-sized run (serve-demo.md) must not replace the 100k world.
+    root = ROOT / ("quick" if quick else f"{videos}x{users}")
     root.mkdir(parents=True, exist_ok=True)
     world = prepare(root, videos, users, days=7)
     _refresh_if_due(world)
@@ -471,7 +476,7 @@ def _floor_rows(results: list[list[object]]) -> list[list[object]]:
             continue
         ours, base = row[12].total, floor[12].total
         rows.append([backend, rate, row[3], row[7], ours, floor[3], floor[7], base,
-                     f"{ours / base:.2f}x"])
+                     f"{ours / base:.2f}x" if base > 0 else "-"])
     return rows
 
 
