@@ -7,8 +7,8 @@ per task and the single-task networks on the same encoded features (on KuaiRand-
 learning rate, epochs, LightGBM's parameters, single- vs multi-task, calibration), refit on
 04-25..04-29) and tests on 04-30: the log's last day, whatever log it is given. Metrics are
 means over seeds with a 95 % Student-t interval over seeds (``scipy.stats.t``); ranker vs
-LightGBM is a paired difference per seed, and a "win" only when
-its interval excludes 0. Grids, trials and chosen values go into the results file. Latency is
+LightGBM is a paired difference per seed, and a "win" only when its interval excludes 0.
+Grids, trials and chosen values go into the results file. Latency is
 :meth:`RankerBundle.predict` for one user and 500 candidate rows of the test day, with the
 network in float32 and in bfloat16 (serving's precision on CPUs with native bfloat16).
 """

@@ -2,7 +2,8 @@
 
 1. A synthetic world of ``videos`` videos (default 100k) is generated, loaded into the
    platform, and the retrieval model (+ IVF index), feature store and ranker are trained and
-   deployed exactly as ``make demo`` does, under ``var/bench-serve`` (reused when present).
+   deployed exactly as ``make demo`` does, under ``var/bench-serve/<videos>x<users>``
+   (reused when present).
 2. The API runs as ``reelrank serve api`` (its default worker processes: one per core),
    once with the ranker on Ray Serve and once in-process (the baseline, same run), with the
    demo's workers (``core.cli.WORKERS``) running beside it as ``make demo``
