@@ -44,6 +44,7 @@ DEMO_STEPS: tuple[tuple[str, str], ...] = (
     ("features", "serving.demo:build_features"),
     ("ranker", "serving.demo:train_ranker"),
     ("deploy", "serving.demo:deploy_champions"),
+    ("simulator", "serving.demo:fit_simulated_users"),
     ("serve", "serving.demo:serve"),
 )
 # Each is ``async def run(settings, stop)``; the name is also its consumer group.

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.config import Settings
-from serving.demo import Children, kuairand_dir, urls
+from serving.demo import BATCH_WORKERS, Children, fit_simulated_users, kuairand_dir, urls
 from training.datasets.kuairand_world import world_tables
 
 
@@ -97,3 +97,23 @@ def test_the_demo_command_is_listed() -> None:
     out = subprocess.run([sys.executable, "-c", "from core.cli import main; main()", "demo",
                           "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "kuairand" in out.stdout
+
+
+def test_simulated_users_are_fitted_before_the_api_starts(tmp_path, monkeypatch) -> None:
+    """The fit is a demo step before ``serve`` (in the traffic process it took the cores from
+    the first pages); with no logs to fit on, or no visits asked for, it fits nothing."""
+    from core.cli import DEMO_STEPS, WORKERS
+
+    names = [name for name, _ in DEMO_STEPS]
+    assert names.index("simulator") < names.index("serve")
+    assert set(WORKERS) > BATCH_WORKERS
+    monkeypatch.setenv("REELRANK_VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("REELRANK_DEMO_KUAIRAND_DIR", str(tmp_path / "none"))
+    from core.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        fit_simulated_users()  # no KuaiRand there: nothing to fit, no error
+        assert not list(tmp_path.rglob("model.json"))
+    finally:
+        get_settings.cache_clear()
