@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.clock import now_ms, utcnow
+from core.clock import utcnow
 from platform_services.media.delivery import QUALITIES
 from platform_services.media.models import VideoMedia
 from platform_services.storage.models import (
@@ -94,7 +94,6 @@ class Snapshot:
     by_owner: dict[int, np.ndarray] = field(default_factory=dict)  # ready ids, newest first
     explore_pool: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     newest: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ready, public
-    built_ms: int = 0
 
     @property
     def capacity(self) -> int:
@@ -129,8 +128,7 @@ def _derive(s: Snapshot) -> Snapshot:
         cut = np.quantile(quality[public], 1 - EXPLORE_TOP_SHARE)
         pool = public[quality[public] >= cut]
     newest = public[np.argsort(-s.created_ms[public], kind="stable")][:NEWEST]
-    return replace(s, quality=quality, by_owner=by_owner, explore_pool=pool, newest=newest,
-                   built_ms=now_ms())
+    return replace(s, quality=quality, by_owner=by_owner, explore_pool=pool, newest=newest)
 
 
 def _grow(a: np.ndarray, n: int, fill: object) -> np.ndarray:
@@ -182,14 +180,15 @@ class Catalog:
             stats_due = time.monotonic() - self._stats_at >= self.stats_every_s
             if not rows and not stats_due:
                 return 0
-            snap = self._apply(session, self.snapshot, rows)
+            snap, counted = self._apply(session, self.snapshot, rows), 0
             if stats_due:
-                snap, self._stats_watermark = _apply_stats(session, snap,
-                                                           self._stats_watermark)
+                snap, self._stats_watermark, counted = _apply_stats(session, snap,
+                                                                    self._stats_watermark)
                 self._stats_at = time.monotonic()
             if rows:
                 self._watermark = max(r.updated_at for r in rows)
-            self.snapshot = _derive(snap)
+            # Only new rows or counters move what is derived (~30 ms on 100k videos).
+            self.snapshot = _derive(snap) if rows or counted else snap
             return len(rows)
 
     @staticmethod
@@ -231,9 +230,10 @@ class Catalog:
 
 
 def _apply_stats(session: Session, s: Snapshot, since: datetime | None
-                 ) -> tuple[Snapshot, datetime | None]:
+                 ) -> tuple[Snapshot, datetime | None, int]:
     """``s`` with the counters changed since ``since`` (all of them when None) and its
-    creators' profiles read again; the watermark for the next read: when this read started.
+    creators' profiles read again; the watermark for the next read (when this read started)
+    and how many counter rows were applied.
     Rows stamped up to ``_OVERLAP`` before it are read again, so a batch stamped before the
     read and committed after it is still found (applying a row twice changes nothing)."""
     q = select(VideoStats.video_id, VideoStats.views, VideoStats.likes, VideoStats.shares,
@@ -243,6 +243,7 @@ def _apply_stats(session: Session, s: Snapshot, since: datetime | None
     since = utcnow()
     rows = session.execute(q).all()
     counters: dict[str, np.ndarray] = {}
+    applied = 0
     if rows:
         # Plain tuples: numpy probes each Row for array protocols, and a Row answers a
         # missing attribute by raising inside SQLAlchemy (~1 s per 100k rows).
@@ -252,12 +253,13 @@ def _apply_stats(session: Session, s: Snapshot, since: datetime | None
         late = [r.updated_at for r, ok in zip(rows, inside.tolist(), strict=True) if not ok]
         since = min([since, *late])
         a = a[inside]
+        applied = len(a)
         for j, name in enumerate(("views", "likes", "shares", "comments"), start=1):
             column = _grow(getattr(s, name), s.capacity, 0)
             column[a[:, 0]] = a[:, j]
             counters[name] = column
     creators = _creators(session, set(s.creators)) if s.creators else {}
-    return replace(s, creators=creators, **counters), since
+    return replace(s, creators=creators, **counters), since, applied
 
 
 _IN_CHUNK = 5_000  # ids per ``IN (...)``: under every backend's bound-parameter limit
