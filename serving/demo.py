@@ -28,9 +28,14 @@ from platform_services.storage.procs import spawn, stop_all
 
 CLI = [sys.executable, "-c", "from core.cli import main; main()"]
 # Workers whose work can wait (transcoding the uploaded clips, embedding them, rebuilding the
-# batch features): on the demo's one machine they run at a lower priority, so a burst of
-# theirs does not take the cores from the for-you pages (in production they run elsewhere).
+# batch features) and the simulated users run at a lower priority on the demo's one machine:
+# a burst of theirs (a clip's transcode, the simulator's start) must not take the cores from
+# the for-you pages (in production they run on other machines, the users on their phones).
 BATCH_WORKERS = frozenset({"transcode", "embed", "features-refresh"})
+
+
+def _niced(cmd: list[object]) -> list[object]:
+    return ["nice", "-n", "10", *cmd] if shutil.which("nice") else cmd
 DATASET = "synth"  # the generated world's data set name (tests and benchmarks write it)
 
 
@@ -213,8 +218,9 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
     kuairand = kuairand_dir(settings)
     if settings.demo_visits_per_min > 0 and can_simulate(settings, kuairand):
         children.start(
-            [sys.executable, "-m", "experiments.traffic", "--api", base, "--visits-per-min",
-             settings.demo_visits_per_min, "--dataset", dataset(), "--kuairand", kuairand],
+            _niced([sys.executable, "-m", "experiments.traffic", "--api", base,
+                    "--visits-per-min", settings.demo_visits_per_min, "--dataset", dataset(),
+                    "--kuairand", kuairand]),
             log=logs / "traffic.log")
         typer.echo(f"\n  simulated users: {settings.demo_visits_per_min:g} visits/min "
                    f"(log {logs / 'traffic.log'})")
@@ -247,8 +253,8 @@ def serve() -> None:
     token = issue_token(settings, user_id, ttl_s=24 * 3600)
     children = Children()
     for w in WORKERS:
-        nice = ["nice", "-n", "10"] if w in BATCH_WORKERS and shutil.which("nice") else []
-        children.start([*nice, *CLI, "worker", w], log=logs / f"worker-{w}.log")
+        cmd = [*CLI, "worker", w]
+        children.start(_niced(cmd) if w in BATCH_WORKERS else cmd, log=logs / f"worker-{w}.log")
     mlflow, mlflow_url = _mlflow(settings, logs)
     serving_threads()
     threading.Thread(target=_after_start, daemon=True,
