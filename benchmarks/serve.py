@@ -39,6 +39,7 @@ from benchmarks.servers import CLI, embedded_env
 from core.cli import WORKERS
 from platform_services.storage.cache import embedded_server_pid
 from platform_services.storage.procs import spawn, stop, stop_all
+from serving import demo
 
 ROOT = Path("var/bench-serve")
 STAGES = ("viewer", "candidates", "ann", "filter", "features", "ranking", "rerank", "page")
@@ -63,7 +64,6 @@ def prepare(root: Path, videos: int, users: int, days: int) -> dict:
     info = json.loads(marker.read_text()) if marker.is_file() else {}
     if info.get("config") != want:
         info = {"config": want, "timings": {}}
-    from serving import demo
 
     def world() -> None:
         from training.datasets.store import load_dataset, write_dataset
@@ -158,7 +158,7 @@ def _demo_workers(root: Path) -> list[subprocess.Popen]:
     """The demo's background workers (``core.cli.WORKERS``), as ``make demo`` runs them."""
     env = os.environ | embedded_env(root)
     # spawn: they die with this process, however it ends.
-    return [spawn([*CLI, "worker", name], log=root / f"worker-{name}.log", env=env)
+    return [spawn(demo.worker_command(name), log=root / f"worker-{name}.log", env=env)
             for name in WORKERS]
 
 

@@ -36,6 +36,12 @@ BATCH_WORKERS = frozenset({"transcode", "embed", "features-refresh"})
 
 def _niced(cmd: list[object]) -> list[object]:
     return ["nice", "-n", "10", *cmd] if shutil.which("nice") else cmd
+
+
+def worker_command(name: str) -> list[object]:
+    """How the demo starts the worker ``name`` (``bench serve`` starts them the same way)."""
+    cmd = [*CLI, "worker", name]
+    return _niced(cmd) if name in BATCH_WORKERS else cmd
 DATASET = "synth"  # the generated world's data set name (tests and benchmarks write it)
 
 
@@ -253,8 +259,7 @@ def serve() -> None:
     token = issue_token(settings, user_id, ttl_s=24 * 3600)
     children = Children()
     for w in WORKERS:
-        cmd = [*CLI, "worker", w]
-        children.start(_niced(cmd) if w in BATCH_WORKERS else cmd, log=logs / f"worker-{w}.log")
+        children.start(worker_command(w), log=logs / f"worker-{w}.log")
     mlflow, mlflow_url = _mlflow(settings, logs)
     serving_threads()
     threading.Thread(target=_after_start, daemon=True,

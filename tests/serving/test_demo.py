@@ -14,7 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from core.config import Settings
-from serving.demo import BATCH_WORKERS, Children, fit_simulated_users, kuairand_dir, urls
+from serving.demo import (
+    BATCH_WORKERS,
+    Children,
+    fit_simulated_users,
+    kuairand_dir,
+    urls,
+    worker_command,
+)
 from training.datasets.kuairand_world import world_tables
 
 
@@ -107,6 +114,8 @@ def test_simulated_users_are_fitted_before_the_api_starts(tmp_path, monkeypatch)
     names = [name for name, _ in DEMO_STEPS]
     assert names.index("simulator") < names.index("serve")
     assert set(WORKERS) > BATCH_WORKERS
+    assert worker_command("transcode")[:3] == ["nice", "-n", "10"]  # Debian has coreutils
+    assert worker_command("relay")[-2:] == ["worker", "relay"] != worker_command("relay")[:2]
     monkeypatch.setenv("REELRANK_VAR_DIR", str(tmp_path))
     monkeypatch.setenv("REELRANK_DEMO_KUAIRAND_DIR", str(tmp_path / "none"))
     from core.config import get_settings
