@@ -27,6 +27,7 @@ from core.config import Settings, get_settings
 from platform_services.storage.procs import spawn, stop_all
 
 CLI = [sys.executable, "-c", "from core.cli import main; main()"]
+DATASET = "synth"  # the generated world's data set name (tests and benchmarks write it)
 # Workers whose work can wait (transcoding the uploaded clips, embedding them, rebuilding the
 # batch features) and the simulated users run at a lower priority on the demo's one machine:
 # a burst of theirs (a clip's transcode, the simulator's start) must not take the cores from
@@ -42,7 +43,6 @@ def worker_command(name: str) -> list[object]:
     """How the demo starts the worker ``name`` (``bench serve`` starts them the same way)."""
     cmd = [*CLI, "worker", name]
     return _niced(cmd) if name in BATCH_WORKERS else cmd
-DATASET = "synth"  # the generated world's data set name (tests and benchmarks write it)
 
 
 def dataset() -> str:
