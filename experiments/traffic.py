@@ -53,16 +53,21 @@ async def run(settings: Settings, base_url: str, visits_per_min: float, dataset:
                                   statuses)
                 totals.update(visits=1, pages=out.pages, seen=out.seen, clicks=out.clicks,
                               likes=out.likes, errors=out.errors)
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 totals.update(visits=1, errors=1)
+                statuses[f"transport {type(exc).__name__}"] += 1
             if time.monotonic() - last_report >= REPORT_EVERY_S:
-                print("traffic: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())),
-                      flush=True)
+                print(f"traffic: {_line(totals)}; responses: {_line(statuses)}", flush=True)
                 last_report = time.monotonic()
             wait = interval - (time.monotonic() - started)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(wait, 0.0))
-    return totals
+    return totals + Counter({f"responses {k}": v for k, v in statuses.items()})
+
+
+def _line(counts: Counter) -> str:
+    """``a 1, b 2``: what a person reading the log sees (an error comes with its status)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                          args.kuairand, stop)
 
     totals = asyncio.run(go())
-    print("traffic stopped: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())),
-          flush=True)
+    print(f"traffic stopped: {_line(totals)}", flush=True)
 
 
 if __name__ == "__main__":
