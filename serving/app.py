@@ -25,7 +25,7 @@ from platform_services.storage.blob_routes import blob_router
 from platform_services.storage.blobs import LocalBlobStore, open_blob_store
 from serving.errors import error_responses, install_error_handlers
 from serving.limits import BodySizeLimit, UnroutedRateLimit, rate_limited
-from serving.observability import RequestObservability
+from serving.observability import PROCESSES_READY, RequestObservability
 from serving.routes import auth, events, experiments, feed
 from serving.routes import comments as comment_routes
 from serving.routes import lists as list_routes
@@ -69,8 +69,10 @@ def create_app(settings: Settings | None = None, feed_services: bool = True) -> 
                     FeedServices.start, settings, app.state.runtime.sessions)
                 app.state.feeds = Feeds(services)
             freeze_startup_heap()
+            PROCESSES_READY.set(1)
             yield
         finally:
+            PROCESSES_READY.set(0)
             if services is not None:
                 await services.close()
             search_routes.close_engine(app)

@@ -167,6 +167,28 @@ def wait_http(url: str, limit_s: float = 300.0) -> bool:
     return False
 
 
+def wait_ready(base: str, processes: int, limit_s: float = 180.0) -> bool:
+    """Until all ``processes`` API processes have started (``reelrank_api_processes_ready``
+    on ``/metrics``); False after ``limit_s``. ``/healthz`` answers once the first one is up:
+    a page asked for while the others still load and warm the ranker waited behind them and
+    came back degraded."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/metrics/", timeout=5) as r:
+                text = r.read().decode()
+            ready = sum(s.value for fam in text_string_to_metric_families(text)
+                        if fam.name == "reelrank_api_processes_ready" for s in fam.samples)
+            if ready >= processes:
+                return True
+        except (OSError, ValueError):  # not up yet, rate limited, or a torn read
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def _mlflow(settings: Settings, logs: Path) -> tuple[subprocess.Popen, str]:
     """``mlflow server`` on the tracking store, in its own session (its workers stop with
     it: :func:`stop_all` signals the group)."""
@@ -215,10 +237,14 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
     """Once the API answers: the URLs, the simulated users, the real clips (a thread)."""
     from experiments.simulate_cli import can_simulate
     from serving.demo_clips import upload_clips
+    from serving.launch import workers_for
 
     if not wait_http(f"{base}/healthz"):
         typer.secho("the API did not answer within 300 s; see its output above", fg="red")
         return
+    if not wait_ready(base, workers_for(settings)):
+        typer.secho("not every API process started within 180 s; the first pages may be "
+                    "slow", fg="yellow")
     typer.secho("\nreelrank is serving:\n", bold=True)
     typer.echo("\n".join(urls(base, mlflow, token)))
     kuairand = kuairand_dir(settings)

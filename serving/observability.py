@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.logging import kv, log_context
@@ -44,6 +44,13 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+# 1 in each API process from the end of its startup (catalog, models, item features, the
+# ranker warmed) until its shutdown; summed over the live processes. ``/healthz`` answers as
+# soon as the first process is up, while the others may still be loading: this says how many
+# are ready (the demo waits for all before it says it is serving).
+PROCESSES_READY = Gauge("reelrank_api_processes_ready",
+                        "API processes that finished starting and take requests",
+                        multiprocess_mode="livesum")
 access_log = logging.getLogger("reelrank.access")
 
 

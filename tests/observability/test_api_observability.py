@@ -131,6 +131,15 @@ def test_a_429_counts_in_the_rate_limit_counter(client: TestClient) -> None:
     assert samples[("reelrank_rate_limited_total", (("limit", "signup"),))] == after
 
 
+def test_a_process_counts_as_ready_from_its_startup_to_its_shutdown(
+        json_settings: Settings) -> None:
+    """``reelrank_api_processes_ready``: 1 once the lifespan startup is done (what the demo
+    waits for in every process before it says it is serving), 0 after the shutdown."""
+    with TestClient(create_app(json_settings, feed_services=False)) as c:
+        assert scrape(c)[("reelrank_api_processes_ready", ())] == 1
+    assert REGISTRY.get_sample_value("reelrank_api_processes_ready") == 0
+
+
 def test_chatty_library_loggers_show_warnings_only_unless_debug() -> None:
     """Feast's registry refreshes and httpx's line per request stay out of a terminal at INFO
     (they buried the demo's and the simulator's progress lines); their warnings still show,

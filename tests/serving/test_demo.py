@@ -20,6 +20,7 @@ from serving.demo import (
     fit_simulated_users,
     kuairand_dir,
     urls,
+    wait_ready,
     worker_command,
 )
 from training.datasets.kuairand_world import world_tables
@@ -126,3 +127,34 @@ def test_simulated_users_are_fitted_before_the_api_starts(tmp_path, monkeypatch)
         assert not list(tmp_path.rglob("model.json"))
     finally:
         get_settings.cache_clear()
+
+
+def test_the_demo_waits_until_every_api_process_is_ready() -> None:
+    """``/healthz`` answers once one process is up; ``wait_ready`` reads the summed readiness
+    gauge on ``/metrics`` and waits for all of them."""
+    import http.server
+    import threading
+
+    ready = {"n": 1}
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = (b"# TYPE reelrank_api_processes_ready gauge\n"
+                    b"reelrank_api_processes_ready %d.0\n" % ready["n"])
+            self.send_response(200 if self.path == "/metrics/" else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert not wait_ready(base, 2, limit_s=1.2)
+        assert wait_ready(base, 1, limit_s=1.2)
+        ready["n"] = 2
+        assert wait_ready(base, 2, limit_s=1.2)
+    finally:
+        server.shutdown()
