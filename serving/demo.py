@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -106,15 +105,25 @@ def deploy_champions() -> None:
         typer.echo(f"{name}@champion -> version {version}")
 
 
+def simulated_users_logs(settings: Settings) -> Path | None:
+    """The KuaiRand logs the simulated users are fitted on when the demo sends them (visits
+    asked for, and a fitted model or logs to fit one on); None when it sends none."""
+    from experiments.simulate_cli import can_simulate
+
+    kuairand = kuairand_dir(settings)
+    if settings.demo_visits_per_min > 0 and can_simulate(settings, kuairand):
+        return kuairand
+    return None
+
+
 def fit_simulated_users() -> None:
     """Fit the simulated users' response model now (once; ~10 s on both cores), not in the
     traffic process after the API is up, where the fit took the cores from the first pages
     a new user asks for (they came back degraded: the ranker missed its budget)."""
-    from experiments.simulate_cli import can_simulate, response_model
+    from experiments.simulate_cli import response_model
 
     settings = get_settings()
-    kuairand = kuairand_dir(settings)
-    if settings.demo_visits_per_min > 0 and can_simulate(settings, kuairand):
+    if (kuairand := simulated_users_logs(settings)) is not None:
         response_model(settings, kuairand)
 
 
@@ -151,42 +160,27 @@ def urls(base: str, mlflow: str, token: str) -> list[str]:
     ]
 
 
-def wait_http(url: str, limit_s: float = 300.0) -> bool:
-    """Until ``url`` answers (any status below 500); False after ``limit_s``."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return True
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
-def wait_ready(base: str, processes: int, limit_s: float = 180.0) -> bool:
-    """Until all ``processes`` API processes have started (``reelrank_api_processes_ready``
-    on ``/metrics``); False after ``limit_s``. ``/healthz`` answers once the first one is up:
-    a page asked for while the others still load and warm the ranker waited behind them and
-    came back degraded."""
+def wait_api_ready(base: str, processes: int, limit_s: float = 300.0) -> int:
+    """How many API processes have started (``reelrank_api_processes_ready`` on
+    ``/metrics``), once all ``processes`` have or ``limit_s`` has passed (0: none answered).
+    ``/healthz`` answers once the first one is up: a page asked for while the others still
+    load and warm the ranker waited behind them and came back degraded."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    deadline = time.monotonic() + limit_s
+    deadline, ready = time.monotonic() + limit_s, 0
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{base}/metrics/", timeout=5) as r:
                 text = r.read().decode()
-            ready = sum(s.value for fam in text_string_to_metric_families(text)
-                        if fam.name == "reelrank_api_processes_ready" for s in fam.samples)
+            ready = int(sum(s.value for fam in text_string_to_metric_families(text)
+                            if fam.name == "reelrank_api_processes_ready"
+                            for s in fam.samples))
             if ready >= processes:
-                return True
+                break
         except (OSError, ValueError):  # not up yet, rate limited, or a torn read
             pass
         time.sleep(0.5)
-    return False
+    return ready
 
 
 def _mlflow(settings: Settings, logs: Path) -> tuple[subprocess.Popen, str]:
@@ -235,20 +229,21 @@ class Children:
 def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id: int,
                  children: Children, logs: Path) -> None:
     """Once the API answers: the URLs, the simulated users, the real clips (a thread)."""
-    from experiments.simulate_cli import can_simulate
     from serving.demo_clips import upload_clips
     from serving.launch import workers_for
 
-    if not wait_http(f"{base}/healthz"):
+    processes = workers_for(settings)
+    ready = wait_api_ready(base, processes)
+    if not ready:
         typer.secho("the API did not answer within 300 s; see its output above", fg="red")
         return
-    if not wait_ready(base, workers_for(settings)):
-        typer.secho("not every API process started within 180 s; the first pages may be "
-                    "slow", fg="yellow")
+    if ready < processes:
+        typer.secho(f"{ready} of {processes} API processes started within 300 s; the first "
+                    "pages may be slow", fg="yellow")
     typer.secho("\nreelrank is serving:\n", bold=True)
     typer.echo("\n".join(urls(base, mlflow, token)))
-    kuairand = kuairand_dir(settings)
-    if settings.demo_visits_per_min > 0 and can_simulate(settings, kuairand):
+    kuairand = simulated_users_logs(settings)
+    if kuairand is not None:
         children.start(
             _niced([sys.executable, "-m", "experiments.traffic", "--api", base,
                     "--visits-per-min", settings.demo_visits_per_min, "--dataset", dataset(),
@@ -257,8 +252,8 @@ def _after_start(settings: Settings, base: str, mlflow: str, token: str, user_id
         typer.echo(f"\n  simulated users: {settings.demo_visits_per_min:g} visits/min "
                    f"(log {logs / 'traffic.log'})")
     elif settings.demo_visits_per_min > 0:
-        typer.echo(f"\n  (no KuaiRand logs in {kuairand} to fit the simulated users on: no "
-                   "simulated traffic; set REELRANK_DEMO_KUAIRAND_DIR)")
+        typer.echo(f"\n  (no KuaiRand logs in {kuairand_dir(settings)} to fit the simulated "
+                   "users on: no simulated traffic; set REELRANK_DEMO_KUAIRAND_DIR)")
     typer.echo(f"  logs of the workers and MLflow: {logs}")
     typer.echo("  Ctrl-C stops the API, Ray Serve, Ray, the workers, MLflow and the traffic.\n")
     try:

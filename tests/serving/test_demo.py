@@ -16,11 +16,13 @@ from typer.testing import CliRunner
 from core.config import Settings
 from serving.demo import (
     BATCH_WORKERS,
+    CLI,
     Children,
     fit_simulated_users,
     kuairand_dir,
+    simulated_users_logs,
     urls,
-    wait_ready,
+    wait_api_ready,
     worker_command,
 )
 from training.datasets.kuairand_world import world_tables
@@ -116,7 +118,12 @@ def test_simulated_users_are_fitted_before_the_api_starts(tmp_path, monkeypatch)
     assert names.index("simulator") < names.index("serve")
     assert set(WORKERS) > BATCH_WORKERS
     assert worker_command("transcode")[:3] == ["nice", "-n", "10"]  # Debian has coreutils
-    assert worker_command("relay")[-2:] == ["worker", "relay"] != worker_command("relay")[:2]
+    assert worker_command("relay") == [*CLI, "worker", "relay"]  # event workers: not niced
+    logs = tmp_path / "kuairand"
+    logs.mkdir()
+    assert simulated_users_logs(Settings(var_dir=tmp_path, demo_kuairand_dir=logs)) == logs
+    assert simulated_users_logs(Settings(var_dir=tmp_path, demo_kuairand_dir=logs,
+                                         demo_visits_per_min=0)) is None
     monkeypatch.setenv("REELRANK_VAR_DIR", str(tmp_path))
     monkeypatch.setenv("REELRANK_DEMO_KUAIRAND_DIR", str(tmp_path / "none"))
     from core.config import get_settings
@@ -130,8 +137,8 @@ def test_simulated_users_are_fitted_before_the_api_starts(tmp_path, monkeypatch)
 
 
 def test_the_demo_waits_until_every_api_process_is_ready() -> None:
-    """``/healthz`` answers once one process is up; ``wait_ready`` reads the summed readiness
-    gauge on ``/metrics`` and waits for all of them."""
+    """``/healthz`` answers once one process is up; ``wait_api_ready`` reads the summed
+    readiness gauge on ``/metrics``, waits for all of them and says how many it saw."""
     import http.server
     import threading
 
@@ -152,9 +159,11 @@ def test_the_demo_waits_until_every_api_process_is_ready() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        assert not wait_ready(base, 2, limit_s=1.2)
-        assert wait_ready(base, 1, limit_s=1.2)
+        assert wait_api_ready(base, 2, limit_s=1.2) == 1  # gave up: one of two
+        assert wait_api_ready(base, 1, limit_s=1.2) == 1
         ready["n"] = 2
-        assert wait_ready(base, 2, limit_s=1.2)
+        assert wait_api_ready(base, 2, limit_s=1.2) == 2
     finally:
         server.shutdown()
+        server.server_close()
+    assert wait_api_ready(base, 1, limit_s=1.2) == 0  # nothing answers there any more
