@@ -180,7 +180,8 @@ class Catalog:
             stats_due = time.monotonic() - self._stats_at >= self.stats_every_s
             if not rows and not stats_due:
                 return 0
-            snap, counted = self._apply(session, self.snapshot, rows), 0
+            snap = self._apply(session, self.snapshot, rows)
+            counted = 0  # counter rows applied
             if stats_due:
                 snap, self._stats_watermark, counted = _apply_stats(session, snap,
                                                                     self._stats_watermark)

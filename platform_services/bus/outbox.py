@@ -28,14 +28,15 @@ from platform_services.bus.base import EventBus, Message
 from platform_services.bus.models import OutboxRow
 
 log = logging.getLogger(__name__)
-_INSERT = insert(OutboxRow.__table__)  # built once: a statement's cache key is kept with it
+_TABLE = OutboxRow.__table__
+_INSERT = insert(_TABLE)  # built once: a statement's cache key is kept with it
 IDLE_MAX_S = 0.25  # an idle relay's longest wait between reads of the outbox
 # The relay's statements, built once, as Core (rows, not ORM objects): a relay batch is three
 # small transactions, and building and compiling them each time was most of their cost.
-_OUTBOX = OutboxRow.__table__.c
+_OUTBOX = _TABLE.c
 _PENDING = select(_OUTBOX.id, _OUTBOX.topic, _OUTBOX.key, _OUTBOX.value) \
     .where(_OUTBOX.published_at.is_(None)).order_by(_OUTBOX.id).limit(bindparam("n"))
-_MARK = update(OutboxRow.__table__).where(_OUTBOX.id.in_(bindparam("ids", expanding=True))) \
+_MARK = update(_TABLE).where(_OUTBOX.id.in_(bindparam("ids", expanding=True))) \
     .values(published_at=bindparam("at"))
 BUFFERED = Counter("reelrank_outbox_buffered_events",
                    "Events of an OutboxBuffer by what became of them (written|dropped)",
@@ -68,10 +69,9 @@ def emit_if_changed(change: Any) -> Any:
     comes back if it changed something. One statement is atomic without a transaction, so a
     toggle needs one round trip where a transaction's BEGIN, change, event and COMMIT took
     four."""
-    table = OutboxRow.__table__
     changed = change.cte("changed")
-    values = select(*(bindparam(c, type_=table.c[c].type) for c in _OUTBOX_COLUMNS))
-    return (insert(table).from_select(_OUTBOX_COLUMNS, values.select_from(changed))
+    values = select(*(bindparam(c, type_=_OUTBOX[c].type) for c in _OUTBOX_COLUMNS))
+    return (insert(_TABLE).from_select(_OUTBOX_COLUMNS, values.select_from(changed))
             .returning(literal_column("1")))
 
 
