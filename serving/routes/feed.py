@@ -4,8 +4,9 @@ All three return :class:`~serving.feed.schemas.FeedPage` with an opaque ``next_c
 cursor from any of them continues its own list. A degraded response (a dependency down or
 slow) is still a 200, with ``X-Reelrank-Degraded`` naming what was missing. Each route is
 one hop to a worker thread, where :class:`~serving.feed.pipeline.Feeds` does the whole
-request; the token is checked on the event loop first (no database read for that: the user
-row is read with the rest of the request, and an unknown user is still a 401).
+request (a for-you next page is served on the event loop: ``Feeds.for_you_page``); the token
+is checked on the event loop first (no database read for that: the user row is read with the
+rest of the request, and an unknown user is still a 401).
 
 The pipeline builds the body as plain dicts in the model's shape and orjson writes it:
 FastAPI's check of a returned dict against the model (validate, then dump) was ~11 % of a
@@ -15,7 +16,7 @@ every feed page they get against it (``tests/serving/conftest.py``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Literal
 
 import orjson
@@ -84,10 +85,10 @@ async def debug_allowed(claims: ClaimsDep, settings: SettingsDep, debug: DebugQ 
 DebugAllowed = Annotated[bool, Depends(debug_allowed)]
 
 
-async def _serve(work: Callable[..., Page], *args: object) -> Response:
-    """Run one feed request on a worker thread; the body as JSON, its trace as headers."""
+async def _serve(request: Awaitable[Page]) -> Response:
+    """One feed request's page: the body as JSON, its trace as headers."""
     try:
-        page = await run_in_threadpool(work, *args)
+        page = await request
     except CursorError as exc:
         raise HTTPException(400, f"invalid cursor: {exc}") from None
     except UnknownUser:
@@ -103,8 +104,8 @@ async def for_you(debug: DebugAllowed, _: Admitted, claims: ClaimsDep, feeds: Fe
                   cursor: CursorQ = None) -> Response:
     """The personalised feed; pass ``cursor`` for the next page of the same list. ``debug``
     is for staff outside ``dev`` (``feed_debug_role``)."""
-    return await _serve(feeds.for_you, claims.user_id,
-                        page_size or settings.feed_page_size, cursor, debug)
+    return await _serve(feeds.for_you_page(claims.user_id, page_size or settings.feed_page_size,
+                                           cursor, debug))
 
 
 @router.get("/trending", response_model=FeedPage)
@@ -114,13 +115,14 @@ async def trending(claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
                    category: Annotated[str | None, Query(max_length=32)] = None,
                    page_size: PageSize = None, cursor: CursorQ = None) -> Response:
     """Most-engaged videos of a time range, optionally by viewer region and video topic."""
-    return await _serve(feeds.trending_page, claims.user_id, time_range, region,
-                        category, page_size or settings.feed_page_size, cursor)
+    return await _serve(run_in_threadpool(feeds.trending_page, claims.user_id, time_range,
+                                          region, category,
+                                          page_size or settings.feed_page_size, cursor))
 
 
 @router.get("/following", response_model=FeedPage)
 async def following(claims: ClaimsDep, feeds: FeedsDep, settings: SettingsDep,
                     page_size: PageSize = None, cursor: CursorQ = None) -> Response:
     """Recent videos of the creators you follow, newest first (hybrid push/pull fan-out)."""
-    return await _serve(feeds.following_page, claims.user_id,
-                        page_size or settings.feed_page_size, cursor)
+    return await _serve(run_in_threadpool(feeds.following_page, claims.user_id,
+                                          page_size or settings.feed_page_size, cursor))

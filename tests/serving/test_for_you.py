@@ -486,6 +486,52 @@ def test_sheds_first_pages_at_capacity_but_serves_cursors(client: TestClient,
     assert client.get(FEED, headers=h).status_code == 200
 
 
+def test_next_pages_stay_on_the_event_loop_until_the_cache_fails(
+        client: TestClient, world: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A next page is served on the event loop, not a worker thread; after a page-cache error
+    next pages go to worker threads for ``CACHE_RETRY_S`` (a hung Redis would hold the loop)."""
+    from serving.feed import page_cache, pipeline
+
+    hops: list[str] = []
+    to_thread = pipeline.run_in_threadpool
+
+    async def counted(work, *args):  # noqa: ANN001, ANN002, ANN202
+        hops.append(work.__name__)
+        return await to_thread(work, *args)
+
+    failures = [redis.ConnectionError("the page cache is down")]
+    load = page_cache.load
+
+    def flaky_load(r: redis.Redis, list_id: str) -> page_cache.RankedList | None:
+        if failures:
+            raise failures.pop()
+        return load(r, list_id)
+
+    monkeypatch.setattr(pipeline, "run_in_threadpool", counted)
+    h = auth(world, 17)
+    first = client.get(FEED, headers=h, params={"page_size": 5}).json()
+    assert hops == ["for_you"], "a first page is computed on a worker thread"
+    second = client.get(FEED, headers=h, params={"page_size": 5, "cursor": first["next_cursor"]})
+    assert second.status_code == 200 and hops == ["for_you"], "a next page: no thread hop"
+    monkeypatch.setattr(page_cache, "load", flaky_load)
+    third = client.get(FEED, headers=h,
+                       params={"page_size": 5, "cursor": second.json()["next_cursor"]})
+    # The loop's read failed; the thread's retry of the same page found the list.
+    assert third.status_code == 200 and hops == ["for_you"] * 2
+    assert third.json()["videos"][0]["position"] > second.json()["videos"][-1]["position"]
+    fourth = client.get(FEED, headers=h,
+                        params={"page_size": 5, "cursor": third.json()["next_cursor"]})
+    assert fourth.status_code == 200 and hops == ["for_you"] * 3, "the cache failed just now"
+    client.app.state.feeds._cache_retry_at = 0.0  # as when CACHE_RETRY_S has passed
+    fifth = client.get(FEED, headers=h,
+                       params={"page_size": 5, "cursor": fourth.json()["next_cursor"]})
+    assert fifth.status_code == 200 and hops == ["for_you"] * 3, "back on the loop"
+    positions = [it["position"] for page in (first, second.json(), third.json(),
+                                             fourth.json(), fifth.json())
+                 for it in page["videos"]]
+    assert len(positions) == 25 and positions == sorted(set(positions)), "one list, in order"
+
+
 def test_heavy_viewer_still_gets_personalised_candidates(client: TestClient,
                                                          world: Settings) -> None:
     """The user's best ANN hits already shown: sources fetch past them instead of leaving
