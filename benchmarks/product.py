@@ -29,6 +29,7 @@ from pathlib import Path
 from benchmarks.faults import disk_full, faults
 from benchmarks.reliability import FLAT_MIB_PER_MIN, NOISE_MIB, soak
 from benchmarks.report import table, write_report
+from core.cli import DEMO_STEPS
 
 ROOT = Path("var/bench-product")
 TOKEN = re.compile(r"Bearer ([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
@@ -174,8 +175,9 @@ def _body(first: dict, s: dict, f: dict, d: dict, load: tuple[float, ...]) -> st
         "## Time to the first for-you page",
         "",
         demo + " The clone runs with the existing virtualenv (creating one is `make`'s part); "
-        "the demo builds the synthetic world, trains and registers both models, materializes "
-        "the features and starts the workers and the API with the ranker on Ray Serve.",
+        "the demo runs its steps (" + ", ".join(name for name, _ in DEMO_STEPS) + ": "
+        "`core.cli.DEMO_STEPS`), the last of them starting the workers and the API with the "
+        "ranker on Ray Serve.",
         "",
         "## Soak",
         "",

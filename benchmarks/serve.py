@@ -13,9 +13,9 @@
    counts as a failure, at infinite latency) beside the success rate, the degraded share, the
    candidates ranked per first page (from each response's ``X-Reelrank-Ranked``: mean and
    minimum), CPU milliseconds per page (process CPU time of the API workers, the ranker
-   replicas and the rest of the serving processes / pages served), and whether the rate was
-   *held* (<= 1 % degraded and <= 0.1 % failed) go to ``benchmarks/results/serve.md``, with
-   the per-stage time budget from ``Server-Timing``.
+   replicas, Ray's daemons, the embedded Redis and the demo's workers / pages served), and
+   whether the rate was *held* (<= 1 % degraded and <= 0.1 % failed) go to
+   ``benchmarks/results/serve.md``, with the per-stage time budget from ``Server-Timing``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ HELD_DEGRADED, HELD_FAILED = 0.01, 0.001
 CACHED_FACTOR = 5  # cached next pages are sent at 5x the first-page rates
 PORT = 8765
 IDLE_S = 10.0  # the idle CPU window per backend, after the warm-up
-ROLES = ("api", "ranker", "other")  # CpuMeter's, in the order the tables add them
+ROLES = ("api", "ranker", "ray", "redis", "workers")  # CpuMeter's, in table order
 
 
 def prepare(root: Path, videos: int, users: int, days: int) -> dict:
@@ -211,7 +211,8 @@ def _load(port: int, tokens: Path, mode: str, rate: float, seconds: float,
 
 @dataclass(frozen=True)
 class CpuPerPage:
-    """A row's CPU ms per page by role (:data:`ROLES`), shown as their sum's terms."""
+    """A row's CPU ms per page by role (:data:`ROLES`), shown as their sum's terms and the
+    sum."""
 
     by_role: tuple[float, ...]
 
@@ -220,34 +221,40 @@ class CpuPerPage:
         return sum(self.by_role)
 
     def __str__(self) -> str:
-        return " + ".join(f"{v:.2f}" for v in self.by_role)
+        return " + ".join(f"{v:.2f}" for v in self.by_role) + f" = {self.total:.2f}"
 
 
 class CpuMeter:
-    """Process CPU time (user + system) of the serving processes, by role: the API (the
-    ``serve api`` process and its uvicorn workers), the Ray Serve ranker replicas, and the rest
-    the API started (Ray's daemons) and the embedded Redis (``redis_pid``: a child of whichever
-    process connected first, often a demo worker). Not the load generator, not the demo's
-    workers: they are not the cost of a page."""
+    """Process CPU time (user + system) of every process a page costs, by role: the API (the
+    ``serve api`` process and its uvicorn workers), the Ray Serve ranker replicas, Ray's
+    daemons (the rest of the API's children), the embedded Redis (``redis_pid``: a child of
+    whichever process connected first, often a demo worker) and the demo's workers
+    (``workers``, with their children: the outbox relay and the exposures consumer carry each
+    page's events). Not the load generator."""
 
-    def __init__(self, api: subprocess.Popen, redis_pid: int | None = None) -> None:
+    def __init__(self, api: subprocess.Popen, redis_pid: int | None = None,
+                 workers: list[subprocess.Popen] = ()) -> None:
         self.api = psutil.Process(api.pid)
         self.redis = _process(redis_pid)
+        self.workers = [p for w in workers if (p := _process(w.pid)) is not None]
 
     def _roles(self) -> dict[str, list[psutil.Process]]:
         out: dict[str, list[psutil.Process]] = {role: [] for role in ROLES}
         out["api"].append(self.api)
-        children = self.api.children(recursive=True)
-        if self.redis is not None and self.redis not in children:
-            out["other"].append(self.redis)
-        for p in children:
+        if self.redis is not None:
+            out["redis"].append(self.redis)
+        for p in self.api.children(recursive=True):
             try:
                 line = " ".join(p.cmdline())
             except psutil.Error:
                 continue
             role = "ranker" if "ServeReplica" in line else \
-                "api" if "multiprocessing" in line or "uvicorn" in line else "other"
-            out[role].append(p)
+                "api" if "multiprocessing" in line or "uvicorn" in line else "ray"
+            if p != self.redis:
+                out[role].append(p)
+        for w in self.workers:
+            out["workers"].append(w)
+            out["workers"] += [c for c in _children(w) if c != self.redis]
         return out
 
     def read(self) -> dict[str, float]:
@@ -262,6 +269,13 @@ class CpuMeter:
                     pass
             seconds[role] = total
         return seconds
+
+
+def _children(p: psutil.Process) -> list[psutil.Process]:
+    try:
+        return p.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _process(pid: int | None) -> psutil.Process | None:
@@ -389,7 +403,7 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
 
     def measure(backend: str, proc: subprocess.Popen, mode: str, rate: int) -> None:
         """One rate's run on the server at PORT: its row (and its stage times)."""
-        meter = CpuMeter(proc, embedded_server_pid(root / "redis.db"))
+        meter = meter_for(proc)
         _drain(PORT, probe)
         loads.append(os.getloadavg()[0])
         try:
@@ -414,6 +428,9 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
             stages[f"{backend} @ {rate} req/s"] = stage_rows(run)
         report()
 
+    def meter_for(proc: subprocess.Popen) -> CpuMeter:
+        return CpuMeter(proc, embedded_server_pid(root / "redis.db"), background)
+
     background = _demo_workers(root)
     try:
         for backend in ("ray", "local"):
@@ -421,7 +438,7 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
             try:
                 _load(PORT, viewers.take(30), "first", 10, 3.0)  # warm-up, not reported
                 _drain(PORT, probe)
-                idle[backend] = idle_cpu(CpuMeter(proc, embedded_server_pid(root / "redis.db")))
+                idle[backend] = idle_cpu(meter_for(proc))
                 if backend == "local":  # the page the floor serves: the in-process API's
                     page.write_bytes(_first_page(PORT, probe))
                 # Cached pages first: an overloaded first-page run must not leave a backlog.
@@ -509,10 +526,10 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "ranked per first page (`X-Reelrank-Ranked`), mean / minimum. `pages/call`: first "
         "pages per call to Ray Serve (the API processes batch the pages they compute back to "
         "back; `reelrank_ranker_call_requests`). `CPU ms/page`: process "
-        "CPU time per page served, API workers + ranker replicas + other serving processes "
-        "(Ray daemons, Redis); a cached run's users get their first pages (the cursors it "
-        "follows) beforehand, outside the run and its CPU. 1-minute load average at the "
-        "start of the runs: "
+        "CPU time per page served, API workers + ranker replicas + Ray's daemons + the "
+        "embedded Redis + the demo's workers = the total; a cached run's users get their "
+        "first pages (the cursors it follows) beforehand, outside the run and its CPU. "
+        "1-minute load average at the start of the runs: "
         + (f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a")
         + f" on {os.cpu_count()} cores.",
         "",
@@ -523,7 +540,7 @@ def _body(videos: int, users: int, seconds: float, world: dict, results: list, s
         "by role as in `CPU ms/page`, which includes it: at r pages/s it adds idle / r ms to "
         "each page):",
         "",
-        table(["backend", "api", "ranker", "other"],
+        table(["backend", *ROLES],
               [[b, *(f"{v.get(k, 0.0):.1f}" for k in ROLES)]
                for b, v in idle.items()]),
         "",
