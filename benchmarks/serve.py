@@ -257,18 +257,27 @@ class CpuMeter:
             out["workers"] += [c for c in _children(w) if c != self.redis]
         return out
 
-    def read(self) -> dict[str, float]:
+    def read(self) -> dict[tuple[str, int], float]:
+        """CPU seconds so far per ``(role, pid)``."""
         seconds = {}
         for role, procs in self._roles().items():
-            total = 0.0
             for p in procs:
                 try:
                     t = p.cpu_times()
-                    total += t.user + t.system
+                    seconds[role, p.pid] = t.user + t.system
                 except psutil.Error:
                     pass
-            seconds[role] = total
         return seconds
+
+    @staticmethod
+    def spent(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float]
+              ) -> dict[str, float]:
+        """CPU seconds per role between two reads, by the processes alive at the second (a
+        process gone meanwhile takes its time along; one started meanwhile counts from 0)."""
+        out = dict.fromkeys(ROLES, 0.0)
+        for (role, pid), t in after.items():
+            out[role] += t - before.get((role, pid), 0.0)
+        return out
 
 
 def _children(p: psutil.Process) -> list[psutil.Process]:
@@ -291,8 +300,8 @@ def idle_cpu(meter: CpuMeter, seconds: float = IDLE_S) -> dict[str, float]:
     includes it, spread over the pages: at ``r`` pages/s it adds ``idle / r`` to each."""
     before = meter.read()
     time.sleep(seconds)
-    after = meter.read()
-    return {k: 1000 * (after[k] - before.get(k, 0.0)) / seconds for k in after}
+    spent = CpuMeter.spent(before, meter.read())
+    return {k: 1000 * v / seconds for k, v in spent.items()}
 
 
 def percentile_all(latencies: list[float], q: float) -> float:
@@ -421,7 +430,7 @@ def run_bench(out: Path, videos: int, users: int, rates: list[int], seconds: flo
         except Exception as exc:  # keep the other runs; say what failed
             results.append([backend, mode, rate] + ["-"] * 10 + [f"failed: {str(exc)[:80]}"])
             return
-        s = summarize(run, {k: after[k] - before.get(k, 0.0) for k in after})
+        s = summarize(run, CpuMeter.spent(before, after))
         s["pages_per_call"] = _per_call(calls_before, calls_after)
         results.append(_row(backend, mode, rate, s))
         if mode == "first" and rate in (min(rates), 50, max(rates)):
