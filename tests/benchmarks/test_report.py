@@ -32,7 +32,7 @@ def test_cached_pages_are_set_against_the_floor_of_the_same_rate() -> None:
     def row(backend: str, rate: int, api_ms: float, p99: float = 3.0) -> list[object]:
         s = {"throughput": float(rate), "success": 1.0, "p50": 1.0, "p95": 2.0, "p99": p99,
              "degraded": 0.0, "held": True, "ranked_mean": float("nan"), "ranked_min": -1,
-             "pages_per_call": "-", "cpu_ms": {"api": api_ms, "other": 0.25}, "reasons": []}
+             "pages_per_call": "-", "cpu_ms": {"api": api_ms, "redis": 0.25}, "reasons": []}
         return _row(backend, "cached", rate, s)
 
     failed = ["floor", "cached", 500] + ["-"] * 10 + ["failed: timeout"]
