@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +234,7 @@ class CpuMeter:
     page's events). Not the load generator."""
 
     def __init__(self, api: subprocess.Popen, redis_pid: int | None = None,
-                 workers: list[subprocess.Popen] = ()) -> None:
+                 workers: Sequence[subprocess.Popen] = ()) -> None:
         self.api = psutil.Process(api.pid)
         self.redis = _process(redis_pid)
         self.workers = [p for w in workers if (p := _process(w.pid)) is not None]
