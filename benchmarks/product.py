@@ -26,6 +26,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from benchmarks.faults import disk_full, faults
 from benchmarks.reliability import FLAT_MIB_PER_MIN, NOISE_MIB, soak
 from benchmarks.report import table, write_report
@@ -35,14 +37,55 @@ ROOT = Path("var/bench-product")
 TOKEN = re.compile(r"Bearer ([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
 
 
-def _first_page(base: str, token: str) -> bool:
+def _get_first_page(base: str, token: str) -> tuple[int, bool]:
+    """A first for-you page: (status, 0 when none came back; whether the ranker was missing)."""
     req = urllib.request.Request(f"{base}/api/v1/feed/for-you?page_size=5",
                                  headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status == 200 and b'"video_id"' in resp.read()
+            unranked = "ranker" in resp.headers.get("X-Reelrank-Degraded", "").split(",")
+            return (resp.status if b'"video_id"' in resp.read() else 0), unranked
+    except urllib.error.HTTPError as exc:
+        return exc.code, True
     except (urllib.error.URLError, OSError):
-        return False
+        return 0, True
+
+
+def _first_page(base: str, token: str) -> bool:
+    return _get_first_page(base, token)[0] == 200
+
+
+def _replicas(demo: int) -> set[psutil.Process]:
+    """The ranker's Ray Serve replica processes under the demo's process ``demo``."""
+    found = set()
+    for p in psutil.Process(demo).children(recursive=True):
+        try:
+            if "ServeReplica" in " ".join(p.cmdline()):
+                found.add(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_replicas(base: str, token: str, demo: int, limit_s: float = 120.0) -> dict:
+    """Issue 17's "kill Ray Serve's replica" on the running demo: every ranker replica killed
+    with SIGKILL, then a first page every half second until one is ranked again, by a new
+    replica (Serve replaces them); the answers meanwhile by status, and how many were served
+    without the ranker."""
+    victims = _replicas(demo)
+    for p in victims:
+        p.kill()
+    t0, answers, unranked = time.monotonic(), {}, 0
+    out: dict = {"killed": len(victims)}
+    while time.monotonic() - t0 < limit_s:
+        status, missing = _get_first_page(base, token)
+        answers[status] = answers.get(status, 0) + 1
+        unranked += status == 200 and missing
+        if status == 200 and not missing and _replicas(demo).isdisjoint(victims):
+            out["recovered_s"] = time.monotonic() - t0
+            break
+        time.sleep(0.5)
+    return out | {"answers": answers, "unranked": unranked}
 
 
 def _group_alive(pgid: int) -> bool:
@@ -80,6 +123,7 @@ def demo_to_first_page(port: int, limit_s: float = 1800.0) -> dict:
                     token = m.group(1)
                 if token and _first_page(f"http://127.0.0.1:{port}", token):
                     out["first_page_s"] = time.monotonic() - t0
+                    out["replicas"] = kill_replicas(f"http://127.0.0.1:{port}", token, proc.pid)
                     break
                 time.sleep(1.0)
             else:
@@ -114,9 +158,21 @@ def _rss_rows(samples: list[dict[str, float]], every_s: float) -> list[list[obje
     return rows
 
 
-def _fault_rows(result: dict, disk: dict) -> list[list[object]]:
+def _replica_row(r: dict | None) -> list[object]:
+    fault = "Ray Serve's ranker replicas killed (kill -9) under the running demo"
+    if not r:
+        return [fault, "not run (no demo)", "-"]
+    answers = ", ".join(f"{'no answer' if k == 0 else k}: {n}"
+                        for k, n in sorted(r["answers"].items()))
+    back = (f"ranked by new replicas {r['recovered_s']:.0f} s after the kill"
+            if "recovered_s" in r else "NOT ranked again within the limit")
+    return [fault, f"{r['killed']} killed; API answered {answers} (first pages, 2 a second), "
+            f"{r['unranked']} of them ranked by the fallback; {back}", "- (reads only)"]
+
+
+def _fault_rows(result: dict, disk: dict, replicas: dict | None) -> list[list[object]]:
     books = result["books"]
-    rows = []
+    rows = [_replica_row(replicas)]
     for p in result["phases"]:
         answers = ", ".join(f"{'no answer' if k == 0 else k}: {n}"
                             for k, n in sorted(p["answers"].items()))
@@ -199,7 +255,9 @@ def _body(first: dict, s: dict, f: dict, d: dict, load: tuple[float, ...]) -> st
         "Likes and unlikes sent one after another through the whole scenario; the API, the "
         "outbox relay and the counters worker as processes on the Kafka bus (tansu), Redis a "
         "real server. `data lost`: acknowledged writes missing from the tables + committed "
-        "events never applied + counters differing from the rows, after recovery.",
+        "events never applied + counters differing from the rows, after recovery. The first "
+        "row is on the demo of the first section, right after its first page.",
         "",
-        table(["fault", "behaviour seen", "data lost"], _fault_rows(f, d)),
+        table(["fault", "behaviour seen", "data lost"],
+              _fault_rows(f, d, first.get("replicas"))),
     ])
