@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -31,13 +30,13 @@ import psutil
 from benchmarks.faults import disk_full, faults
 from benchmarks.reliability import FLAT_MIB_PER_MIN, NOISE_MIB, soak
 from benchmarks.report import table, write_report
-from core.cli import DEMO_STEPS
+from core.cli import CLI, DEMO_STEPS
 
 ROOT = Path("var/bench-product")
 TOKEN = re.compile(r"Bearer ([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
 
 
-def _get_first_page(base: str, token: str) -> tuple[int, bool]:
+def _first_page(base: str, token: str) -> tuple[int, bool]:
     """A first for-you page: (status, 0 when none came back; whether the ranker was missing)."""
     req = urllib.request.Request(f"{base}/api/v1/feed/for-you?page_size=5",
                                  headers={"Authorization": f"Bearer {token}"})
@@ -49,10 +48,6 @@ def _get_first_page(base: str, token: str) -> tuple[int, bool]:
         return exc.code, True
     except (urllib.error.URLError, OSError):
         return 0, True
-
-
-def _first_page(base: str, token: str) -> bool:
-    return _get_first_page(base, token)[0] == 200
 
 
 def _replicas(demo: int) -> set[psutil.Process]:
@@ -78,7 +73,7 @@ def kill_replicas(base: str, token: str, demo: int, limit_s: float = 120.0) -> d
     t0, answers, unranked = time.monotonic(), {}, 0
     out: dict = {"killed": len(victims)}
     while time.monotonic() - t0 < limit_s:
-        status, missing = _get_first_page(base, token)
+        status, missing = _first_page(base, token)
         answers[status] = answers.get(status, 0) + 1
         unranked += status == 200 and missing
         if status == 200 and not missing and _replicas(demo).isdisjoint(victims):
@@ -113,15 +108,14 @@ def demo_to_first_page(port: int, limit_s: float = 1800.0) -> dict:
         log_path = clone / "demo.log"
         t0 = time.monotonic()
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-c", "from core.cli import main; main()",
-                                     "demo"], cwd=clone, env=env, stdout=log,
+            proc = subprocess.Popen([*CLI, "demo"], cwd=clone, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         try:
             token = None
             while time.monotonic() - t0 < limit_s and proc.poll() is None:
                 if token is None and (m := TOKEN.search(log_path.read_text(errors="replace"))):
                     token = m.group(1)
-                if token and _first_page(f"http://127.0.0.1:{port}", token):
+                if token and _first_page(f"http://127.0.0.1:{port}", token)[0] == 200:
                     out["first_page_s"] = time.monotonic() - t0
                     out["replicas"] = kill_replicas(f"http://127.0.0.1:{port}", token, proc.pid)
                     break

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert
 
-from benchmarks.servers import CLI, embedded_env, free_port
+from benchmarks.servers import embedded_env, free_port
 from benchmarks.social import _healthy, api_command, load, summarize
+from core.cli import CLI
 from core.clock import utcnow
 from platform_services.storage import procs
 from platform_services.storage.db import make_engine, migrate

@@ -36,7 +36,8 @@ import numpy as np
 import psutil
 
 from benchmarks.report import table, write_report
-from benchmarks.servers import CLI, embedded_env, tansu
+from benchmarks.servers import embedded_env, tansu
+from core.cli import CLI
 from platform_services.storage.procs import spawn, stop_all, wait_until
 
 ROOT = Path("var/bench-scaleout")

@@ -36,8 +36,8 @@ import psutil
 
 from benchmarks.loadgen import PAGES_PER_USER, PATH
 from benchmarks.report import table, write_report
-from benchmarks.servers import CLI, embedded_env
-from core.cli import WORKERS
+from benchmarks.servers import embedded_env
+from core.cli import CLI, WORKERS
 from platform_services.storage.cache import embedded_server_pid
 from platform_services.storage.procs import spawn, stop, stop_all
 from serving import demo

@@ -12,7 +12,6 @@ import os
 import pwd
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +22,6 @@ from pathlib import Path
 import psycopg
 
 from platform_services.storage import procs
-
-# ``reelrank ...`` as a child process of this interpreter (an installed script may be missing).
-CLI = [sys.executable, "-c", "from core.cli import main; main()"]
 
 
 def free_port() -> int:

@@ -50,7 +50,8 @@ from sqlalchemy import Engine, func, insert, select, text
 
 from benchmarks.comments import make_tree
 from benchmarks.report import table, write_report
-from benchmarks.servers import CLI, embedded_env, start_postgres
+from benchmarks.servers import embedded_env, start_postgres
+from core.cli import CLI
 from core.clock import utcnow
 from platform_services.comments import segment
 from platform_services.storage import procs

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmarks.report import table, write_report
+from core.cli import CLI
 from platform_services.storage.procs import stop_all
 
 CLIPS = ("10034.mp4", "bigbuckbunny.mp4", "carphone_distorted.mp4")
@@ -145,7 +145,7 @@ def recommendable_runs(clips_dir: Path, preset: str, timeout_s: float = 300.0) -
         _world()
         settings = get_settings()
         procs = [subprocess.Popen(
-            [sys.executable, "-c", "from core.cli import main; main()", "worker", name],
+            [*CLI, "worker", name],
             env={**os.environ, **env, "PYTHONPATH": str(Path.cwd())},
             stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / f"{name}.log", "w"))  # noqa: SIM115
             for name in ("relay", "transcode", "embed")]

@@ -21,6 +21,8 @@ from core.heap import freeze_startup_heap
 from core.logging import configure_logging
 from core.metrics import serve_worker_metrics
 
+# ``reelrank ...`` as a child process of this interpreter (an installed script may be missing).
+CLI = [sys.executable, "-c", "from core.cli import main; main()"]
 COMMANDS: tuple[str, ...] = (
     "platform_services.storage.cli:register",  # db
     "training.datasets.cli:register",  # data

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
+from core.cli import CLI
 from core.config import Settings, get_settings
 from platform_services.storage.procs import stop_all
 
@@ -104,7 +104,6 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, limit_s: float = 300
 def platform(settings: Settings, port: int) -> Iterator[str]:
     """The API on ``port`` and the workers, as child processes with this process's
     environment; SIGTERM (a clean shutdown) on exit."""
-    exe = [sys.executable, "-c", "from core.cli import main; main()"]
     # Every simulated user comes from this machine's one address, where real clients each have
     # their own: the per-IP limit would throttle them all together (per-user limits stay).
     env = {"REELRANK_RATE_LIMIT_IP": SIMULATED_IP_LIMIT} | os.environ
@@ -114,11 +113,11 @@ def platform(settings: Settings, port: int) -> Iterator[str]:
     try:
         for name in WORKERS:
             with (logs / f"worker-{name}.log").open("wb") as out:
-                procs.append(subprocess.Popen([*exe, "worker", name], stdout=out,
+                procs.append(subprocess.Popen([*CLI, "worker", name], stdout=out,
                                               stderr=subprocess.STDOUT, env=env))
         api_log = logs / "api.log"
         with api_log.open("wb") as out:
-            api = subprocess.Popen([*exe, "serve", "api", "--port", str(port)], stdout=out,
+            api = subprocess.Popen([*CLI, "serve", "api", "--port", str(port)], stdout=out,
                                    stderr=subprocess.STDOUT, env=env)
         procs.append(api)
         url = f"http://127.0.0.1:{port}"

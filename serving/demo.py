@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 
 import typer
 
+from core.cli import CLI
 from core.config import Settings, get_settings
 from platform_services.storage.procs import spawn, stop_all
 
-CLI = [sys.executable, "-c", "from core.cli import main; main()"]
 DATASET = "synth"  # the generated world's data set name (tests and benchmarks write it)
 # Workers whose work can wait (transcoding the uploaded clips, embedding them, rebuilding the
 # batch features) and the simulated users run at a lower priority on the demo's one machine:
